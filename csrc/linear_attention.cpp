@@ -1,0 +1,231 @@
+// trgnet::linear_attention: op schemas, argument checks and the CPU kernels.
+//
+// The CPU kernels run the per-element math of kernels/linear_attention.cuh (the same code the
+// CUDA kernels use), one (n, h) pair per task of at::parallel_for, frames in order (deterministic).
+#include "linear_attention.h"
+
+#include <string>
+#include <vector>
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include "../kernels/linear_attention.cuh"
+
+namespace trgnet {
+
+at::ScalarType linear_attention_state_dtype(at::ScalarType input) {
+  return input == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+namespace {
+
+// "[2, 7, 4, 16]". Shapes and numbers are formatted here with std::to_string and handed to
+// TORCH_CHECK as strings: streaming c10::IntArrayRef / integers into the message crashed (SIGSEGV)
+// in the torch 2.11 + /opt/gcc build of the GPU machine, while string pieces work everywhere.
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_same_device_dtype(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q,
+                             at::ScalarType dtype, const char* dtype_rule) {
+  TORCH_CHECK(t.device() == q.device(), op, ": argument '", name, "': expected device ", q.device(),
+              " (same as q), got ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": argument '", name, "': expected dtype ", dtype, " (", dtype_rule,
+              "), got ", t.scalar_type());
+}
+
+void check_contiguous(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.is_contiguous(), op, ": argument '", name, "': expected a contiguous tensor, got shape ",
+              shape_str(t.sizes()), " with strides ", shape_str(t.strides()), " (call .contiguous() first)");
+}
+
+void check_shape(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef expected,
+                 const char* layout) {
+  TORCH_CHECK(t.sizes() == expected, op, ": argument '", name, "': expected shape ", layout, " = ",
+              shape_str(expected), ", got ", shape_str(t.sizes()));
+}
+
+}  // namespace
+
+void check_linear_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const std::optional<at::Tensor>& key_mask) {
+  TORCH_CHECK(q.dim() == 4, op, ": argument 'q': expected a 4-D tensor of shape (N, T, H, D), got shape ",
+              shape_str(q.sizes()));
+  TORCH_CHECK(is_supported_float(q.scalar_type()), op,
+              ": argument 'q': expected dtype float32, float64, float16 or bfloat16, got ", q.scalar_type());
+  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3);
+  TORCH_CHECK(D >= 1, op, ": argument 'q': expected head dim D >= 1, got shape ", shape_str(q.sizes()));
+  check_shape(op, "k", k, q.sizes(), "(N, T, H, D) of q");
+  TORCH_CHECK(v.dim() == 4 && v.size(0) == N && v.size(1) == T && v.size(2) == H && v.size(3) >= 1, op,
+              ": argument 'v': expected shape (N, T, H, E) with (N, T, H) = ", shape_str({N, T, H}),
+              " of q and E >= 1, got ", shape_str(v.sizes()));
+  check_same_device_dtype(op, "k", k, q, q.scalar_type(), "same as q");
+  check_same_device_dtype(op, "v", v, q, q.scalar_type(), "same as q");
+  check_contiguous(op, "q", q);
+  check_contiguous(op, "k", k);
+  check_contiguous(op, "v", v);
+  if (key_mask.has_value()) {
+    const at::Tensor& m = *key_mask;
+    check_shape(op, "key_mask", m, {N, T}, "(N, T)");
+    check_same_device_dtype(op, "key_mask", m, q, at::kBool, "a bool mask, True = valid frame");
+    check_contiguous(op, "key_mask", m);
+  }
+}
+
+void check_linear_attention_backward_inputs(const char* op, const at::Tensor& grad_out, const at::Tensor& q,
+                                            const at::Tensor& k, const at::Tensor& v,
+                                            const std::optional<at::Tensor>& key_mask, const at::Tensor& kv_state,
+                                            const at::Tensor& key_sum) {
+  check_linear_attention_inputs(op, q, k, v, key_mask);
+  const int64_t N = q.size(0), H = q.size(2), D = q.size(3), E = v.size(3);
+  const at::ScalarType state = linear_attention_state_dtype(q.scalar_type());
+  check_shape(op, "grad_out", grad_out, v.sizes(), "(N, T, H, E) of the output");
+  check_same_device_dtype(op, "grad_out", grad_out, q, q.scalar_type(), "same as q");
+  check_contiguous(op, "grad_out", grad_out);
+  check_shape(op, "kv_state", kv_state, {N, H, D, E}, "(N, H, D, E)");
+  check_same_device_dtype(op, "kv_state", kv_state, q, state, "float64 for float64 inputs, else float32");
+  check_contiguous(op, "kv_state", kv_state);
+  check_shape(op, "key_sum", key_sum, {N, H, D}, "(N, H, D)");
+  check_same_device_dtype(op, "key_sum", key_sum, q, state, "float64 for float64 inputs, else float32");
+  check_contiguous(op, "key_sum", key_sum);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU kernels
+
+namespace {
+
+template <typename scalar_t>
+void forward_cpu_kernel(const scalar_t* q, const scalar_t* k, const scalar_t* v, const bool* mask, int64_t N,
+                        int64_t T, int64_t H, int D, int E, double eps, scalar_t* out,
+                        at::opmath_type<scalar_t>* kv, at::opmath_type<scalar_t>* ks) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int W = E + 1;
+  at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> S(static_cast<size_t>(D) * W), scratch(static_cast<size_t>(D + W));
+    for (int64_t nh = begin; nh < end; ++nh) {
+      const int64_t n = nh / H, h = nh % H;
+      std::fill(S.begin(), S.end(), acc_t(0));
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = (n * T + t) * H + h;
+        const bool m = mask == nullptr || mask[n * T + t];
+        la::accumulate_frame(k + row * D, v + row * E, m, D, E, S.data(), scratch.data());
+      }
+      for (int d = 0; d < D; ++d) {
+        for (int e = 0; e < E; ++e) kv[(nh * D + d) * E + e] = S[d * W + e];
+        ks[nh * D + d] = S[d * W + E];
+        S[d * W + E] += static_cast<acc_t>(eps);
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = (n * T + t) * H + h;
+        la::output_frame(q + row * D, S.data(), D, E, scratch.data(), out + row * E);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_cpu_kernel(const scalar_t* g, const scalar_t* q, const scalar_t* k, const scalar_t* v,
+                         const bool* mask, const at::opmath_type<scalar_t>* kv,
+                         const at::opmath_type<scalar_t>* ks, int64_t N, int64_t T, int64_t H, int D, int E,
+                         double eps, scalar_t* dq, scalar_t* dk, scalar_t* dv) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int W = E + 1;
+  at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> S(static_cast<size_t>(D) * W), dS(static_cast<size_t>(D) * W);
+    std::vector<acc_t> scratch(static_cast<size_t>(D + 2 * W + E));
+    for (int64_t nh = begin; nh < end; ++nh) {
+      const int64_t n = nh / H, h = nh % H;
+      for (int d = 0; d < D; ++d) {
+        for (int e = 0; e < E; ++e) S[d * W + e] = kv[(nh * D + d) * E + e];
+        S[d * W + E] = ks[nh * D + d] + static_cast<acc_t>(eps);
+      }
+      std::fill(dS.begin(), dS.end(), acc_t(0));
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = (n * T + t) * H + h;
+        la::backward_query_frame(g + row * E, q + row * D, S.data(), D, E, scratch.data(), dS.data(),
+                                 dq + row * D);
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = (n * T + t) * H + h;
+        const bool m = mask == nullptr || mask[n * T + t];
+        la::backward_key_frame(k + row * D, v + row * E, m, dS.data(), D, E, scratch.data(), dk + row * D,
+                               dv + row * E);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                                    const at::Tensor& v,
+                                                                    const std::optional<at::Tensor>& key_mask,
+                                                                    double eps) {
+  const char* op = "trgnet::linear_attention";
+  check_linear_attention_inputs(op, q, k, v, key_mask);
+  TORCH_CHECK(q.device().is_cpu(), op, ": CPU kernel called with tensors on ", q.device());
+  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), E = v.size(3);
+  const auto state_opts = q.options().dtype(linear_attention_state_dtype(q.scalar_type()));
+  at::Tensor out = at::empty({N, T, H, E}, q.options());
+  at::Tensor kv = at::empty({N, H, D, E}, state_opts);
+  at::Tensor ks = at::empty({N, H, D}, state_opts);
+  const bool* mask = key_mask.has_value() ? key_mask->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "linear_attention_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    forward_cpu_kernel<scalar_t>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), mask, N, T,
+                                 H, static_cast<int>(D), static_cast<int>(E), eps, out.data_ptr<scalar_t>(),
+                                 kv.data_ptr<acc_t>(), ks.data_ptr<acc_t>());
+  });
+  return {out, kv, ks};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& key_mask, const at::Tensor& kv_state, const at::Tensor& key_sum, double eps) {
+  const char* op = "trgnet::linear_attention_backward";
+  check_linear_attention_backward_inputs(op, grad_out, q, k, v, key_mask, kv_state, key_sum);
+  TORCH_CHECK(q.device().is_cpu(), op, ": CPU kernel called with tensors on ", q.device());
+  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), E = v.size(3);
+  at::Tensor dq = at::empty(q.sizes(), q.options());
+  at::Tensor dk = at::empty(k.sizes(), k.options());
+  at::Tensor dv = at::empty(v.sizes(), v.options());
+  const bool* mask = key_mask.has_value() ? key_mask->data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "linear_attention_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    backward_cpu_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+                                  v.data_ptr<scalar_t>(), mask, kv_state.data_ptr<acc_t>(),
+                                  key_sum.data_ptr<acc_t>(), N, T, H, static_cast<int>(D), static_cast<int>(E), eps,
+                                  dq.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>());
+  });
+  return {dq, dk, dv};
+}
+
+}  // namespace trgnet
+
+TORCH_LIBRARY(trgnet, m) {
+  m.def(
+      "linear_attention(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float eps)"
+      " -> (Tensor out, Tensor kv_state, Tensor key_sum)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "linear_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? key_mask,"
+      " Tensor kv_state, Tensor key_sum, float eps) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+TORCH_LIBRARY_IMPL(trgnet, CPU, m) {
+  m.impl("linear_attention", &trgnet::linear_attention_cpu);
+  m.impl("linear_attention_backward", &trgnet::linear_attention_backward_cpu);
+}

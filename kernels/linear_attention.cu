@@ -1,0 +1,401 @@
+// CUDA kernels of the non-causal linear attention (sigmoid features); math in
+// linear_attention.cuh, launchers declared in linear_attention.h. No torch headers.
+//
+// Forward:   state_partial (per (n,h) and T-chunk: partial [KV | ks])
+//            -> state_reduce (fixed-order sum of the chunk partials -> kv_state, key_sum)
+//            -> output (per (n,h) and T-tile: out = phi(q) KV / phi(q) (ks + eps)).
+// Backward:  query (per (n,h) and T-chunk: dq, partial [dKV | dks])
+//            -> state_reduce (-> dKV, dks in the workspace)
+//            -> key (per (n,h) and T-tile: dk, dv).
+// One block per (n,h) x chunk/tile, grid flattened to 1-D (x = nh * tiles + tile).
+// Tiles of frames are staged in shared memory as Acc; each thread of a reduction kernel owns a
+// fixed set of entries of the extended D x (E+1) state and accumulates them over the frames of
+// its chunk in frame order, so the result does not depend on scheduling.
+#include "linear_attention.h"
+#include "linear_attention.cuh"
+
+namespace trgnet {
+namespace la {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxEntries = (kMaxHeadDim * (kMaxHeadDim + 1) + kThreads - 1) / kThreads;
+constexpr int kSmemBudget = 48 * 1024;  // default dynamic shared-memory limit, no opt-in needed
+
+// ---- storage <-> accumulator conversions -----------------------------------------------------
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+struct Store;
+template <>
+struct Store<float> {
+  __device__ __forceinline__ static float from(float x) { return x; }
+};
+template <>
+struct Store<double> {
+  __device__ __forceinline__ static double from(double x) { return x; }
+};
+template <>
+struct Store<__half> {
+  __device__ __forceinline__ static __half from(float x) { return __float2half_rn(x); }
+};
+template <>
+struct Store<__nv_bfloat16> {
+  __device__ __forceinline__ static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+};
+
+struct Dims {
+  int64_t N, T, H;
+  int D, E;
+};
+
+// Flat index of frame t of (n, h) in a (N, T, H, *) tensor, in rows.
+__device__ __forceinline__ int64_t frame_row(const Dims& s, int64_t nh, int64_t t) {
+  const int64_t n = nh / s.H, h = nh % s.H;
+  return (n * s.T + t) * s.H + h;
+}
+__device__ __forceinline__ bool mask_at(const bool* mask, const Dims& s, int64_t nh, int64_t t) {
+  return mask == nullptr || mask[(nh / s.H) * s.T + t];
+}
+
+template <typename Acc>
+__device__ __forceinline__ Acc* smem_base() {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  return reinterpret_cast<Acc*>(smem_raw);
+}
+
+// Each thread owns entries idx = tid + j * kThreads of the D x W state.
+template <typename Acc>
+__device__ __forceinline__ void accumulate_rows(Acc (&acc)[kMaxEntries], const Acc* a, const Acc* b,
+                                                int rows, int D, int W) {
+  const int entries = D * W;
+#pragma unroll
+  for (int j = 0; j < kMaxEntries; ++j) {
+    const int idx = threadIdx.x + j * kThreads;
+    if (idx < entries) {
+      const int d = idx / W, c = idx % W;
+      Acc x = acc[j];
+      for (int r = 0; r < rows; ++r) x += a[r * D + d] * b[r * W + c];
+      acc[j] = x;
+    }
+  }
+}
+
+template <typename Acc>
+__device__ __forceinline__ void store_partial(const Acc (&acc)[kMaxEntries], Acc* partial, int entries) {
+#pragma unroll
+  for (int j = 0; j < kMaxEntries; ++j) {
+    const int idx = threadIdx.x + j * kThreads;
+    if (idx < entries) partial[idx] = acc[j];
+  }
+}
+
+// ---- forward -----------------------------------------------------------------------------------
+
+// partial[(nh * chunks + chunk) * D*W + d*W + c] = sum over the chunk's frames of
+// m * phi(k[d]) * [v, 1][c].
+template <typename In, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    state_partial_kernel(const In* __restrict__ k, const In* __restrict__ v, const bool* __restrict__ mask,
+                         Dims s, int64_t chunk_len, int64_t chunks, int tile, Acc* __restrict__ partial) {
+  const int D = s.D, E = s.E, W = E + 1;
+  const int64_t nh = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
+  Acc* phik = smem_base<Acc>();  // tile x D
+  Acc* vext = phik + tile * D;   // tile x W
+
+  Acc acc[kMaxEntries];
+#pragma unroll
+  for (int j = 0; j < kMaxEntries; ++j) acc[j] = Acc(0);
+
+  const int64_t t_begin = chunk * chunk_len;
+  const int64_t t_end = min(s.T, t_begin + chunk_len);
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += tile) {
+    const int rows = static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0));
+    for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+      const int r = i / D, d = i % D;
+      const int64_t t = t0 + r;
+      phik[i] = key_feature(to_acc(k[frame_row(s, nh, t) * D + d]), mask_at(mask, s, nh, t));
+    }
+    for (int i = threadIdx.x; i < rows * W; i += kThreads) {
+      const int r = i / W, c = i % W;
+      vext[i] = c < E ? to_acc(v[frame_row(s, nh, t0 + r) * E + c]) : Acc(1);
+    }
+    __syncthreads();
+    accumulate_rows(acc, phik, vext, rows, D, W);
+    __syncthreads();
+  }
+  store_partial(acc, partial + (nh * chunks + chunk) * D * W, D * W);
+}
+
+// Fixed-order sum of the chunk partials; splits [X | x] into kv (nh, D, E) and ks (nh, D).
+template <typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    state_reduce_kernel(const Acc* __restrict__ partial, int64_t chunks, int D, int E,
+                        Acc* __restrict__ kv, Acc* __restrict__ ks) {
+  const int W = E + 1, entries = D * W;
+  const int64_t nh = blockIdx.x;
+  const Acc* p = partial + nh * chunks * entries;
+  for (int idx = threadIdx.x; idx < entries; idx += kThreads) {
+    Acc a = Acc(0);
+    for (int64_t c = 0; c < chunks; ++c) a += p[c * entries + idx];
+    const int d = idx / W, e = idx % W;
+    if (e < E)
+      kv[(nh * D + d) * E + e] = a;
+    else
+      ks[nh * D + d] = a;
+  }
+}
+
+// Loads the extended state [X | x + add] of one (n, h) into shared memory.
+template <typename Acc>
+__device__ __forceinline__ void load_state(Acc* S, const Acc* X, const Acc* x, Acc add, int64_t nh, int D,
+                                           int E) {
+  const int W = E + 1;
+  for (int idx = threadIdx.x; idx < D * W; idx += kThreads) {
+    const int d = idx / W, c = idx % W;
+    S[idx] = c < E ? X[(nh * D + d) * E + c] : x[nh * D + d] + add;
+  }
+}
+
+// out[l] = phi(q_l) KV / phi(q_l) (ks + eps) for a tile of frames.
+template <typename In, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    output_kernel(const In* __restrict__ q, const Acc* __restrict__ kv, const Acc* __restrict__ ks, Acc eps,
+                  Dims s, int64_t tiles, int tile, In* __restrict__ out) {
+  const int D = s.D, E = s.E, W = E + 1;
+  const int64_t nh = blockIdx.x / tiles, t0 = (blockIdx.x % tiles) * static_cast<int64_t>(tile);
+  const int rows = static_cast<int>(min(static_cast<int64_t>(tile), s.T - t0));
+  Acc* S = smem_base<Acc>();  // D x W
+  Acc* phiq = S + D * W;      // tile x D
+  Acc* num = phiq + tile * D;  // tile x W
+
+  load_state(S, kv, ks, eps, nh, D, E);
+  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    phiq[i] = sigmoid(to_acc(q[frame_row(s, nh, t0 + r) * D + d]));
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < rows * W; i += kThreads) {
+    const int r = i / W, c = i % W;
+    num[i] = feature_dot_column(phiq + r * D, S, D, W, c);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < rows * E; i += kThreads) {
+    const int r = i / E, e = i % E;
+    out[frame_row(s, nh, t0 + r) * E + e] = Store<In>::from(output_value(num[r * W + e], num[r * W + E]));
+  }
+}
+
+// ---- backward ----------------------------------------------------------------------------------
+
+// dq for the chunk's frames, and partial dS = sum_l phi(q_l) (x) dN_l.
+template <typename In, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    query_backward_kernel(const In* __restrict__ g, const In* __restrict__ q, const Acc* __restrict__ kv,
+                          const Acc* __restrict__ ks, Acc eps, Dims s, int64_t chunk_len, int64_t chunks,
+                          int tile, In* __restrict__ dq, Acc* __restrict__ partial) {
+  const int D = s.D, E = s.E, W = E + 1;
+  const int64_t nh = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
+  Acc* S = smem_base<Acc>();      // D x W (eps included)
+  Acc* phiq = S + D * W;          // tile x D
+  Acc* gt = phiq + tile * D;      // tile x E
+  Acc* num = gt + tile * E;       // tile x W, then dN
+  Acc* den = num + tile * W;      // tile
+  Acc* dden = den + tile;         // tile
+
+  load_state(S, kv, ks, eps, nh, D, E);
+  Acc acc[kMaxEntries];
+#pragma unroll
+  for (int j = 0; j < kMaxEntries; ++j) acc[j] = Acc(0);
+
+  const int64_t t_begin = chunk * chunk_len;
+  const int64_t t_end = min(s.T, t_begin + chunk_len);
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += tile) {
+    const int rows = static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0));
+    for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+      const int r = i / D, d = i % D;
+      phiq[i] = sigmoid(to_acc(q[frame_row(s, nh, t0 + r) * D + d]));
+    }
+    for (int i = threadIdx.x; i < rows * E; i += kThreads) {
+      const int r = i / E, e = i % E;
+      gt[i] = to_acc(g[frame_row(s, nh, t0 + r) * E + e]);
+    }
+    __syncthreads();  // also orders the previous tile's reads of num/dN before the writes below
+    for (int i = threadIdx.x; i < rows * W; i += kThreads) {
+      const int r = i / W, c = i % W;
+      num[i] = feature_dot_column(phiq + r * D, S, D, W, c);
+    }
+    __syncthreads();
+    for (int r = threadIdx.x; r < rows; r += kThreads) {
+      den[r] = num[r * W + E];
+      dden[r] = grad_den(gt + r * E, num + r * W, E, den[r]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rows * W; i += kThreads) {  // num -> dN (reads gt, den, dden only)
+      const int r = i / W, c = i % W;
+      num[i] = c < E ? gt[r * E + c] / den[r] : dden[r];
+    }
+    __syncthreads();
+    const Acc* dN = num;
+    for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+      const int r = i / D, d = i % D;
+      dq[frame_row(s, nh, t0 + r) * D + d] = Store<In>::from(grad_query_value(phiq[i], S + d * W, dN + r * W, W));
+    }
+    accumulate_rows(acc, phiq, dN, rows, D, W);
+    __syncthreads();
+  }
+  store_partial(acc, partial + (nh * chunks + chunk) * D * W, D * W);
+}
+
+// dk, dv for a tile of frames from the reduced dS = [dKV | dks].
+template <typename In, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    key_backward_kernel(const In* __restrict__ k, const In* __restrict__ v, const bool* __restrict__ mask,
+                        const Acc* __restrict__ dkv, const Acc* __restrict__ dks, Dims s, int64_t tiles, int tile,
+                        In* __restrict__ dk, In* __restrict__ dv) {
+  const int D = s.D, E = s.E, W = E + 1;
+  const int64_t nh = blockIdx.x / tiles, t0 = (blockIdx.x % tiles) * static_cast<int64_t>(tile);
+  const int rows = static_cast<int>(min(static_cast<int64_t>(tile), s.T - t0));
+  Acc* dS = smem_base<Acc>();   // D x W
+  Acc* sk = dS + D * W;         // tile x D, sigmoid(k) without the mask
+  Acc* vext = sk + tile * D;    // tile x W
+  bool* m = reinterpret_cast<bool*>(vext + tile * W);  // tile
+
+  load_state(dS, dkv, dks, Acc(0), nh, D, E);
+  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    sk[i] = sigmoid(to_acc(k[frame_row(s, nh, t0 + r) * D + d]));
+  }
+  for (int i = threadIdx.x; i < rows * W; i += kThreads) {
+    const int r = i / W, c = i % W;
+    vext[i] = c < E ? to_acc(v[frame_row(s, nh, t0 + r) * E + c]) : Acc(1);
+  }
+  for (int r = threadIdx.x; r < rows; r += kThreads) m[r] = mask_at(mask, s, nh, t0 + r);
+  __syncthreads();
+  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    dk[frame_row(s, nh, t0 + r) * D + d] = Store<In>::from(grad_key_value(sk[i], m[r], dS + d * W, vext + r * W, W));
+  }
+  for (int i = threadIdx.x; i < rows * E; i += kThreads) {
+    const int r = i / E, e = i % E;
+    dv[frame_row(s, nh, t0 + r) * E + e] = Store<In>::from(grad_value_value(sk + r * D, m[r], dS, D, W, e));
+  }
+}
+
+// ---- launch helpers ----------------------------------------------------------------------------
+
+// Largest power-of-two tile <= max_tile whose shared memory fits the budget.
+inline int pick_tile(int max_tile, size_t fixed_bytes, size_t row_bytes) {
+  int tile = max_tile;
+  while (tile > 1 && fixed_bytes + tile * row_bytes > static_cast<size_t>(kSmemBudget)) tile /= 2;
+  return tile;
+}
+
+inline bool valid_sizes(int64_t N, int64_t T, int64_t H, int64_t D, int64_t E) {
+  return N >= 0 && T >= 0 && H >= 0 && D >= 1 && E >= 1 && D <= kMaxHeadDim && E <= kMaxHeadDim;
+}
+
+inline bool grid_ok(int64_t blocks) { return blocks > 0 && blocks <= 0x7fffffffLL; }
+
+#define TRGNET_LA_CHECK_LAUNCH()                 \
+  do {                                           \
+    cudaError_t err_ = cudaGetLastError();       \
+    if (err_ != cudaSuccess) return err_;        \
+  } while (0)
+
+template <typename In, typename Acc>
+cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask, int64_t N, int64_t T, int64_t H,
+                         int64_t D, int64_t E, double eps, In* out, Acc* kv_state, Acc* key_sum, Acc* workspace,
+                         cudaStream_t stream) {
+  if (!valid_sizes(N, T, H, D, E)) return cudaErrorInvalidValue;
+  const int64_t NH = N * H;
+  if (NH == 0) return cudaSuccess;
+  if (!kv_state || !key_sum || !workspace || (T > 0 && (!q || !k || !v || !out))) return cudaErrorInvalidValue;
+  const Dims s{N, T, H, static_cast<int>(D), static_cast<int>(E)};
+  const int64_t W = E + 1;
+  const int64_t chunk_len = reduction_chunk_len(T), chunks = reduction_chunks(T);
+  if (!grid_ok(NH * chunks)) return cudaErrorInvalidConfiguration;
+
+  const int ptile = pick_tile(32, 0, (D + W) * sizeof(Acc));
+  state_partial_kernel<In, Acc><<<static_cast<unsigned>(NH * chunks), kThreads, ptile * (D + W) * sizeof(Acc),
+                                  stream>>>(k, v, mask, s, chunk_len, chunks, ptile, workspace);
+  TRGNET_LA_CHECK_LAUNCH();
+  state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(workspace, chunks, s.D, s.E,
+                                                                              kv_state, key_sum);
+  TRGNET_LA_CHECK_LAUNCH();
+  if (T == 0) return cudaSuccess;
+
+  const size_t fixed = D * W * sizeof(Acc), row = (D + W) * sizeof(Acc);
+  const int otile = pick_tile(64, fixed, row);
+  const int64_t tiles = (T + otile - 1) / otile;
+  if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
+  output_kernel<In, Acc><<<static_cast<unsigned>(NH * tiles), kThreads, fixed + otile * row, stream>>>(
+      q, kv_state, key_sum, static_cast<Acc>(eps), s, tiles, otile, out);
+  TRGNET_LA_CHECK_LAUNCH();
+  return cudaSuccess;
+}
+
+template <typename In, typename Acc>
+cudaError_t backward_impl(const In* g, const In* q, const In* k, const In* v, const bool* mask, const Acc* kv_state,
+                          const Acc* key_sum, int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, double eps,
+                          In* dq, In* dk, In* dv, Acc* workspace, cudaStream_t stream) {
+  if (!valid_sizes(N, T, H, D, E)) return cudaErrorInvalidValue;
+  const int64_t NH = N * H;
+  if (NH == 0 || T == 0) return cudaSuccess;
+  if (!g || !q || !k || !v || !kv_state || !key_sum || !dq || !dk || !dv || !workspace)
+    return cudaErrorInvalidValue;
+  const Dims s{N, T, H, static_cast<int>(D), static_cast<int>(E)};
+  const int64_t W = E + 1;
+  const int64_t chunk_len = reduction_chunk_len(T), chunks = reduction_chunks(T);
+  if (!grid_ok(NH * chunks)) return cudaErrorInvalidConfiguration;
+  Acc* partial = workspace;
+  Acc* dkv = workspace + NH * chunks * D * W;
+  Acc* dks = dkv + NH * D * E;
+
+  const size_t qfixed = D * W * sizeof(Acc), qrow = (D + E + W + 2) * sizeof(Acc);
+  const int qtile = pick_tile(32, qfixed, qrow);
+  query_backward_kernel<In, Acc><<<static_cast<unsigned>(NH * chunks), kThreads, qfixed + qtile * qrow, stream>>>(
+      g, q, kv_state, key_sum, static_cast<Acc>(eps), s, chunk_len, chunks, qtile, dq, partial);
+  TRGNET_LA_CHECK_LAUNCH();
+  state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(partial, chunks, s.D, s.E, dkv, dks);
+  TRGNET_LA_CHECK_LAUNCH();
+
+  const size_t kfixed = D * W * sizeof(Acc), krow = (D + W + 1) * sizeof(Acc);  // +1 Acc covers the mask byte
+  const int ktile = pick_tile(64, kfixed, krow);
+  const int64_t tiles = (T + ktile - 1) / ktile;
+  if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
+  key_backward_kernel<In, Acc><<<static_cast<unsigned>(NH * tiles), kThreads, kfixed + ktile * krow, stream>>>(
+      k, v, mask, dkv, dks, s, tiles, ktile, dk, dv);
+  TRGNET_LA_CHECK_LAUNCH();
+  return cudaSuccess;
+}
+
+}  // namespace
+}  // namespace la
+
+#define TRGNET_LA_DEFINE(T_IN, T_ACC)                                                                      \
+  cudaError_t linear_attention_forward(const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask,   \
+                                       int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, double eps,   \
+                                       T_IN* out, T_ACC* kv_state, T_ACC* key_sum, T_ACC* workspace,        \
+                                       cudaStream_t stream) {                                               \
+    return la::forward_impl<T_IN, T_ACC>(q, k, v, key_mask, N, T, H, D, E, eps, out, kv_state, key_sum,     \
+                                         workspace, stream);                                                \
+  }                                                                                                         \
+  cudaError_t linear_attention_backward(const T_IN* grad_out, const T_IN* q, const T_IN* k, const T_IN* v,  \
+                                        const bool* key_mask, const T_ACC* kv_state, const T_ACC* key_sum,  \
+                                        int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, double eps,  \
+                                        T_IN* grad_q, T_IN* grad_k, T_IN* grad_v, T_ACC* workspace,         \
+                                        cudaStream_t stream) {                                              \
+    return la::backward_impl<T_IN, T_ACC>(grad_out, q, k, v, key_mask, kv_state, key_sum, N, T, H, D, E,    \
+                                          eps, grad_q, grad_k, grad_v, workspace, stream);                  \
+  }
+
+TRGNET_LA_DEFINE(float, float)
+TRGNET_LA_DEFINE(double, double)
+TRGNET_LA_DEFINE(__half, float)
+TRGNET_LA_DEFINE(__nv_bfloat16, float)
+
+}  // namespace trgnet

@@ -1,0 +1,77 @@
+// Plain C++ launchers of the CUDA linear-attention kernels (no torch headers).
+//
+// Layout (all contiguous, row-major):
+//   q, k: (N, T, H, D)   v, out, grad_out: (N, T, H, E)   key_mask: (N, T) bool or nullptr
+//   kv_state: (N, H, D, E)   key_sum: (N, H, D)   (key_sum does NOT include eps)
+// Inputs float, double, __half or __nv_bfloat16; the state, the workspace and all accumulation
+// are float (double for double inputs). 1 <= D, E <= 64.
+//
+// Deterministic: the sums over T are split into fixed chunks of frames, each reduced in a fixed
+// order by one block, then the chunk partials are summed in chunk order (no atomics). The
+// chunking depends only on T, so results are bitwise reproducible for a given shape and GPU.
+//
+// Every launcher enqueues on `stream`, checks cudaGetLastError() after each launch and returns
+// the first error (cudaErrorInvalidValue for bad sizes / missing pointers).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace trgnet {
+namespace la {
+
+// Frames per chunk of the T reduction, and the number of chunks (>= 1 even for T == 0).
+inline int64_t reduction_chunk_len(int64_t T) {
+  const int64_t max_chunks = 1024;
+  const int64_t min_len = 128;
+  const int64_t len = (T + max_chunks - 1) / max_chunks;
+  return len > min_len ? len : min_len;
+}
+inline int64_t reduction_chunks(int64_t T) {
+  const int64_t len = reduction_chunk_len(T);
+  const int64_t c = (T + len - 1) / len;
+  return c > 0 ? c : 1;
+}
+
+// Number of accumulator elements (float, or double for double inputs) the workspace of
+// linear_attention_forward / linear_attention_backward must hold.
+inline int64_t workspace_elems(int64_t N, int64_t T, int64_t H, int64_t D, int64_t E) {
+  const int64_t NH = N * H, W = E + 1;
+  return NH * reduction_chunks(T) * D * W  // per-chunk partial states
+         + NH * D * E + NH * D;            // reduced dKV and dks (backward)
+}
+
+}  // namespace la
+}  // namespace trgnet
+
+// Forward: out, kv_state, key_sum. workspace: la::workspace_elems(...) accumulators.
+#define TRGNET_LA_DECLARE_FORWARD(T_IN, T_ACC)                                                     \
+  cudaError_t linear_attention_forward(                                                           \
+      const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask, int64_t N, int64_t T,    \
+      int64_t H, int64_t D, int64_t E, double eps, T_IN* out, T_ACC* kv_state, T_ACC* key_sum,    \
+      T_ACC* workspace, cudaStream_t stream);
+
+// Backward: grad_q, grad_k, grad_v from grad_out and the saved kv_state / key_sum.
+#define TRGNET_LA_DECLARE_BACKWARD(T_IN, T_ACC)                                                    \
+  cudaError_t linear_attention_backward(                                                          \
+      const T_IN* grad_out, const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask,    \
+      const T_ACC* kv_state, const T_ACC* key_sum, int64_t N, int64_t T, int64_t H, int64_t D,    \
+      int64_t E, double eps, T_IN* grad_q, T_IN* grad_k, T_IN* grad_v, T_ACC* workspace,          \
+      cudaStream_t stream);
+
+namespace trgnet {
+
+TRGNET_LA_DECLARE_FORWARD(float, float)
+TRGNET_LA_DECLARE_FORWARD(double, double)
+TRGNET_LA_DECLARE_FORWARD(__half, float)
+TRGNET_LA_DECLARE_FORWARD(__nv_bfloat16, float)
+
+TRGNET_LA_DECLARE_BACKWARD(float, float)
+TRGNET_LA_DECLARE_BACKWARD(double, double)
+TRGNET_LA_DECLARE_BACKWARD(__half, float)
+TRGNET_LA_DECLARE_BACKWARD(__nv_bfloat16, float)
+
+}  // namespace trgnet

@@ -1,0 +1,41 @@
+import dataclasses
+import math
+
+import torch
+
+from trgnet_fast import parity
+from trgnet_fast.backend import backend_status, implemented_backends
+from trgnet_fast.ops.registry import OPS
+
+
+def test_every_usable_backend_passes_on_cpu():
+    rows = parity.run_parity("cpu")
+    usable = {b for b, (ok, _) in backend_status("cpu").items() if ok}
+    for name in OPS:
+        expected = implemented_backends(name) & usable
+        assert {r.backend for r in rows if r.op == name} == expected
+    failed = [r for r in rows if not r.ok]
+    assert not failed, parity.format_table(failed)
+    # every op reports its output and each input gradient
+    for name, spec in OPS.items():
+        quantities = {r.quantity for r in rows if r.op == name}
+        assert quantities == {"out", *(f"grad_{g}" for g in spec.grad_inputs)}
+
+
+def test_a_wrong_implementation_fails(monkeypatch):
+    spec = OPS["linear_attention"]
+
+    def off_by_a_bit(**kw):
+        kw.pop("backend")
+        return spec.reference(**kw) * (1 + 1e-4)
+
+    monkeypatch.setitem(OPS, spec.name, dataclasses.replace(spec, fused=off_by_a_bit))
+    size = {"N": 2, "T": 9, "H": 2, "D": 4, "E": 3, "masked": True}
+    rows = parity.run_parity("cpu", backends=["torch"], dtypes=[torch.float32], sizes=[size])
+    assert len(rows) == 4 and all(not r.ok for r in rows)
+
+
+def test_nan_never_passes():
+    row = parity.ParityRow("op", "torch", "cpu", "float32", "", "out", float("nan"), 1.0)
+    assert not row.ok
+    assert math.isinf(parity.relative_error(torch.ones(2), torch.ones(3)))

@@ -1,0 +1,6 @@
+"""Plain-PyTorch reference TRG-Net (reference-spec §2) with the published parameter names."""
+from trgnet_fast.model.config import default_config
+from trgnet_fast.model.graph import DATASETS, num_joints
+from trgnet_fast.model.trgnet import TRGNet
+
+__all__ = ["DATASETS", "TRGNet", "default_config", "num_joints"]

@@ -1,0 +1,33 @@
+"""Published constructor arguments of TRGNet per dataset (reference-spec §5)."""
+from __future__ import annotations
+
+from trgnet_fast.model.graph import skeleton_layout
+
+# dataset: (in_channel, n_classes). PKU/LARA/MCFS-130 are the published TRG-Net configs; TCG-15 follows
+# TMD (same lab, no TRG-Net config) and MCFS-22 the MCFS-130 settings with its 22 classes.
+_DATASET_IO = {
+    "PKU-subject": (12, 52),
+    "PKU-view": (12, 52),
+    "LARA": (12, 8),
+    "MCFS-130": (2, 130),
+    "MCFS-22": (2, 22),
+    "TCG-15": (6, 15),
+}
+
+
+def default_config(dataset: str) -> dict:
+    """Keyword arguments of ``TRGNet`` for ``dataset`` (a fresh dict on every call)."""
+    skeleton_layout(dataset)  # raises ValueError for an unknown dataset
+    in_channel, n_classes = _DATASET_IO[dataset]
+    return {
+        "in_channel": in_channel,
+        "n_features": 64,
+        "n_classes": n_classes,
+        "n_stages": 4,
+        "n_layers": 10,
+        "n_refine_layers": 10,
+        "n_stages_asb": 2,
+        "n_stages_brb": 3,
+        "SFI_layer": list(range(1, 10)),
+        "dataset": dataset,
+    }

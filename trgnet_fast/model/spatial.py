@@ -1,0 +1,108 @@
+"""Spatial block "SP": 13-scale graph convolution followed by CTRGC with the text-derived joint graph
+(reference-spec §2.2, §2.3)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
+
+
+class ConvBNReLU(nn.Module):
+    """1×1 Conv2d → BatchNorm2d → ReLU, held in ``layers`` (published parameter names ``layers.0/1``).
+
+    forward: x (N, C_in, T, V) → (N, C_out, T, V).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.layers = nn.ModuleList([
+            nn.Conv2d(in_channels, out_channels, kernel_size=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class CTRGC(nn.Module):
+    """Channel-wise topology refinement graph convolution whose static graph is the text-derived
+    joint graph J (TJG).
+
+    With a = conv1(x), b = conv2(x) (8 channels each) and x3 = conv3(x):
+      frame graph    G_f[n,t,u,v] = beta * tanh(mean_r a[n,r,t,u] - mean_r b[n,r,t,v]) + J[u,v]
+      channel graph  G_c[n,c,u,v] = alpha * conv4(tanh(mean_t a[n,:,t,u] - mean_t b[n,:,t,v]))[c] + J[u,v]
+      y[n,c,t,u]     = sum_v (G_f[n,t,u,v] + G_c[n,c,u,v]) * x3[n,c,t,v]
+    The temporal means run over all T frames, padding included (published behaviour).
+    """
+
+    RELATION_CHANNELS = 8
+
+    def __init__(self, channels: int):
+        super().__init__()
+        rel = self.RELATION_CHANNELS
+        self.conv1 = nn.Conv2d(channels, rel, kernel_size=1)
+        self.conv2 = nn.Conv2d(channels, rel, kernel_size=1)
+        self.conv3 = nn.Conv2d(channels, channels, kernel_size=1)
+        self.conv4 = nn.Conv2d(rel, channels, kernel_size=1)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, joint_graph: torch.Tensor, alpha: torch.Tensor,
+                beta: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, T, V); joint_graph: (V, V); alpha, beta: (1,) scalars. Returns (N, C, T, V)."""
+        a, b, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
+
+        frame_a, frame_b = a.mean(dim=1), b.mean(dim=1)  # (N, T, V)
+        frame_graph = beta * torch.tanh(frame_a[..., :, None] - frame_b[..., None, :]) + joint_graph
+        y_frame = torch.einsum("ntuv,nctv->nctu", frame_graph, x3)
+
+        channel_a, channel_b = a.mean(dim=2), b.mean(dim=2)  # (N, 8, V)
+        relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
+        channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
+        y_channel = torch.einsum("ncuv,nctv->nctu", channel_graph, x3)
+        return y_frame + y_channel
+
+
+class MultiScaleGraphConv(nn.Module):
+    """The "SP" block: 13-scale k-hop aggregation, a 1×1 MLP, then CTRGC with a residual.
+
+    Out = ReLU(BN(CTRGC(X_m, J)) + X_m), X_m = MLP(scale-major stack of (A_powers + A_res) applied over
+    joints). ``A_powers`` (13V, V) and ``A_binary`` (V, V) are plain attributes, not state: they are
+    rebuilt from the skeleton at construction and follow the input's device in ``forward``.
+    ``A_binary`` is kept for inspection only; the published CTRGC ignores the physical skeleton.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, dataset: str, num_scales: int = NUM_SCALES):
+        super().__init__()
+        self.num_scales = num_scales
+        self.A_binary = binary_adjacency(dataset)
+        self.A_powers = multiscale_adjacency(self.A_binary, num_scales)
+        # The learned residual makes the aggregation matrix effectively dense.
+        self.A_res = nn.Parameter(torch.empty(self.A_powers.shape).uniform_(-1e-6, 1e-6))
+        self.mlp = ConvBNReLU(in_channels * num_scales, out_channels)
+        self.CTRGCN = CTRGC(out_channels)
+        self.alpha = nn.Parameter(torch.zeros(1))
+        self.beta = nn.Parameter(torch.zeros(1))
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, joint_graph: torch.Tensor) -> torch.Tensor:
+        """x: (N, C_in, V, T); joint_graph: (V, V). Returns (N, C_out, T, V), not masked."""
+        x = x.transpose(2, 3)
+        n, c, t, v = x.shape
+        if self.A_powers.device != x.device:
+            self.A_powers = self.A_powers.to(x.device)
+            self.A_binary = self.A_binary.to(x.device)
+        adjacency = self.A_powers.to(x.dtype) + self.A_res.to(x.dtype)
+
+        support = torch.einsum("su,nctu->ncts", adjacency, x)  # s = k * V + v
+        # Channel index of the stacked scales is k * C_in + c (scale-major).
+        support = support.view(n, c, t, self.num_scales, v).permute(0, 3, 1, 2, 4)
+        x_m = self.mlp(support.reshape(n, self.num_scales * c, t, v))
+
+        y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta)
+        return torch.relu(self.bn(y) + x_m)

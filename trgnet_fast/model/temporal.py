@@ -1,0 +1,136 @@
+"""Temporal parts of TRG-Net: the STI encoder with its SFI fusions, the refinement decoder and the
+boundary TCN (reference-spec §2.4, §2.8, §2.9)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from trgnet_fast.model.attention import AttModule
+
+GROUP_CHANNELS = 8  # channels of each spatial group and of the temporal group that STI splits off
+
+
+def flatten_joints(groups: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, V) → (N, V * C, T) with channel index v * C + c (joint-major)."""
+    n, c, t, v = groups.shape
+    return groups.permute(0, 3, 1, 2).reshape(n, v * c, t)
+
+
+class SpatialFeatureInjection(nn.Module):
+    """SFI: fuses one 8-channel spatial group into the temporal stream.
+
+    s = conv_s(flatten_joints(group)); c = conv_fusion(cat[h, s]); h' = (FF(c) + h) * mask, FF applied
+    per frame: Linear → GELU → Dropout(0.3) → Linear.
+    """
+
+    def __init__(self, num_joints: int, channels: int):
+        super().__init__()
+        self.conv_s = nn.Conv1d(num_joints * GROUP_CHANNELS, channels, 1)
+        self.ff = nn.Sequential(
+            nn.Linear(channels, channels),
+            nn.GELU(),
+            nn.Dropout(0.3),
+            nn.Linear(channels, channels),
+        )
+        self.conv_fusion = nn.Conv1d(2 * channels, channels, 1)
+
+    def forward(self, group: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """group: (N, 8, T, V); h: (N, C, T); mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        s = self.conv_s(flatten_joints(group))
+        fused = self.conv_fusion(torch.cat([h, s], dim=1))
+        return (self.ff(fused.transpose(1, 2)).transpose(1, 2) + h) * mask
+
+
+class SpatioTemporalEncoder(nn.Module):
+    """STI: channel masking, a 1×1 split into spatial groups + one temporal group, then ``n_layers``
+    encoder AttModules (dilation 2^i), with SFI_(j) before layer ``sfi_layers[j]``.
+
+    forward: x (N, C, T, V) → F (N, C, T), masked.
+    """
+
+    def __init__(self, num_joints: int, channels: int, n_layers: int, sfi_layers: Sequence[int],
+                 channel_masking_rate: float = 0.3):
+        super().__init__()
+        self.sfi_layers = tuple(sfi_layers)
+        self.dropout = nn.Dropout2d(p=channel_masking_rate)
+        self.conv_in = nn.Conv2d(channels, (len(self.sfi_layers) + 1) * GROUP_CHANNELS, kernel_size=1)
+        self.conv_t = nn.Conv1d(num_joints * GROUP_CHANNELS, channels, 1)
+        self.SFI_layers = nn.ModuleList(
+            [SpatialFeatureInjection(num_joints, channels) for _ in self.sfi_layers])
+        self.layers = nn.ModuleList(
+            [AttModule(2 ** i, channels, "encoder", alpha=1.0) for i in range(n_layers)])
+        self.conv_out = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, T, V) masked spatial features; mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        z = self.conv_in(self.dropout(x))
+        spatial_groups = z[:, :-GROUP_CHANNELS].split(GROUP_CHANNELS, dim=1)
+        h = self.conv_t(flatten_joints(z[:, -GROUP_CHANNELS:]))
+        injections = dict(zip(self.sfi_layers, zip(self.SFI_layers, spatial_groups)))
+        for index, layer in enumerate(self.layers):
+            if index in injections:
+                sfi, group = injections[index]
+                h = sfi(group, h, mask)
+            h = layer(h, None, mask)
+        return self.conv_out(h) * mask
+
+
+class RefinementDecoder(nn.Module):
+    """One action-segmentation refinement stage: conv_in, ``n_layers`` decoder AttModules whose
+    attention values are the encoder feature, conv_out.
+
+    forward: class probabilities (N, K, T) → logits (N, K, T) (not masked) and hidden (N, C, T) (masked).
+    """
+
+    def __init__(self, n_classes: int, channels: int, n_layers: int, alpha: float):
+        super().__init__()
+        self.conv_in = nn.Conv1d(n_classes, channels, 1)
+        self.layers = nn.ModuleList(
+            [AttModule(2 ** i, channels, "decoder", alpha) for i in range(n_layers)])
+        self.conv_out = nn.Conv1d(channels, n_classes, 1)
+
+    def forward(self, probabilities: torch.Tensor, encoder_feature: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """probabilities: (N, K, T); encoder_feature: (N, C, T) masked; mask: (N, 1, T) float 0/1."""
+        hidden = self.conv_in(probabilities)
+        for layer in self.layers:
+            hidden = layer(hidden, encoder_feature, mask)
+        return self.conv_out(hidden), hidden
+
+
+class DilatedResidualLayer(nn.Module):
+    """(x + Dropout(0.5)(conv_in(ReLU(conv_dilated(x))))) * mask, conv_dilated k3 with dilation d."""
+
+    def __init__(self, dilation: int, channels: int):
+        super().__init__()
+        self.conv_dilated = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv_in = nn.Conv1d(channels, channels, 1)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, T); mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        out = self.dropout(self.conv_in(torch.relu(self.conv_dilated(x))))
+        return (x + out) * mask
+
+
+class SingleStageTCN(nn.Module):
+    """Boundary refinement stage (MS-TCN single stage): conv_in, ``n_layers`` dilated residual layers
+    (dilation 2^i), conv_out, masked.
+
+    forward: x (N, C_in, T) → (N, C_out, T).
+    """
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int, n_layers: int):
+        super().__init__()
+        self.conv_in = nn.Conv1d(in_channels, channels, 1)
+        self.layers = nn.ModuleList([DilatedResidualLayer(2 ** i, channels) for i in range(n_layers)])
+        self.conv_out = nn.Conv1d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (N, C_in, T); mask: (N, 1, T) float 0/1. Returns (N, C_out, T)."""
+        out = self.conv_in(x)
+        for layer in self.layers:
+            out = layer(out, mask)
+        return self.conv_out(out) * mask

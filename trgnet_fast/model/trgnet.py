@@ -1,0 +1,130 @@
+"""TRG-Net: text-derived relational graph-enhanced network for skeleton action segmentation
+(arXiv 2503.15126; reference-spec §2)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from trgnet_fast.backend import requested_backend
+from trgnet_fast.model.attention import LinearAttention
+from trgnet_fast.model.graph import num_joints
+from trgnet_fast.model.spatial import MultiScaleGraphConv
+from trgnet_fast.model.temporal import RefinementDecoder, SingleStageTCN, SpatioTemporalEncoder
+from trgnet_fast.model.validation import validate_inputs
+
+
+def decoder_alpha(stage: int) -> float:
+    """Attention weight of refinement stage ``stage`` (0-based): exp(-3 * stage)."""
+    return math.exp(-3 * stage)
+
+
+class TRGNet(nn.Module):
+    """TRG-Net with the published parameter names (published checkpoints load with ``strict=True``).
+
+    Args:
+        in_channel: input channels C_in per joint (12 PKU/LARA, 2 MCFS, 6 TCG-15).
+        n_features: hidden width C (64 in every published config).
+        n_classes: number of action classes K.
+        n_stages: default for ``n_stages_asb`` and ``n_stages_brb``.
+        n_layers: encoder AttModules (dilations 1, 2, ..., 2^(n_layers-1)).
+        n_refine_layers: layers of every decoder stage and of every boundary TCN stage.
+        n_stages_asb: 1 + number of refinement decoder stages (stage s uses alpha = exp(-3 s)).
+        n_stages_brb: 1 + number of boundary TCN stages.
+        SFI_layer: encoder layer indices (distinct, in [0, n_layers)) preceded by an SFI fusion;
+            default 1..n_layers-1.
+        dataset: "PKU-subject" | "PKU-view" | "LARA" | "MCFS-130" | "MCFS-22" | "TCG-15"; selects the
+            skeleton (V = 25, 25, 19, 25, 25, 17).
+        text_dim: width of the text-embedding feature heads (768 for BERT-base embeddings).
+        backend: linear-attention backend ("auto" | "torch" | "triton" | "cuda"); None reads
+            $TRGNET_BACKEND at every call, else "auto".
+
+    forward(x, mask, joint_graph):
+        x: (N, C_in, V, T) floating; mask: (N, 1, T) bool or 0/1; joint_graph: (V, V) floating TJG.
+        Training mode returns ([logits_0, ..., logits_A], [b_0, ..., b_B], [e_0, ..., e_A], logit_scale)
+        with logits (N, K, T), boundary logits b (N, 1, T), text-space features e (N, text_dim, T) and
+        logit_scale (1,), where A = n_stages_asb - 1 and B = n_stages_brb - 1.
+        Eval mode returns (final logits (N, K, T), final boundary logits (N, 1, T)) and skips the
+        text-space heads, which do not affect these outputs.
+    """
+
+    def __init__(self, in_channel: int, n_features: int, n_classes: int, n_stages: int, n_layers: int,
+                 n_refine_layers: int = 10, n_stages_asb: int | None = None,
+                 n_stages_brb: int | None = None, SFI_layer: Sequence[int] | None = None,
+                 dataset: str = "PKU-subject", text_dim: int = 768, backend: str | None = None):
+        super().__init__()
+        n_stages_asb = n_stages if n_stages_asb is None else n_stages_asb
+        n_stages_brb = n_stages if n_stages_brb is None else n_stages_brb
+        if n_stages_asb < 1 or n_stages_brb < 1:
+            raise ValueError(
+                f"n_stages_asb, n_stages_brb: expected >= 1, got {n_stages_asb}, {n_stages_brb}")
+        sfi_layers = list(range(1, n_layers)) if SFI_layer is None else [int(i) for i in SFI_layer]
+        if len(set(sfi_layers)) != len(sfi_layers) or not all(0 <= i < n_layers for i in sfi_layers):
+            raise ValueError(
+                f"SFI_layer: expected distinct layer indices in [0, {n_layers}), got {SFI_layer}")
+
+        self.in_channel = in_channel
+        self.n_classes = n_classes
+        self.dataset = dataset
+        self.num_joints = num_joints(dataset)
+
+        # Submodules are created in the published order so that a given seed draws the same
+        # initial parameters as the published code.
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07)))
+        self.SP = MultiScaleGraphConv(in_channel, n_features, dataset)
+        self.STI = SpatioTemporalEncoder(self.num_joints, n_features, n_layers, sorted(sfi_layers))
+        self.conv_cls = nn.Conv1d(n_features, n_classes, 1)
+        self.conv_bound = nn.Conv1d(n_features, 1, 1)
+        self.conv_feature = nn.Conv1d(n_features, text_dim, 1)
+        asb = [RefinementDecoder(n_classes, n_features, n_refine_layers, decoder_alpha(s))
+               for s in range(n_stages_asb - 1)]
+        conv_asb_feature = [nn.Conv1d(n_features, text_dim, 1) for _ in range(n_stages_asb - 1)]
+        brb = [SingleStageTCN(1, n_features, 1, n_refine_layers) for _ in range(n_stages_brb - 1)]
+        self.asb = nn.ModuleList(asb)
+        self.brb = nn.ModuleList(brb)
+        self.conv_asb_feature = nn.ModuleList(conv_asb_feature)
+
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str | None) -> None:
+        """Select the linear-attention backend of every attention layer (None: $TRGNET_BACKEND / auto)."""
+        if backend is not None:
+            requested_backend(backend)  # raises ValueError for an unknown name
+        self.backend = backend
+        for module in self.modules():
+            if isinstance(module, LinearAttention):
+                module.backend = backend
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor):
+        """See the class docstring for shapes and return values."""
+        validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device)
+        mask = mask.to(x.dtype)
+        joint_graph = joint_graph.to(x.dtype)
+
+        spatial = self.SP(x, joint_graph) * mask[..., None]
+        feature = self.STI(spatial, mask)
+        logits = self.conv_cls(feature)
+        boundary = self.conv_bound(feature)
+
+        if not self.training:
+            for stage in self.asb:
+                logits, _ = stage(torch.softmax(logits, dim=1) * mask, feature * mask, mask)
+            for stage in self.brb:
+                boundary = stage(torch.sigmoid(boundary), mask)
+            return logits, boundary
+
+        all_logits, all_boundaries = [logits], [boundary]
+        all_features = [self.conv_feature(feature)]
+        # Published quirk: in training each decoder stage after the first attends to the previous
+        # stage's hidden state instead of the encoder feature (in eval all stages use the encoder feature).
+        values = feature
+        for stage, feature_head in zip(self.asb, self.conv_asb_feature):
+            logits, values = stage(torch.softmax(logits, dim=1) * mask, values * mask, mask)
+            all_logits.append(logits)
+            all_features.append(feature_head(values))
+        for stage in self.brb:
+            boundary = stage(torch.sigmoid(boundary), mask)
+            all_boundaries.append(boundary)
+        return all_logits, all_boundaries, all_features, self.logit_scale

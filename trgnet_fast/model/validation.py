@@ -1,0 +1,61 @@
+"""Checks of TRGNet.forward's inputs, raising ValueError that names the argument, the expected and the
+received value."""
+from __future__ import annotations
+
+import torch
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
+    return f"{type(value).__name__}"
+
+
+def _require_tensor(name: str, value, expected: str) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name}: expected {expected}, got {_describe(value)}")
+
+
+def _require_device(name: str, value: torch.Tensor, device: torch.device) -> None:
+    if value.device != device:
+        raise ValueError(f"{name}: expected a tensor on the model's device {device}, got device {value.device}")
+
+
+def _require_finite(name: str, value: torch.Tensor) -> None:
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name}: expected finite values, got {int((~torch.isfinite(value)).sum())} NaN/Inf entries")
+
+
+def validate_inputs(x, mask, joint_graph, in_channel: int, num_joints: int, device: torch.device) -> None:
+    """Validate TRGNet inputs.
+
+    x: (N, in_channel, num_joints, T) floating, finite; mask: (N, 1, T) bool or numeric with values 0/1;
+    joint_graph: (num_joints, num_joints) floating, finite; all three on ``device``.
+    """
+    x_expected = f"a 4-D floating tensor (N, C_in={in_channel}, V={num_joints}, T)"
+    _require_tensor("x", x, x_expected)
+    if x.dim() != 4 or not x.is_floating_point() or x.shape[1] != in_channel or x.shape[2] != num_joints:
+        hint = ""
+        if x.dim() == 4 and x.shape[-1] == num_joints and x.shape[2] != num_joints:
+            hint = (" (it looks like (N, C, T, V) was passed; the model takes (N, C_in, V, T), "
+                    "e.g. x.transpose(2, 3))")
+        raise ValueError(f"x: expected {x_expected}, got {_describe(x)}{hint}")
+    n, _, _, t = x.shape
+
+    mask_expected = f"a (N={n}, 1, T={t}) bool or 0/1 tensor"
+    _require_tensor("mask", mask, mask_expected)
+    if tuple(mask.shape) != (n, 1, t):
+        raise ValueError(f"mask: expected {mask_expected}, got {_describe(mask)}")
+
+    graph_expected = f"a ({num_joints}, {num_joints}) floating tensor"
+    _require_tensor("joint_graph", joint_graph, graph_expected)
+    if tuple(joint_graph.shape) != (num_joints, num_joints) or not joint_graph.is_floating_point():
+        raise ValueError(f"joint_graph: expected {graph_expected}, got {_describe(joint_graph)}")
+
+    for name, value in (("x", x), ("mask", mask), ("joint_graph", joint_graph)):
+        _require_device(name, value, device)
+
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"mask: expected values 0 or 1, got values {torch.unique(mask).tolist()[:8]}")
+    _require_finite("x", x)
+    _require_finite("joint_graph", joint_graph)

@@ -1,0 +1,216 @@
+"""Non-causal linear attention core of TRG-Net (reference-spec §2.5).
+
+For every sample n and head h, with phi = sigmoid:
+    KV[d, e]  = sum_s m[s] * phi(k[s, d]) * v[s, e]
+    ksum[d]   = sum_s m[s] * phi(k[s, d]) + eps          (eps on every element of the key sum)
+    out[l, e] = (phi(q[l]) @ KV)[e] / (phi(q[l]) @ ksum)
+m[s] = key_mask[n, s] when a key mask is given (mask-correct mode), else 1 (published mode:
+padded frames take part in the sums).
+
+Shapes: q, k: (N, T, H, D); v: (N, T, H, E); key_mask: (N, T) bool or None; out: (N, T, H, E).
+This is the layout the Linear projections produce ((N, T, H*D) viewed as (N, T, H, D)), so no
+transpose is needed around the op.
+
+Backends: ``torch`` (the reference below, any device/dtype/size) and ``cuda`` (the compiled
+extension: ``torch.ops.trgnet.linear_attention``, CUDA kernels for CUDA tensors with D, E <= 64,
+C++ kernels for CPU tensors). The native op computes in fp32 (fp64 for float64 inputs) whatever
+the input dtype, deterministically, and is differentiable w.r.t. q, k and v
+(``torch.library.register_autograd``); it works under ``torch.compile`` (``register_fake``).
+
+Native op schemas (registered by the C++ library, ``TORCH_LIBRARY(trgnet, m)``)::
+
+    trgnet::linear_attention(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float eps)
+        -> (Tensor out, Tensor kv_state, Tensor key_sum)
+    trgnet::linear_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v,
+        Tensor? key_mask, Tensor kv_state, Tensor key_sum, float eps)
+        -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)
+
+``kv_state`` (N, H, D, E) = KV and ``key_sum`` (N, H, D) = sum_s m[s] phi(k[s]) **without**
+eps, both fp32 (fp64 for float64 inputs); they are saved for the backward and are not
+differentiable. The native ops require contiguous inputs of one dtype on one device; the
+:func:`linear_attention` wrapper makes non-contiguous inputs contiguous (a copy).
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from trgnet_fast import _native
+from trgnet_fast.backend import register_op, resolve_backend
+
+OP_NAME = "linear_attention"
+register_op(OP_NAME, ("cuda",))
+
+
+def linear_attention_reference(q, k, v, key_mask=None, eps: float = 1e-6):
+    """Plain-PyTorch reference. q, k: (N, T, H, D); v: (N, T, H, E); key_mask: (N, T) or None.
+
+    Returns out: (N, T, H, E), dtype of the inputs (computed in that dtype).
+    """
+    phi_q = torch.sigmoid(q)
+    phi_k = torch.sigmoid(k)
+    if key_mask is not None:
+        phi_k = phi_k * key_mask[:, :, None, None].to(phi_k.dtype)
+    kv = torch.einsum("nshd,nshe->nhde", phi_k, v)
+    ksum = phi_k.sum(dim=1) + eps  # (N, H, D)
+    num = torch.einsum("nlhd,nhde->nlhe", phi_q, kv)
+    den = torch.einsum("nlhd,nhd->nlh", phi_q, ksum)
+    return num / den[..., None]
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation (before any backend runs)
+
+def gradient_error_floor(grad_out: torch.Tensor, T: int) -> float:
+    """Denominator floor for relative errors of the q/k gradients.
+
+    With T = 1 the output is v up to eps, so dq and dk are O(eps) results of cancelling
+    O(|grad_out|) terms (in the float64 reference too): measure them against |grad_out|.
+    Elsewhere no floor (0).
+    """
+    return grad_out.norm().item() if T == 1 else 0.0
+
+
+def _shape(t) -> tuple:
+    return tuple(t.shape)
+
+
+def validate_inputs(q, k, v, key_mask=None, eps: float = 1e-6) -> None:
+    """Raise ``ValueError`` naming the argument, what is expected and what was received."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"linear_attention: {name}: expected a torch.Tensor, got {type(t).__name__}")
+    if q.dim() != 4:
+        raise ValueError(f"linear_attention: q: expected a 4-D tensor (N, T, H, D), got shape {_shape(q)}")
+    if not q.dtype.is_floating_point:
+        raise ValueError(f"linear_attention: q: expected a floating dtype, got {q.dtype}")
+    N, T, H, D = q.shape
+    if k.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"linear_attention: k: expected shape (N, T, H, D) = {_shape(q)} like q, "
+                         f"got {_shape(k)}")
+    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"linear_attention: v: expected shape (N, T, H, E) with (N, T, H) = "
+                         f"{(N, T, H)} like q, got {_shape(v)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise ValueError(f"linear_attention: {name}: expected dtype {q.dtype} (same as q), got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"linear_attention: {name}: expected device {q.device} (same as q), "
+                             f"got {t.device}")
+    if key_mask is not None:
+        if not isinstance(key_mask, torch.Tensor):
+            raise ValueError(f"linear_attention: key_mask: expected a bool tensor (N, T) or None, "
+                             f"got {type(key_mask).__name__}")
+        if key_mask.shape != (N, T):
+            raise ValueError(f"linear_attention: key_mask: expected shape (N, T) = {(N, T)}, "
+                             f"got {_shape(key_mask)}")
+        if key_mask.dtype != torch.bool:
+            raise ValueError(f"linear_attention: key_mask: expected dtype torch.bool, got {key_mask.dtype}")
+        if key_mask.device != q.device:
+            raise ValueError(f"linear_attention: key_mask: expected device {q.device} (same as q), "
+                             f"got {key_mask.device}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise ValueError(f"linear_attention: eps: expected a Python float, got {type(eps).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# Native op: fake (meta) kernels and autograd, registered once the extension is loaded
+
+_register_lock = threading.Lock()
+_registered = False
+
+
+def _fake_forward(q, k, v, key_mask, eps):
+    N, T, H, D = q.shape
+    E = v.shape[3]
+    state = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return (q.new_empty((N, T, H, E)), q.new_empty((N, H, D, E), dtype=state),
+            q.new_empty((N, H, D), dtype=state))
+
+
+def _fake_backward(grad_out, q, k, v, key_mask, kv_state, key_sum, eps):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, key_mask, eps = inputs
+    _, kv_state, key_sum = output
+    ctx.mark_non_differentiable(kv_state, key_sum)
+    ctx.save_for_backward(q, k, v, key_mask, kv_state, key_sum)
+    ctx.eps = eps
+
+
+def _backward(ctx, grad_out, _grad_kv_state, _grad_key_sum):
+    q, k, v, key_mask, kv_state, key_sum = ctx.saved_tensors
+    grad_q, grad_k, grad_v = torch.ops.trgnet.linear_attention_backward(
+        grad_out.contiguous(), q, k, v, key_mask, kv_state, key_sum, ctx.eps)
+    return grad_q, grad_k, grad_v, None, None
+
+
+def register_native() -> None:
+    """Register the fake kernels and autograd of the native ops (idempotent).
+
+    Called by ``trgnet_fast._native`` right after the extension is loaded, so that
+    ``torch.ops.trgnet.linear_attention`` is differentiable and traceable however it is reached.
+    """
+    global _registered
+    with _register_lock:
+        if _registered:
+            return
+        torch.library.register_fake("trgnet::linear_attention")(_fake_forward)
+        torch.library.register_fake("trgnet::linear_attention_backward")(_fake_backward)
+        torch.library.register_autograd("trgnet::linear_attention", _backward, setup_context=_setup_context)
+        _registered = True
+
+
+def native_ops():
+    """``torch.ops.trgnet`` with the linear-attention ops ready (fake + autograd registered).
+
+    Loads the native extension (compiling it on first use, see ``trgnet_fast._native``);
+    raises ``RuntimeError`` with the reason when it is unavailable.
+    """
+    ok, why = _native.available()
+    if not ok:
+        raise RuntimeError(f"trgnet_fast native extension unavailable: {why}")
+    return torch.ops.trgnet
+
+
+def _linear_attention_native(q, k, v, key_mask, eps):
+    ops = native_ops()
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    if key_mask is not None:
+        key_mask = key_mask.contiguous()
+    return ops.linear_attention(q, k, v, key_mask, float(eps))[0]
+
+
+def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | None = None):
+    """Non-causal linear attention with sigmoid features (formula in the module docstring).
+
+    Args:
+        q: (N, T, H, D) queries, floating dtype.
+        k: (N, T, H, D) keys, same dtype and device as q.
+        v: (N, T, H, E) values, same dtype and device as q.
+        key_mask: (N, T) bool, True = frame takes part in the key/value sums; None = all frames
+            (the published behaviour, padding included).
+        eps: added to every element of the key sum.
+        backend: "auto" | "torch" | "cuda" | None (None: ``$TRGNET_BACKEND``, else auto), see
+            ``trgnet_fast.backend``. "cuda" needs the native extension; on CUDA tensors its
+            kernels take D, E <= 64.
+
+    Returns:
+        out: (N, T, H, E), dtype and device of q. Differentiable w.r.t. q, k, v.
+
+    Raises:
+        ValueError: bad shapes / dtypes / devices (checked before any backend runs).
+        RuntimeError: the requested backend is not usable (see ``trgnet_fast.backend``).
+
+    Non-contiguous inputs are accepted; the native backend copies them to contiguous memory.
+    """
+    validate_inputs(q, k, v, key_mask, eps)
+    impl = resolve_backend(OP_NAME, backend, q.device)
+    if impl == "torch":
+        return linear_attention_reference(q, k, v, key_mask, eps)
+    if impl == "cuda":
+        return _linear_attention_native(q, k, v, key_mask, eps)
+    raise AssertionError(impl)  # every registered backend is dispatched above

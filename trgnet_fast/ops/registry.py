@@ -1,0 +1,71 @@
+"""One description per fused op, shared by `trgnet parity`, the tests and the benchmarks.
+
+An ``OpSpec`` says how to draw random inputs of a given size, which inputs take gradients, the
+plain-PyTorch reference and the dispatching function (``backend=``), and the sizes that the parity
+check uses on each device type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from trgnet_fast.ops import linear_attention as _linear_attention
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    reference: Callable  # reference(**inputs) -> Tensor
+    fused: Callable  # fused(**inputs, backend=name) -> Tensor
+    make_inputs: Callable  # make_inputs(size: dict, dtype, device, generator) -> dict of kwargs
+    grad_inputs: tuple[str, ...]
+    parity_sizes: dict[str, list[dict]] = field(default_factory=dict)  # device type -> sizes
+    # (size, grad_out) -> floor of the denominator of gradient errors, for sizes where a gradient
+    # is an ill-conditioned cancellation (None: no floor)
+    grad_error_floor: Callable | None = None
+
+
+def _randn(shape, dtype, device, generator):
+    # drawn in float32 on the generator's device, so a CPU generator gives every device and dtype
+    # the same values
+    values = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return values.to(device=device, dtype=dtype)
+
+
+def _linear_attention_inputs(size, dtype, device, generator):
+    """size: N, T, H, D, E, and ``masked`` (mask-correct mode with a random padding tail)."""
+    n, t, h, d, e = (size[k] for k in ("N", "T", "H", "D", "E"))
+    inputs = {
+        "q": _randn((n, t, h, d), dtype, device, generator),
+        "k": _randn((n, t, h, d), dtype, device, generator),
+        "v": _randn((n, t, h, e), dtype, device, generator),
+        "key_mask": None,
+    }
+    if size.get("masked"):
+        lengths = torch.randint(1, t + 1, (n,), generator=generator, device=generator.device)
+        inputs["key_mask"] = (torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]).to(device)
+    return inputs
+
+
+def _la_size(n, t, h=4, d=16, e=16, masked=False):
+    return {"N": n, "T": t, "H": h, "D": d, "E": e, "masked": masked}
+
+
+LINEAR_ATTENTION = OpSpec(
+    name=_linear_attention.OP_NAME,
+    reference=_linear_attention.linear_attention_reference,
+    fused=_linear_attention.linear_attention,
+    make_inputs=_linear_attention_inputs,
+    grad_inputs=("q", "k", "v"),
+    grad_error_floor=lambda size, grad_out: _linear_attention.gradient_error_floor(grad_out, size["T"]),
+    parity_sizes={
+        "cpu": [_la_size(2, 63), _la_size(3, 7, h=1, d=5, e=9, masked=True), _la_size(1, 1),
+                _la_size(2, 300, h=2, d=64, e=64, masked=True)],
+        "cuda": [_la_size(8, 6000), _la_size(8, 6000, masked=True), _la_size(3, 4097, h=2, d=64, e=64),
+                 _la_size(2, 1, masked=True), _la_size(5, 63, h=4, d=5, e=9, masked=True)],
+    },
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (LINEAR_ATTENTION,)}
