@@ -101,11 +101,14 @@ def requested_backend(backend: str | None) -> str:
     return name
 
 
+@torch.compiler.assume_constant_result
 def resolve_backend(op: str, backend: str | None, device: torch.device | str) -> str:
     """The concrete backend ('torch' | 'triton' | 'cuda') that runs ``op`` on ``device``.
 
     An explicitly requested backend that is not implemented for ``op`` or not usable on
     ``device`` raises ``RuntimeError`` saying why; ``auto`` falls back to ``torch``.
+    Under torch.compile the choice is made once, when the graph is traced (so the probing of
+    the native module never enters the graph).
     """
     device = torch.device(device)
     name = requested_backend(backend)

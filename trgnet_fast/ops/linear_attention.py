@@ -208,7 +208,7 @@ def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | N
     Non-contiguous inputs are accepted; the native backend copies them to contiguous memory.
     """
     validate_inputs(q, k, v, key_mask, eps)
-    impl = resolve_backend(OP_NAME, backend, q.device)
+    impl = resolve_backend(OP_NAME, backend, q.device.type)
     if impl == "torch":
         return linear_attention_reference(q, k, v, key_mask, eps)
     if impl == "cuda":
