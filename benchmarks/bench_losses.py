@@ -1,0 +1,138 @@
+"""Time TRGNetLoss (forward + backward) against the model's training step at the same size.
+
+    python benchmarks/bench_losses.py                       # CPU, --small size (N=2, T=512)
+    python benchmarks/bench_losses.py --device cuda --N 8 --T 6000
+    python benchmarks/bench_losses.py --N 8 --T 6000 --loss-only   # CPU: the model step takes minutes
+
+The model step is the reference TRGNet (published PKU config) zero_grad → forward (train mode) →
+benchmarks' stand-in loss → backward → Adam.step (see bench_registry.train_loss). The loss step is
+TRGNetLoss.forward + backward on leaf tensors shaped like the model's train-mode outputs, with padded
+random labels (~1 segment per 150 frames, like PKU). Target: loss ≤ 5 % of the model step.
+Prints median and spread (min, max, IQR) per timing, the ratio, device and versions.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_registry as br  # noqa: E402
+
+from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight  # noqa: E402
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, warmup: int, repeat: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def summary(name: str, times: list[float]) -> str:
+    ms = sorted(t * 1e3 for t in times)
+    q = statistics.quantiles(ms, n=4) if len(ms) >= 4 else [ms[0], statistics.median(ms), ms[-1]]
+    return (f"{name:<28} median {statistics.median(ms):10.3f} ms   min {ms[0]:.3f}  max {ms[-1]:.3f}  "
+            f"IQR {q[2] - q[0]:.3f}  (n={len(ms)})")
+
+
+def make_loss_inputs(inputs, n_classes, text_dim, device, seed):
+    g = torch.Generator().manual_seed(seed + 1)
+    n, t = inputs["labels"].shape
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=g).to(device).requires_grad_(True)
+
+    outputs = ([leaf(n, n_classes, t), leaf(n, n_classes, t)],
+               [leaf(n, 1, t), leaf(n, 1, t), leaf(n, 1, t)],
+               [leaf(n, text_dim, t), leaf(n, text_dim, t)],
+               torch.full((1,), 2.659, device=device, requires_grad=True))
+    emb = torch.randn(n_classes, text_dim, generator=g)
+    d = torch.cdist(emb, emb)
+    tag = 1 - d / d.max()
+    return outputs, emb.to(device), tag.to(device)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--N", type=int, default=None)
+    ap.add_argument("--T", type=int, default=None)
+    ap.add_argument("--small", action="store_true", help="N=2, T=512 (default on CPU when N/T not given)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=None, help="default 20 on GPU, 5 on CPU")
+    ap.add_argument("--loss-only", action="store_true", help="skip the model step (no ratio)")
+    ap.add_argument("--quirks", action="store_true", help="published_quirks=True segment emission")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.small or (args.N is None and args.T is None and device.type == "cpu"):
+        n, t = args.N or 2, args.T or 512
+    else:
+        n, t = args.N or 8, args.T or 6000
+    repeat = args.repeat or (20 if device.type == "cuda" else 5)
+
+    cfg = br.model_config()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"N={n} T={t} K={cfg['n_classes']} dataset={br.DATASET} quirks={args.quirks}")
+
+    inputs = br.make_model_inputs(n, t, device, args.seed)
+    outputs, emb, tag = make_loss_inputs(inputs, cfg["n_classes"], 768, device, args.seed)
+    pw = boundary_pos_weight([inputs["boundary"][i, 0, :int(inputs["mask"][i].sum())].cpu()
+                              for i in range(n)])
+    loss_fn = TRGNetLoss(emb, tag, pw, published_quirks=args.quirks).to(device)
+    leaves = [z for group in outputs[:3] for z in group] + [outputs[3]]
+
+    def loss_step():
+        for z in leaves:
+            z.grad = None
+        out = loss_fn(outputs, inputs["x"], inputs["labels"], inputs["boundary"], inputs["mask"])
+        out["total"].backward()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    loss_times = timeit(loss_step, device, args.warmup, repeat)
+    print(summary("TRGNetLoss fwd+bwd", loss_times))
+    if device.type == "cuda":
+        print(f"  peak memory (loss step incl. inputs) {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    if args.loss_only:
+        return
+
+    model = br.build_model(device, None, args.seed).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def model_step():
+        opt.zero_grad(set_to_none=True)
+        out = model(inputs["x"], inputs["mask"], inputs["joint_graph"])
+        br.train_loss(out, inputs["labels"], inputs["boundary"], inputs["mask"]).backward()
+        opt.step()
+
+    model_times = timeit(model_step, device, min(args.warmup, 1) if device.type == "cpu" else args.warmup,
+                         repeat)
+    print(summary("model step fwd+bwd+Adam", model_times))
+    ratio = statistics.median(loss_times) / statistics.median(model_times)
+    print(f"ratio loss / model step: {100 * ratio:.2f} %  (target <= 5 %)")
+
+
+if __name__ == "__main__":
+    main()

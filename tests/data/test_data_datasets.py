@@ -1,0 +1,165 @@
+"""CsvSegmentationDataset and MSTCNDataset on tiny fixtures written in the exact on-disk formats."""
+import numpy as np
+import pytest
+import torch
+
+from trgnet_fast.data.datasets import CsvSegmentationDataset, MSTCNDataset
+from trgnet_fast.data.features import build_features
+from trgnet_fast.data.labels import boundary_from_labels
+
+
+def write_csv_layout(root, name, raw, labels, boundary=None, leading_slash=True):
+    d = root / "PKU-subject"
+    for sub in ("features", "gt_arr", "gt_boundary_arr"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    np.save(d / "features" / f"{name}.npy", raw)
+    np.save(d / "gt_arr" / f"{name}.npy", labels)
+    np.save(d / "gt_boundary_arr" / f"{name}.npy", boundary_from_labels(labels) if boundary is None else boundary)
+    s = "/" if leading_slash else ""
+    return ",".join(f"{s}PKU-subject/{sub}/{name}.npy" for sub in ("features", "gt_arr", "gt_boundary_arr")) + "\n"
+
+
+def make_csv(tmp_path, rows, name="train1.csv"):
+    p = tmp_path / name
+    p.write_text("feature,label,boundary\n" + "".join(rows))
+    return p
+
+
+def test_csv_dataset_raw_and_built(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.standard_normal((7, 150)).astype(np.float32)
+    labels = np.array([0, 0, 3, 3, 3, 1, 1], np.int64)
+    built = build_features(rng.standard_normal((5, 150)).astype(np.float32), "PKU-subject")
+    rows = [write_csv_layout(tmp_path, "A01N02-L", raw, labels),
+            write_csv_layout(tmp_path, "A02N02-L", built, np.zeros(5, np.int64), leading_slash=False)]
+    ds = CsvSegmentationDataset(make_csv(tmp_path, rows), str(tmp_path), "PKU-subject", num_classes=52)
+    assert len(ds) == 2 and ds.names == ["A01N02-L", "A02N02-L"]
+    item = ds[0]
+    assert item["feature"].dtype == torch.float32 and item["feature"].shape == (12, 25, 7)
+    np.testing.assert_array_equal(item["feature"].numpy(), build_features(raw, "PKU-subject"))
+    assert item["label"].dtype == torch.int64 and item["label"].tolist() == labels.tolist()
+    assert item["boundary"].dtype == torch.float32 and item["boundary"].tolist() == [1, 0, 1, 1, 0, 1, 1]
+    assert item["name"] == "A01N02-L"
+    np.testing.assert_array_equal(ds[1]["feature"].numpy(), built)
+
+
+def test_csv_dataset_lara_downsamples(tmp_path):
+    d = tmp_path / "LARA"
+    for sub in ("features", "gt_arr", "gt_boundary_arr"):
+        (d / sub).mkdir(parents=True)
+    raw = np.random.default_rng(1).standard_normal((6, 10, 19, 1)).astype(np.float32)
+    labels = np.array([0] * 5 + [2] * 5)
+    np.save(d / "features/L01.npy", raw)
+    np.save(d / "gt_arr/L01.npy", labels)
+    np.save(d / "gt_boundary_arr/L01.npy", boundary_from_labels(labels))
+    csv = make_csv(tmp_path, ["/LARA/features/L01.npy,/LARA/gt_arr/L01.npy,/LARA/gt_boundary_arr/L01.npy\n"])
+    item = CsvSegmentationDataset(csv, tmp_path, "LARA", cache=True)[0]
+    assert item["feature"].shape == (12, 19, 3)
+    np.testing.assert_array_equal(item["feature"].numpy(), build_features(raw, "LARA")[..., ::4])
+    assert item["label"].tolist() == [0, 0, 2] and item["boundary"].tolist() == [1, 1, 0]
+
+
+def test_csv_dataset_errors(tmp_path):
+    rng = np.random.default_rng(2)
+    ok = write_csv_layout(tmp_path, "ok", rng.standard_normal((6, 150)).astype(np.float32), np.zeros(6, np.int64))
+    short = write_csv_layout(tmp_path, "short", rng.standard_normal((6, 150)).astype(np.float32), np.zeros(5, np.int64),
+                             boundary=np.zeros(6, np.float32))
+    badb = write_csv_layout(tmp_path, "badb", rng.standard_normal((6, 150)).astype(np.float32), np.zeros(6, np.int64),
+                            boundary=np.zeros(7, np.float32))
+    badshape = write_csv_layout(tmp_path, "badshape", np.zeros((6, 149), np.float32), np.zeros(6, np.int64))
+    badlab = write_csv_layout(tmp_path, "badlab", rng.standard_normal((6, 150)).astype(np.float32), np.full(6, 60))
+    (tmp_path / "PKU-subject/features/corrupt.npy").write_bytes(b"not an npy file")
+    corrupt = ok.replace("features/ok.npy", "features/corrupt.npy")
+    missing = ok.replace("gt_arr/ok.npy", "gt_arr/missing.npy")
+    ds = CsvSegmentationDataset(make_csv(tmp_path, [ok, short, badb, badshape, badlab, corrupt, missing]),
+                                tmp_path, "PKU-subject", num_classes=52)
+    assert ds[0]["feature"].shape == (12, 25, 6)
+    with pytest.raises(ValueError, match=r"length mismatch: .*short\.npy has 6 frames .*gt_arr/short\.npy has 5"):
+        ds[1]
+    with pytest.raises(ValueError, match=r"gt_boundary_arr/badb\.npy has 7"):
+        ds[2]
+    with pytest.raises(ValueError, match=r"badshape\.npy: expected PKU-subject features"):
+        ds[3]
+    with pytest.raises(ValueError, match=r"gt_arr/badlab\.npy: expected class ids in 0\.\.51"):
+        ds[4]
+    with pytest.raises(ValueError, match=r"corrupt\.npy: not a readable \.npy"):
+        ds[5]
+    with pytest.raises(FileNotFoundError, match=r"gt_arr/missing\.npy"):
+        ds[6]
+    with pytest.raises(IndexError):
+        ds[7]
+
+
+def test_csv_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nofile.csv"):
+        CsvSegmentationDataset(tmp_path / "nofile.csv", tmp_path, "PKU-subject")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("feat,lab\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: expected header"):
+        CsvSegmentationDataset(bad, tmp_path, "PKU-subject")
+    bad.write_text("feature,label,boundary\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: split csv lists no videos"):
+        CsvSegmentationDataset(bad, tmp_path, "PKU-subject")
+    bad.write_text("feature,label,boundary\na,b\n")
+    with pytest.raises(ValueError, match=r"bad\.csv:2: expected 3 columns"):
+        CsvSegmentationDataset(bad, tmp_path, "PKU-subject")
+
+
+def make_mstcn(tmp_path, layout="CTVM"):
+    root = tmp_path / "mstcn"
+    for sub in ("features", "groundTruth", "splits"):
+        (root / sub).mkdir(parents=True)
+    (root / "mapping.txt").write_text("0 idle\n1 wave\n2 jump\n")
+    rng = np.random.default_rng(3)
+    videos = {"v1": ["idle"] * 3 + ["wave"] * 4, "v2": ["jump"] * 5}
+    arrays = {}
+    for v, names in videos.items():
+        T = len(names)
+        arr = rng.standard_normal((3, T, 17, 1)).astype(np.float32)
+        if layout == "CVT":
+            arr = rng.standard_normal((6, 17, T)).astype(np.float32)
+        arrays[v] = arr
+        np.save(root / "features" / f"{v}.npy", arr)
+        (root / "groundTruth" / f"{v}.txt").write_text("\n".join(names) + "\n")
+    (root / "splits" / "train.split1.bundle").write_text("v1.txt\nv2.txt\n")
+    return root, arrays
+
+
+@pytest.mark.parametrize("layout", ["CTVM", "CVT"])
+def test_mstcn_dataset(tmp_path, layout):
+    root, arrays = make_mstcn(tmp_path, layout)
+    ds = MSTCNDataset(root, "train.split1.bundle", "TCG-15", feature_layout=layout)
+    assert len(ds) == 2 and ds.names == ["v1", "v2"]
+    item = ds[0]
+    assert item["feature"].shape == (6, 17, 7) and item["name"] == "v1"
+    expect = arrays["v1"] if layout == "CVT" else build_features(arrays["v1"][..., 0].transpose(1, 2, 0), "TCG-15")
+    np.testing.assert_allclose(item["feature"].numpy(), expect)
+    assert item["label"].tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert item["boundary"].tolist() == [1, 0, 0, 1, 1, 0, 0]
+    ds2 = MSTCNDataset(root, root / "splits" / "train.split1.bundle", "TCG-15", feature_layout=layout, cache=True)
+    a, b = ds2[1], ds2[1]
+    assert torch.equal(a["feature"], b["feature"]) and a["feature"] is not b["feature"]
+
+
+def test_mstcn_errors(tmp_path):
+    root, _ = make_mstcn(tmp_path)
+    (root / "splits" / "empty.bundle").write_text("\n")
+    with pytest.raises(ValueError, match=r"empty\.bundle: split file lists no videos"):
+        MSTCNDataset(root, "empty.bundle", "TCG-15")
+    with pytest.raises(FileNotFoundError, match="nothere.bundle"):
+        MSTCNDataset(root, "nothere.bundle", "TCG-15")
+    with pytest.raises(ValueError, match="feature_layout"):
+        MSTCNDataset(root, "train.split1.bundle", "TCG-15", feature_layout="TVC")
+    (root / "groundTruth" / "v2.txt").write_text("jump\nrun\njump\njump\njump\n")
+    (root / "groundTruth" / "v1.txt").write_text("idle\n" * 6)
+    ds = MSTCNDataset(root, "train.split1.bundle", "TCG-15")
+    with pytest.raises(ValueError, match=r"length mismatch: .*v1\.npy has 7 frames .*v1\.txt has 6"):
+        ds[0]
+    with pytest.raises(ValueError, match=r"v2\.txt:2: class 'run' is not in the class mapping"):
+        ds[1]
+    np.save(root / "features" / "v1.npy", np.zeros((3, 7, 18, 1), np.float32))
+    with pytest.raises(ValueError, match=r"v1\.npy: .*17 joints"):
+        ds[0]
+    (root / "features" / "v1.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"features/v1\.npy"):
+        ds[0]

@@ -1,0 +1,62 @@
+"""Plots and MS-TCN prediction files."""
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from trgnet_fast.evaluation import SegmentationMetrics, class_colors, plot_barcode, plot_per_class, write_predictions
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_barcode_png_size_and_content(tmp_path):
+    gt = np.repeat([0, 3, 1, 2], [30, 20, 25, 25])
+    pred = np.repeat([0, 3, 2, 2], [28, 25, 20, 27])
+    out = plot_barcode(tmp_path / "a" / "v.png", gt, {"refined": pred, "raw": torch.from_numpy(gt)},
+                       num_classes=130, class_names=[f"c{i}" for i in range(130)],
+                       boundary=np.random.default_rng(0).random(100), title="v", width_px=800,
+                       row_height_px=50, dpi=100)
+    w, h = png_size(out)
+    assert (w, h) == (800, 50 * (3 + 1 + 1))
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(out)
+    assert img.std() > 0.05  # not blank
+    out2 = plot_barcode(tmp_path / "b.png", gt, pred)
+    assert png_size(out2) == (1200, 60 * 3)
+
+
+def test_barcode_errors(tmp_path):
+    with pytest.raises(ValueError, match="preds"):
+        plot_barcode(tmp_path / "x.png", np.zeros(10, int), np.zeros(9, int))
+    with pytest.raises(ValueError, match="boundary"):
+        plot_barcode(tmp_path / "x.png", np.zeros(10, int), np.zeros(10, int), boundary=np.zeros(3))
+    with pytest.raises(ValueError, match="labels must lie"):
+        plot_barcode(tmp_path / "x.png", np.zeros(10, int), np.full(10, 5), num_classes=3)
+
+
+def test_class_colors_consistent_and_distinct():
+    c = class_colors(130)
+    assert c.shape == (130, 4)
+    assert len({tuple(np.round(r, 4)) for r in c}) == 130
+    assert np.array_equal(class_colors(8), class_colors(8))
+
+
+def test_per_class_chart(tmp_path):
+    m = SegmentationMetrics(class_names=["a", "b", "c"])
+    m.update(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 2]), "v")
+    out = plot_per_class(tmp_path / "pc.png", m.per_class(), class_names=m.class_names, width_px=600, height_px=300)
+    assert png_size(out) == (600, 300)
+
+
+def test_write_predictions_mstcn_format(tmp_path):
+    p = write_predictions(tmp_path / "pred" / "v1.txt", np.array([1, 1, 0, 2]), ["walk", "run", "jump"])
+    assert open(p).read().splitlines() == ["run", "run", "walk", "jump"]
+    with pytest.raises(ValueError, match="labels"):
+        write_predictions(tmp_path / "bad.txt", np.array([3]), ["walk", "run", "jump"])

@@ -1,0 +1,95 @@
+"""Vectorized run-length encoding and segment means vs per-frame / per-segment loops."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from trgnet_fast.losses import extract_segments, segment_means
+
+IGN = 255
+
+
+def _as_list(segs):
+    return list(zip(segs.video.tolist(), segs.start.tolist(), segs.end.tolist(), segs.label.tolist()))
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+@pytest.mark.parametrize("mid_ignore", [False, True])
+@pytest.mark.parametrize("n,t", [(1, 1), (1, 7), (3, 1), (4, 13), (6, 63)])
+def test_segments_match_scan(ref, gen, quirks, mid_ignore, n, t):
+    labels, _ = ref.random_labels(n, t, 5, gen, mid_ignore=mid_ignore)
+    segs = extract_segments(labels, published_quirks=quirks)
+    expect = ref.scan_published(labels) if quirks else ref.scan_corrected(labels)
+    assert _as_list(segs) == expect
+    # counts: corrected → run length; published → whole [start, end] (255 inside included)
+    assert segs.count.tolist() == [float(e - s + 1) for _, s, e, _ in expect]
+
+
+_label_value = st.sampled_from([0, 1, 2, IGN])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(_label_value, min_size=1, max_size=12), min_size=1, max_size=4),
+       st.booleans())
+def test_segments_any_rows(ref, rows, quirks):
+    """Arbitrary rows (255 anywhere, leading 255, all-255 rows), padded to the longest with 255."""
+    scan_corrected, scan_published = ref.scan_corrected, ref.scan_published
+    t = max(len(r) for r in rows)
+    labels = torch.tensor([r + [IGN] * (t - len(r)) for r in rows])
+    segs = extract_segments(labels, published_quirks=quirks)
+    expect = scan_published(labels) if quirks else scan_corrected(labels)
+    assert _as_list(segs) == expect
+
+
+def test_published_drops_last_segment_of_padded_videos(ref):
+    """§8.3: the last real segment of every padded video is dropped; full-length videos keep it."""
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2],        # full length: 3 segments
+                           [3, 3, 4, 255, 255, 255],   # padded: 4 is dropped
+                           [5, 255, 255, 255, 255, 255],  # padded one-segment video: nothing emitted
+                           [1, 255, 1, 2, 2, 2]])      # 255 inside: absorbed, [0..1] one segment
+    pub = extract_segments(labels, published_quirks=True)
+    assert _as_list(pub) == [(0, 0, 1, 0), (0, 2, 3, 1), (0, 4, 5, 2), (1, 0, 1, 3), (3, 0, 2, 1),
+                             (3, 3, 5, 2)]
+    assert _as_list(pub) == ref.scan_published(labels)
+    cor = extract_segments(labels)
+    assert _as_list(cor) == [(0, 0, 1, 0), (0, 2, 3, 1), (0, 4, 5, 2), (1, 0, 1, 3), (1, 2, 2, 4),
+                             (2, 0, 0, 5), (3, 0, 0, 1), (3, 2, 2, 1), (3, 3, 5, 2)]
+
+
+@pytest.mark.parametrize("method", ["scatter", "index_add"])
+@pytest.mark.parametrize("quirks", [False, True])
+@pytest.mark.parametrize("n,t,d", [(1, 1, 3), (1, 9, 4), (5, 40, 7), (8, 97, 16)])
+def test_segment_means_match_slices(ref, gen, quirks, n, t, d, method):
+    labels, _ = ref.random_labels(n, t, 4, gen, mid_ignore=True)
+    feats = torch.randn(n, d, t, generator=gen, dtype=torch.float64)
+    segs = extract_segments(labels, published_quirks=quirks)
+    got = segment_means(feats, segs, method=method)
+    expect = ref.slice_means(feats, ref.scan_published(labels) if quirks else ref.scan_corrected(labels))
+    assert got.shape == expect.shape
+    torch.testing.assert_close(got, expect, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["scatter", "index_add"])
+def test_segment_means_float32_and_grad(ref, gen, method):
+    labels, _ = ref.random_labels(4, 50, 3, gen)
+    feats = torch.randn(4, 8, 50, generator=gen, requires_grad=True)
+    segs = extract_segments(labels)
+    got = segment_means(feats, segs, method=method)
+    expect = ref.slice_means(feats.detach().double(), ref.scan_corrected(labels))
+    assert torch.linalg.vector_norm(got.double() - expect) / torch.linalg.vector_norm(expect) < 1e-6
+    got.sum().backward()
+    # every valid frame gets 1/count of its segment, padding gets 0
+    g = feats.grad[:, 0, :]
+    assert torch.all(g[labels == IGN] == 0)
+    assert torch.all(g[labels != IGN] > 0)
+
+
+def test_segments_bad_input():
+    with pytest.raises(ValueError, match="labels"):
+        extract_segments(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        extract_segments(torch.zeros(2, 3))
+    segs = extract_segments(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="features"):
+        segment_means(torch.zeros(2, 4, 5), segs)
+    with pytest.raises(ValueError, match="method"):
+        segment_means(torch.zeros(2, 4, 3), segs, method="loop")

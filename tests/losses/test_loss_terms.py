@@ -1,0 +1,158 @@
+"""Each vectorized loss term vs a straightforward loop implementation (float64)."""
+import numpy as np
+import pytest
+import torch
+
+from trgnet_fast.losses import (aris_absolute, aris_relative, boundary_bce, boundary_pos_weight,
+                                cross_entropy, extract_segments, gs_tmse, kl_loss, relative_similarity,
+                                segment_means)
+
+IGN = 255
+F64 = dict(dtype=torch.float64)
+
+
+def _close(a, b, tol=1e-10):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("n,t", [(1, 1), (1, 9), (4, 17), (3, 40)])
+def test_cross_entropy(ref, gen, n, t):
+    k = 5
+    labels, _ = ref.random_labels(n, t, k, gen, mid_ignore=True)
+    labels[0, 0] = 1  # at least one non-ignored frame
+    logits = torch.randn(n, k, t, generator=gen, **F64)
+    vals = [-torch.log_softmax(logits[i, :, j], 0)[labels[i, j]]
+            for i in range(n) for j in range(t) if labels[i, j] != IGN]
+    _close(cross_entropy(logits, labels), torch.stack(vals).mean())
+    w = torch.rand(k, generator=gen, **F64) + 0.5
+    num = sum(w[labels[i, j]] * -torch.log_softmax(logits[i, :, j], 0)[labels[i, j]]
+              for i in range(n) for j in range(t) if labels[i, j] != IGN)
+    den = sum(w[labels[i, j]] for i in range(n) for j in range(t) if labels[i, j] != IGN)
+    _close(cross_entropy(logits, labels, class_weight=w), num / den)
+
+
+@pytest.mark.parametrize("mid_ignore", [False, True])
+@pytest.mark.parametrize("n,t", [(1, 1), (1, 2), (1, 11), (4, 23), (3, 1), (5, 40)])
+def test_gstmse(ref, gen, mid_ignore, n, t):
+    k, c, v = 4, 3, 5
+    labels, _ = ref.random_labels(n, t, k, gen, mid_ignore=mid_ignore)
+    # large logits so the clamp at 16 is hit
+    logits = 4 * torch.randn(n, k, t, generator=gen, **F64)
+    x = 0.3 * torch.randn(n, c, v, t, generator=gen, **F64)
+    _close(gs_tmse(logits, x, labels), ref.gstmse_loop(logits, x, labels))
+
+
+def test_gstmse_grad_and_float32(ref, gen):
+    labels, _ = ref.random_labels(3, 30, 4, gen, mid_ignore=True)
+    logits = torch.randn(3, 4, 30, generator=gen, requires_grad=True)
+    x = torch.randn(3, 2, 5, 30, generator=gen)
+    out = gs_tmse(logits, x, labels)
+    expect = ref.gstmse_loop(logits.detach().double(), x.double(), labels)
+    assert abs(out.double() - expect) <= 1e-5 * abs(expect)
+    out.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # ignored frames receive no gradient
+    assert torch.all(logits.grad[:, 0, :][labels == IGN] == 0)
+
+
+@pytest.mark.parametrize("n,t", [(1, 1), (2, 9), (5, 31)])
+def test_boundary_bce(ref, gen, n, t):
+    _, lengths = ref.random_labels(n, t, 3, gen)
+    mask = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]
+    b = 3 * torch.randn(n, 1, t, generator=gen, **F64)
+    y = (torch.rand(n, 1, t, generator=gen) < 0.2).double() * mask
+    for pw in (1.0, 37.5):
+        _close(boundary_bce(b, y, mask, pw), ref.bce_loop(b, y, mask, pw))
+        _close(boundary_bce(b, y, mask.double(), torch.tensor([pw], **F64)), ref.bce_loop(b, y, mask, pw))
+
+
+def test_boundary_pos_weight():
+    arrays = [np.array([0, 1, 0, 0]), torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 1.0])]
+    assert boundary_pos_weight(arrays) == pytest.approx(10 / 3)
+    with pytest.raises(ValueError, match="boundary_arrays"):
+        boundary_pos_weight([np.zeros(5)])
+    with pytest.raises(ValueError, match="boundary_arrays"):
+        boundary_pos_weight([])
+
+
+@pytest.mark.parametrize("m", [0, 1, 2, 7])
+def test_kl_loss(ref, gen, m):
+    p = torch.randn(m, m, generator=gen, **F64)
+    y = torch.rand(m, m, generator=gen, **F64)
+    _close(kl_loss(p, y), ref.kl_rows(p, y))
+    # the published formula: M · mean q (log q − log p)
+    if m:
+        q = torch.softmax(10 * y, 1)
+        _close(kl_loss(p, y), m * (q * (q.log() - torch.log_softmax(p, 1))).mean())
+
+
+def _segment_batch(ref, gen, n, t, k, d, quirks=False, mid_ignore=True):
+    labels, _ = ref.random_labels(n, t, k, gen, mid_ignore=mid_ignore)
+    feats = torch.randn(n, d, t, generator=gen, **F64)
+    segs = extract_segments(labels, published_quirks=quirks)
+    f = segment_means(feats, segs)
+    loop_segs = ref.scan_published(labels) if quirks else ref.scan_corrected(labels)
+    f_loop = ref.slice_means(feats, loop_segs)
+    lab_loop = torch.tensor([s[3] for s in loop_segs], dtype=torch.long)
+    return segs, f, f_loop, lab_loop
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+@pytest.mark.parametrize("n,t", [(1, 5), (4, 30), (2, 60)])
+def test_aris_absolute(ref, gen, quirks, n, t):
+    k, d = 6, 12
+    segs, f, f_loop, lab_loop = _segment_batch(ref, gen, n, t, k, d, quirks)
+    emb = torch.randn(k, d, generator=gen, **F64)
+    scale = torch.tensor([2.659], **F64)
+    _close(aris_absolute(f, segs.label, emb, scale), ref.aris_abs_loop(f_loop, lab_loop, emb, scale))
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+@pytest.mark.parametrize("n,t", [(1, 5), (4, 30), (2, 60)])
+def test_aris_relative(ref, gen, quirks, n, t):
+    k, d = 6, 12
+    segs, f, f_loop, lab_loop = _segment_batch(ref, gen, n, t, k, d, quirks)
+    a = torch.rand(k, k, generator=gen, **F64)
+    tag = (a + a.T) / 2
+    tag.fill_diagonal_(1.0)
+    _close(aris_relative(f, segs.label, tag), ref.aris_rel_loop(f_loop, lab_loop, tag))
+
+
+def test_aris_single_segment_and_identical_features(gen):
+    """M = 1 (and all-equal features: max d = 0): P = 1, finite values and gradients."""
+    emb = torch.randn(3, 4, generator=gen)
+    tag = torch.eye(3)
+    for f in (torch.randn(1, 4, generator=gen), torch.ones(3, 4)):
+        f = f.clone().requires_grad_(True)
+        lab = torch.arange(f.shape[0])
+        scale = torch.tensor([2.659], requires_grad=True)
+        assert torch.equal(relative_similarity(f), torch.ones(f.shape[0], f.shape[0]))
+        loss = aris_absolute(f, lab, emb, scale) + aris_relative(f, lab, tag)
+        assert torch.isfinite(loss)
+        loss.backward()
+        assert torch.isfinite(f.grad).all() and torch.isfinite(scale.grad).all()
+    # M = 1 exactly: both KL terms are 0 (a 1×1 softmax is 1)
+    f = torch.randn(1, 4, generator=gen)
+    assert aris_absolute(f, torch.tensor([1]), emb, torch.tensor([2.0])) == 0
+    assert aris_relative(f, torch.tensor([1]), tag) == 0
+
+
+def test_aris_empty():
+    f = torch.zeros(0, 4)
+    lab = torch.zeros(0, dtype=torch.long)
+    assert aris_absolute(f, lab, torch.randn(3, 4), torch.tensor([2.0])) == 0
+    assert aris_relative(f, lab, torch.eye(3)) == 0
+
+
+def test_relative_distance_gradient_matches_loop(ref, gen):
+    """Gradients through cdist (incl. repeated features → zero distances off the diagonal)."""
+    f = torch.randn(5, 6, generator=gen, **F64)
+    f[3] = f[1]
+    lab = torch.tensor([0, 1, 2, 1, 0])
+    tag = torch.rand(3, 3, generator=gen, **F64)
+    f1 = f.clone().requires_grad_(True)
+    f2 = f.clone().requires_grad_(True)
+    aris_relative(f1, lab, tag).backward()
+    ref.aris_rel_loop(f2, lab, tag).backward()
+    assert torch.isfinite(f1.grad).all()
+    _close(f1.grad, torch.nan_to_num(f2.grad), tol=1e-8)

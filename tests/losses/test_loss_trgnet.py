@@ -1,0 +1,207 @@
+"""TRGNetLoss: combination with the published weights, gradients, no host sync, argument checks."""
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from trgnet_fast.losses import TRGNetLoss
+
+IGN = 255
+K, D = 6, 16
+
+
+def _batch(ref, gen, n, t, dtype=torch.float64, mid_ignore=False, grad=True):
+    labels, lengths = ref.random_labels(n, t, K, gen, mid_ignore=mid_ignore)
+    mask = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]
+    boundary = torch.zeros(n, 1, t, dtype=dtype)
+    boundary[:, 0, 1:] = ((labels[:, 1:] != labels[:, :-1]) & mask[:, 0, 1:]).to(dtype)
+    x = (torch.randn(n, 3, 5, t, generator=gen, dtype=dtype) * mask[:, :, None, :]).to(dtype)
+
+    def leaf(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(grad)
+
+    outputs = ([leaf(n, K, t, scale=2), leaf(n, K, t, scale=2)],
+               [leaf(n, 1, t), leaf(n, 1, t), leaf(n, 1, t)],
+               [leaf(n, D, t), leaf(n, D, t)],
+               torch.tensor([2.659], dtype=dtype).requires_grad_(grad))
+    return outputs, x, labels, boundary, mask
+
+
+def _tables(gen, dtype=torch.float64):
+    emb = torch.randn(K, D, generator=gen, dtype=dtype)
+    d = torch.cdist(emb, emb)
+    tag = 1 - d / d.max()
+    return emb, tag
+
+
+def _loop_terms(ref, outputs, x, labels, boundary, mask, emb, tag, pw, quirks):
+    logits, bounds, feats, scale = outputs
+    import torch.nn.functional as F  # noqa: local, only the loop reference needs it
+    ce = sum(F.cross_entropy(z, labels, ignore_index=IGN) for z in logits) / 2
+    gst = sum(ref.gstmse_loop(z, x, labels) for z in logits) / 2
+    bce = sum(ref.bce_loop(b, boundary, mask, pw) for b in bounds) / 3
+    segs = ref.scan_published(labels) if quirks else ref.scan_corrected(labels)
+    f = ref.slice_means(feats[0], segs)
+    lab = torch.tensor([s[3] for s in segs], dtype=torch.long)
+    return ce, gst, bce, ref.aris_abs_loop(f, lab, emb, scale), ref.aris_rel_loop(f, lab, tag)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+@pytest.mark.parametrize("n,t,mid", [(1, 9, False), (3, 25, False), (4, 30, True)])
+def test_total_matches_loop_with_published_weights(ref, gen, quirks, n, t, mid):
+    outputs, x, labels, boundary, mask = _batch(ref, gen, n, t, mid_ignore=mid)
+    emb, tag = _tables(gen)
+    pw = 12.5
+    loss = TRGNetLoss(emb, tag, pw, published_quirks=quirks).double()
+    out = loss(outputs, x, labels, boundary, mask)
+    ce, gst, bce, a_abs, a_rel = _loop_terms(ref, outputs, x, labels, boundary, mask, emb, tag, pw, quirks)
+    tol = dict(rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out["ce"], ce, **tol)
+    torch.testing.assert_close(out["gstmse"], gst, **tol)
+    torch.testing.assert_close(out["boundary"], bce, **tol)
+    torch.testing.assert_close(out["aris_abs"], a_abs, **tol)
+    torch.testing.assert_close(out["aris_rel"], a_rel, **tol)
+    # §3.1: ½Σ(CE + 1.0·GSTMSE) + 0.1·⅓Σ BCE + 0.8·½(KL+KL) + 1.0·KL
+    torch.testing.assert_close(out["total"], ce + gst + 0.1 * bce + 0.8 * a_abs + 1.0 * a_rel, **tol)
+
+
+def test_weights_and_switches(ref, gen):
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 2, 20, grad=False)
+    emb, tag = _tables(gen)
+    base = TRGNetLoss(emb, tag, 5.0).double()(outputs, x, labels, boundary, mask)
+    w = TRGNetLoss(emb, tag, 5.0, lambda_b=0.3, gstmse_weight=0.5, aris_abs_weight=0.2,
+                   aris_rel_weight=2.0).double()(outputs, x, labels, boundary, mask)
+    torch.testing.assert_close(w["total"], base["ce"] + 0.5 * base["gstmse"] + 0.3 * base["boundary"]
+                               + 0.2 * base["aris_abs"] + 2.0 * base["aris_rel"])
+    off = TRGNetLoss(emb, tag, 5.0, use_aris_abs=False, use_aris_rel=False).double()(
+        outputs, x, labels, boundary, mask)
+    assert off["aris_abs"] == 0 and off["aris_rel"] == 0
+    torch.testing.assert_close(off["total"], base["ce"] + base["gstmse"] + 0.1 * base["boundary"])
+
+
+def test_gradients_flow(ref, gen):
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 3, 24, dtype=torch.float32)
+    emb, tag = _tables(gen, torch.float32)
+    out = TRGNetLoss(emb, tag, 10.0)(outputs, x, labels, boundary, mask)
+    assert all(v.dim() == 0 and v.dtype == torch.float32 and torch.isfinite(v) for v in out.values())
+    out["total"].backward()
+    logits, bounds, feats, scale = outputs
+    for z in logits + bounds + [feats[0], scale]:
+        assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    assert feats[1].grad is None  # the decoder feature head is unused by the published losses
+
+
+def test_one_segment_videos_and_all_dropped(gen):
+    """Published mode with only padded one-segment videos: M = 0 → ARIS terms 0, total finite."""
+    n, t = 3, 10
+    labels = torch.full((n, t), IGN, dtype=torch.long)
+    labels[0, :6], labels[1, :4], labels[2, :9] = 1, 2, 3
+    mask = (labels != IGN)[:, None, :]
+    outputs = ([torch.randn(n, K, t, requires_grad=True) for _ in range(2)],
+               [torch.randn(n, 1, t, requires_grad=True) for _ in range(3)],
+               [torch.randn(n, D, t, requires_grad=True) for _ in range(2)],
+               torch.tensor([2.659], requires_grad=True))
+    x = torch.randn(n, 3, 5, t)
+    emb, tag = _tables(gen, torch.float32)
+    for quirks in (True, False):
+        out = TRGNetLoss(emb, tag, 10.0, published_quirks=quirks)(
+            outputs, x, labels, torch.zeros(n, 1, t), mask)
+        assert torch.isfinite(out["total"])
+        if quirks:
+            assert out["aris_abs"] == 0 and out["aris_rel"] == 0
+        out["total"].backward()
+
+
+class _NoHostSync(TorchDispatchMode):
+    """Fails on aten._local_scalar_dense, the op behind .item() / int(t) / bool(t) / .tolist()."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("host sync (.item()) inside the loss step")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+def test_no_item_in_forward_and_backward(ref, gen, quirks):
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 4, 40, dtype=torch.float32, mid_ignore=True)
+    emb, tag = _tables(gen, torch.float32)
+    loss = TRGNetLoss(emb, tag, 10.0, published_quirks=quirks)
+    with _NoHostSync():
+        out = loss(outputs, x, labels, boundary, mask)
+        out["total"].backward()
+    with pytest.raises(AssertionError, match="host sync"):  # the guard itself works
+        with _NoHostSync():
+            out["total"].item()
+
+
+@pytest.fixture
+def one_thread():
+    """OpenMP threads oversubscribe a busy 2-core box (seconds instead of 0.2 s for the model step)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_real_model_outputs(ref, gen, one_thread):
+    """End to end on the model's train-mode tuple (small T, LARA config)."""
+    from trgnet_fast import TRGNet
+    from trgnet_fast.model import default_config, num_joints
+    cfg = default_config("LARA")
+    model = TRGNet(**cfg, backend="torch").train()
+    n, t = 2, 16
+    v = num_joints("LARA")
+    labels, lengths = ref.random_labels(n, t, cfg["n_classes"], gen)
+    mask = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]
+    x = torch.randn(n, cfg["in_channel"], v, t, generator=gen) * mask[:, :, None, :]
+    outputs = model(x, mask, torch.eye(v))
+    emb = torch.randn(cfg["n_classes"], 768, generator=gen)
+    tag = torch.rand(cfg["n_classes"], cfg["n_classes"], generator=gen)
+    out = TRGNetLoss(emb, tag, 20.0)(outputs, x, labels, torch.zeros(n, 1, t), mask)
+    out["total"].backward()
+    assert torch.isfinite(out["total"])
+    assert model.logit_scale.grad is not None and model.conv_feature.weight.grad.abs().sum() > 0
+
+
+def test_bad_shapes_raise_value_error_naming_argument(ref, gen):
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 2, 12, dtype=torch.float32, grad=False)
+    emb, tag = _tables(gen, torch.float32)
+    loss = TRGNetLoss(emb, tag, 10.0)
+    logits, bounds, feats, scale = outputs
+    cases = [
+        ("x", dict(x=x[..., :-1])),
+        ("x", dict(x=x[0])),
+        ("labels", dict(labels=labels[:, :-1])),
+        ("labels", dict(labels=labels.float())),
+        ("boundary", dict(boundary=boundary[:, 0])),
+        ("mask", dict(mask=mask[:, :, :-1])),
+        ("logits", dict(outputs=([logits[0][:, :-1]], bounds, feats, scale))),
+        ("boundaries", dict(outputs=(logits, [bounds[0][:, :, :-1]], feats, scale))),
+        ("features", dict(outputs=(logits, bounds, [feats[0][:, :-1]], scale))),
+        ("logit_scale", dict(outputs=(logits, bounds, feats, torch.ones(2)))),
+        ("outputs", dict(outputs=(logits, bounds))),
+    ]
+    base = dict(outputs=outputs, x=x, labels=labels, boundary=boundary, mask=mask)
+    for name, change in cases:
+        with pytest.raises(ValueError, match=name):
+            loss(**{**base, **change})
+    with pytest.raises(ValueError, match="action_graph"):
+        TRGNetLoss(emb, tag[:-1], 10.0)
+    with pytest.raises(ValueError, match="action_embeddings"):
+        TRGNetLoss(emb[0], tag, 10.0)
+    with pytest.raises(ValueError, match="pos_weight"):
+        TRGNetLoss(emb, tag, 0.0)
+
+
+def test_half_precision_outputs_compute_in_float32(ref, gen):
+    """bf16 model outputs (autocast): every term is computed and returned in float32."""
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 2, 20, dtype=torch.float32, grad=False)
+    emb, tag = _tables(gen, torch.float32)
+    loss = TRGNetLoss(emb, tag, 10.0)
+    ref_out = loss(outputs, x, labels, boundary, mask)
+    logits, bounds, feats, scale = outputs
+    half = ([z.bfloat16() for z in logits], [b.bfloat16() for b in bounds], [e.bfloat16() for e in feats],
+            scale)
+    out = loss(half, x, labels, boundary, mask)
+    for name, v in out.items():
+        assert v.dtype == torch.float32 and torch.isfinite(v)
+        torch.testing.assert_close(v, ref_out[name], rtol=5e-2, atol=5e-2)

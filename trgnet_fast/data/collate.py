@@ -1,0 +1,45 @@
+"""Batching with right padding and validity masks (reference-spec §1.5)."""
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = 255
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack dataset items into a padded batch.
+
+    batch: list of N items with ``feature`` (C, V, T_i) float, ``label`` (T_i,) int, ``boundary`` (T_i,) float,
+    ``name`` str. With T = max_i T_i returns::
+
+        x         (N, C, V, T) float32, zero right-padded
+        labels    (N, T) int64, padded with 255 (the ignore index)
+        boundary  (N, 1, T) float32, padded with 0
+        mask      (N, 1, T) bool, True for t < T_i
+        lengths   (N,) int64
+        names     list of N str
+    """
+    if not batch:
+        raise ValueError("collate: empty batch")
+    C, V = batch[0]["feature"].shape[:2]
+    for i, item in enumerate(batch):
+        f, lab, b = item["feature"], item["label"], item["boundary"]
+        if f.ndim != 3 or tuple(f.shape[:2]) != (C, V):
+            raise ValueError(f"collate: item {i} ({item.get('name')}): expected feature ({C}, {V}, T), "
+                             f"got {tuple(f.shape)}")
+        if lab.shape != (f.shape[2],) or b.shape != (f.shape[2],):
+            raise ValueError(f"collate: item {i} ({item.get('name')}): feature has {f.shape[2]} frames, labels "
+                             f"{tuple(lab.shape)}, boundary {tuple(b.shape)}")
+    lengths = torch.tensor([item["feature"].shape[2] for item in batch], dtype=torch.int64)
+    N, T = len(batch), int(lengths.max())
+    x = torch.zeros(N, C, V, T, dtype=torch.float32)
+    labels = torch.full((N, T), IGNORE_INDEX, dtype=torch.int64)
+    boundary = torch.zeros(N, 1, T, dtype=torch.float32)
+    for i, item in enumerate(batch):
+        L = item["feature"].shape[2]
+        x[i, :, :, :L] = item["feature"]
+        labels[i, :L] = item["label"]
+        boundary[i, 0, :L] = item["boundary"]
+    mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]
+    return {"x": x, "labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
+            "names": [item.get("name", "") for item in batch]}

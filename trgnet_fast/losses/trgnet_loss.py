@@ -1,0 +1,168 @@
+"""TRGNetLoss: the full published training loss (reference-spec §3.1), vectorized on the device."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from trgnet_fast.losses.segments import IGNORE_INDEX, extract_segments, segment_means
+from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy,
+                                      frame_log_probs, gs_tmse, gs_tmse_pairs)
+
+
+def _check_tensor(name: str, value, dim: int | None = None) -> torch.Tensor:
+    if not torch.is_tensor(value):
+        raise ValueError(f"{name}: expected a tensor, got {type(value).__name__}")
+    if dim is not None and value.dim() != dim:
+        raise ValueError(f"{name}: expected {dim} dimensions, got shape {tuple(value.shape)}")
+    return value
+
+
+def _floating(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+class TRGNetLoss(nn.Module):
+    """Published TRG-Net training loss.
+
+    total = ce + gstmse_weight·gstmse + lambda_b·boundary + aris_abs_weight·aris_abs
+            + aris_rel_weight·aris_rel, where (returned unweighted)
+      ce       = mean over logit stages of CE (½·Σ for the published two stages),
+      gstmse   = mean over logit stages of GS-TMSE,
+      boundary = mean over boundary stages of the per-sample-mean BCE with pos_weight,
+      aris_abs = (KL(L_img, G) + KL(L_txt, G)) / 2 on the encoder feature head e0 only,
+      aris_rel = KL(P, TAG_sub) on e0's segment means.
+
+    Args:
+        action_embeddings: (K, D) text embeddings of the action classes (D = text_dim of the model).
+        action_graph: (K, K) TAG.
+        pos_weight: BCE positive weight (see ``boundary_pos_weight``).
+        lambda_b, gstmse_weight, aris_abs_weight, aris_rel_weight: term weights (published 0.1, 1, 0.8, 1).
+        use_aris_abs, use_aris_rel: switch the ARIS terms off (reported as 0, no segment work if both off).
+        published_quirks: segment emission of the published scan (drops the last segment of every
+            padded video, §8.3); default: every real segment.
+        class_weight: optional (K,) CE class weights (published: none).
+    """
+
+    def __init__(self, action_embeddings: torch.Tensor, action_graph: torch.Tensor, pos_weight: float,
+                 lambda_b: float = 0.1, gstmse_weight: float = 1.0, aris_abs_weight: float = 0.8,
+                 aris_rel_weight: float = 1.0, use_aris_abs: bool = True, use_aris_rel: bool = True,
+                 published_quirks: bool = False, class_weight: torch.Tensor | None = None,
+                 ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        action_embeddings = torch.as_tensor(action_embeddings)
+        action_graph = torch.as_tensor(action_graph)
+        if action_embeddings.dim() != 2:
+            raise ValueError(f"action_embeddings: expected shape (K, D), got {tuple(action_embeddings.shape)}")
+        k = action_embeddings.shape[0]
+        if tuple(action_graph.shape) != (k, k):
+            raise ValueError(f"action_graph: expected shape ({k}, {k}), got {tuple(action_graph.shape)}")
+        if class_weight is not None:
+            class_weight = torch.as_tensor(class_weight, dtype=torch.float32)
+            if tuple(class_weight.shape) != (k,):
+                raise ValueError(f"class_weight: expected shape ({k},), got {tuple(class_weight.shape)}")
+        pos_weight = float(pos_weight)
+        if not pos_weight > 0:
+            raise ValueError(f"pos_weight: expected a positive number, got {pos_weight}")
+        # kept in the given floating dtype (float32 for others); the terms compute in float32/float64
+        self.register_buffer("action_embeddings", _floating(action_embeddings).clone())
+        self.register_buffer("action_graph", _floating(action_graph).clone())
+        self.register_buffer("pos_weight", torch.tensor(pos_weight, dtype=torch.float32))
+        self.register_buffer("class_weight", class_weight)
+        self.lambda_b = float(lambda_b)
+        self.gstmse_weight = float(gstmse_weight)
+        self.aris_abs_weight = float(aris_abs_weight)
+        self.aris_rel_weight = float(aris_rel_weight)
+        self.use_aris_abs = bool(use_aris_abs)
+        self.use_aris_rel = bool(use_aris_rel)
+        self.published_quirks = bool(published_quirks)
+        self.ignore_index = int(ignore_index)
+
+    @property
+    def num_classes(self) -> int:
+        return self.action_embeddings.shape[0]
+
+    def _validate(self, outputs, x, labels, boundary, mask):
+        if not isinstance(outputs, (tuple, list)) or len(outputs) != 4:
+            raise ValueError("outputs: expected the train-mode tuple (logits list, boundary list, "
+                             "feature list, logit_scale)")
+        logits, bounds, feats, logit_scale = outputs
+        for name, seq in (("outputs[0] (logits)", logits), ("outputs[1] (boundaries)", bounds),
+                          ("outputs[2] (features)", feats)):
+            if not isinstance(seq, Sequence) or len(seq) == 0:
+                raise ValueError(f"{name}: expected a non-empty list of tensors")
+        labels = _check_tensor("labels", labels, 2)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"labels: expected an integer dtype, got {labels.dtype}")
+        _check_tensor("x", x, 4)
+        _check_tensor("boundary", boundary, 3)
+        _check_tensor("mask", mask, 3)
+        _check_tensor("outputs[0][0] (logits)", logits[0], 3)
+        # (N, T) agreed on by most arguments, so that the odd one out is the one named
+        candidates = [(labels.shape[0], labels.shape[1]), (x.shape[0], x.shape[-1]),
+                      (boundary.shape[0], boundary.shape[-1]), (mask.shape[0], mask.shape[-1]),
+                      (logits[0].shape[0], logits[0].shape[-1])]
+        n, t = max(candidates, key=candidates.count)
+        if tuple(labels.shape) != (n, t):
+            raise ValueError(f"labels: expected shape {(n, t)}, got {tuple(labels.shape)}")
+        k = self.num_classes
+        for i, z in enumerate(logits):
+            _check_tensor(f"outputs[0][{i}] (logits)", z, 3)
+            if tuple(z.shape) != (n, k, t):
+                raise ValueError(f"outputs[0][{i}] (logits): expected shape {(n, k, t)}, got {tuple(z.shape)}")
+        for i, b in enumerate(bounds):
+            _check_tensor(f"outputs[1][{i}] (boundaries)", b, 3)
+            if tuple(b.shape) != (n, 1, t):
+                raise ValueError(f"outputs[1][{i}] (boundaries): expected shape {(n, 1, t)}, "
+                                 f"got {tuple(b.shape)}")
+        d = self.action_embeddings.shape[1]
+        e0 = _check_tensor("outputs[2][0] (features)", feats[0], 3)
+        if tuple(e0.shape) != (n, d, t):
+            raise ValueError(f"outputs[2][0] (features): expected shape {(n, d, t)}, got {tuple(e0.shape)}")
+        _check_tensor("outputs[3] (logit_scale)", logit_scale)
+        if logit_scale.numel() != 1:
+            raise ValueError(f"outputs[3] (logit_scale): expected one element, got shape "
+                             f"{tuple(logit_scale.shape)}")
+        if x.shape[0] != n or x.shape[-1] != t:
+            raise ValueError(f"x: expected shape (N={n}, C, V, T={t}), got {tuple(x.shape)}")
+        if tuple(boundary.shape) != (n, 1, t):
+            raise ValueError(f"boundary: expected shape {(n, 1, t)}, got {tuple(boundary.shape)}")
+        if tuple(mask.shape) != (n, 1, t):
+            raise ValueError(f"mask: expected shape {(n, 1, t)}, got {tuple(mask.shape)}")
+
+    def forward(self, outputs, x: torch.Tensor, labels: torch.Tensor, boundary: torch.Tensor,
+                mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """outputs: the model's train-mode tuple ([logits (N,K,T)...], [b (N,1,T)...], [e (N,D,T)...],
+        logit_scale (1,)); x: (N, C, V, T) model input; labels: (N, T) long, 255 = ignore;
+        boundary: (N, 1, T) 0/1 float; mask: (N, 1, T) bool or 0/1.
+        Returns {total, ce, gstmse, boundary, aris_abs, aris_rel}: 0-d float32 tensors."""
+        self._validate(outputs, x, labels, boundary, mask)
+        logits, bounds, feats, logit_scale = outputs
+        labels = labels.long()
+        pairs = gs_tmse_pairs(x, labels, ignore_index=self.ignore_index)  # shared by the stages
+        ce, gst = 0.0, 0.0
+        for z in logits:
+            log_probs = frame_log_probs(z)  # shared by CE and GS-TMSE
+            ce = ce + cross_entropy(z, labels, self.class_weight, self.ignore_index, log_probs=log_probs)
+            gst = gst + gs_tmse(z, x, labels, ignore_index=self.ignore_index, log_probs=log_probs,
+                                pairs=pairs)
+        ce, gst = ce / len(logits), gst / len(logits)
+        bce = sum(boundary_bce(b, boundary, mask, self.pos_weight) for b in bounds) / len(bounds)
+
+        zero = ce.new_zeros(())
+        aris_abs, aris_rel = zero, zero
+        if self.use_aris_abs or self.use_aris_rel:
+            segs = extract_segments(labels, published_quirks=self.published_quirks,
+                                    ignore_index=self.ignore_index)
+            f = segment_means(feats[0], segs)
+            if self.use_aris_abs:
+                aris_abs = aris_absolute(f, segs.label, self.action_embeddings, logit_scale)
+            if self.use_aris_rel:
+                aris_rel = aris_relative(f, segs.label, self.action_graph)
+
+        total = (ce + self.gstmse_weight * gst + self.lambda_b * bce
+                 + (self.aris_abs_weight * aris_abs if self.use_aris_abs else 0.0)
+                 + (self.aris_rel_weight * aris_rel if self.use_aris_rel else 0.0))
+        return {"total": total, "ce": ce, "gstmse": gst, "boundary": bce,
+                "aris_abs": aris_abs, "aris_rel": aris_rel}
