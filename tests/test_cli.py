@@ -31,3 +31,39 @@ def test_console_script_is_installed():
                              "print([e.value for e in entry_points(group='console_scripts')"
                              " if e.name == 'trgnet'])"], capture_output=True, text=True, check=True)
     assert "trgnet_fast.cli:main" in result.stdout
+
+
+import pytest  # noqa: E402
+
+TRAINING_COMMANDS = ("train", "eval", "predict", "average-splits", "make-synthetic", "convert-pku")
+
+
+@pytest.mark.parametrize("command", TRAINING_COMMANDS + ("info", "parity"))
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: trgnet {command}") and "options:" in out
+
+
+def test_top_level_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in TRAINING_COMMANDS:
+        assert command in out
+
+
+def test_train_rejects_unknown_config_key(capsys):
+    from trgnet_fast.training.config import ConfigError
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        cli.main(["train", "--set", "train.epoch=3"])
+
+
+def test_make_synthetic_command(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert cli.main(["make-synthetic", "--out", str(out), "--n-train", "2", "--n-val", "0", "--n-test", "1",
+                     "--min-frames", "20", "--max-frames", "30"]) == 0
+    assert (out / "train.csv").is_file() and (out / "mapping.txt").is_file()
+    assert len((out / "train.csv").read_text().splitlines()) == 3

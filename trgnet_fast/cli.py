@@ -1,9 +1,16 @@
-"""`trgnet` command line: `trgnet info`, `trgnet parity`."""
+"""`trgnet` command line: info, parity, train, eval, predict, average-splits, make-synthetic, convert-pku,
+text-graphs, viz-graphs.
+
+The parser lives here; the sub-command implementations are in ``trgnet_fast.training.commands`` and
+``trgnet_fast.text.commands``.
+Multi-process training: ``torchrun --standalone --nproc_per_node N $(which trgnet) train ...``."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from trgnet_fast.text import commands as text_commands
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
@@ -53,7 +60,104 @@ def build_parser() -> argparse.ArgumentParser:
                         "cuda: float32, bfloat16, float16")
     p.add_argument("--seed", type=int, help="default: a fresh seed every run")
     p.set_defaults(func=_parity)
+    _add_training_commands(sub)
+    text_commands.add_text_graphs_parser(sub)
+    text_commands.add_viz_graphs_parser(sub)
     return parser
+
+
+def _lazy(name):
+    def run(args):
+        from trgnet_fast.training import commands
+        return getattr(commands, name)(args)
+    return run
+
+
+def _add_training_commands(sub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "train", formatter_class=fmt, help="train TRG-Net (single process, or DDP under torchrun)",
+        description="Train TRG-Net. Without --config/--data it trains on the built-in synthetic dataset, "
+                    "generated once under <output_dir>/synthetic_data.",
+        epilog="examples:\n"
+               "  trgnet train                                   # synthetic data, small model, a few epochs\n"
+               "  trgnet train --config PKU-subject --data ./datasets --out runs/pku\n"
+               "  trgnet train --set train.epochs=20 --set model.n_layers=6 --set optim.lr=5e-4\n"
+               "  trgnet train --out runs/pku --config PKU-subject --resume   # continue from last.pt\n"
+               "  torchrun --standalone --nproc_per_node 2 $(which trgnet) train ...   # DDP\n"
+               "outputs in the output dir: config.yaml, log.csv, log.jsonl, last.pt, best.pt "
+               "(best by train.best_metric, default F1@50 on a validation split carved from the training list)")
+    p.add_argument("--config", default="synthetic",
+                   help="preset (synthetic, PKU-subject, PKU-view, LARA, MCFS-130, TCG-15) or a YAML file "
+                        "(may say `base: <preset>`); default: synthetic")
+    p.add_argument("--data", help="dataset root (sets data.dir); csv paths in the config are relative to it")
+    p.add_argument("--out", help="output directory (sets output_dir; default runs/<name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, dotted, value parsed as YAML (repeatable), "
+                        "e.g. --set train.batch_size=4 --set model.SFI_layer=[1,2]")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (sets train.device)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <output_dir>/last.pt (model, optimizer, epoch, RNG states, best score)")
+    p.add_argument("--test", action="store_true", help="after training evaluate best.pt on the test split")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.set_defaults(func=_lazy("train"))
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: metrics table and per-video CSV",
+                       description="Evaluate a training checkpoint (batch 1, refinement_with_boundary by default) "
+                                   "and write <out>/metrics_<split>.csv (one row per video + an 'all' row).")
+    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt written by `trgnet train`")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="default: test")
+    p.add_argument("--data", help="dataset root, if it moved since training")
+    p.add_argument("--out", help="output dir (default: eval_<split> next to the checkpoint)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=_lazy("evaluate"))
+
+    p = sub.add_parser("predict", help="per-frame predictions (MS-TCN text) and barcode PNGs per video",
+                       description="Run a checkpoint over a split and write <out>/predictions/<video>.txt (one "
+                                   "class name per frame), <out>/plots/<video>.png (GT vs prediction barcode) "
+                                   "and <out>/metrics_<split>.csv.")
+    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt written by `trgnet train`")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="default: test")
+    p.add_argument("--data", help="dataset root, if it moved since training")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG barcodes")
+    p.set_defaults(func=_lazy("predict"))
+
+    p = sub.add_parser("average-splits", help="mean of the 'all' rows of several metrics CSVs (e.g. 5 folds)",
+                       description="Average the summary ('all') rows of metrics CSVs written by `trgnet eval` "
+                                   "(equal weight per split, as in the usual cross-split protocol).")
+    p.add_argument("csv", nargs="+", help="metrics CSV files")
+    p.add_argument("--out", help="also write a CSV with one row per split and a 'mean' row")
+    p.set_defaults(func=_lazy("average_splits"))
+
+    p = sub.add_parser("make-synthetic", help="write the built-in synthetic dataset (published csv layout)",
+                       description="Write the synthetic skeleton dataset: features/, gt_arr/, gt_boundary_arr/, "
+                                   "mapping.txt, descriptions.txt, train/val/test.csv. Train on it with "
+                                   "`trgnet train --data DIR`.")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--n-train", type=int, default=120)
+    p.add_argument("--n-val", type=int, default=20)
+    p.add_argument("--n-test", type=int, default=30)
+    p.add_argument("--min-frames", type=int, default=300)
+    p.add_argument("--max-frames", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_lazy("make_synthetic"))
+
+    p = sub.add_parser("convert-pku", help="convert the raw PKU-MMD release to the published csv layout",
+                       description="Convert raw PKU-MMD phase 1 (skeleton and label .txt files) into "
+                                   "<out>/PKU/{features,gt_arr,gt_boundary_arr,mapping.txt} and "
+                                   "<out>/csv/PKU-view/{train1,val1,test1}.csv (+ PKU-subject with "
+                                   "--cross-subject). Train with `trgnet train --config PKU-view --data OUT "
+                                   "--set data.mapping=PKU/mapping.txt`.")
+    p.add_argument("--skeletons", required=True, help="folder of <video>.txt skeleton files (T lines × 150)")
+    p.add_argument("--labels", required=True, help="folder of <video>.txt label files (class,start,end,conf)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--cross-subject", help="official cross-subject split file (enables PKU-subject csvs)")
+    p.add_argument("--class-names", help="file with the 51 action names (or an 'id name' mapping)")
+    p.add_argument("--frame-base", type=int, default=1, help="number of the first frame in label files")
+    p.set_defaults(func=_lazy("convert_pku"))
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,69 @@
+"""Trainer options: bf16 autocast, gradient clipping, best-metric choice, ARIS with text inputs, errors."""
+import math
+import os
+
+import numpy as np
+import pytest
+
+from train_helpers import tiny_overrides
+from trgnet_fast.training import ConfigError, Trainer, load_checkpoint, load_config
+
+SHORT = ["train.max_steps_per_epoch=1"]
+
+
+def _fit(data, out, extra, epochs=1):
+    cfg = load_config("synthetic", tiny_overrides(data, str(out), epochs=epochs, extra=SHORT + list(extra)))
+    trainer = Trainer(cfg, log=lambda m: None, progress=False)
+    return trainer, trainer.fit()
+
+
+def test_bf16_autocast_and_grad_clip(tiny_data, tmp_path):
+    _, row = _fit(tiny_data, tmp_path, ["train.bf16=true", "optim.grad_clip=0.5", "train.best_metric=Acc"])
+    assert math.isfinite(row["train_total"]) and row["val_Acc"] != ""
+    assert load_checkpoint(os.path.join(tmp_path, "best.pt"))["best_metric"] == "Acc"
+
+
+def test_aris_terms_with_text_inputs(tiny_data, tmp_path):
+    k, d = 10, 16
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "emb.npy", rng.normal(size=(k, d)).astype(np.float32))
+    tag = rng.uniform(size=(k, k)).astype(np.float32)
+    np.save(tmp_path / "tag.npy", (tag + tag.T) / 2)
+    np.save(tmp_path / "tjg.npy", np.eye(25, dtype=np.float32))
+    trainer, row = _fit(tiny_data, tmp_path / "out", [f"text.action_embeddings={tmp_path / 'emb.npy'}",
+                                                      f"text.action_graph={tmp_path / 'tag.npy'}",
+                                                      f"text.joint_graph={tmp_path / 'tjg.npy'}"])
+    assert trainer.text.use_aris_abs and trainer.text.use_aris_rel
+    assert row["train_aris_abs"] > 0 and row["train_aris_rel"] > 0
+
+
+def test_text_priors_from_the_encoder(tiny_data, tmp_path):
+    """The default text config: TJG, action embeddings and TAG built from the descriptions by the real
+    offline encoder (all-MiniLM-L6-v2, 384-d); the model's feature head takes the encoder's width."""
+    from trgnet_fast.text import text_priors
+
+    trainer, row = _fit(tiny_data, tmp_path / "out", ["text.joint_graph=text", "text.action_embeddings=text",
+                                                      "text.action_graph=text", "text.text_dim=null",
+                                                      "text.dataset=synthetic",
+                                                      f"text.cache_dir={tmp_path / 'cache'}"])
+    priors = text_priors("synthetic", class_names=trainer.class_names, cache_dir=tmp_path / "cache")
+    assert trainer.text.use_aris_abs and trainer.text.use_aris_rel and trainer.text.text_dim == 384
+    assert trainer.model.conv_feature.out_channels == 384
+    assert np.allclose(trainer.joint_graph.cpu(), priors.joint_graph)
+    assert np.allclose(trainer.criterion.action_graph.cpu(), priors.action_graph)
+    assert row["train_aris_abs"] > 0 and row["train_aris_rel"] > 0
+
+
+def test_learned_joint_graph_is_refused_clearly(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="text.joint_graph=learned"):
+        _fit(tiny_data, tmp_path, ["text.joint_graph=learned"])
+
+
+def test_unknown_best_metric_is_reported(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="best_metric 'F1@33'"):
+        _fit(tiny_data, tmp_path, ["train.best_metric=F1@33"])
+
+
+def test_batch_larger_than_training_set(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="no training batch"):
+        _fit(tiny_data, tmp_path, ["train.batch_size=64"])

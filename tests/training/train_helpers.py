@@ -1,0 +1,10 @@
+"""Helpers shared by the training tests (a uniquely named module: `conftest` is ambiguous on sys.path)."""
+
+TINY_MODEL = ["model.n_features=16", "model.n_layers=2", "model.n_refine_layers=2", "model.n_stages_asb=2",
+              "model.n_stages_brb=2", "text.text_dim=16", "text.joint_graph=physical",
+              "text.action_embeddings=null", "text.action_graph=null"]
+
+
+def tiny_overrides(data_dir, out_dir, epochs=2, extra=()):
+    return [f"data.dir={data_dir}", f"output_dir={out_dir}", f"train.epochs={epochs}", "train.batch_size=2",
+            "data.val_every=4", "optim.lr=0.003", *TINY_MODEL, *extra]

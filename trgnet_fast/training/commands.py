@@ -1,0 +1,154 @@
+"""Implementations of the ``trgnet`` sub-commands train, eval, predict, average-splits, make-synthetic and
+convert-pku (the parser lives in ``trgnet_fast.cli``)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _config_from_args(args):
+    from trgnet_fast.training.config import load_config
+    overrides = list(args.set or [])
+    if getattr(args, "data", None):
+        overrides.append(f"data.dir={args.data}")
+    if getattr(args, "out", None):
+        overrides.append(f"output_dir={args.out}")
+    if getattr(args, "epochs", None) is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if getattr(args, "device", None):
+        overrides.append(f"train.device={args.device}")
+    return load_config(args.config, overrides)
+
+
+def train(args) -> int:
+    from trgnet_fast.training.trainer import Trainer
+    from trgnet_fast.training.distributed import cleanup
+    cfg = _config_from_args(args)
+    trainer = Trainer(cfg, resume=args.resume, log=_log, progress=not args.no_progress)
+    try:
+        trainer.fit()
+        if trainer.is_main:
+            _log(f"done: checkpoints and logs in {trainer.out_dir}")
+            if args.test and cfg["data"]["test_csv"]:
+                _evaluate_checkpoint(os.path.join(trainer.out_dir, "best.pt"), "test", None,
+                                     os.path.join(trainer.out_dir, "eval_test"), trainer.device)
+    finally:
+        cleanup(trainer.info)
+    return 0
+
+
+def load_model(checkpoint: str, device):
+    """(model in eval mode, checkpoint dict) from a trainer checkpoint."""
+    from trgnet_fast.training.checkpoint import load_checkpoint
+    from trgnet_fast.training.trainer import build_model
+    state = load_checkpoint(checkpoint)
+    model = build_model(state["model_kwargs"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
+def _eval_dataset(state, split: str, data_dir_override):
+    from trgnet_fast.training.data import build_splits, data_dir, make_dataset
+    cfg = dict(state["config"])
+    cfg["data"] = dict(cfg["data"])
+    if data_dir_override:
+        cfg["data"]["dir"] = data_dir_override
+        root = data_dir(cfg)
+    else:
+        root = state.get("data_root") or data_dir(cfg)
+        cfg["data"]["dir"] = root
+    k = len(state["class_names"])
+    if split == "val":
+        return cfg, build_splits(cfg, root, k)["val"]
+    if split == "train":
+        return cfg, make_dataset(cfg, "train", root, k)
+    return cfg, make_dataset(cfg, "test", root, k)
+
+
+def _evaluate_checkpoint(checkpoint, split, data_dir_override, out_dir, device, on_video=None, quiet=False):
+    from trgnet_fast.training.data import eval_loader
+    from trgnet_fast.training.evaluate import run_inference
+    model, state = load_model(checkpoint, device)
+    cfg, dataset = _eval_dataset(state, split, data_dir_override)
+    loader = eval_loader(dataset, cfg)
+    metrics = run_inference(model, loader, cfg, state["class_names"], state["joint_graph"], device,
+                            on_video=on_video(state) if on_video else None)
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = metrics.write_csv(os.path.join(out_dir, f"metrics_{split}.csv"))
+    summary = metrics.summary()
+    if not quiet:
+        _log(format_summary(summary, f"{checkpoint} on {split} ({summary['n_videos']} videos)"))
+        _log(f"per-video metrics: {csv_path}")
+    return summary, csv_path
+
+
+def format_summary(summary: dict, title: str = "") -> str:
+    keys = [k for k in summary if k.startswith("F1@")] + ["Edit", "Acc"]
+    keys += [k for k in ("BoundaryPrecision", "BoundaryRecall", "BoundaryF1") if k in summary]
+    head = " | ".join(f"{k:>10}" for k in keys)
+    vals = " | ".join(f"{summary[k]:10.2f}" for k in keys)
+    return (title + "\n" if title else "") + head + "\n" + vals
+
+
+def _device(name):
+    from trgnet_fast.training.distributed import resolve_device
+    return resolve_device(name or "auto")
+
+
+def evaluate(args) -> int:
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{args.split}")
+    _evaluate_checkpoint(args.checkpoint, args.split, args.data, out, _device(args.device))
+    return 0
+
+
+def predict(args) -> int:
+    from trgnet_fast.evaluation import plot_barcode, write_predictions
+
+    def on_video(state):
+        names = state["class_names"]
+
+        def write(name, pred, gt, logits, boundary):
+            write_predictions(os.path.join(args.out, "predictions", name + ".txt"), pred, names)
+            if not args.no_plots:
+                plot_barcode(os.path.join(args.out, "plots", name + ".png"), gt, {"prediction": pred},
+                             num_classes=len(names), class_names=names, boundary=torch.sigmoid(boundary[0]), title=name)
+        return write
+
+    summary, csv_path = _evaluate_checkpoint(args.checkpoint, args.split, args.data, args.out,
+                                             _device(args.device), on_video=on_video)
+    _log(f"predictions (MS-TCN text, one class name per frame): {os.path.join(args.out, 'predictions')}")
+    if not args.no_plots:
+        _log(f"barcode plots: {os.path.join(args.out, 'plots')}")
+    return 0
+
+
+def average_splits(args) -> int:
+    from trgnet_fast.evaluation import average_splits as avg, write_split_average
+    mean = write_split_average(args.csv, args.out) if args.out else avg(args.csv)
+    _log(format_summary(mean, f"mean over {mean['n_splits']} splits"))
+    if args.out:
+        _log(f"written: {args.out}")
+    return 0
+
+
+def make_synthetic(args) -> int:
+    from trgnet_fast.data import make_synthetic as make
+    info = make(args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
+                min_frames=args.min_frames, max_frames=args.max_frames)
+    _log(f"synthetic dataset ({info['num_classes']} classes, dataset key {info['dataset']}) in {args.out}")
+    return 0
+
+
+def convert_pku(args) -> int:
+    from trgnet_fast.data import convert_pku_mmd
+    res = convert_pku_mmd(args.skeletons, args.labels, args.out, cross_subject_file=args.cross_subject,
+                          class_names=args.class_names, frame_base=args.frame_base)
+    _log(f"converted {len(res['videos'])} videos into {args.out}")
+    for split, files in res["csv"].items():
+        _log(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in files.items()))
+    return 0

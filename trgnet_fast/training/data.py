@@ -1,0 +1,131 @@
+"""Datasets and loaders for training/evaluation from a config: the published csv layout or the MS-TCN layout,
+a validation split carved from the training list, and the cached built-in synthetic dataset."""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from trgnet_fast.data import CsvSegmentationDataset, MSTCNDataset, collate, make_synthetic, read_mapping
+from trgnet_fast.model import default_config
+from trgnet_fast.model.graph import skeleton_layout
+
+
+def ensure_synthetic(out_dir: str, params: dict, log=print) -> str:
+    """Generate the synthetic dataset once under ``out_dir`` (re-used when the stamp file matches)."""
+    stamp = os.path.join(out_dir, "synthetic.json")
+    if os.path.isfile(stamp):
+        with open(stamp, encoding="utf-8") as f:
+            if json.load(f) == params:
+                return out_dir
+    log(f"generating the synthetic dataset in {out_dir} ...")
+    make_synthetic(out_dir, **params)
+    tmp = stamp + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(params, f)
+    os.replace(tmp, stamp)
+    return out_dir
+
+
+def data_dir(cfg: dict) -> str:
+    """The dataset root of ``cfg`` (the synthetic cache dir when data.dir is null)."""
+    if cfg["data"]["dir"]:
+        return cfg["data"]["dir"]
+    return os.path.join(output_dir(cfg), "synthetic_data")
+
+
+def output_dir(cfg: dict) -> str:
+    return cfg["output_dir"] or os.path.join("runs", cfg["name"])
+
+
+def resolve(path: str | None, root: str) -> str | None:
+    """A split/mapping path: absolute as is; else relative to the dataset root if it exists there, else
+    relative to the current directory (published layout: ./csv next to ./datasets)."""
+    if path is None:
+        return None
+    if os.path.isabs(path):
+        return path
+    candidate = os.path.join(root, path)
+    if os.path.exists(candidate) or not os.path.exists(path):
+        return candidate
+    return path
+
+
+def class_names(cfg: dict, root: str) -> list[str]:
+    """Class names from the mapping file (data.mapping, else <root>/mapping.txt, <root>/<dataset>/mapping.txt,
+    <root>/<layout>/mapping.txt); else ``class_<i>`` for the dataset's published class count."""
+    candidates = [resolve(cfg["data"]["mapping"], root)] if cfg["data"]["mapping"] else [
+        os.path.join(root, "mapping.txt"), os.path.join(root, cfg["dataset"], "mapping.txt"),
+        os.path.join(root, skeleton_layout(cfg["dataset"]), "mapping.txt")]
+    for path in candidates:
+        if path and os.path.isfile(path):
+            return read_mapping(path)
+    if cfg["data"]["mapping"]:
+        raise FileNotFoundError(f"data.mapping: {candidates[0]} not found")
+    k = cfg["model"]["n_classes"] or default_config(cfg["dataset"])["n_classes"]
+    return [f"class_{i}" for i in range(k)]
+
+
+def make_dataset(cfg: dict, split: str, root: str, num_classes: int | None = None) -> Dataset:
+    key = {"train": "train_csv", "test": "test_csv", "val": "val_csv"}[split]
+    path = resolve(cfg["data"][key], root)
+    if path is None:
+        raise ValueError(f"data.{key} is not set")
+    d = cfg["data"]
+    if d["format"] == "csv":
+        return CsvSegmentationDataset(path, root, cfg["dataset"], feature_format=d["feature_format"],
+                                      num_classes=num_classes, cache=d["cache"])
+    return MSTCNDataset(root, path, cfg["dataset"], feature_layout=d["feature_layout"], cache=d["cache"])
+
+
+def carve_validation(n: int, every: int) -> tuple[list[int], list[int]]:
+    """Indices (train, val) of a training list: every ``every``-th video (0, every, 2·every, ...) is held out
+    for validation (DeST make_csv_files); with fewer than 2 videos nothing is held out."""
+    if n < 2:
+        return list(range(n)), []
+    val = list(range(0, n, every))
+    if len(val) == n:
+        val = val[:1]
+    held = set(val)
+    return [i for i in range(n) if i not in held], val
+
+
+def build_splits(cfg: dict, root: str, num_classes: int) -> dict:
+    """{"train": Dataset, "val": Dataset} — validation from data.val_csv or carved from the training list."""
+    full = make_dataset(cfg, "train", root, num_classes)
+    if cfg["data"]["val_csv"]:
+        return {"train": full, "val": make_dataset(cfg, "val", root, num_classes)}
+    tr, va = carve_validation(len(full), cfg["data"]["val_every"])
+    return {"train": Subset(full, tr), "val": Subset(full, va)}
+
+
+def _seed_worker(worker_id):  # pragma: no cover - runs in workers
+    import random
+
+    import numpy as np
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int) -> tuple[DataLoader, object]:
+    """Shuffled loader (drop_last when batch > 1, §1.5); a DistributedSampler when world > 1. The shuffle
+    order is a function of (seed, epoch) only, so resume reproduces it."""
+    bs = cfg["train"]["batch_size"]
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=cfg["train"]["seed"], drop_last=False)
+    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, drop_last=bs > 1, collate_fn=collate,
+                        num_workers=cfg["data"]["num_workers"], worker_init_fn=_seed_worker,
+                        persistent_workers=False)
+    return loader, sampler
+
+
+def eval_loader(dataset: Dataset, cfg: dict, rank: int = 0, world: int = 1) -> DataLoader:
+    """Batch 1, in order; with world > 1 every rank gets a disjoint strided share (no padding duplicates)."""
+    if world > 1:
+        dataset = Subset(dataset, list(range(rank, len(dataset), world)))
+    return DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate,
+                      num_workers=cfg["data"]["num_workers"])

@@ -1,0 +1,327 @@
+"""The TRG-Net training loop: single process or DDP (torchrun), Adam, SAEP, per-epoch validation on a split
+carved from the training data, atomic ``last.pt`` / ``best.pt``, exact ``--resume``."""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from trgnet_fast.data import saep
+from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
+from trgnet_fast.model import TRGNet, default_config
+from trgnet_fast.training import checkpoint as ckpt
+from trgnet_fast.training.config import ConfigError, dump_yaml
+from trgnet_fast.training.data import (build_splits, class_names, data_dir, ensure_synthetic, eval_loader,
+                                       output_dir, train_loader)
+from trgnet_fast.training.distributed import DistInfo, barrier, init_distributed, reduce_metrics
+from trgnet_fast.training.evaluate import make_metrics, run_inference
+from trgnet_fast.training.logger import EpochLogger
+from trgnet_fast.training.text import resolve_text
+
+LOSS_KEYS = ("total", "ce", "gstmse", "boundary", "aris_abs", "aris_rel")
+
+
+def model_kwargs(cfg: dict, n_classes: int, text_dim: int) -> dict:
+    """TRGNet constructor arguments: the dataset's published defaults updated by ``cfg["model"]``."""
+    kw = default_config(cfg["dataset"])
+    m = cfg["model"]
+    for key in ("in_channel", "n_features", "n_stages", "n_layers", "n_refine_layers", "n_stages_asb",
+                "n_stages_brb", "backend"):
+        if m[key] is not None:
+            kw[key] = m[key]
+    kw["SFI_layer"] = list(m["SFI_layer"]) if m["SFI_layer"] is not None else list(range(1, kw["n_layers"]))
+    kw["n_classes"] = n_classes
+    kw["text_dim"] = text_dim
+    return kw
+
+
+def build_model(kwargs: dict, dropout: bool = True) -> TRGNet:
+    model = TRGNet(**kwargs)
+    if not dropout:
+        disable_dropout(model)
+    return model
+
+
+def disable_dropout(model: nn.Module) -> None:
+    for mod in model.modules():
+        if isinstance(mod, nn.modules.dropout._DropoutNd):
+            mod.p = 0.0
+
+
+def _float_outputs(out):
+    logits, bounds, feats, scale = out
+    return ([z.float() for z in logits], [b.float() for b in bounds], [e.float() for e in feats], scale.float())
+
+
+class TrainStep(nn.Module):
+    """Model + loss in one module, so that DDP sees the loss as the forward output: its unused-parameter
+    search then follows exactly what the loss uses (the decoder text heads never are; without text inputs
+    neither are the encoder text head nor logit_scale)."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, bf16: bool = False):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+        self.bf16 = bf16
+
+    def forward(self, x, labels, boundary, mask, joint_graph):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x, mask, joint_graph)
+        out = _float_outputs(out)
+        losses = self.criterion(out, x, labels, boundary, mask)
+        return losses, out[0][-1].detach()
+
+
+class Trainer:
+    """Build everything from a validated config and train. ``fit()`` returns the final summary dict.
+
+    Single process by default; under torchrun (WORLD_SIZE > 1) it initialises torch.distributed (NCCL on GPU,
+    gloo on CPU), shards batches with a DistributedSampler, all-reduces the validation metric counts and
+    writes logs/checkpoints from rank 0 only.
+    """
+
+    def __init__(self, cfg: dict, resume: bool = False, log=None, progress: bool = True,
+                 dist_info: DistInfo | None = None):
+        self.cfg = cfg
+        self.resume = resume
+        self.info = dist_info or init_distributed(cfg["train"]["device"])
+        self.is_main = self.info.is_main
+        self._log = log or print
+        self.progress = progress and self.is_main
+        self.out_dir = output_dir(cfg)
+        self.device = self.info.device
+
+    def log(self, msg: str) -> None:
+        if self.is_main:
+            self._log(msg)
+
+    # ---------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        cfg, info = self.cfg, self.info
+        if self.is_main:
+            os.makedirs(self.out_dir, exist_ok=True)
+        self.root = data_dir(cfg)
+        if cfg["data"]["dir"] is None:
+            if self.is_main:
+                ensure_synthetic(self.root, cfg["data"]["synthetic"], log=self.log)
+            barrier(info)
+        self.class_names = class_names(cfg, self.root)
+        n_classes = cfg["model"]["n_classes"] or len(self.class_names)
+        if n_classes != len(self.class_names):
+            raise ConfigError(f"model.n_classes={n_classes} but the mapping lists {len(self.class_names)} classes")
+        self.splits = build_splits(cfg, self.root, n_classes)
+        if len(self.splits["train"]) == 0:
+            raise ValueError("the training split is empty")
+        self.text = resolve_text(cfg["text"], cfg["dataset"], self.class_names, self.root, warn=self.is_main)
+        self.model_kwargs = model_kwargs(cfg, n_classes, self.text.text_dim)
+
+        ckpt.seed_everything(cfg["train"]["seed"])  # same initial weights on every rank
+        if cfg["train"]["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        model = build_model(self.model_kwargs, cfg["model"]["dropout"]).to(self.device)
+        # per-rank RNG streams from here on (dropout masks differ across ranks; identical in one process)
+        ckpt.seed_everything(cfg["train"]["seed"] + info.rank)
+        if info.enabled and cfg["model"]["sync_bn"]:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        o = cfg["optim"]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
+                                          eps=o["eps"], weight_decay=0.0)
+        pos_weight = boundary_pos_weight(item["boundary"] for item in self.splits["train"])
+        lc = cfg["loss"]
+        self.criterion = TRGNetLoss(self.text.action_embeddings, self.text.action_graph, pos_weight,
+                                    lambda_b=lc["lambda_b"], gstmse_weight=lc["gstmse_weight"],
+                                    aris_abs_weight=lc["aris_abs_weight"], aris_rel_weight=lc["aris_rel_weight"],
+                                    use_aris_abs=self.text.use_aris_abs, use_aris_rel=self.text.use_aris_rel,
+                                    published_quirks=lc["published_quirks"]).to(self.device)
+        self.joint_graph = self.text.joint_graph.to(self.device)
+        step = TrainStep(self.model, self.criterion, cfg["train"]["bf16"])
+        if info.enabled:
+            # the decoder text heads (and, without text inputs, the encoder text head and logit_scale) get no
+            # gradient, hence find_unused_parameters
+            step = nn.parallel.DistributedDataParallel(
+                step, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self.step = step
+        # SAEP randomness: its own generator on the batch device, different per rank, saved in checkpoints
+        self.aug_gen = torch.Generator(device=self.device)
+        self.aug_gen.manual_seed(cfg["train"]["seed"] * 1000 + 17 + info.rank)
+        self.start_epoch, self.best_score, self.best_epoch = 0, -math.inf, 0
+        self.logger = EpochLogger(self.out_dir, enabled=self.is_main, tensorboard=cfg["train"]["tensorboard"])
+        if self.is_main:
+            dump_yaml(cfg, os.path.join(self.out_dir, "config.yaml"))
+        last = os.path.join(self.out_dir, "last.pt")
+        if self.resume and os.path.isfile(last):
+            self._restore(last)
+        else:
+            if self.resume:
+                self.log(f"--resume: no checkpoint at {last}; starting from scratch")
+            elif os.path.isfile(last):
+                self.log(f"note: {self.out_dir} holds checkpoints of an earlier run; they and its logs are "
+                         "overwritten (use --resume to continue it)")
+            self.logger.rewrite([])
+        self.log(f"train {len(self.splits['train'])} videos, val {len(self.splits['val'])} videos, "
+                 f"{len(self.class_names)} classes, {sum(p.numel() for p in self.model.parameters()):,} "
+                 f"parameters, device {self.device}, world {info.world_size}, pos_weight {pos_weight:.2f}")
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def _gather_rng(self):
+        state = {"rng": ckpt.rng_state(), "aug": self.aug_gen.get_state()}
+        if not self.info.enabled:
+            return [state]
+        out = [None] * self.info.world_size
+        dist.all_gather_object(out, state)
+        return out
+
+    def checkpoint_state(self, epoch: int, val: dict | None, rng_states) -> dict:
+        return {
+            "format": "trgnet_fast.train/1", "epoch": epoch, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "best_score": self.best_score, "best_epoch": self.best_epoch,
+            "best_metric": self.cfg["train"]["best_metric"], "val": val, "config": self.cfg,
+            "model_kwargs": self.model_kwargs, "class_names": self.class_names,
+            "joint_graph": self.text.joint_graph, "rng": rng_states, "world_size": self.info.world_size,
+            "history": self.logger.history, "data_root": os.path.abspath(self.root),
+        }
+
+    def save(self, epoch: int, val: dict | None, is_best: bool) -> None:
+        rng_states = self._gather_rng()  # collective: every rank takes part
+        barrier(self.info)
+        if self.is_main:
+            state = self.checkpoint_state(epoch, val, rng_states)
+            ckpt.atomic_save(state, os.path.join(self.out_dir, "last.pt"))
+            if is_best:
+                ckpt.atomic_save(state, os.path.join(self.out_dir, "best.pt"))
+        barrier(self.info)
+
+    def _restore(self, path: str) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        if state["model_kwargs"] != self.model_kwargs:
+            raise ConfigError(f"--resume: {path} holds a model built with {state['model_kwargs']}, the config "
+                              f"builds {self.model_kwargs}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = int(state["epoch"])
+        self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        rngs = state["rng"]
+        if len(rngs) != self.info.world_size:
+            warnings.warn(f"checkpoint written with {len(rngs)} processes, resuming with {self.info.world_size}: "
+                          "RNG streams differ from an uninterrupted run")
+        mine = rngs[self.info.rank % len(rngs)]
+        ckpt.set_rng_state(mine["rng"])
+        self.aug_gen.set_state(mine["aug"].to("cpu") if mine["aug"].device.type != "cpu" else mine["aug"])
+        self.logger.history = [dict(r) for r in state.get("history", [])]
+        self.logger.rewrite(self.logger.history)
+        self.log(f"resumed from {path}: epoch {self.start_epoch} done, best {self.cfg['train']['best_metric']} "
+                 f"{self.best_score:.3f} (epoch {self.best_epoch})")
+
+    # -------------------------------------------------------------------------------------- training
+    def train_step(self, batch: dict) -> dict:
+        """One optimisation step on a collated batch; returns the loss terms (floats, this rank)."""
+        cfg = self.cfg
+        x = batch["x"].to(self.device, non_blocking=True)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        boundary = batch["boundary"].to(self.device, non_blocking=True)
+        mask = batch["mask"].to(self.device, non_blocking=True)
+        if cfg["data"]["augment"]:
+            x = saep(x, cfg["dataset"], generator=self.aug_gen)
+        self.step.train()
+        if cfg["model"]["freeze_bn"]:
+            for mod in self.model.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
+        losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        if cfg["optim"]["grad_clip"]:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg["optim"]["grad_clip"])
+        self.optimizer.step()
+        with torch.no_grad():
+            valid = labels != 255
+            correct = ((final_logits.argmax(1) == labels) & valid).sum()
+        result = {k: float(v.detach()) for k, v in losses.items()}
+        result["_correct"], result["_frames"] = int(correct), int(valid.sum())
+        return result
+
+    def train_epoch(self, epoch: int) -> dict:
+        loader, sampler = train_loader(self.splits["train"], self.cfg, self.info.rank, self.info.world_size)
+        sampler.set_epoch(epoch)
+        limit = self.cfg["train"]["max_steps_per_epoch"]
+        n_steps = len(loader) if limit is None else min(limit, len(loader))
+        if n_steps == 0:
+            raise ValueError(f"no training batch: {len(self.splits['train'])} training videos over "
+                             f"{self.info.world_size} process(es) with train.batch_size="
+                             f"{self.cfg['train']['batch_size']} (batches are full, drop_last)")
+        sums = {k: 0.0 for k in LOSS_KEYS}
+        correct = frames = steps = 0
+        bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        for batch in loader:
+            if steps >= n_steps:
+                break
+            r = self.train_step(batch)
+            for k in LOSS_KEYS:
+                sums[k] += r[k]
+            correct += r["_correct"]
+            frames += r["_frames"]
+            steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{r['total']:.3f}")
+        bar.close()
+        t = torch.tensor([*(sums[k] for k in LOSS_KEYS), correct, frames, steps], dtype=torch.float64)
+        if self.info.enabled:
+            dist.all_reduce(t)
+        steps_all = max(float(t[-1]), 1.0)
+        row = {f"train_{k}": float(t[i]) / steps_all for i, k in enumerate(LOSS_KEYS)}
+        row["train_acc"] = 100.0 * float(t[-3]) / max(float(t[-2]), 1.0)
+        return row
+
+    def validate(self) -> dict:
+        loader = eval_loader(self.splits["val"], self.cfg, self.info.rank, self.info.world_size)
+        bar = (lambda it: tqdm(it, desc="validate", leave=False, dynamic_ncols=True)) if self.progress else None
+        metrics = run_inference(self.model, loader, self.cfg, self.class_names, self.joint_graph, self.device,
+                                progress=bar)
+        reduce_metrics(metrics, self.info)
+        return metrics.summary()
+
+    def fit(self) -> dict:
+        self.setup()
+        cfg = self.cfg
+        epochs, every = cfg["train"]["epochs"], cfg["train"]["eval_every"]
+        metric = cfg["train"]["best_metric"]
+        val_keys = list(make_metrics(cfg, self.class_names).summary()) + [
+            "BoundaryAcc", "BoundaryPrecision", "BoundaryRecall", "BoundaryF1"]
+        last_row = {}
+        for epoch in range(self.start_epoch + 1, epochs + 1):
+            t0 = time.time()
+            row = {"epoch": epoch, **self.train_epoch(epoch)}
+            val = None
+            if len(self.splits["val"]) and (epoch % every == 0 or epoch == epochs):
+                val = self.validate()
+                if metric not in val:
+                    raise ConfigError(f"train.best_metric {metric!r} is not a validation metric; "
+                                      f"choose one of {sorted(val)}")
+            is_best = val is not None and val[metric] > self.best_score
+            if is_best:
+                self.best_score, self.best_epoch = float(val[metric]), epoch
+            for k in val_keys:
+                row[f"val_{k}"] = (val or {}).get(k, "")
+            row.update({"best_epoch": self.best_epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                        "time_s": round(time.time() - t0, 3)})
+            # the log history travels in the checkpoint: on resume the log files are rewritten from it
+            self.logger.log(row)
+            self.save(epoch, val, is_best or (self.best_epoch == 0 and epoch == epochs))
+            last_row = row
+            if val is not None:
+                self.log(f"epoch {epoch}/{epochs}  loss {row['train_total']:.4f}  train acc {row['train_acc']:.1f}  "
+                         f"val Acc {val['Acc']:.1f} Edit {val['Edit']:.1f} F1@50 {val.get('F1@50', float('nan')):.1f}"
+                         f"  ({row['time_s']:.0f} s){'  *best*' if is_best else ''}")
+            else:
+                self.log(f"epoch {epoch}/{epochs}  loss {row['train_total']:.4f}  train acc {row['train_acc']:.1f}"
+                         f"  ({row['time_s']:.0f} s)")
+        self.logger.close()
+        return last_row
