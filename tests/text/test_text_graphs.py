@@ -60,7 +60,7 @@ def test_joint_description_files(layout):
 
 
 def test_action_description_files():
-    for dataset, k in (("PKU-subject", 52), ("PKU-view", 52), ("LARA", 8)):
+    for dataset, k in (("PKU-subject", 52), ("PKU-view", 52), ("LARA", 8), ("TCG-15", 15)):
         path = D.builtin_action_file(dataset)
         with open(path, encoding="utf-8") as f:
             assert len(f.read().splitlines()) == k
@@ -89,10 +89,10 @@ def test_action_texts_mapping_and_fallback(tmp_path):
     names, texts, info = D.action_texts("PKU-subject", [f"class_{i}" for i in range(52)])
     assert info["matched"] == "order" and texts[0].startswith("NONE:")
     with pytest.warns(UserWarning):
-        names, texts, _ = D.action_texts("TCG-15", ["a", "b"])
+        names, texts, _ = D.action_texts("MCFS-130", ["a", "b"])
     assert texts == ["a", "b"]
     with pytest.raises(ValueError):
-        D.action_texts("TCG-15")
+        D.action_texts("MCFS-130")
 
 
 def _published_dir(tmp_path, dataset, v, k, d=24):

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from train_helpers import tiny_overrides
 from trgnet_fast.training import ConfigError, Trainer, load_checkpoint, load_config
@@ -54,9 +55,41 @@ def test_text_priors_from_the_encoder(tiny_data, tmp_path):
     assert row["train_aris_abs"] > 0 and row["train_aris_rel"] > 0
 
 
-def test_learned_joint_graph_is_refused_clearly(tiny_data, tmp_path):
-    with pytest.raises(ConfigError, match="text.joint_graph=learned"):
-        _fit(tiny_data, tmp_path, ["text.joint_graph=learned"])
+def test_published_embedding_files_replace_the_encoder(tiny_data, tmp_path, monkeypatch):
+    """text.embeddings_dir with the published {dataset}_{joints,actions}_pool.npy: TJG and TAG are their
+    distance graphs, the feature head takes their width, and no encoder is loaded."""
+    from trgnet_fast.text import distance_graph, encoder
+
+    rng = np.random.default_rng(1)
+    joints, actions = rng.normal(size=(25, 12)).astype(np.float32), rng.normal(size=(10, 12)).astype(np.float32)
+    np.save(tmp_path / "synthetic_joints_pool.npy", joints)
+    np.save(tmp_path / "synthetic_actions_pool.npy", actions)
+    loaded = []
+    original = encoder.TextEncoder.load
+    monkeypatch.setattr(encoder.TextEncoder, "load", lambda self: loaded.append(self) or original(self))
+    trainer, _ = _fit(tiny_data, tmp_path / "out", [
+        "text.joint_graph=text", "text.action_embeddings=text", "text.action_graph=text",
+        "text.text_dim=null", "text.dataset=synthetic", f"text.embeddings_dir={tmp_path}"])
+    assert not loaded and trainer.text.text_dim == 12
+    assert np.allclose(trainer.joint_graph.cpu(), distance_graph(torch.from_numpy(joints)))
+    assert np.allclose(trainer.criterion.action_graph.cpu(), distance_graph(torch.from_numpy(actions)))
+
+
+def test_learned_joint_graph_trains_is_saved_and_resumed(tiny_data, tmp_path):
+    """text.joint_graph=learned: the TJG initialises a graph that Adam updates; checkpoints carry it and
+    --resume restores it."""
+    extra = ["text.joint_graph=learned", "text.dataset=synthetic", f"text.cache_dir={tmp_path / 'cache'}"]
+    trainer, _ = _fit(tiny_data, tmp_path / "out", extra)
+    assert trainer.text.joint_graph_trainable
+    saved = load_checkpoint(os.path.join(tmp_path / "out", "last.pt"))["joint_graph"]
+    assert not np.allclose(saved, trainer.text.joint_graph)          # it moved away from the TJG
+    assert np.allclose(saved, trainer.joint_graph.detach().cpu())
+
+    cfg = load_config("synthetic", tiny_overrides(tiny_data, str(tmp_path / "out"), epochs=2,
+                                                 extra=SHORT + extra))
+    resumed = Trainer(cfg, resume=True, log=lambda m: None, progress=False)
+    resumed.setup()
+    assert np.allclose(resumed.joint_graph.detach().cpu(), saved)
 
 
 def test_unknown_best_metric_is_reported(tiny_data, tmp_path):

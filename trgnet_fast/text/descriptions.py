@@ -16,8 +16,10 @@ Files (``trgnet_fast/text/descriptions/``), written for this project:
     actions_LARA.txt       8  LARa classes in id order (Standing, Walking, Cart, Handling up/centred/down,
                               Synchronization, None)
     actions_synthetic.txt 10  the classes of trgnet_fast.data.synthetic (matched by name at run time)
+    actions_TCG-15.txt    15  TCG-15 gestures in the order of TMD's TCG-15 action list (the row order of the
+                              published TCG-15 embedding matrix, presumably the dataset's class ids)
 
-MCFS-130/22 and TCG-15 have no built-in action texts: pass class names (a list or a mapping.txt) and
+MCFS-130/22 have no built-in action texts: pass class names (a list or the dataset's mapping.txt) and
 optionally a description file; classes without a description are encoded by their name (with a warning).
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ from trgnet_fast.model.graph import DATASET_LAYOUTS, LAYOUT_JOINTS
 SYNTHETIC = "synthetic"
 
 # dataset name -> joint-description layout / built-in action file stem (None: none shipped)
-_ACTION_FILES = {"PKU-subject": "PKU", "PKU-view": "PKU", "PKU": "PKU", "LARA": "LARA", SYNTHETIC: SYNTHETIC}
+_ACTION_FILES = {"PKU-subject": "PKU", "PKU-view": "PKU", "PKU": "PKU", "LARA": "LARA", "TCG-15": "TCG-15",
+                 SYNTHETIC: SYNTHETIC}
 _LAYOUT_ALIASES = {"PKU": "PKU", "BODY_25": "BODY_25", "MCFS": "BODY_25", "TCG": "TCG-15"}
 
 DESCRIPTION_DIR = "descriptions"

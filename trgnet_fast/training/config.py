@@ -57,7 +57,8 @@ DEFAULTS: dict = {
                                    # a step then does not depend on how a batch is split over processes
     },
     "text": {
-        # TJG: "text" (from the joint descriptions) | "physical" (bones + I) | "identity" | a (V, V) .npy
+        # TJG: "text" (from the joint descriptions) | "physical" (bones + I) | "identity" | "learned"
+        # (trained, initialised with the text TJG) | a (V, V) .npy
         "joint_graph": "text",
         "action_embeddings": "text",  # "text" | a (K, D) .npy | null: ARIS absolute off
         "action_graph": "text",       # "text" (TAG) | a (K, K) .npy | null: ARIS relative off
@@ -65,6 +66,7 @@ DEFAULTS: dict = {
         "pooling": "mean",            # mean | cls | pooler
         "descriptions": None,         # action descriptions file; null: <data>/descriptions.txt, else built-in
         "dataset": None,              # which built-in descriptions; null: the config's dataset
+        "embeddings_dir": None,       # published {dataset}_{joints|actions}_pool.npy files replace the encoder
         "cache_dir": None,            # null: $TRGNET_TEXT_CACHE or ~/.cache/trgnet_fast/text
         "text_dim": None,             # null: D of the embeddings (768 without any)
     },

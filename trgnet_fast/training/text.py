@@ -2,8 +2,8 @@
 embeddings / action graph TAG of the ARIS losses, resolved from ``cfg["text"]`` through
 :func:`trgnet_fast.text.text_priors` (descriptions → offline encoder → graphs, cached on disk).
 
-``text.joint_graph``: "text" (TJG from the joint descriptions) | "physical" (bones + I) | "identity" | a
-(V, V) .npy. ``text.action_embeddings`` / ``text.action_graph``: "text" (from the action descriptions) | a
+``text.joint_graph``: "text" (TJG from the joint descriptions) | "physical" (bones + I) | "identity" |
+"learned" (a trainable graph initialised with the TJG) | a (V, V) .npy. ``text.action_embeddings`` / ``text.action_graph``: "text" (from the action descriptions) | a
 .npy ((K, D) / (K, K)) | null — null switches that ARIS term off (the ablation switches).
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ PUBLISHED_TEXT_DIM = 768
 
 @dataclass
 class TextInputs:
-    joint_graph: torch.Tensor          # (V, V) float32
+    joint_graph: torch.Tensor          # (V, V) float32 (the initial value when trainable)
+    joint_graph_trainable: bool        # text.joint_graph=learned: the TJG initialises a trained graph
     action_embeddings: torch.Tensor    # (K, D) float32 (zeros when ARIS absolute is off)
     action_graph: torch.Tensor         # (K, K) float32 (identity when ARIS relative is off)
     text_dim: int
@@ -61,10 +62,7 @@ def resolve_text(text_cfg: dict, dataset: str, class_names: list[str], base_dir:
     global _warned
     k = len(class_names)
     mode = text_cfg["joint_graph"]
-    if mode == "learned":
-        raise ConfigError("text.joint_graph=learned: a trainable joint graph is not supported by the trainer yet; "
-                          "use text, physical, identity or a .npy path")
-    if mode not in ("text", "physical", "identity"):
+    if mode not in ("text", "physical", "identity", "learned"):
         mode = _resolve_path(mode, base_dir)
     emb_spec, tag_spec = text_cfg["action_embeddings"], text_cfg["action_graph"]
     descriptions = text_cfg["descriptions"]
@@ -74,9 +72,11 @@ def resolve_text(text_cfg: dict, dataset: str, class_names: list[str], base_dir:
         descriptions = _resolve_path(descriptions, base_dir)
 
     needs_actions = "text" in (emb_spec, tag_spec)
+    embeddings_dir = text_cfg["embeddings_dir"]
     priors = text_priors(text_cfg["dataset"] or dataset, class_names=list(class_names),
                          descriptions_file=descriptions, encoder=text_cfg["encoder"], pooling=text_cfg["pooling"],
-                         cache_dir=text_cfg["cache_dir"], joint_graph=mode, include_actions=needs_actions)
+                         cache_dir=text_cfg["cache_dir"], joint_graph=mode, include_actions=needs_actions,
+                         embeddings_dir=_resolve_path(embeddings_dir, base_dir) if embeddings_dir else None)
     if needs_actions and priors.action_embeddings is None:
         raise ConfigError(f"text: no action texts for {k} classes ({priors.metadata['actions'].get('reason')}); "
                           "give text.descriptions or set text.action_embeddings/action_graph to .npy files or null")
@@ -100,7 +100,7 @@ def resolve_text(text_cfg: dict, dataset: str, class_names: list[str], base_dir:
                       stacklevel=2)
         _warned = True
     return TextInputs(
-        joint_graph=priors.joint_graph,
+        joint_graph=priors.joint_graph, joint_graph_trainable=priors.joint_graph_trainable,
         action_embeddings=emb if emb is not None else torch.zeros(k, text_dim),
         action_graph=tag if tag is not None else torch.eye(k),
         text_dim=int(text_dim), use_aris_abs=use_abs, use_aris_rel=use_rel)

@@ -64,13 +64,18 @@ class TrainStep(nn.Module):
     search then follows exactly what the loss uses (the decoder text heads never are; without text inputs
     neither are the encoder text head nor logit_scale)."""
 
-    def __init__(self, model: nn.Module, criterion: nn.Module, bf16: bool = False):
+    def __init__(self, model: nn.Module, criterion: nn.Module, bf16: bool = False,
+                 learned_joint_graph: nn.Parameter | None = None):
         super().__init__()
         self.model = model
         self.criterion = criterion
         self.bf16 = bf16
+        # a trained joint graph lives here so that DDP all-reduces its gradient with the model's
+        self.learned_joint_graph = learned_joint_graph
 
     def forward(self, x, labels, boundary, mask, joint_graph):
+        if self.learned_joint_graph is not None:
+            joint_graph = self.learned_joint_graph
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(x, mask, joint_graph)
         out = _float_outputs(out)
@@ -130,9 +135,12 @@ class Trainer:
         if info.enabled and cfg["model"]["sync_bn"]:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
+        joint_graph = self.text.joint_graph.to(self.device)
+        self.joint_graph = nn.Parameter(joint_graph.clone()) if self.text.joint_graph_trainable else joint_graph
+        trained = list(self.model.parameters()) + ([self.joint_graph] if self.text.joint_graph_trainable else [])
         o = cfg["optim"]
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
-                                          eps=o["eps"], weight_decay=0.0)
+        self.optimizer = torch.optim.Adam(trained, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
+                                          weight_decay=0.0)
         pos_weight = boundary_pos_weight(item["boundary"] for item in self.splits["train"])
         lc = cfg["loss"]
         self.criterion = TRGNetLoss(self.text.action_embeddings, self.text.action_graph, pos_weight,
@@ -140,8 +148,8 @@ class Trainer:
                                     aris_abs_weight=lc["aris_abs_weight"], aris_rel_weight=lc["aris_rel_weight"],
                                     use_aris_abs=self.text.use_aris_abs, use_aris_rel=self.text.use_aris_rel,
                                     published_quirks=lc["published_quirks"]).to(self.device)
-        self.joint_graph = self.text.joint_graph.to(self.device)
-        step = TrainStep(self.model, self.criterion, cfg["train"]["bf16"])
+        step = TrainStep(self.model, self.criterion, cfg["train"]["bf16"],
+                         self.joint_graph if self.text.joint_graph_trainable else None)
         if info.enabled:
             # the decoder text heads (and, without text inputs, the encoder text head and logit_scale) get no
             # gradient, hence find_unused_parameters
@@ -185,7 +193,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "best_score": self.best_score, "best_epoch": self.best_epoch,
             "best_metric": self.cfg["train"]["best_metric"], "val": val, "config": self.cfg,
             "model_kwargs": self.model_kwargs, "class_names": self.class_names,
-            "joint_graph": self.text.joint_graph, "rng": rng_states, "world_size": self.info.world_size,
+            "joint_graph": self.joint_graph.detach().cpu(), "rng": rng_states, "world_size": self.info.world_size,
             "history": self.logger.history, "data_root": os.path.abspath(self.root),
         }
 
@@ -205,6 +213,9 @@ class Trainer:
             raise ConfigError(f"--resume: {path} holds a model built with {state['model_kwargs']}, the config "
                               f"builds {self.model_kwargs}")
         self.model.load_state_dict(state["model"])
+        if self.text.joint_graph_trainable:
+            with torch.no_grad():
+                self.joint_graph.copy_(state["joint_graph"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
