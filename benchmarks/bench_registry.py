@@ -132,7 +132,38 @@ register(BenchOp(
     flops=_la_flops, min_bytes=_la_bytes(True),
     note="mask-correct mode (key_mask, random lengths in [1, T])"))
 
-# Next ops (multi-scale graph conv, adaptive graph conv) go here: sizes + input maker + FLOP/byte model.
+
+# --- multi-scale graph conv (reference-spec §2.2; issue 5 op 1) -----------------------------------
+
+def _msgc_sizes(n, t):
+    # TRGNet's SP front end on PKU: V = 25 joints, 12 input channels, 13 scales, 64 output channels
+    return {"N": n, "C": 12, "T": t, "V": 25, "S": 13, "O": 64}
+
+
+def _msgc_flops(s):
+    # fwd: aggregation N*T*C*S*V*V MAC + 1x1 conv N*T*V*O*S*C MAC (+ bias add N*T*V*O).
+    # bwd: H = W^T dY (N*T*V*O*S*C MAC), dX = H A (N*T*C*S*V*V), dA = H^T X (same), dW = dY Z^T
+    # (N*T*V*O*S*C) with Z recomputed (N*T*C*S*V*V), db (N*T*V*O adds).
+    ntv = s["N"] * s["T"] * s["V"]
+    agg = ntv * s["C"] * s["S"] * s["V"]
+    mlp = ntv * s["O"] * s["S"] * s["C"]
+    return {"fwd": 2 * (agg + mlp) + ntv * s["O"], "bwd": 2 * (3 * agg + 2 * mlp) + ntv * s["O"]}
+
+
+def _msgc_bytes(s, itemsize):
+    ntv = s["N"] * s["T"] * s["V"]
+    x, y = ntv * s["C"] * itemsize, ntv * s["O"] * itemsize
+    params = (s["S"] * s["V"] * s["V"] + s["O"] * s["S"] * s["C"] + s["O"]) * itemsize
+    return {"fwd": x + params + y,                 # read x, A, W, b; write y
+            "bwd": y + x + params + x + params}    # read dy, x, A, W; write dx, dA, dW, db
+
+
+register(BenchOp(
+    name="multiscale_graph_conv", spec=OP_SPECS["multiscale_graph_conv"], sizes=_msgc_sizes,
+    flops=_msgc_flops, min_bytes=_msgc_bytes,
+    note="13-scale aggregation + scale-major stack + 1x1 conv 156->64 (SP front end, PKU V=25)"))
+
+# Next op (adaptive graph conv) goes here: sizes + input maker + FLOP/byte model.
 
 
 def grad_inputs(args) -> list:

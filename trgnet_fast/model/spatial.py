@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
+from trgnet_fast.ops.multiscale_graph_conv import model_backend, multiscale_graph_conv
 
 
 class ConvBNReLU(nn.Module):
@@ -75,6 +76,12 @@ class MultiScaleGraphConv(nn.Module):
     joints). ``A_powers`` (13V, V) and ``A_binary`` (V, V) are plain attributes, not state: they are
     rebuilt from the skeleton at construction and follow the input's device in ``forward``.
     ``A_binary`` is kept for inspection only; the published CTRGC ignores the physical skeleton.
+
+    ``backend`` (set by ``TRGNet.set_backend``; None: ``$TRGNET_BACKEND`` / auto) picks how the
+    aggregation + stacking + 1x1 conv runs: when it resolves to a backend implementing
+    ``trgnet_fast.ops.multiscale_graph_conv`` other than torch (e.g. "triton"), the fused op replaces
+    them (then BN + ReLU as before); otherwise (torch, or a backend such as "cuda" that does not
+    implement the op, see ``model_backend``) the published computation below runs unchanged.
     """
 
     def __init__(self, in_channels: int, out_channels: int, dataset: str, num_scales: int = NUM_SCALES):
@@ -89,6 +96,7 @@ class MultiScaleGraphConv(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(1))
         self.beta = nn.Parameter(torch.zeros(1))
         self.bn = nn.BatchNorm2d(out_channels)
+        self.backend: str | None = None
 
     def forward(self, x: torch.Tensor, joint_graph: torch.Tensor) -> torch.Tensor:
         """x: (N, C_in, V, T); joint_graph: (V, V). Returns (N, C_out, T, V), not masked."""
@@ -98,6 +106,14 @@ class MultiScaleGraphConv(nn.Module):
             self.A_powers = self.A_powers.to(x.device)
             self.A_binary = self.A_binary.to(x.device)
         adjacency = self.A_powers.to(x.dtype) + self.A_res.to(x.dtype)
+
+        impl = model_backend(self.backend, x.device.type)
+        if impl != "torch":
+            conv, bn, relu = self.mlp.layers
+            x_m = relu(bn(multiscale_graph_conv(x, adjacency, conv.weight.to(x.dtype), conv.bias.to(x.dtype),
+                                                backend=impl)))
+            y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta)
+            return torch.relu(self.bn(y) + x_m)
 
         support = torch.einsum("su,nctu->ncts", adjacency, x)  # s = k * V + v
         # Channel index of the stacked scales is k * C_in + c (scale-major).

@@ -89,12 +89,14 @@ class TRGNet(nn.Module):
         self.set_backend(backend)
 
     def set_backend(self, backend: str | None) -> None:
-        """Select the linear-attention backend of every attention layer (None: $TRGNET_BACKEND / auto)."""
+        """Select the backend of every fused op: the linear-attention layers and the SP block's
+        multi-scale graph conv (None: $TRGNET_BACKEND / auto). SP falls back to the published
+        computation when the backend does not implement its op (see ``MultiScaleGraphConv``)."""
         if backend is not None:
             requested_backend(backend)  # raises ValueError for an unknown name
         self.backend = backend
         for module in self.modules():
-            if isinstance(module, LinearAttention):
+            if isinstance(module, (LinearAttention, MultiScaleGraphConv)):
                 module.backend = backend
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor):

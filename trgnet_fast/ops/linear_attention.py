@@ -11,10 +11,13 @@ Shapes: q, k: (N, T, H, D); v: (N, T, H, E); key_mask: (N, T) bool or None; out:
 This is the layout the Linear projections produce ((N, T, H*D) viewed as (N, T, H, D)), so no
 transpose is needed around the op.
 
-Backends: ``torch`` (the reference below, any device/dtype/size) and ``cuda`` (the compiled
+Backends: ``torch`` (the reference below, any device/dtype/size), ``cuda`` (the compiled
 extension: ``torch.ops.trgnet.linear_attention``, CUDA kernels for CUDA tensors with D, E <= 64,
-C++ kernels for CPU tensors). The native op computes in fp32 (fp64 for float64 inputs) whatever
-the input dtype, deterministically, and is differentiable w.r.t. q, k and v
+C++ kernels for CPU tensors) and ``triton`` (``torch.ops.trgnet_triton.linear_attention``, kernels
+in ``trgnet_fast/triton/linear_attention.py``: CUDA tensors, or CPU tensors under
+``TRITON_INTERPRET=1``; same schemas, state dtypes and autograd as the native op; imported on
+first use so that triton stays optional). The native op computes in fp32 (fp64 for float64
+inputs) whatever the input dtype, deterministically, and is differentiable w.r.t. q, k and v
 (``torch.library.register_autograd``); it works under ``torch.compile`` (``register_fake``).
 
 Native op schemas (registered by the C++ library, ``TORCH_LIBRARY(trgnet, m)``)::
@@ -40,7 +43,7 @@ from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
 
 OP_NAME = "linear_attention"
-register_op(OP_NAME, ("cuda",))
+register_op(OP_NAME, ("cuda", "triton"))
 
 
 def linear_attention_reference(q, k, v, key_mask=None, eps: float = 1e-6):
@@ -184,6 +187,12 @@ def _linear_attention_native(q, k, v, key_mask, eps):
     return ops.linear_attention(q, k, v, key_mask, float(eps))[0]
 
 
+def _linear_attention_triton(q, k, v, key_mask, eps):
+    from trgnet_fast.triton.linear_attention import linear_attention_triton
+
+    return linear_attention_triton(q, k, v, key_mask, eps)
+
+
 def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | None = None):
     """Non-causal linear attention with sigmoid features (formula in the module docstring).
 
@@ -194,9 +203,10 @@ def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | N
         key_mask: (N, T) bool, True = frame takes part in the key/value sums; None = all frames
             (the published behaviour, padding included).
         eps: added to every element of the key sum.
-        backend: "auto" | "torch" | "cuda" | None (None: ``$TRGNET_BACKEND``, else auto), see
-            ``trgnet_fast.backend``. "cuda" needs the native extension; on CUDA tensors its
-            kernels take D, E <= 64.
+        backend: "auto" | "torch" | "triton" | "cuda" | None (None: ``$TRGNET_BACKEND``, else
+            auto), see ``trgnet_fast.backend``. "cuda" needs the native extension; on CUDA
+            tensors its kernels take D, E <= 64. "triton" runs on CUDA tensors, or on CPU
+            tensors under ``TRITON_INTERPRET=1`` (any D, E; sized for D, E <= 64).
 
     Returns:
         out: (N, T, H, E), dtype and device of q. Differentiable w.r.t. q, k, v.
@@ -205,7 +215,8 @@ def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | N
         ValueError: bad shapes / dtypes / devices (checked before any backend runs).
         RuntimeError: the requested backend is not usable (see ``trgnet_fast.backend``).
 
-    Non-contiguous inputs are accepted; the native backend copies them to contiguous memory.
+    Non-contiguous inputs are accepted; the native and triton backends copy them to contiguous
+    memory.
     """
     validate_inputs(q, k, v, key_mask, eps)
     impl = resolve_backend(OP_NAME, backend, q.device.type)
@@ -213,4 +224,6 @@ def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | N
         return linear_attention_reference(q, k, v, key_mask, eps)
     if impl == "cuda":
         return _linear_attention_native(q, k, v, key_mask, eps)
+    if impl == "triton":
+        return _linear_attention_triton(q, k, v, key_mask, eps)
     raise AssertionError(impl)  # every registered backend is dispatched above

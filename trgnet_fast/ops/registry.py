@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from trgnet_fast.ops import linear_attention as _linear_attention
+from trgnet_fast.ops import multiscale_graph_conv as _multiscale_graph_conv
 
 
 @dataclass(frozen=True)
@@ -68,4 +69,34 @@ LINEAR_ATTENTION = OpSpec(
     },
 )
 
-OPS: dict[str, OpSpec] = {spec.name: spec for spec in (LINEAR_ATTENTION,)}
+
+def _msgc_inputs(size, dtype, device, generator):
+    """size: N, C (C_in), T, V, S (scales), O (C_out). adjacency ~ k-hop stack scale (entries ~1/V)."""
+    n, c, t, v, s, o = (size[k] for k in ("N", "C", "T", "V", "S", "O"))
+    return {
+        "x": _randn((n, c, t, v), dtype, device, generator),
+        "adjacency": _randn((s * v, v), dtype, device, generator) / v ** 0.5,
+        "weight": _randn((o, s * c), dtype, device, generator) / (s * c) ** 0.5,
+        "bias": _randn((o,), dtype, device, generator),
+    }
+
+
+def _msgc_size(n, t, v=25, c=12, o=64, s=13):
+    return {"N": n, "C": c, "T": t, "V": v, "S": s, "O": o}
+
+
+MULTISCALE_GRAPH_CONV = OpSpec(
+    name=_multiscale_graph_conv.OP_NAME,
+    reference=_multiscale_graph_conv.multiscale_graph_conv_reference,
+    fused=_multiscale_graph_conv.multiscale_graph_conv,
+    make_inputs=_msgc_inputs,
+    grad_inputs=("x", "adjacency", "weight", "bias"),
+    parity_sizes={
+        "cpu": [_msgc_size(2, 5, v=17, c=3, o=8, s=2), _msgc_size(1, 9, v=19, c=4, o=8),
+                _msgc_size(2, 1, v=25, c=3, o=8, s=2)],
+        "cuda": [_msgc_size(8, 6000), _msgc_size(3, 63, v=17), _msgc_size(2, 7, v=19),
+                 _msgc_size(2, 1), _msgc_size(4, 300, v=19, c=6, o=64)],
+    },
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (LINEAR_ATTENTION, MULTISCALE_GRAPH_CONV)}

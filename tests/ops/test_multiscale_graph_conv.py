@@ -1,0 +1,278 @@
+"""Parity tests of trgnet_fast.ops.multiscale_graph_conv (issue 5, op 1).
+
+* the reference against an explicit evaluation of the published formula written here;
+* the Triton backend (CPU interpreter here, CUDA on the GPU machine) against the float64
+  reference: forward and the gradients of x, adjacency, weight, bias; non-contiguous x;
+  poisoned outputs; determinism; opcheck;
+* input validation (ValueError naming the argument);
+* GPU tests (marked ``gpu``): PKU-sized fp32 / bf16 parity, torch.compile of a module using the op.
+
+Tolerances (design.md §5): ||out - ref|| / ||ref|| against float64: fp64 <= 1e-10, fp32 <= 1e-5,
+bf16 <= 2x the error of the bf16 PyTorch reference. Fresh random inputs every run.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trgnet_fast.backend import backend_status, implemented_backends
+from trgnet_fast.ops.multiscale_graph_conv import (
+    OP_NAME,
+    model_backend,
+    multiscale_graph_conv,
+    multiscale_graph_conv_reference,
+)
+
+TRITON_OK, TRITON_WHY = backend_status("cuda" if torch.cuda.is_available() else "cpu")["triton"]
+needs_triton = pytest.mark.skipif(not TRITON_OK, reason=f"triton backend unusable: {TRITON_WHY}")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def make_inputs(N, C, T, V, S, O, dtype=torch.float64, device="cpu"):
+    x = torch.randn(N, C, T, V, dtype=torch.float64)
+    a = torch.randn(S * V, V, dtype=torch.float64) / V ** 0.5
+    w = torch.randn(O, S * C, dtype=torch.float64) / (S * C) ** 0.5
+    b = torch.randn(O, dtype=torch.float64)
+    return [t.to(device=device, dtype=dtype) for t in (x, a, w, b)]
+
+
+def rel_err(x, ref):
+    x, ref = x.detach().double(), ref.detach().double()
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def run(fn, inputs, grad_out):
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*leaves)
+    grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
+    return out.detach(), grads
+
+
+def reference64(inputs, grad_out):
+    return run(multiscale_graph_conv_reference, [t.double() for t in inputs], grad_out.double())
+
+
+def triton(*args):
+    return multiscale_graph_conv(*args, backend="triton")
+
+
+SHAPES = [  # N, C, T, V, S, O
+    (2, 3, 5, 17, 2, 8),
+    (1, 4, 9, 19, 13, 8),
+    (2, 3, 1, 25, 2, 8),
+    (1, 4, 9, 25, 13, 8),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# reference
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 3, 7), (1, 2, 1, 17, 13, 4)])
+def test_reference_matches_explicit_formula(shape):
+    """Y[n,o,t,v] = b[o] + sum_{s,c,u} W[o, s*C+c] A[s*V+v, u] X[n,c,t,u], evaluated scale by scale."""
+    N, C, T, V, S, O = shape
+    x, a, w, b = make_inputs(*shape)
+    expected = b[None, :, None, None].expand(N, O, T, V).clone()
+    for s in range(S):
+        a_s = a[s * V:(s + 1) * V]  # (V, V): [v, u]
+        w_s = w[:, s * C:(s + 1) * C]  # (O, C)
+        z = torch.einsum("vu,nctu->nctv", a_s, x)
+        expected += torch.einsum("oc,nctv->notv", w_s, z)
+    got = multiscale_graph_conv_reference(x, a, w, b)
+    assert rel_err(got, expected) < 1e-13
+    # the 4-D conv weight is accepted too
+    assert rel_err(multiscale_graph_conv_reference(x, a, w[:, :, None, None], b), expected) < 1e-13
+
+
+def test_backend_registration():
+    assert implemented_backends(OP_NAME) == {"torch", "triton"}
+    # a model-wide backend that does not implement the op runs the published computation
+    assert model_backend("cuda", "cpu") == "torch"
+    assert model_backend("torch", "cpu") == "torch"
+    assert model_backend("auto", "cpu") == "torch"
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton backend
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_triton_forward_and_grads(shape, dtype):
+    inputs = make_inputs(*shape, dtype=dtype, device=DEVICE)
+    N, C, T, V, S, O = shape
+    grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device=DEVICE)
+    ref_out, ref_grads = reference64(inputs, grad_out)
+    out, grads = run(triton, inputs, grad_out)
+    assert out.dtype == dtype and out.shape == (N, O, T, V)
+    errs = {"out": rel_err(out, ref_out)}
+    for name, g, r, t in zip(("x", "adjacency", "weight", "bias"), grads, ref_grads, inputs):
+        assert g.dtype == dtype and g.shape == t.shape
+        errs[name] = rel_err(g, r)
+    assert all(e <= TOL[dtype] for e in errs.values()), errs
+
+
+@needs_triton
+def test_triton_non_contiguous_inputs():
+    N, C, T, V, S, O = 2, 3, 7, 17, 2, 8
+    _, a, w, b = make_inputs(N, C, T, V, S, O, device=DEVICE)
+    x = torch.randn(N, C, V, T, dtype=torch.float64, device=DEVICE).transpose(2, 3)  # the model's swap
+    assert not x.is_contiguous()
+    grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device=DEVICE).transpose(2, 3).contiguous()
+    grad_out = grad_out.transpose(2, 3)  # non-contiguous upstream gradient as well
+    ref_out, ref_grads = reference64([x, a, w, b], grad_out)
+    out, grads = run(triton, [x, a, w, b], grad_out)
+    assert rel_err(out, ref_out) <= 1e-10
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(g, r) <= 1e-10
+
+
+@needs_triton
+def test_triton_writes_every_element_and_is_deterministic():
+    """Poisoned (NaN) output memory never leaks through; two runs agree bit for bit."""
+    from trgnet_fast.triton import multiscale_graph_conv as kernels
+
+    shape = (2, 3, 9, 19, 2, 8)
+    x, a, w, b = make_inputs(*shape, dtype=torch.float32, device=DEVICE)
+    poison = torch.full((1 << 16,), float("nan"), device=DEVICE)
+    del poison  # the caching allocator hands the NaN-filled block to the op's outputs
+    y1 = kernels.multiscale_graph_conv_triton(x, a, w, b)
+    assert torch.isfinite(y1).all()
+    g = torch.randn_like(y1)
+    r1 = kernels.multiscale_graph_conv_backward_triton(g, x, a, w)
+    y2 = kernels.multiscale_graph_conv_triton(x, a, w, b)
+    r2 = kernels.multiscale_graph_conv_backward_triton(g, x, a, w)
+    assert torch.equal(y1, y2)
+    for t1, t2 in zip(r1, r2):
+        assert torch.isfinite(t1).all() and torch.equal(t1, t2)
+
+
+@needs_triton
+def test_triton_fp16_close_to_reference():
+    shape = (1, 3, 5, 17, 2, 8)
+    inputs = make_inputs(*shape, dtype=torch.float16, device=DEVICE)
+    grad_out = torch.randn(1, 8, 5, 17, dtype=torch.float64, device=DEVICE)
+    ref_out, ref_grads = reference64(inputs, grad_out)
+    out, grads = run(triton, inputs, grad_out)
+    assert rel_err(out, ref_out) < 1e-2
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(g, r) < 1e-2
+
+
+@needs_triton
+def test_triton_opcheck():
+    from trgnet_fast.triton import multiscale_graph_conv  # noqa: F401 (registers the ops)
+
+    x, a, w, b = make_inputs(1, 2, 3, 5, 2, 4, dtype=torch.float64, device=DEVICE)
+    # Under the CPU interpreter a triton_op's fake implementation runs the interpreter on fake
+    # tensors and fails (design.md §3: triton_op under torch.compile fails on CPU): schema only there.
+    utils = ("test_schema", "test_faketensor") if DEVICE == "cuda" else ("test_schema",)
+    torch.library.opcheck(torch.ops.trgnet_triton.multiscale_graph_conv.default, (x, a, w, b),
+                          test_utils=utils)
+    g = torch.randn(1, 4, 3, 5, dtype=torch.float64, device=DEVICE)
+    torch.library.opcheck(torch.ops.trgnet_triton.multiscale_graph_conv_backward.default, (g, x, a, w),
+                          test_utils=utils)
+
+
+@needs_triton
+def test_triton_gradcheck():
+    x, a, w, b = (t.requires_grad_(True) for t in make_inputs(1, 2, 2, 5, 2, 4, device=DEVICE))
+    assert torch.autograd.gradcheck(triton, (x, a, w, b), fast_mode=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+def _bad(case):
+    x, a, w, b = make_inputs(1, 3, 4, 5, 2, 6)
+    return {
+        "x_not_tensor": ((x.tolist(), a, w, b), "x"),
+        "x_3d": ((x[0], a, w, b), "x"),
+        "x_int": ((x.long(), a, w, b), "x"),
+        "adjacency_cols": ((x, a[:, :4], w, b), "adjacency"),
+        "adjacency_rows": ((x, a[:7], w, b), "adjacency"),
+        "weight_cols": ((x, a, w[:, :5], b), "weight"),
+        "weight_3d": ((x, a, w[:, :, None], b), "weight"),
+        "bias_shape": ((x, a, w, b[:5]), "bias"),
+        "weight_dtype": ((x, a, w.float(), b), "weight"),
+        "bias_dtype": ((x, a, w, b.float()), "bias"),
+        "adjacency_dtype": ((x, a.float(), w, b), "adjacency"),
+    }[case]
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("case", ["x_not_tensor", "x_3d", "x_int", "adjacency_cols", "adjacency_rows",
+                                  "weight_cols", "weight_3d", "bias_shape", "weight_dtype", "bias_dtype",
+                                  "adjacency_dtype"])
+def test_rejects_bad_inputs(case, backend):
+    args, name = _bad(case)
+    with pytest.raises(ValueError, match=f"multiscale_graph_conv: {name}:"):
+        multiscale_graph_conv(*args, backend=backend)
+
+
+def test_unknown_backend_is_rejected():
+    x, a, w, b = make_inputs(1, 3, 4, 5, 2, 6)
+    with pytest.raises(ValueError, match="backend"):
+        multiscale_graph_conv(x, a, w, b, backend="nope")
+    with pytest.raises(RuntimeError, match="does not implement"):
+        multiscale_graph_conv(x, a, w, b, backend="cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU
+
+PKU = (8, 12, 6000, 25, 13, 64)
+
+
+@pytest.mark.gpu
+@needs_triton
+@pytest.mark.parametrize("shape", [PKU, (3, 12, 63, 17, 13, 64), (2, 12, 7, 19, 13, 64), (2, 12, 1, 25, 13, 64)])
+def test_cuda_fp32_parity(shape):
+    inputs = make_inputs(*shape, dtype=torch.float32, device="cuda")
+    N, C, T, V, S, O = shape
+    grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device="cuda")
+    ref_out, ref_grads = reference64(inputs, grad_out)
+    out, grads = run(triton, inputs, grad_out)
+    errs = [rel_err(out, ref_out)] + [rel_err(g, r) for g, r in zip(grads, ref_grads)]
+    assert max(errs) <= 1e-5, errs
+
+
+@pytest.mark.gpu
+@needs_triton
+def test_cuda_bf16_parity():
+    inputs = make_inputs(*PKU, dtype=torch.bfloat16, device="cuda")
+    N, C, T, V, S, O = PKU
+    grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device="cuda")
+    ref_out, ref_grads = reference64(inputs, grad_out)
+    low_out, low_grads = run(multiscale_graph_conv_reference, inputs, grad_out)
+    out, grads = run(triton, inputs, grad_out)
+    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out)
+    for g, lg, r in zip(grads, low_grads, ref_grads):
+        assert rel_err(g, r) <= 2 * rel_err(lg, r)
+
+
+@pytest.mark.gpu
+@needs_triton
+def test_cuda_torch_compile_matches_eager():
+    class Front(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            _, a, w, b = make_inputs(2, 12, 50, 25, 13, 64, dtype=torch.float32, device="cuda")
+            self.a, self.w, self.b = (torch.nn.Parameter(t) for t in (a, w, b))
+
+        def forward(self, x):
+            return torch.relu(multiscale_graph_conv(x.transpose(2, 3), self.a, self.w, self.b, backend="triton"))
+
+    model = Front()
+    x = torch.randn(2, 12, 25, 50, device="cuda")
+    eager = model(x)
+    compiled = torch.compile(model, fullgraph=True)
+    out = compiled(x)
+    assert rel_err(out, eager) <= 1e-6
+    out.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager.sum().backward()
+    for g, p in zip(grads, model.parameters()):
+        assert rel_err(g, p.grad) <= 1e-6

@@ -1,0 +1,359 @@
+"""Parity tests of the Triton backend of trgnet_fast.ops.linear_attention.
+
+On a CPU-only machine the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set by
+tests/conftest.py), which is slow (~2 ms per program): shapes here are tiny. GPU tests (marked
+``gpu``) check the TRG-Net sizes in fp32 and bf16 and torch.compile.
+
+Tolerances (design.md §5): ||out - ref|| / ||ref|| against a float64 reference: fp64 <= 1e-10,
+fp32 <= 1e-5, bf16 <= 2x the error of the same-dtype PyTorch reference. Fresh random inputs every run.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trgnet_fast.backend import backend_status, implemented_backends
+from trgnet_fast.ops.linear_attention import (
+    OP_NAME,
+    gradient_error_floor,
+    linear_attention,
+    linear_attention_reference,
+)
+
+EPS = 1e-6
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+pytestmark = [
+    pytest.mark.skipif(not backend_status(DEVICE)["triton"][0],
+                       reason=f"triton backend unusable: {backend_status(DEVICE)['triton'][1]}"),
+    # numpy deprecation inside triton's interpreter (scalar kernel arguments), not our code
+    pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning"),
+]
+
+
+def _tl():
+    import trgnet_fast.triton.linear_attention as tl_la
+
+    return tl_la
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+def make_inputs(N, T, H, D, E, dtype=torch.float64, device=DEVICE, masked=False, requires_grad=False):
+    q = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
+    k = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
+    v = torch.randn(N, T, H, E, dtype=torch.float64, device=device)
+    q, k, v = (t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
+    mask = None
+    if masked:
+        mask = torch.rand(N, T, device=device) < 0.6
+        if T > 0:
+            mask[torch.arange(N, device=device), torch.randint(T, (N,), device=device)] = True
+    return q, k, v, mask
+
+
+def rel_err(x, ref, floor=0.0):
+    x, ref = x.detach().double(), ref.detach().double()
+    return ((x - ref).norm() / ref.norm().clamp_min(max(floor, 1e-300))).item()
+
+
+def reference_grads(q, k, v, key_mask, grad_out, dtype=torch.float64):
+    leaves = [t.detach().to(dtype).requires_grad_(True) for t in (q, k, v)]
+    out = linear_attention_reference(*leaves, key_mask, EPS)
+    out.backward(grad_out.to(dtype))
+    return out.detach(), [t.grad for t in leaves]
+
+
+def state_reference(k, v, key_mask=None):
+    pk = torch.sigmoid(k.double())
+    if key_mask is not None:
+        pk = pk * key_mask[:, :, None, None].double()
+    return torch.einsum("nshd,nshe->nhde", pk, v.double()), pk.sum(1)
+
+
+def grad_floor(grad_out, D, mask):
+    """``gradient_error_floor`` extended to the other cases where the output does not depend on q
+    (so dq, dk are cancellations of O(|grad_out|) terms, in the float64 reference too): a single
+    key frame per sample (T = 1, or a mask keeping <= 1 frame in every sample) or D = 1 (phi(q)
+    cancels between numerator and denominator)."""
+    T = grad_out.shape[1]
+    one_key = mask is not None and bool((mask.sum(1) <= 1).all())
+    if D == 1 or one_key:
+        return grad_out.norm().item()
+    return gradient_error_floor(grad_out, T)
+
+
+def check_forward_backward(q, k, v, mask, tol):
+    """Triton out and gradients vs the float64 reference."""
+    N, T, H, D = q.shape
+    E = v.shape[3]
+    grad_out = torch.randn(N, T, H, E, dtype=torch.float64, device=q.device)
+    ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
+    floor = grad_floor(grad_out, D, mask)
+    out = linear_attention(q, k, v, mask, EPS, backend="triton")
+    assert out.dtype == q.dtype and out.shape == ref.shape
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) <= tol
+    grads = torch.autograd.grad(out, (q, k, v), grad_out.to(q.dtype))
+    for name, g, r in zip("qkv", grads, ref_grads):
+        assert g.dtype == q.dtype and g.shape == r.shape, name
+        assert torch.isfinite(g).all(), name
+        assert rel_err(g, r, floor) <= tol, (name, rel_err(g, r, floor))
+
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+SHAPES = [  # (N, T, H, D, E)
+    (2, 1, 1, 16, 16),
+    (2, 7, 2, 5, 5),
+    (1, 33, 2, 16, 5),
+    (2, 33, 1, 5, 16),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU (interpreter) or GPU: small shapes
+
+def test_backend_registration():
+    assert {"cuda", "triton"} <= implemented_backends(OP_NAME)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_triton_forward_and_grads(shape, dtype, masked):
+    q, k, v, mask = make_inputs(*shape, dtype=dtype, masked=masked, requires_grad=True)
+    check_forward_backward(q, k, v, mask, TOL[dtype])
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
+def test_triton_non_contiguous_inputs(masked):
+    N, T, H, D, E = 2, 19, 2, 5, 7
+    q = torch.randn(N, H, T, D, dtype=torch.float64, device=DEVICE).transpose(1, 2).requires_grad_(True)
+    k = torch.randn(N, H, T, D, dtype=torch.float64, device=DEVICE).transpose(1, 2).requires_grad_(True)
+    v = torch.randn(N, T, H, 2 * E, dtype=torch.float64, device=DEVICE)[..., ::2].requires_grad_(True)
+    mask = (torch.rand(N, 2 * T, device=DEVICE) < 0.7)[:, ::2] if masked else None
+    assert not q.is_contiguous() and not v.is_contiguous()
+    if masked:
+        assert not mask.is_contiguous()
+    check_forward_backward(q, k, v, mask, 1e-10)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
+def test_triton_state_outputs(masked):
+    tl_la = _tl()
+    q, k, v, mask = make_inputs(2, 33, 2, 5, 7, masked=masked)
+    out, kv_state, key_sum = tl_la.linear_attention_fwd(q, k, v, mask, EPS)
+    kv_ref, ks_ref = state_reference(k, v, mask)
+    assert kv_state.shape == (2, 2, 5, 7) and key_sum.shape == (2, 2, 5)
+    assert kv_state.dtype == key_sum.dtype == torch.float64
+    assert rel_err(kv_state, kv_ref) <= 1e-12 and rel_err(key_sum, ks_ref) <= 1e-12
+    # fp32 inputs keep an fp32 state
+    _, kv32, ks32 = tl_la.linear_attention_fwd(q.float(), k.float(), v.float(), mask, EPS)
+    assert kv32.dtype == ks32.dtype == torch.float32
+    assert rel_err(kv32, kv_ref) <= 1e-6 and rel_err(ks32, ks_ref) <= 1e-6
+
+
+def test_triton_fp16():
+    """fp16 inputs (fp32 state): within 2x the error of the fp16 PyTorch reference (bf16: GPU only,
+    the interpreter does not emulate it)."""
+    q, k, v, mask = make_inputs(2, 33, 2, 16, 16, dtype=torch.float16, masked=True, requires_grad=True)
+    grad_out = torch.randn(2, 33, 2, 16, dtype=torch.float64, device=DEVICE)
+    ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
+    half_ref, half_grads = reference_grads(q, k, v, mask, grad_out, dtype=torch.float16)
+    out = linear_attention(q, k, v, mask, EPS, backend="triton")
+    assert out.dtype == torch.float16
+    assert rel_err(out, ref) <= 2 * rel_err(half_ref, ref) + 1e-4
+    grads = torch.autograd.grad(out, (q, k, v), grad_out.half())
+    for name, g, r, rh in zip("qkv", grads, ref_grads, half_grads):
+        assert g.dtype == torch.float16, name
+        assert rel_err(g, r) <= 2 * rel_err(rh, r) + 1e-4, name
+
+
+def test_triton_state_outputs_are_not_differentiable():
+    q, k, v, _ = make_inputs(1, 7, 2, 3, 4, requires_grad=True)
+    out, kv_state, key_sum = _tl().linear_attention_fwd(q, k, v, None, EPS)
+    assert out.requires_grad and not kv_state.requires_grad and not key_sum.requires_grad
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
+def test_triton_poisoned_buffers_are_all_written(monkeypatch, masked):
+    """Every buffer starts as NaN (outputs, state, workspace): nothing unwritten may leak out."""
+    monkeypatch.setattr(_tl(), "POISON_OUTPUTS", True)
+    q, k, v, mask = make_inputs(2, 33, 2, 5, 16, dtype=torch.float32, masked=masked, requires_grad=True)
+    check_forward_backward(q, k, v, mask, 1e-5)
+    out, kv_state, key_sum = _tl().linear_attention_fwd(q.detach(), k.detach(), v.detach(), mask, EPS)
+    assert torch.isfinite(kv_state).all() and torch.isfinite(key_sum).all()
+
+
+def test_triton_deterministic():
+    tl_la = _tl()
+    q, k, v, mask = make_inputs(2, 33, 2, 16, 16, dtype=torch.float32, masked=True)
+    a = tl_la.linear_attention_fwd(q, k, v, mask, EPS)
+    b = tl_la.linear_attention_fwd(q, k, v, mask, EPS)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    g = torch.randn_like(a[0])
+    ga = tl_la.linear_attention_bwd(g, q, k, v, mask, a[1], a[2], EPS)
+    gb = tl_la.linear_attention_bwd(g, q, k, v, mask, a[1], a[2], EPS)
+    assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+
+
+def test_triton_empty_sequence():
+    q, k, v, _ = make_inputs(2, 0, 3, 4, 5, dtype=torch.float32)
+    out, kv_state, key_sum = _tl().linear_attention_fwd(q, k, v, None, EPS)
+    assert out.shape == (2, 0, 3, 5) and kv_state.shape == (2, 3, 4, 5) and key_sum.shape == (2, 3, 4)
+    assert not kv_state.any() and not key_sum.any()
+
+
+def test_triton_gradcheck():
+    q, k, v, mask = make_inputs(1, 3, 1, 2, 2, masked=True, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: linear_attention(a, b, c, mask, EPS, backend="triton"),
+                                    (q, k, v))
+
+
+def test_triton_block_sizes():
+    block_sizes = _tl().block_sizes
+    assert block_sizes(1, 5, 3) == (16, 16, 16)
+    assert block_sizes(6000, 16, 16) == (128, 16, 16)
+    assert block_sizes(6000, 64, 64) == (64, 64, 64)
+    assert block_sizes(33, 17, 64) == (64, 32, 64)
+
+
+def _bad_inputs():
+    q, k, v, mask = make_inputs(2, 7, 4, 5, 3, dtype=torch.float32, masked=True)
+    return [  # (id, (q, k, v, mask), argument named in the message)
+        ("q-rank", (q[0], k, v, mask), "q"),
+        ("q-int", (q.int(), k.int(), v.int(), mask), "q"),
+        ("k-shape", (q, k[..., :4], v, mask), "k"),
+        ("v-shape", (q, k, v[:, :6], mask), "v"),
+        ("k-dtype", (q, k.double(), v, mask), "k"),
+        ("v-dtype", (q, k, v.half(), mask), "v"),
+        ("k-device", (q, k.to("meta"), v, mask), "k"),
+        ("mask-shape", (q, k, v, mask[:, :6]), "key_mask"),
+        ("mask-dtype", (q, k, v, mask.float()), "key_mask"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_inputs(), ids=lambda c: c[0])
+def test_triton_wrapper_rejects_bad_inputs(case):
+    _, args, name = case
+    with pytest.raises(ValueError, match=rf"\b{name}: expected"):
+        linear_attention(*args, eps=EPS, backend="triton")
+
+
+@settings(max_examples=6, deadline=None)
+@given(N=st.integers(1, 2), T=st.integers(1, 40), H=st.integers(1, 2), D=st.integers(1, 9),
+       E=st.integers(1, 9), mask_kind=st.sampled_from(["none", "random", "tail", "one"]),
+       contiguous=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_triton_property(N, T, H, D, E, mask_kind, contiguous, dtype):
+    q, k, v, _ = make_inputs(N, T, H, D, E, dtype=dtype)
+    if not contiguous:  # same values, head-major storage
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    mask = None
+    if mask_kind == "random":
+        mask = torch.rand(N, T, device=DEVICE) < 0.5
+        mask[:, 0] = True
+    elif mask_kind == "tail":
+        lengths = torch.randint(1, T + 1, (N,), device=DEVICE)
+        mask = torch.arange(T, device=DEVICE)[None, :] < lengths[:, None]
+    elif mask_kind == "one":
+        mask = torch.zeros(N, T, dtype=torch.bool, device=DEVICE)
+        mask[:, T - 1] = True
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    check_forward_backward(q, k, v, mask, TOL[dtype])
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
+def test_triton_gpu_fp32_parity(masked):
+    N, T, H, D, E = 8, 6000, 4, 16, 16
+    q, k, v, mask = make_inputs(N, T, H, D, E, dtype=torch.float32, device="cuda", masked=masked,
+                                requires_grad=True)
+    check_forward_backward(q, k, v, mask, 1e-5)
+
+
+@pytest.mark.gpu
+def test_triton_gpu_fp32_large_head_dims():
+    q, k, v, mask = make_inputs(3, 4097, 2, 64, 64, dtype=torch.float32, device="cuda", masked=True,
+                                requires_grad=True)
+    check_forward_backward(q, k, v, mask, 1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(8, 6000, 4, 16, 16), (2, 300, 2, 64, 64)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_triton_gpu_bf16_parity(shape):
+    N, T, H, D, E = shape
+    q, k, v, mask = make_inputs(*shape, dtype=torch.bfloat16, device="cuda", masked=True, requires_grad=True)
+    grad_out = torch.randn(N, T, H, E, dtype=torch.float64, device="cuda")
+    ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
+    bf_ref, bf_grads = reference_grads(q, k, v, mask, grad_out, dtype=torch.bfloat16)
+    out = linear_attention(q, k, v, mask, EPS, backend="triton")
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, ref) <= 2 * rel_err(bf_ref, ref)
+    grads = torch.autograd.grad(out, (q, k, v), grad_out.bfloat16())
+    for name, g, r, rb in zip("qkv", grads, ref_grads, bf_grads):
+        assert g.dtype == torch.bfloat16, name
+        assert rel_err(g, r) <= 2 * rel_err(rb, r), name
+
+
+@pytest.mark.gpu
+def test_triton_gpu_fp64_and_deterministic():
+    q, k, v, mask = make_inputs(2, 1000, 4, 16, 16, dtype=torch.float64, device="cuda", masked=True,
+                                requires_grad=True)
+    check_forward_backward(q, k, v, mask, 1e-10)
+    tl_la = _tl()
+    q32, k32, v32 = (t.detach().float() for t in (q, k, v))
+    a = tl_la.linear_attention_fwd(q32, k32, v32, mask, EPS)
+    b = tl_la.linear_attention_fwd(q32, k32, v32, mask, EPS)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
+def test_triton_opcheck(masked):
+    """Fake-tensor / schema / autograd registration checks; the interpreter cannot run kernels on
+    fake tensors, so CUDA only."""
+    tl_la = _tl()
+    q, k, v, mask = make_inputs(2, 33, 2, 16, 8, device="cuda", masked=masked, requires_grad=True)
+    torch.library.opcheck(tl_la.linear_attention_fwd, (q, k, v, mask, EPS))
+    out, kv_state, key_sum = tl_la.linear_attention_fwd(q.detach(), k.detach(), v.detach(), mask, EPS)
+    torch.library.opcheck(tl_la.linear_attention_bwd, (torch.randn_like(out), q.detach(), k.detach(),
+                                                       v.detach(), mask, kv_state, key_sum, EPS))
+
+
+@pytest.mark.gpu
+def test_triton_torch_compile_matches_eager():
+    """torch.compile(fullgraph=True) traces the triton_op (no graph break); CPU interpreter: skipped
+    (design.md §3: triton_op under torch.compile fails on CPU)."""
+    class TinyAttention(torch.nn.Module):
+        def __init__(self, channels=64, heads=4):
+            super().__init__()
+            self.heads = heads
+            self.q, self.k, self.v = (torch.nn.Linear(channels, channels) for _ in range(3))
+            self.o = torch.nn.Linear(channels, channels)
+
+        def forward(self, x, mask):
+            N, T, C = x.shape
+            split = lambda t: t.view(N, T, self.heads, C // self.heads)  # noqa: E731
+            a = linear_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), mask, EPS,
+                                 backend="triton")
+            return self.o(a.reshape(N, T, C))
+
+    model = TinyAttention().cuda()
+    x = torch.randn(2, 257, 64, device="cuda", requires_grad=True)
+    mask = torch.rand(2, 257, device="cuda") < 0.8
+    eager = model(x, mask)
+    eager.square().sum().backward()
+    eager_grad = x.grad.clone()
+    x.grad = None
+    compiled = torch.compile(model, fullgraph=True)
+    out = compiled(x, mask)
+    out.square().sum().backward()
+    assert rel_err(out, eager) <= 1e-5
+    assert rel_err(x.grad, eager_grad) <= 1e-5
