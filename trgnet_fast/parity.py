@@ -83,7 +83,7 @@ def parity_rows_for(spec: OpSpec, backend: str, size: dict, dtype: torch.dtype,
     measured = {"out": (out, ref_out)}
     measured.update({f"grad_{n}": (grads[n], ref_grads[n]) for n in spec.grad_inputs})
 
-    grad_floor = spec.grad_error_floor(size, grad_out) if spec.grad_error_floor else 0.0
+    grad_floor = spec.grad_error_floor(inputs64, grad_out) if spec.grad_error_floor else 0.0
     floor = {q: (0.0 if q == "out" else grad_floor) for q in measured}
     if dtype in LOW_PRECISION:
         low_out, low_grads = _forward_backward(spec.reference, inputs, spec.grad_inputs, grad_out)

@@ -48,8 +48,8 @@ def rel_err(x, ref, floor=1e-300):
     return ((x - ref).norm() / ref.norm().clamp_min(floor)).item()
 
 
-def grad_floor(grad_out, T):
-    return max(gradient_error_floor(grad_out, T), 1e-300)
+def grad_floor(grad_out, q, mask):
+    return max(gradient_error_floor(grad_out, q, mask), 1e-300)
 
 
 def quadratic_attention(q, k, v, key_mask=None, eps=EPS):
@@ -117,7 +117,7 @@ def test_native_cpu_forward_and_grads(native, shape, dtype, masked):
     grad_out = torch.randn(*shape[:3], shape[4], dtype=torch.float64)
     ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
 
-    floor = grad_floor(grad_out, shape[1])
+    floor = grad_floor(grad_out, q, mask)
 
     out = linear_attention(q, k, v, mask, EPS, backend="cuda")
     assert out.dtype == dtype and out.shape == ref.shape
@@ -286,7 +286,7 @@ def test_cuda_fp32_parity(native_cuda, shape, masked):
     assert rel_err(out, ref) <= 1e-5
     for name, t, g in zip("qkv", (q, k, v), ref_grads):
         assert torch.isfinite(t.grad).all(), name
-        assert rel_err(t.grad, g, grad_floor(grad_out, T)) <= 1e-5, name
+        assert rel_err(t.grad, g, grad_floor(grad_out, q, mask)) <= 1e-5, name
     _, kv_state, key_sum = native_cuda.linear_attention(q.detach(), k.detach(), v.detach(), mask, EPS)
     kv_ref, ks_ref = state_reference(k, v, mask)
     assert rel_err(kv_state, kv_ref) <= 1e-5 and rel_err(key_sum, ks_ref) <= 1e-5

@@ -23,7 +23,7 @@ class OpSpec:
     make_inputs: Callable  # make_inputs(size: dict, dtype, device, generator) -> dict of kwargs
     grad_inputs: tuple[str, ...]
     parity_sizes: dict[str, list[dict]] = field(default_factory=dict)  # device type -> sizes
-    # (size, grad_out) -> floor of the denominator of gradient errors, for sizes where a gradient
+    # (inputs, grad_out) -> floor of the denominator of gradient errors, for inputs where a gradient
     # is an ill-conditioned cancellation (None: no floor)
     grad_error_floor: Callable | None = None
 
@@ -60,7 +60,8 @@ LINEAR_ATTENTION = OpSpec(
     fused=_linear_attention.linear_attention,
     make_inputs=_linear_attention_inputs,
     grad_inputs=("q", "k", "v"),
-    grad_error_floor=lambda size, grad_out: _linear_attention.gradient_error_floor(grad_out, size["T"]),
+    grad_error_floor=lambda inputs, grad_out: _linear_attention.gradient_error_floor(
+        grad_out, inputs["q"], inputs["key_mask"]),
     parity_sizes={
         "cpu": [_la_size(2, 63), _la_size(3, 7, h=1, d=5, e=9, masked=True), _la_size(1, 1),
                 _la_size(2, 300, h=2, d=64, e=64, masked=True)],
