@@ -142,7 +142,8 @@ def _fake_backward(grad_out, q, k, v, key_mask, kv_state, key_sum, eps):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def _setup_context(ctx, inputs, output):
+def save_backward_context(ctx, inputs, output):
+    """Autograd context of both linear-attention forward ops (native and Triton): same schema, same saves."""
     q, k, v, key_mask, eps = inputs
     _, kv_state, key_sum = output
     ctx.mark_non_differentiable(kv_state, key_sum)
@@ -169,7 +170,7 @@ def register_native() -> None:
             return
         torch.library.register_fake("trgnet::linear_attention")(_fake_forward)
         torch.library.register_fake("trgnet::linear_attention_backward")(_fake_backward)
-        torch.library.register_autograd("trgnet::linear_attention", _backward, setup_context=_setup_context)
+        torch.library.register_autograd("trgnet::linear_attention", _backward, setup_context=save_backward_context)
         _registered = True
 
 

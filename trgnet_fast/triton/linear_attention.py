@@ -210,6 +210,8 @@ def block_sizes(T: int, D: int, E: int) -> tuple[int, int, int]:
 import torch  # noqa: E402
 from torch.library import triton_op, wrap_triton  # noqa: E402
 
+from trgnet_fast.ops.linear_attention import save_backward_context  # noqa: E402
+
 
 # Debug switch for tests: when True every buffer the launchers allocate (outputs, state, workspace)
 # starts filled with NaN, so an element a kernel fails to write shows up in the results.
@@ -299,14 +301,6 @@ def linear_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
     return dq, dk, dv
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, key_mask, eps = inputs
-    _, kv_state, key_sum = output
-    ctx.mark_non_differentiable(kv_state, key_sum)
-    ctx.save_for_backward(q, k, v, key_mask, kv_state, key_sum)
-    ctx.eps = eps
-
-
 def _backward(ctx, grad_out, _grad_kv_state, _grad_key_sum):
     q, k, v, key_mask, kv_state, key_sum = ctx.saved_tensors
     dq, dk, dv = linear_attention_bwd(grad_out.contiguous(), q, k, v, key_mask, kv_state, key_sum,
@@ -314,7 +308,7 @@ def _backward(ctx, grad_out, _grad_kv_state, _grad_key_sum):
     return dq, dk, dv, None, None
 
 
-linear_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+linear_attention_fwd.register_autograd(_backward, setup_context=save_backward_context)
 
 
 def linear_attention_triton(q, k, v, key_mask=None, eps: float = 1e-6):
