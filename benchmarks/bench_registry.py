@@ -163,7 +163,44 @@ register(BenchOp(
     flops=_msgc_flops, min_bytes=_msgc_bytes,
     note="13-scale aggregation + scale-major stack + 1x1 conv 156->64 (SP front end, PKU V=25)"))
 
-# Next op (adaptive graph conv) goes here: sizes + input maker + FLOP/byte model.
+
+# --- adaptive graph conv (reference-spec §2.3; issue 5/6 op 2) -------------------------------------
+
+def _agc_sizes(n, t):
+    # TRGNet's CTRGC on PKU: V = 25 joints, 64 channels (conv3 output)
+    return {"N": n, "C": 64, "T": t, "V": 25}
+
+
+_TANH_FLOP = 3  # tanh counted as 3 FLOP (exp + add + division; it is an SFU/libdevice call, not 3 FMAs)
+
+
+def _agc_flops(s):
+    # fwd: frame graph F = beta * tanh(p_u - q_v) + J per (n, t, u, v): sub + tanh + mul + add
+    # = (3 + _TANH_FLOP) FLOP; aggregation through both graphs, Y = F X + G X: 2 x N*C*T*V*V MAC
+    # (counted per graph, as the reference's two einsums; forming F + G first would be 1 add + 1 MAC).
+    # bwd: F recomputed (same as fwd); dX = (F + G)^T dY through both graphs (2 x N*C*T*V*V MAC),
+    # dG = sum_t dY X^T and dF = sum_c dY X^T (N*C*T*V*V MAC each); the (n, t, u, v)-sized small terms:
+    # dJ += dF (1), dbeta += dF * th (2), g = dF * (1 - th^2) (3), dp = sum_v g and dq = -sum_u g (2).
+    nctvv = s["N"] * s["C"] * s["T"] * s["V"] * s["V"]
+    ntvv = s["N"] * s["T"] * s["V"] * s["V"]
+    frame = ntvv * (3 + _TANH_FLOP)
+    return {"fwd": frame + 2 * 2 * nctvv, "bwd": frame + 2 * (2 + 1 + 1) * nctvv + ntvv * (1 + 2 + 3 + 2)}
+
+
+def _agc_bytes(s, itemsize):
+    n, c, t, v = s["N"], s["C"], s["T"], s["V"]
+    x = n * c * t * v * itemsize                # x, y, dy, dx
+    pq = 2 * n * t * v * itemsize               # p and q
+    graphs = (n * c * v * v + v * v + 1) * itemsize  # G (N,C,V,V), J (V,V), beta (1,)
+    return {"fwd": x + pq + graphs + x,                 # read x, p, q, G, J, beta; write y
+            "bwd": x + x + pq + graphs + x + pq + graphs}  # read dy, x, p, q, G, J, beta; write dx, dp, dq,
+    #                                                        dG, dJ, dbeta
+
+
+register(BenchOp(
+    name="adaptive_graph_conv", spec=OP_SPECS["adaptive_graph_conv"], sizes=_agc_sizes,
+    flops=_agc_flops, min_bytes=_agc_bytes,
+    note="CTRGC core: per-frame graph beta*tanh(p_u - q_v) + J and per-channel graph G, C=64 (PKU V=25)"))
 
 
 def grad_inputs(args) -> list:

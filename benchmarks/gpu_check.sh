@@ -5,16 +5,18 @@
 #
 # Every stage has its own timeout and the script goes on after a failing or timed-out stage; the whole
 # run stays inside TRGNET_CHECK_BUDGET seconds (default 480, i.e. 8 min on an H100/H200).
-# Files written (7, all under $OUT, names [A-Za-z0-9._-] only):
+# Files written (7 or 8, all under $OUT, names [A-Za-z0-9._-] only):
 #   summary.txt            versions, nvidia-smi, `trgnet info`, one line per stage (rc, seconds)
 #   build.log              pip install --no-build-isolation --no-deps .
 #   tests.log              pytest -m gpu -q -rs, then the rest of the suite (pytest -q -x -m "not gpu")
 #   parity.log             trgnet parity --device cuda
+#   sanitizer.log          (TRGNET_SANITIZER=1 only) compute-sanitizer memcheck + racecheck of the native ops
 #   bench.log              benchmarks/run.py progress
 #   bench/results.json     every raw timing          bench/results.md   the tables
 # Environment knobs:
 #   TRGNET_SKIP_BUILD=1    no pip install (dry run on a machine whose venv must not change)
 #   TRGNET_CHECK_BUDGET    seconds for the whole script (default 480)
+#   TRGNET_SANITIZER=1     also run compute-sanitizer memcheck + racecheck (about 2-4 min more)
 #   TRGNET_BENCH_DEVICE    device of the benchmark (default cuda)
 #   TRGNET_BENCH_ARGS      benchmark arguments (default: --sizes paper --op-compile-sizes 6000)
 set -o pipefail
@@ -144,6 +146,22 @@ run_stage tests-rest "$OUT/tests.log" "$T" "$PY" -m pytest "$REPO/tests" -q -x -
 : > "$OUT/parity.log"
 T=$(stage_timeout 60 $(( MIN_BENCH + COLLECT )))
 run_stage parity "$OUT/parity.log" "$T" "$PY" -m trgnet_fast.cli parity --device cuda
+
+# ---------------------------------------------------------------- 3b. compute-sanitizer (opt-in)
+# memcheck and racecheck of the native CUDA kernels on the small parity shapes (fwd + bwd of each op)
+if [[ "${TRGNET_SANITIZER:-0}" != "0" ]]; then
+    : > "$OUT/sanitizer.log"
+    SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+    if [[ -x "$SANITIZER" ]]; then
+        for tool in memcheck racecheck; do
+            T=$(stage_timeout 150 $(( MIN_BENCH + COLLECT )))
+            run_stage "sanitize-$tool" "$OUT/sanitizer.log" "$T" "$SANITIZER" --tool "$tool" --error-exitcode 99 \
+                "$PY" -m trgnet_fast.cli parity --device cuda --backend cuda --small --dtype float32
+        done
+    else
+        skip_stage sanitizer "compute-sanitizer not found" "$OUT/sanitizer.log"
+    fi
+fi
 cd "$REPO"
 
 # ---------------------------------------------------------------- 4. benchmark

@@ -15,70 +15,38 @@
 #include <torch/library.h>
 
 #include "../kernels/linear_attention.cuh"
+#include "checks.h"
 
 namespace trgnet {
 
 at::ScalarType linear_attention_state_dtype(at::ScalarType input) {
-  return input == at::kDouble ? at::kDouble : at::kFloat;
+  return checks::accumulator_dtype(input);
 }
 
-namespace {
-
-// "[2, 7, 4, 16]". Shapes and numbers are formatted here with std::to_string and handed to
-// TORCH_CHECK as strings: streaming c10::IntArrayRef / integers into the message crashed (SIGSEGV)
-// in the torch 2.11 + /opt/gcc build of the GPU machine, while string pieces work everywhere.
-std::string shape_str(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-bool is_supported_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-void check_same_device_dtype(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q,
-                             at::ScalarType dtype, const char* dtype_rule) {
-  TORCH_CHECK(t.device() == q.device(), op, ": argument '", name, "': expected device ", q.device(),
-              " (same as q), got ", t.device());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": argument '", name, "': expected dtype ", dtype, " (", dtype_rule,
-              "), got ", t.scalar_type());
-}
-
-void check_contiguous(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.is_contiguous(), op, ": argument '", name, "': expected a contiguous tensor, got shape ",
-              shape_str(t.sizes()), " with strides ", shape_str(t.strides()), " (call .contiguous() first)");
-}
-
-void check_shape(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef expected,
-                 const char* layout) {
-  TORCH_CHECK(t.sizes() == expected, op, ": argument '", name, "': expected shape ", layout, " = ",
-              shape_str(expected), ", got ", shape_str(t.sizes()));
-}
-
-}  // namespace
+using checks::check_contiguous;
+using checks::check_shape;
+using checks::shape_str;
 
 void check_linear_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    const std::optional<at::Tensor>& key_mask) {
   TORCH_CHECK(q.dim() == 4, op, ": argument 'q': expected a 4-D tensor of shape (N, T, H, D), got shape ",
               shape_str(q.sizes()));
-  TORCH_CHECK(is_supported_float(q.scalar_type()), op,
-              ": argument 'q': expected dtype float32, float64, float16 or bfloat16, got ", q.scalar_type());
+  checks::check_supported_float(op, "q", q);
   const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3);
   TORCH_CHECK(D >= 1, op, ": argument 'q': expected head dim D >= 1, got shape ", shape_str(q.sizes()));
   check_shape(op, "k", k, q.sizes(), "(N, T, H, D) of q");
   TORCH_CHECK(v.dim() == 4 && v.size(0) == N && v.size(1) == T && v.size(2) == H && v.size(3) >= 1, op,
               ": argument 'v': expected shape (N, T, H, E) with (N, T, H) = ", shape_str({N, T, H}),
               " of q and E >= 1, got ", shape_str(v.sizes()));
-  check_same_device_dtype(op, "k", k, q, q.scalar_type(), "same as q");
-  check_same_device_dtype(op, "v", v, q, q.scalar_type(), "same as q");
+  checks::check_same_device_dtype(op, "k", k, q, "q", q.scalar_type(), "same as q");
+  checks::check_same_device_dtype(op, "v", v, q, "q", q.scalar_type(), "same as q");
   check_contiguous(op, "q", q);
   check_contiguous(op, "k", k);
   check_contiguous(op, "v", v);
   if (key_mask.has_value()) {
     const at::Tensor& m = *key_mask;
     check_shape(op, "key_mask", m, {N, T}, "(N, T)");
-    check_same_device_dtype(op, "key_mask", m, q, at::kBool, "a bool mask, True = valid frame");
+    checks::check_same_device_dtype(op, "key_mask", m, q, "q", at::kBool, "a bool mask, True = valid frame");
     check_contiguous(op, "key_mask", m);
   }
 }
@@ -91,13 +59,13 @@ void check_linear_attention_backward_inputs(const char* op, const at::Tensor& gr
   const int64_t N = q.size(0), H = q.size(2), D = q.size(3), E = v.size(3);
   const at::ScalarType state = linear_attention_state_dtype(q.scalar_type());
   check_shape(op, "grad_out", grad_out, v.sizes(), "(N, T, H, E) of the output");
-  check_same_device_dtype(op, "grad_out", grad_out, q, q.scalar_type(), "same as q");
+  checks::check_same_device_dtype(op, "grad_out", grad_out, q, "q", q.scalar_type(), "same as q");
   check_contiguous(op, "grad_out", grad_out);
   check_shape(op, "kv_state", kv_state, {N, H, D, E}, "(N, H, D, E)");
-  check_same_device_dtype(op, "kv_state", kv_state, q, state, "float64 for float64 inputs, else float32");
+  checks::check_same_device_dtype(op, "kv_state", kv_state, q, "q", state, "float64 for float64 inputs, else float32");
   check_contiguous(op, "kv_state", kv_state);
   check_shape(op, "key_sum", key_sum, {N, H, D}, "(N, H, D)");
-  check_same_device_dtype(op, "key_sum", key_sum, q, state, "float64 for float64 inputs, else float32");
+  checks::check_same_device_dtype(op, "key_sum", key_sum, q, "q", state, "float64 for float64 inputs, else float32");
   check_contiguous(op, "key_sum", key_sum);
 }
 

@@ -12,36 +12,14 @@
 #include <torch/library.h>
 
 #include "../kernels/linear_attention.h"
+#include "cuda_utils.h"
 
 namespace trgnet {
 namespace {
 
-// at:: storage type -> CUDA type the launchers take (same bit layout).
-template <typename T>
-struct CudaType {
-  using type = T;
-};
-template <>
-struct CudaType<at::Half> {
-  using type = __half;
-};
-template <>
-struct CudaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-
-template <typename scalar_t>
-const typename CudaType<scalar_t>::type* cptr(const at::Tensor& t) {
-  return reinterpret_cast<const typename CudaType<scalar_t>::type*>(t.data_ptr<scalar_t>());
-}
-template <typename scalar_t>
-typename CudaType<scalar_t>::type* mptr(at::Tensor& t) {
-  return reinterpret_cast<typename CudaType<scalar_t>::type*>(t.data_ptr<scalar_t>());
-}
-
 void check_cuda_sizes(const char* op, const at::Tensor& q, const at::Tensor& v) {
   TORCH_CHECK(q.is_cuda(), op, ": argument 'q': expected a CUDA tensor, got device ", q.device());
-  // numbers as strings: see shape_str in linear_attention.cpp
+  // numbers as strings: see checks.h
   TORCH_CHECK(q.size(3) <= kLinearAttentionMaxHeadDim && v.size(3) <= kLinearAttentionMaxHeadDim, op,
               ": the CUDA kernels support head dims D, E <= ", std::to_string(kLinearAttentionMaxHeadDim),
               ", got D = ", std::to_string(q.size(3)), " (q), E = ", std::to_string(v.size(3)), " (v)");
@@ -75,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_cuda(const at::T
                                    mptr<scalar_t>(out), kv.data_ptr<acc_t>(), ks.data_ptr<acc_t>(),
                                    ws.data_ptr<acc_t>(), stream);
   });
-  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  check_launch(op, err);
   return {out, kv, ks};
 }
 
@@ -101,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_backward_cuda(
                                     N, T, H, D, E, eps, mptr<scalar_t>(dq), mptr<scalar_t>(dk), mptr<scalar_t>(dv),
                                     ws.data_ptr<acc_t>(), stream);
   });
-  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  check_launch(op, err);
   return {dq, dk, dv};
 }
 

@@ -12,6 +12,8 @@
 // fixed set of entries of the extended D x (E+1) state and accumulates them over the frames of
 // its chunk in frame order, so the result does not depend on scheduling.
 #include "linear_attention.h"
+
+#include "cuda_common.cuh"
 #include "linear_attention.cuh"
 
 namespace trgnet {
@@ -21,31 +23,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxEntries = (kMaxHeadDim * (kMaxHeadDim + 1) + kThreads - 1) / kThreads;
 constexpr int kSmemBudget = 48 * 1024;  // default dynamic shared-memory limit, no opt-in needed
-
-// ---- storage <-> accumulator conversions -----------------------------------------------------
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-struct Store;
-template <>
-struct Store<float> {
-  __device__ __forceinline__ static float from(float x) { return x; }
-};
-template <>
-struct Store<double> {
-  __device__ __forceinline__ static double from(double x) { return x; }
-};
-template <>
-struct Store<__half> {
-  __device__ __forceinline__ static __half from(float x) { return __float2half_rn(x); }
-};
-template <>
-struct Store<__nv_bfloat16> {
-  __device__ __forceinline__ static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
-};
 
 struct Dims {
   int64_t N, T, H;
@@ -59,12 +36,6 @@ __device__ __forceinline__ int64_t frame_row(const Dims& s, int64_t nh, int64_t 
 }
 __device__ __forceinline__ bool mask_at(const bool* mask, const Dims& s, int64_t nh, int64_t t) {
   return mask == nullptr || mask[(nh / s.H) * s.T + t];
-}
-
-template <typename Acc>
-__device__ __forceinline__ Acc* smem_base() {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  return reinterpret_cast<Acc*>(smem_raw);
 }
 
 // Each thread owns entries idx = tid + j * kThreads of the D x W state.

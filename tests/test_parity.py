@@ -40,3 +40,30 @@ def test_nan_never_passes():
     row = parity.ParityRow("op", "torch", "cpu", "float32", "", "out", float("nan"), 1.0)
     assert not row.ok
     assert math.isinf(parity.relative_error(torch.ones(2), torch.ones(3)))
+
+
+def test_size_set_picks_the_ops_small_shapes(monkeypatch):
+    """size_set="cpu" (`trgnet parity --small`) runs the op's CPU shapes whatever the device."""
+    spec = OPS["adaptive_graph_conv"]
+    small, big = [{"N": 1, "C": 2, "T": 3, "V": 5}], [{"N": 1, "C": 2, "T": 4, "V": 6}]
+    monkeypatch.setitem(OPS, spec.name, dataclasses.replace(spec, parity_sizes={"cpu": small, "cuda": big}))
+    for size_set, expected in ((None, small), ("cpu", small), ("cuda", big)):
+        rows = parity.run_parity("cpu", ops=[spec.name], backends=["torch"], dtypes=[torch.float64],
+                                 size_set=size_set)
+        assert {r.size for r in rows} == {parity._size_label(s) for s in expected} and all(r.ok for r in rows)
+
+
+def test_a_per_input_gradient_floor_reaches_only_that_row(monkeypatch):
+    """grad_error_floor may return {input: floor} (adaptive_graph_conv's beta): only that row is relaxed."""
+    spec = OPS["adaptive_graph_conv"]
+
+    def off_by_a_bit(**kw):
+        kw.pop("backend")
+        return spec.reference(**kw) * (1 + 1e-3)
+
+    monkeypatch.setitem(OPS, spec.name, dataclasses.replace(
+        spec, fused=off_by_a_bit, grad_error_floor=lambda inputs, grad_out: {"beta": 1e30}))
+    rows = parity.run_parity("cpu", ops=[spec.name], backends=["torch"], dtypes=[torch.float64],
+                            sizes=[{"N": 1, "C": 2, "T": 3, "V": 5}])
+    assert {r.quantity for r in rows if r.ok} == {"grad_beta"}
+    assert len(rows) == 1 + len(spec.grad_inputs)

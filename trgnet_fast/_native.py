@@ -30,7 +30,11 @@ DEFAULT_CUDA_ARCH_LIST = "9.0"
 
 # Modules whose register_native() adds the Python side (fake kernels, autograd) of their native
 # ops; run once, right after the library is loaded.
-_OP_MODULES = ("trgnet_fast.ops.linear_attention",)
+_OP_MODULES = (
+    "trgnet_fast.ops.linear_attention",
+    "trgnet_fast.ops.multiscale_graph_conv",
+    "trgnet_fast.ops.adaptive_graph_conv",
+)
 
 _lock = threading.Lock()
 _state: dict | None = None  # {"module", "reason", "source", "build_dir"}
@@ -190,6 +194,20 @@ def available() -> tuple[bool, str]:
     """(True, "") when the native ops are registered, else (False, reason)."""
     state = _load_state()
     return state["module"] is not None, state["reason"]
+
+
+def ops():
+    """``torch.ops.trgnet`` with every native op ready (fake kernels + autograd registered).
+
+    Loads the extension (compiling it on first use); raises ``RuntimeError`` with the reason when it
+    is unavailable.
+    """
+    ok, why = available()
+    if not ok:
+        raise RuntimeError(f"trgnet_fast native extension unavailable: {why}")
+    import torch
+
+    return torch.ops.trgnet
 
 
 def has_cuda() -> bool:

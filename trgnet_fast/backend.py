@@ -134,3 +134,17 @@ def resolve_backend(op: str, backend: str | None, device: torch.device | str) ->
         reasons = "; ".join(reasons) or "no fused backend is preferred on CPU"
         log.info("trgnet_fast: %s on %s uses the torch reference (%s)", op, device.type, reasons)
     return "torch"
+
+
+@torch.compiler.assume_constant_result
+def model_backend(op: str, backend: str | None, device: torch.device | str) -> str:
+    """The backend a model layer uses for ``op``, given the model-wide ``backend``.
+
+    Rule: a model-wide backend that does not implement ``op`` runs the op's torch reference (the
+    published computation) instead of raising; "auto" resolves as usual; an implemented explicit
+    backend is used (and raises when not usable on ``device``).
+    """
+    name = requested_backend(backend)
+    if name != "auto" and name not in implemented_backends(op):
+        return "torch"
+    return resolve_backend(op, name, device)

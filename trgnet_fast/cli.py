@@ -31,7 +31,8 @@ def _parity(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = [getattr(torch, d) for d in args.dtype] if args.dtype else None
     rows = parity.run_parity(device, ops=args.op, backends=args.backend, dtypes=dtypes,
-                             seed=args.seed, progress=lambda msg: print("..", msg, file=sys.stderr))
+                             seed=args.seed, progress=lambda msg: print("..", msg, file=sys.stderr),
+                             size_set="cpu" if args.small else None)
     if not rows:
         print(f"no backend of the requested ops is usable on {device}; see `trgnet info`")
         return 1
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this dtype (repeatable); default cpu: float32, float64; "
                         "cuda: float32, bfloat16, float16")
     p.add_argument("--seed", type=int, help="default: a fresh seed every run")
+    p.add_argument("--small", action="store_true",
+                   help="the small odd shapes of the CPU check on any device (e.g. under compute-sanitizer)")
     p.set_defaults(func=_parity)
     _add_training_commands(sub)
     text_commands.add_text_graphs_parser(sub)

@@ -83,8 +83,10 @@ def parity_rows_for(spec: OpSpec, backend: str, size: dict, dtype: torch.dtype,
     measured = {"out": (out, ref_out)}
     measured.update({f"grad_{n}": (grads[n], ref_grads[n]) for n in spec.grad_inputs})
 
-    grad_floor = spec.grad_error_floor(inputs64, grad_out) if spec.grad_error_floor else 0.0
-    floor = {q: (0.0 if q == "out" else grad_floor) for q in measured}
+    floors = spec.grad_error_floor(inputs64, grad_out) if spec.grad_error_floor else {}
+    if not isinstance(floors, dict):  # one floor for every gradient
+        floors = dict.fromkeys(spec.grad_inputs, floors)
+    floor = {"out": 0.0, **{f"grad_{n}": floors.get(n, 0.0) for n in spec.grad_inputs}}
     if dtype in LOW_PRECISION:
         low_out, low_grads = _forward_backward(spec.reference, inputs, spec.grad_inputs, grad_out)
         baseline = {"out": low_out, **{f"grad_{n}": low_grads[n] for n in spec.grad_inputs}}
@@ -99,11 +101,13 @@ def parity_rows_for(spec: OpSpec, backend: str, size: dict, dtype: torch.dtype,
 
 
 def run_parity(device="cpu", ops=None, backends=None, dtypes=None, sizes=None, seed=None,
-               progress=None) -> list[ParityRow]:
+               progress=None, size_set: str | None = None) -> list[ParityRow]:
     """Check every requested (op, usable backend, dtype, size) against the float64 reference.
 
     device: where everything runs; ops/backends/dtypes: filters (None = all available);
-    sizes: override the op's own parity sizes (list of size dicts); seed: None draws a fresh one.
+    sizes: override the op's own parity sizes (list of size dicts); size_set: which of the op's
+    parity size lists to use ("cpu": the small odd shapes, "cuda": paper-size; default: the
+    device's); seed: None draws a fresh one.
     The torch backend is checked in float32/float64 only: in bf16/fp16 it is the yardstick.
     """
     device = torch.device(device)
@@ -119,7 +123,7 @@ def run_parity(device="cpu", ops=None, backends=None, dtypes=None, sizes=None, s
             continue
         usable = [b for b in sorted(implemented_backends(name)) if status[b][0]
                   and (backends is None or b in backends)]
-        for size in sizes or spec.parity_sizes[device.type]:
+        for size in sizes or spec.parity_sizes[size_set or device.type]:
             for dtype in dtypes:
                 for backend in usable:
                     if backend == "torch" and dtype in LOW_PRECISION:

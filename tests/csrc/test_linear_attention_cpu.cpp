@@ -15,15 +15,11 @@
 #include <vector>
 
 #include "linear_attention.h"
+#include "test_util.h"
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
+using namespace trgnet_test;  // tests/csrc/test_util.h
 
 struct Problem {
   int64_t N, T, H, D, E;
@@ -36,13 +32,9 @@ struct Problem {
 double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 Problem make_problem(std::mt19937_64& rng, int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, bool masked) {
-  std::normal_distribution<double> normal(0.0, 1.0);
   std::bernoulli_distribution keep(0.7);
   Problem p{N, T, H, D, E, masked, 1e-6, {}, {}, {}, {}, {}};
-  auto fill = [&](std::vector<double>& x, int64_t n) {
-    x.resize(n);
-    for (auto& y : x) y = normal(rng);
-  };
+  NormalFill fill{rng};
   fill(p.q, N * T * H * D);
   fill(p.k, N * T * H * D);
   fill(p.v, N * T * H * E);
@@ -90,33 +82,6 @@ double loss(const Problem& p, const std::vector<double>& q, const std::vector<do
   return L;
 }
 
-at::Tensor to_tensor(const std::vector<double>& x, at::IntArrayRef shape, at::ScalarType dtype) {
-  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kDouble));
-  std::copy(x.begin(), x.end(), t.data_ptr<double>());
-  return t.to(dtype);
-}
-
-std::vector<double> to_vector(const at::Tensor& t) {
-  at::Tensor c = t.to(at::kDouble).contiguous();
-  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-}
-
-// ||a - ref|| / max(||ref||, floor); the floor keeps finite-difference noise on near-zero gradients
-// (e.g. T = 1, where out ~ v and dq, dk ~ eps) from counting as relative error.
-double rel_err(const std::vector<double>& a, const std::vector<double>& ref, double floor = 1e-300) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (a[i] - ref[i]) * (a[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), floor);
-}
-
-std::string fmt(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.3g", x);
-  return buf;
-}
 
 std::string describe(const Problem& p, const char* dtype) {
   char buf[160];
@@ -193,16 +158,6 @@ void test_forward(const Problem& p, at::ScalarType dtype, double tol) {
 void test_argument_checks() {
   at::Tensor q = at::rand({2, 5, 3, 4}, at::TensorOptions().dtype(at::kFloat));
   at::Tensor v = at::rand({2, 5, 3, 6}, at::TensorOptions().dtype(at::kFloat));
-  auto throws_naming = [](auto fn, const std::string& needle, const std::string& what) {
-    try {
-      fn();
-    } catch (const c10::Error& e) {
-      const std::string msg = e.what();
-      expect(msg.find(needle) != std::string::npos, what + " (message: " + msg.substr(0, msg.find('\n')) + ")");
-      return;
-    }
-    expect(false, what + " (no error raised)");
-  };
   throws_naming([&] { trgnet::linear_attention_cpu(q.transpose(1, 2).contiguous().transpose(1, 2), q, v, {}, 1e-6); },
                 "argument 'q': expected a contiguous tensor", "non-contiguous q rejected");
   throws_naming([&] { trgnet::linear_attention_cpu(q, q.narrow(3, 0, 3).contiguous(), v, {}, 1e-6); },
@@ -216,9 +171,7 @@ void test_argument_checks() {
 }  // namespace
 
 int main() {
-  const uint64_t seed = std::random_device{}();
-  std::printf("seed %llu\n", (unsigned long long)seed);
-  std::mt19937_64 rng(seed);
+  std::mt19937_64 rng = trgnet_test::seeded_rng();
   struct Shape {
     int64_t N, T, H, D, E;
   };
@@ -230,6 +183,5 @@ int main() {
       test_forward(p, at::kDouble, 1e-12);  // + backward vs finite differences
     }
   test_argument_checks();
-  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
-  return failures ? 1 : 0;
+  return trgnet_test::report();
 }

@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from trgnet_fast import _native
-from trgnet_fast.backend import backend_status
-from trgnet_fast.ops.multiscale_graph_conv import model_backend
+from trgnet_fast import backend as backend_module
+from trgnet_fast.backend import backend_status, model_backend
+from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP
+from trgnet_fast.ops.multiscale_graph_conv import OP_NAME
 
 NATIVE_OK, NATIVE_WHY = _native.available()
 BACKENDS = ["torch", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -76,11 +78,12 @@ TRITON_OK, TRITON_WHY = backend_status("cpu")["triton"]
 
 @pytest.mark.skipif(not TRITON_OK, reason=f"triton unusable on CPU: {TRITON_WHY}")
 def test_triton_spatial_front_end_matches_the_float64_reference(make_model, make_inputs):
-    """SP's multi-scale graph conv on the Triton backend (CPU interpreter): every train-mode output and
-    parameter gradient is as close to the float64 reference as float32 on torch (within 2x, or 1e-5).
+    """SP's multi-scale and adaptive graph convs on the Triton backend (CPU interpreter): every train-mode
+    output and parameter gradient is as close to the float64 reference as float32 on torch (within 2x,
+    or 1e-5).
 
     Only SP is switched (its ``backend`` attribute, which ``TRGNet.set_backend`` sets), so the test
-    isolates the new op from the other fused ops' backends."""
+    isolates the graph convs from the linear attention's backend."""
     model = make_model("TCG-15", backend="torch")
     with torch.no_grad():
         model.SP.alpha.fill_(0.3)
@@ -88,7 +91,8 @@ def test_triton_spatial_front_end_matches_the_float64_reference(make_model, make
     inputs = make_inputs("TCG-15", lengths=(11, 8))
     results = {"torch": _train_step(model, inputs)}
     model.SP.backend = "triton"  # SP only: the attention layers stay on torch
-    assert model_backend(model.SP.backend, "cpu") == "triton"
+    assert model_backend(OP_NAME, model.SP.backend, "cpu") == "triton"
+    assert model_backend(ADAPTIVE_OP, model.SP.backend, "cpu") == "triton"
     results["triton"] = _train_step(model, inputs)
     model.double().set_backend("torch")
     ref_out, ref_grads = _train_step(model, [t.double() if t.is_floating_point() else t for t in inputs])
@@ -104,10 +108,13 @@ def test_triton_spatial_front_end_matches_the_float64_reference(make_model, make
     assert not worse, worse
 
 
-def test_sp_backend_follows_the_model(make_model):
-    """set_backend reaches SP; a backend that lacks the op (cuda) keeps SP on the published computation."""
+def test_sp_backend_follows_the_model(make_model, monkeypatch):
+    """set_backend reaches SP; an op a backend does not implement runs the published computation."""
     model = make_model("TCG-15", backend="torch")
     for backend in ("torch", "auto", "triton", "cuda", None):
         model.set_backend(backend)
         assert model.SP.backend == backend
-    assert model_backend("cuda", "cpu") == "torch"
+    unimplemented = "some_future_op"
+    monkeypatch.setitem(backend_module._IMPLEMENTED, unimplemented, {"torch"})
+    assert model_backend(unimplemented, "triton", "cpu") == "torch"
+    assert model_backend(unimplemented, "auto", "cpu") == "torch"

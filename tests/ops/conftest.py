@@ -11,9 +11,7 @@ def native():
     ok, why = _native.available()
     if not ok:
         pytest.skip(f"native extension trgnet_fast._C unavailable: {why}")
-    from trgnet_fast.ops.linear_attention import native_ops
-
-    return native_ops()
+    return _native.ops()
 
 
 @pytest.fixture(scope="session")

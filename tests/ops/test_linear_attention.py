@@ -15,42 +15,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attention_cases import EPS, grad_floor, make_inputs, reference_grads, rel_err, state_reference
 from trgnet_fast.backend import implemented_backends
-from trgnet_fast.ops.linear_attention import (
-    OP_NAME,
-    gradient_error_floor,
-    linear_attention,
-    linear_attention_reference,
-)
-
-EPS = 1e-6
+from trgnet_fast.ops.linear_attention import OP_NAME, linear_attention, linear_attention_reference
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-def make_inputs(N, T, H, D, E, dtype=torch.float64, device="cpu", masked=False, requires_grad=False):
-    q = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
-    k = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
-    v = torch.randn(N, T, H, E, dtype=torch.float64, device=device)
-    q, k, v = (t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
-    mask = None
-    if masked:
-        mask = torch.rand(N, T, device=device) < 0.7
-        if T > 0:
-            mask[torch.arange(N, device=device), torch.randint(T, (N,), device=device)] = True
-    return q, k, v, mask
-
-
-def rel_err(x, ref, floor=1e-300):
-    """||x - ref|| / max(||ref||, floor)."""
-    x, ref = x.detach().double(), ref.detach().double()
-    return ((x - ref).norm() / ref.norm().clamp_min(floor)).item()
-
-
-def grad_floor(grad_out, q, mask):
-    return max(gradient_error_floor(grad_out, q, mask), 1e-300)
-
 
 def quadratic_attention(q, k, v, key_mask=None, eps=EPS):
     """Direct O(T^2) evaluation: w_ls = phi(q_l).phi(k_s) m_s,
@@ -62,22 +33,6 @@ def quadratic_attention(q, k, v, key_mask=None, eps=EPS):
     num = torch.einsum("nhls,nshe->nlhe", w, v)
     den = w.sum(-1).permute(0, 2, 1) + eps * pq.sum(-1)  # (N, T, H)
     return num / den[..., None]
-
-
-def state_reference(k, v, key_mask=None):
-    """kv_state (N, H, D, E) and key_sum (N, H, D) (without eps), float64."""
-    pk = torch.sigmoid(k.double())
-    if key_mask is not None:
-        pk = pk * key_mask[:, :, None, None].double()
-    return torch.einsum("nshd,nshe->nhde", pk, v.double()), pk.sum(1)
-
-
-def reference_grads(q, k, v, key_mask, grad_out, dtype=torch.float64):
-    """Output and gradients of the reference evaluated in ``dtype``."""
-    leaves = [t.detach().to(dtype).requires_grad_(True) for t in (q, k, v)]
-    out = linear_attention_reference(*leaves, key_mask, EPS)
-    out.backward(grad_out.to(dtype))
-    return out.detach(), [t.grad for t in leaves]
 
 
 SHAPES = [  # (N, T, H, D, E): odd T, odd and typical head dims

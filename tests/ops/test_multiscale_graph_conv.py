@@ -15,10 +15,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trgnet_fast.backend import backend_status, implemented_backends
+from graph_conv_cases import TOL
+from graph_conv_cases import msgc_inputs as make_inputs
+from graph_conv_cases import msgc_reference64 as reference64
+from op_checks import rel_err
+from op_checks import run_with_grads as run
+from trgnet_fast.backend import backend_status, implemented_backends, model_backend
 from trgnet_fast.ops.multiscale_graph_conv import (
     OP_NAME,
-    model_backend,
     multiscale_graph_conv,
     multiscale_graph_conv_reference,
 )
@@ -26,31 +30,6 @@ from trgnet_fast.ops.multiscale_graph_conv import (
 TRITON_OK, TRITON_WHY = backend_status("cuda" if torch.cuda.is_available() else "cpu")["triton"]
 needs_triton = pytest.mark.skipif(not TRITON_OK, reason=f"triton backend unusable: {TRITON_WHY}")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-def make_inputs(N, C, T, V, S, O, dtype=torch.float64, device="cpu"):
-    x = torch.randn(N, C, T, V, dtype=torch.float64)
-    a = torch.randn(S * V, V, dtype=torch.float64) / V ** 0.5
-    w = torch.randn(O, S * C, dtype=torch.float64) / (S * C) ** 0.5
-    b = torch.randn(O, dtype=torch.float64)
-    return [t.to(device=device, dtype=dtype) for t in (x, a, w, b)]
-
-
-def rel_err(x, ref):
-    x, ref = x.detach().double(), ref.detach().double()
-    return ((x - ref).norm() / ref.norm().clamp_min(1e-300)).item()
-
-
-def run(fn, inputs, grad_out):
-    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
-    out = fn(*leaves)
-    grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
-    return out.detach(), grads
-
-
-def reference64(inputs, grad_out):
-    return run(multiscale_graph_conv_reference, [t.double() for t in inputs], grad_out.double())
 
 
 def triton(*args):
@@ -86,11 +65,16 @@ def test_reference_matches_explicit_formula(shape):
 
 
 def test_backend_registration():
-    assert implemented_backends(OP_NAME) == {"torch", "triton"}
-    # a model-wide backend that does not implement the op runs the published computation
-    assert model_backend("cuda", "cpu") == "torch"
-    assert model_backend("torch", "cpu") == "torch"
-    assert model_backend("auto", "cpu") == "torch"
+    assert implemented_backends(OP_NAME) == {"torch", "triton", "cuda"}
+    # an explicit model-wide "cuda" runs the native op (its C++ kernels on CPU tensors) when the
+    # extension is usable, and raises saying why when it is not
+    if backend_status("cpu")["cuda"][0]:
+        assert model_backend(OP_NAME, "cuda", "cpu") == "cuda"
+    else:
+        with pytest.raises(RuntimeError, match="not usable"):
+            model_backend(OP_NAME, "cuda", "cpu")
+    assert model_backend(OP_NAME, "torch", "cpu") == "torch"
+    assert model_backend(OP_NAME, "auto", "cpu") == "torch"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,8 +199,6 @@ def test_unknown_backend_is_rejected():
     x, a, w, b = make_inputs(1, 3, 4, 5, 2, 6)
     with pytest.raises(ValueError, match="backend"):
         multiscale_graph_conv(x, a, w, b, backend="nope")
-    with pytest.raises(RuntimeError, match="does not implement"):
-        multiscale_graph_conv(x, a, w, b, backend="cuda")
 
 
 # ----------------------------------------------------------------------------------------------

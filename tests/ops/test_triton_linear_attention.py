@@ -9,27 +9,24 @@ fp32 <= 1e-5, bf16 <= 2x the error of the same-dtype PyTorch reference. Fresh ra
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from attention_cases import EPS, TOL, rel_err, reference_grads, state_reference
+from attention_cases import check_forward_backward as _check_forward_backward
+from attention_cases import make_inputs as _make_inputs
 from trgnet_fast.backend import backend_status, implemented_backends
-from trgnet_fast.ops.linear_attention import (
-    OP_NAME,
-    gradient_error_floor,
-    linear_attention,
-    linear_attention_reference,
-)
+from trgnet_fast.ops.linear_attention import OP_NAME, linear_attention
 
-EPS = 1e-6
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+make_inputs = functools.partial(_make_inputs, device=DEVICE)
+check_forward_backward = functools.partial(_check_forward_backward, backend="triton")
 
 pytestmark = [
     pytest.mark.skipif(not backend_status(DEVICE)["triton"][0],
                        reason=f"triton backend unusable: {backend_status(DEVICE)['triton'][1]}"),
-    # numpy deprecation inside triton's interpreter (scalar kernel arguments), not our code
-    pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning"),
 ]
 
 
@@ -40,63 +37,8 @@ def _tl():
 
 
 # ----------------------------------------------------------------------------------------------
-# helpers
+# shapes
 
-def make_inputs(N, T, H, D, E, dtype=torch.float64, device=DEVICE, masked=False, requires_grad=False):
-    q = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
-    k = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
-    v = torch.randn(N, T, H, E, dtype=torch.float64, device=device)
-    q, k, v = (t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
-    mask = None
-    if masked:
-        mask = torch.rand(N, T, device=device) < 0.6
-        if T > 0:
-            mask[torch.arange(N, device=device), torch.randint(T, (N,), device=device)] = True
-    return q, k, v, mask
-
-
-def rel_err(x, ref, floor=0.0):
-    x, ref = x.detach().double(), ref.detach().double()
-    return ((x - ref).norm() / ref.norm().clamp_min(max(floor, 1e-300))).item()
-
-
-def reference_grads(q, k, v, key_mask, grad_out, dtype=torch.float64):
-    leaves = [t.detach().to(dtype).requires_grad_(True) for t in (q, k, v)]
-    out = linear_attention_reference(*leaves, key_mask, EPS)
-    out.backward(grad_out.to(dtype))
-    return out.detach(), [t.grad for t in leaves]
-
-
-def state_reference(k, v, key_mask=None):
-    pk = torch.sigmoid(k.double())
-    if key_mask is not None:
-        pk = pk * key_mask[:, :, None, None].double()
-    return torch.einsum("nshd,nshe->nhde", pk, v.double()), pk.sum(1)
-
-
-def grad_floor(grad_out, q, mask):
-    return max(gradient_error_floor(grad_out, q, mask), 1e-300)
-
-
-def check_forward_backward(q, k, v, mask, tol):
-    """Triton out and gradients vs the float64 reference."""
-    N, T, H, D = q.shape
-    E = v.shape[3]
-    grad_out = torch.randn(N, T, H, E, dtype=torch.float64, device=q.device)
-    ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
-    floor = grad_floor(grad_out, q, mask)
-    out = linear_attention(q, k, v, mask, EPS, backend="triton")
-    assert out.dtype == q.dtype and out.shape == ref.shape
-    assert torch.isfinite(out).all()
-    assert rel_err(out, ref) <= tol
-    grads = torch.autograd.grad(out, (q, k, v), grad_out.to(q.dtype))
-    for name, g, r in zip("qkv", grads, ref_grads):
-        assert g.dtype == q.dtype and g.shape == r.shape, name
-        assert torch.isfinite(g).all(), name
-        assert rel_err(g, r, floor) <= tol, (name, rel_err(g, r, floor))
-
-
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 SHAPES = [  # (N, T, H, D, E)
     (2, 1, 1, 16, 16),
     (2, 7, 2, 5, 5),
@@ -233,28 +175,6 @@ def test_triton_wrapper_rejects_bad_inputs(case):
     _, args, name = case
     with pytest.raises(ValueError, match=rf"\b{name}: expected"):
         linear_attention(*args, eps=EPS, backend="triton")
-
-
-@settings(max_examples=6, deadline=None)
-@given(N=st.integers(1, 2), T=st.integers(1, 40), H=st.integers(1, 2), D=st.integers(1, 9),
-       E=st.integers(1, 9), mask_kind=st.sampled_from(["none", "random", "tail", "one"]),
-       contiguous=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]))
-def test_triton_property(N, T, H, D, E, mask_kind, contiguous, dtype):
-    q, k, v, _ = make_inputs(N, T, H, D, E, dtype=dtype)
-    if not contiguous:  # same values, head-major storage
-        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
-    mask = None
-    if mask_kind == "random":
-        mask = torch.rand(N, T, device=DEVICE) < 0.5
-        mask[:, 0] = True
-    elif mask_kind == "tail":
-        lengths = torch.randint(1, T + 1, (N,), device=DEVICE)
-        mask = torch.arange(T, device=DEVICE)[None, :] < lengths[:, None]
-    elif mask_kind == "one":
-        mask = torch.zeros(N, T, dtype=torch.bool, device=DEVICE)
-        mask[:, T - 1] = True
-    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
-    check_forward_backward(q, k, v, mask, TOL[dtype])
 
 
 # ----------------------------------------------------------------------------------------------

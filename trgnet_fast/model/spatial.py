@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from trgnet_fast.backend import model_backend
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
-from trgnet_fast.ops.multiscale_graph_conv import model_backend, multiscale_graph_conv
+from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP, adaptive_graph_conv
+from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP, multiscale_graph_conv
 
 
 class ConvBNReLU(nn.Module):
@@ -38,6 +41,11 @@ class CTRGC(nn.Module):
       channel graph  G_c[n,c,u,v] = alpha * conv4(tanh(mean_t a[n,:,t,u] - mean_t b[n,:,t,v]))[c] + J[u,v]
       y[n,c,t,u]     = sum_v (G_f[n,t,u,v] + G_c[n,c,u,v]) * x3[n,c,t,v]
     The temporal means run over all T frames, padding included (published behaviour).
+
+    ``backend`` other than "torch" runs the fused path: y by ``trgnet_fast.ops.adaptive_graph_conv``
+    (G_f built on the fly, never stored), and since conv1/conv2 are linear, the two means are taken
+    before the convolutions (mean_r conv1(x) = conv with the mean filter; mean_t conv1(x) = conv1(mean_t x)),
+    so their (N, 8, T, V) outputs are never formed. Same values up to rounding.
     """
 
     RELATION_CHANNELS = 8
@@ -54,8 +62,11 @@ class CTRGC(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor, joint_graph: torch.Tensor, alpha: torch.Tensor,
-                beta: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, T, V); joint_graph: (V, V); alpha, beta: (1,) scalars. Returns (N, C, T, V)."""
+                beta: torch.Tensor, backend: str = "torch") -> torch.Tensor:
+        """x: (N, C, T, V); joint_graph: (V, V); alpha, beta: (1,) scalars; backend: a concrete backend
+        of ``adaptive_graph_conv`` ("torch": the published computation). Returns (N, C, T, V)."""
+        if backend != "torch":
+            return self._fused_forward(x, joint_graph, alpha, beta, backend)
         a, b, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
 
         frame_a, frame_b = a.mean(dim=1), b.mean(dim=1)  # (N, T, V)
@@ -68,6 +79,18 @@ class CTRGC(nn.Module):
         y_channel = torch.einsum("ncuv,nctv->nctu", channel_graph, x3)
         return y_frame + y_channel
 
+    def _fused_forward(self, x, joint_graph, alpha, beta, backend):
+        x3 = self.conv3(x)
+        frame_a = F.conv2d(x, self.conv1.weight.mean(0, keepdim=True), self.conv1.bias.mean(0, keepdim=True))
+        frame_b = F.conv2d(x, self.conv2.weight.mean(0, keepdim=True), self.conv2.bias.mean(0, keepdim=True))
+        x_bar = x.mean(dim=2, keepdim=True)  # (N, C, 1, V)
+        channel_a, channel_b = self.conv1(x_bar)[:, :, 0], self.conv2(x_bar)[:, :, 0]  # (N, 8, V)
+        relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
+        channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
+        dtype = x3.dtype  # autocast may leave the small tensors in another dtype
+        return adaptive_graph_conv(x3, frame_a[:, 0].to(dtype), frame_b[:, 0].to(dtype), beta.to(dtype),
+                                   channel_graph.to(dtype), joint_graph.to(dtype), backend=backend)
+
 
 class MultiScaleGraphConv(nn.Module):
     """The "SP" block: 13-scale k-hop aggregation, a 1×1 MLP, then CTRGC with a residual.
@@ -77,11 +100,11 @@ class MultiScaleGraphConv(nn.Module):
     rebuilt from the skeleton at construction and follow the input's device in ``forward``.
     ``A_binary`` is kept for inspection only; the published CTRGC ignores the physical skeleton.
 
-    ``backend`` (set by ``TRGNet.set_backend``; None: ``$TRGNET_BACKEND`` / auto) picks how the
-    aggregation + stacking + 1x1 conv runs: when it resolves to a backend implementing
-    ``trgnet_fast.ops.multiscale_graph_conv`` other than torch (e.g. "triton"), the fused op replaces
-    them (then BN + ReLU as before); otherwise (torch, or a backend such as "cuda" that does not
-    implement the op, see ``model_backend``) the published computation below runs unchanged.
+    ``backend`` (set by ``TRGNet.set_backend``; None: ``$TRGNET_BACKEND`` / auto) picks, per fused op
+    (``trgnet_fast.backend.model_backend``), how the aggregation + stacking + 1x1 conv runs
+    (``trgnet_fast.ops.multiscale_graph_conv``, then BN + ReLU as before) and how CTRGC aggregates
+    (``trgnet_fast.ops.adaptive_graph_conv``); a backend that resolves to torch, or does not implement
+    an op, runs the published computation of that part unchanged.
     """
 
     def __init__(self, in_channels: int, out_channels: int, dataset: str, num_scales: int = NUM_SCALES):
@@ -107,12 +130,13 @@ class MultiScaleGraphConv(nn.Module):
             self.A_binary = self.A_binary.to(x.device)
         adjacency = self.A_powers.to(x.dtype) + self.A_res.to(x.dtype)
 
-        impl = model_backend(self.backend, x.device.type)
+        adaptive_impl = model_backend(ADAPTIVE_OP, self.backend, x.device.type)
+        impl = model_backend(MULTISCALE_OP, self.backend, x.device.type)
         if impl != "torch":
             conv, bn, relu = self.mlp.layers
             x_m = relu(bn(multiscale_graph_conv(x, adjacency, conv.weight.to(x.dtype), conv.bias.to(x.dtype),
                                                 backend=impl)))
-            y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta)
+            y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl)
             return torch.relu(self.bn(y) + x_m)
 
         support = torch.einsum("su,nctu->ncts", adjacency, x)  # s = k * V + v
@@ -120,5 +144,5 @@ class MultiScaleGraphConv(nn.Module):
         support = support.view(n, c, t, self.num_scales, v).permute(0, 3, 1, 2, 4)
         x_m = self.mlp(support.reshape(n, self.num_scales * c, t, v))
 
-        y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta)
+        y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl)
         return torch.relu(self.bn(y) + x_m)

@@ -90,8 +90,8 @@ class TRGNet(nn.Module):
 
     def set_backend(self, backend: str | None) -> None:
         """Select the backend of every fused op: the linear-attention layers and the SP block's
-        multi-scale graph conv (None: $TRGNET_BACKEND / auto). SP falls back to the published
-        computation when the backend does not implement its op (see ``MultiScaleGraphConv``)."""
+        multi-scale and adaptive graph convs (None: $TRGNET_BACKEND / auto). SP falls back to the
+        published computation for an op the backend does not implement (see ``MultiScaleGraphConv``)."""
         if backend is not None:
             requested_backend(backend)  # raises ValueError for an unknown name
         self.backend = backend

@@ -35,12 +35,12 @@ differentiable. The native ops require contiguous inputs of one dtype on one dev
 """
 from __future__ import annotations
 
-import threading
-
 import torch
 
 from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
+from trgnet_fast.ops._autograd import register_native_op
+from trgnet_fast.ops._checks import check_leading_tensor, check_same_dtype_device, shape_of
 
 OP_NAME = "linear_attention"
 register_op(OP_NAME, ("cuda", "triton"))
@@ -81,39 +81,25 @@ def gradient_error_floor(grad_out: torch.Tensor, q: torch.Tensor, key_mask=None)
     return 0.0
 
 
-def _shape(t) -> tuple:
-    return tuple(t.shape)
-
-
 def validate_inputs(q, k, v, key_mask=None, eps: float = 1e-6) -> None:
     """Raise ``ValueError`` naming the argument, what is expected and what was received."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"linear_attention: {name}: expected a torch.Tensor, got {type(t).__name__}")
-    if q.dim() != 4:
-        raise ValueError(f"linear_attention: q: expected a 4-D tensor (N, T, H, D), got shape {_shape(q)}")
-    if not q.dtype.is_floating_point:
-        raise ValueError(f"linear_attention: q: expected a floating dtype, got {q.dtype}")
+    named = (("q", q), ("k", k), ("v", v))
+    check_leading_tensor("linear_attention", named, "(N, T, H, D)")
     N, T, H, D = q.shape
     if k.dim() != 4 or k.shape != q.shape:
-        raise ValueError(f"linear_attention: k: expected shape (N, T, H, D) = {_shape(q)} like q, "
-                         f"got {_shape(k)}")
+        raise ValueError(f"linear_attention: k: expected shape (N, T, H, D) = {shape_of(q)} like q, "
+                         f"got {shape_of(k)}")
     if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"linear_attention: v: expected shape (N, T, H, E) with (N, T, H) = "
-                         f"{(N, T, H)} like q, got {_shape(v)}")
-    for name, t in (("k", k), ("v", v)):
-        if t.dtype != q.dtype:
-            raise ValueError(f"linear_attention: {name}: expected dtype {q.dtype} (same as q), got {t.dtype}")
-        if t.device != q.device:
-            raise ValueError(f"linear_attention: {name}: expected device {q.device} (same as q), "
-                             f"got {t.device}")
+                         f"{(N, T, H)} like q, got {shape_of(v)}")
+    check_same_dtype_device("linear_attention", named)
     if key_mask is not None:
         if not isinstance(key_mask, torch.Tensor):
             raise ValueError(f"linear_attention: key_mask: expected a bool tensor (N, T) or None, "
                              f"got {type(key_mask).__name__}")
         if key_mask.shape != (N, T):
             raise ValueError(f"linear_attention: key_mask: expected shape (N, T) = {(N, T)}, "
-                             f"got {_shape(key_mask)}")
+                             f"got {shape_of(key_mask)}")
         if key_mask.dtype != torch.bool:
             raise ValueError(f"linear_attention: key_mask: expected dtype torch.bool, got {key_mask.dtype}")
         if key_mask.device != q.device:
@@ -125,10 +111,6 @@ def validate_inputs(q, k, v, key_mask=None, eps: float = 1e-6) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Native op: fake (meta) kernels and autograd, registered once the extension is loaded
-
-_register_lock = threading.Lock()
-_registered = False
-
 
 def _fake_forward(q, k, v, key_mask, eps):
     N, T, H, D = q.shape
@@ -159,35 +141,12 @@ def _backward(ctx, grad_out, _grad_kv_state, _grad_key_sum):
 
 
 def register_native() -> None:
-    """Register the fake kernels and autograd of the native ops (idempotent).
-
-    Called by ``trgnet_fast._native`` right after the extension is loaded, so that
-    ``torch.ops.trgnet.linear_attention`` is differentiable and traceable however it is reached.
-    """
-    global _registered
-    with _register_lock:
-        if _registered:
-            return
-        torch.library.register_fake("trgnet::linear_attention")(_fake_forward)
-        torch.library.register_fake("trgnet::linear_attention_backward")(_fake_backward)
-        torch.library.register_autograd("trgnet::linear_attention", _backward, setup_context=save_backward_context)
-        _registered = True
-
-
-def native_ops():
-    """``torch.ops.trgnet`` with the linear-attention ops ready (fake + autograd registered).
-
-    Loads the native extension (compiling it on first use, see ``trgnet_fast._native``);
-    raises ``RuntimeError`` with the reason when it is unavailable.
-    """
-    ok, why = _native.available()
-    if not ok:
-        raise RuntimeError(f"trgnet_fast native extension unavailable: {why}")
-    return torch.ops.trgnet
+    """Fake kernels and autograd of the native ops; called by ``trgnet_fast._native`` after loading."""
+    register_native_op(OP_NAME, _fake_forward, _fake_backward, _backward, save_backward_context)
 
 
 def _linear_attention_native(q, k, v, key_mask, eps):
-    ops = native_ops()
+    ops = _native.ops()
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     if key_mask is not None:
         key_mask = key_mask.contiguous()

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from trgnet_fast.ops import adaptive_graph_conv as _adaptive_graph_conv
 from trgnet_fast.ops import linear_attention as _linear_attention
 from trgnet_fast.ops import multiscale_graph_conv as _multiscale_graph_conv
 
@@ -24,7 +25,7 @@ class OpSpec:
     grad_inputs: tuple[str, ...]
     parity_sizes: dict[str, list[dict]] = field(default_factory=dict)  # device type -> sizes
     # (inputs, grad_out) -> floor of the denominator of gradient errors, for inputs where a gradient
-    # is an ill-conditioned cancellation (None: no floor)
+    # is an ill-conditioned cancellation: a float (every gradient) or {input name: floor} (None: no floor)
     grad_error_floor: Callable | None = None
 
 
@@ -100,4 +101,38 @@ MULTISCALE_GRAPH_CONV = OpSpec(
     },
 )
 
-OPS: dict[str, OpSpec] = {spec.name: spec for spec in (LINEAR_ATTENTION, MULTISCALE_GRAPH_CONV)}
+
+
+def _agc_inputs(size, dtype, device, generator):
+    """size: N, C, T, V. Magnitudes as in the model: graphs ~ J in [0, 1] plus O(1) refinements."""
+    n, c, t, v = (size[k] for k in ("N", "C", "T", "V"))
+    return {
+        "x": _randn((n, c, t, v), dtype, device, generator),
+        "p": _randn((n, t, v), dtype, device, generator),
+        "q": _randn((n, t, v), dtype, device, generator),
+        "beta": _randn((1,), dtype, device, generator),
+        "channel_graph": _randn((n, c, v, v), dtype, device, generator) / v ** 0.5,
+        "joint_graph": _randn((v, v), dtype, device, generator).abs() / v ** 0.5,
+    }
+
+
+def _agc_size(n, t, v=25, c=64):
+    return {"N": n, "C": c, "T": t, "V": v}
+
+
+ADAPTIVE_GRAPH_CONV = OpSpec(
+    name=_adaptive_graph_conv.OP_NAME,
+    reference=_adaptive_graph_conv.adaptive_graph_conv_reference,
+    fused=_adaptive_graph_conv.adaptive_graph_conv,
+    make_inputs=_agc_inputs,
+    grad_inputs=("x", "p", "q", "beta", "channel_graph", "joint_graph"),
+    grad_error_floor=lambda inputs, grad_out: _adaptive_graph_conv.gradient_error_floors(grad_out, **inputs),
+    parity_sizes={
+        "cpu": [_agc_size(2, 7, v=17, c=5), _agc_size(1, 9, v=19, c=3), _agc_size(2, 1, v=25, c=4)],
+        "cuda": [_agc_size(8, 6000), _agc_size(3, 63, v=17), _agc_size(2, 7, v=19, c=16),
+                 _agc_size(2, 1), _agc_size(4, 300, v=19, c=48)],
+    },
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (LINEAR_ATTENTION, MULTISCALE_GRAPH_CONV,
+                                                          ADAPTIVE_GRAPH_CONV)}

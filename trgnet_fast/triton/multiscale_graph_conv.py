@@ -34,6 +34,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._autograd import make_backward
+from trgnet_fast.ops.multiscale_graph_conv import save_backward_context
+
 BLOCK_T = 8  # frames per tile
 NUM_WARPS = 8
 TARGET_BWD_PROGRAMS = 512  # backward programs (partials slots) aimed at; more tiles per program beyond
@@ -192,16 +195,5 @@ def multiscale_graph_conv_backward_triton(
     return dx, da, dw, db
 
 
-def _setup_context(ctx, inputs, output):
-    x, adjacency, weight, _bias = inputs
-    ctx.save_for_backward(x, adjacency, weight)
-    ctx.bias_dtype = _bias.dtype
-
-
-def _backward(ctx, grad_out):
-    x, adjacency, weight = ctx.saved_tensors
-    dx, da, dw, db = torch.ops.trgnet_triton.multiscale_graph_conv_backward(grad_out, x, adjacency, weight)
-    return dx, da, dw, db.to(ctx.bias_dtype)
-
-
-multiscale_graph_conv_triton.register_autograd(_backward, setup_context=_setup_context)
+multiscale_graph_conv_triton.register_autograd(
+    make_backward(torch.ops.trgnet_triton.multiscale_graph_conv_backward), setup_context=save_backward_context)

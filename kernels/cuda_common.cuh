@@ -1,0 +1,120 @@
+// Device helpers shared by the CUDA kernels of kernels/*.cu (no torch headers): storage <->
+// accumulator conversions, the dynamic shared-memory base, coalesced (16-byte where aligned)
+// loads of contiguous segments into shared memory, and the launch bookkeeping (error check after
+// every launch, opt-in to more than 48 KiB of dynamic shared memory).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace trgnet {
+
+// ---- storage <-> accumulator conversions -------------------------------------------------------
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+struct Store;
+template <>
+struct Store<float> {
+  __device__ __forceinline__ static float from(float x) { return x; }
+};
+template <>
+struct Store<double> {
+  __device__ __forceinline__ static double from(double x) { return x; }
+};
+template <>
+struct Store<__half> {
+  __device__ __forceinline__ static __half from(float x) { return __float2half_rn(x); }
+};
+template <>
+struct Store<__nv_bfloat16> {
+  __device__ __forceinline__ static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+};
+
+// Base of the block's dynamic shared memory, 16-byte aligned.
+template <typename Acc>
+__device__ __forceinline__ Acc* smem_base() {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  return reinterpret_cast<Acc*>(smem_raw);
+}
+
+// dst[i] = to_acc(src[i]) for i < count, by all threads of the block (blockDim.x of them).
+// Consecutive threads read consecutive elements; the 16-byte aligned middle of the segment is read
+// with 16-byte loads (uint4 = 16 / sizeof(In) elements per thread and load).
+template <typename In, typename Acc>
+__device__ __forceinline__ void load_segment(const In* __restrict__ src, int64_t count, Acc* __restrict__ dst) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(In));
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(src);
+  int64_t head = static_cast<int64_t>(((16 - (addr & 15)) & 15) / sizeof(In));
+  if ((addr % sizeof(In)) != 0 || head > count) head = count;  // misaligned element type: scalar path
+  const int64_t body = ((count - head) / kVec) * kVec;
+  for (int64_t i = threadIdx.x; i < head; i += blockDim.x) dst[i] = to_acc(src[i]);
+  const uint4* vsrc = reinterpret_cast<const uint4*>(src + head);
+  for (int64_t j = threadIdx.x; j < body / kVec; j += blockDim.x) {
+    const uint4 raw = __ldg(vsrc + j);
+    const In* e = reinterpret_cast<const In*>(&raw);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) dst[head + j * kVec + k] = to_acc(e[k]);
+  }
+  for (int64_t i = head + body + threadIdx.x; i < count; i += blockDim.x) dst[i] = to_acc(src[i]);
+}
+
+// Square matrix rows [0, rows) of length `cols` from a contiguous (rows, cols) source into shared
+// memory with row stride `ld` (ld = cols | 1: an odd stride keeps column-parallel reads free of bank
+// conflicts). `add`, when not null, is a second matrix of the same layout added element-wise.
+template <typename In, typename Acc>
+__device__ __forceinline__ void load_rows(const In* __restrict__ src, const In* __restrict__ add, int rows,
+                                          int cols, int ld, Acc* __restrict__ dst) {
+  for (int i = threadIdx.x; i < rows * cols; i += blockDim.x) {
+    const int r = i / cols, c = i % cols;
+    Acc v = to_acc(src[i]);
+    if (add != nullptr) v += to_acc(add[i]);
+    dst[r * ld + c] = v;
+  }
+}
+
+// Row stride of a shared-memory matrix with `cols` columns: odd, so that threads reading one column
+// each (consecutive columns or consecutive rows) hit distinct banks.
+__host__ __device__ __forceinline__ int odd_stride(int cols) { return cols | 1; }
+
+// Largest dynamic shared memory the kernels of this project ask for (opt-in above 48 KiB; fits
+// sm_80 .. sm_90 and leaves room for two blocks per SM on H100 / H200).
+constexpr size_t kSmemOptInBudget = 96 * 1024;
+constexpr size_t kSmemDefault = 48 * 1024;
+
+// Allows `kernel` to use `bytes` of dynamic shared memory (needed above 48 KiB).
+template <typename Kernel>
+inline cudaError_t allow_smem(Kernel kernel, size_t bytes) {
+  if (bytes <= kSmemDefault) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+// End (exclusive) of the T-tiles of chunk `chunk`, `per` tiles a chunk, clipped to the tiles of T
+// frames (TT frames a tile).
+__device__ __forceinline__ int64_t chunk_tile_end(int64_t T, int TT, int64_t chunk, int64_t per) {
+  const int64_t tiles = (T + TT - 1) / TT;
+  const int64_t end = (chunk + 1) * per;
+  return end < tiles ? end : tiles;
+}
+
+inline bool grid_fits(int64_t blocks) { return blocks > 0 && blocks <= 0x7fffffffLL; }
+
+}  // namespace trgnet
+
+// Returns the launch error (if any) from the enclosing launcher.
+#define TRGNET_RETURN_IF_LAUNCH_FAILED()   \
+  do {                                     \
+    cudaError_t err_ = cudaGetLastError(); \
+    if (err_ != cudaSuccess) return err_;  \
+  } while (0)
+#define TRGNET_RETURN_IF_ERROR(expr)      \
+  do {                                    \
+    cudaError_t err_ = (expr);            \
+    if (err_ != cudaSuccess) return err_; \
+  } while (0)

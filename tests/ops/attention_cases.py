@@ -1,0 +1,76 @@
+"""Inputs, references and checks shared by the linear-attention tests (native, Triton, property-based)."""
+from __future__ import annotations
+
+import torch
+
+from op_checks import rel_err
+from trgnet_fast.ops.linear_attention import gradient_error_floor, linear_attention, linear_attention_reference
+
+EPS = 1e-6
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def make_mask(kind: str, N: int, T: int, device="cpu"):
+    """(N, T) bool key mask: "none" (None), "random" (~60 % kept, >= 1 per sample), "tail" (random
+    lengths), "one" (only the last frame)."""
+    if kind == "none":
+        return None
+    if kind == "random":
+        mask = torch.rand(N, T, device=device) < 0.6
+        mask[torch.arange(N, device=device), torch.randint(T, (N,), device=device)] = True
+        return mask
+    if kind == "tail":
+        lengths = torch.randint(1, T + 1, (N,), device=device)
+        return torch.arange(T, device=device)[None, :] < lengths[:, None]
+    if kind == "one":
+        mask = torch.zeros(N, T, dtype=torch.bool, device=device)
+        mask[:, T - 1] = True
+        return mask
+    raise ValueError(kind)
+
+
+def make_inputs(N, T, H, D, E, dtype=torch.float64, device="cpu", masked=False, requires_grad=False):
+    """Fresh q, k (N, T, H, D), v (N, T, H, E) and a random key mask (or None)."""
+    q = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
+    k = torch.randn(N, T, H, D, dtype=torch.float64, device=device)
+    v = torch.randn(N, T, H, E, dtype=torch.float64, device=device)
+    q, k, v = (t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
+    return q, k, v, make_mask("random" if masked else "none", N, T, device)
+
+
+def grad_floor(grad_out, q, mask):
+    return max(gradient_error_floor(grad_out, q, mask), 1e-300)
+
+
+def reference_grads(q, k, v, key_mask, grad_out, dtype=torch.float64):
+    """Output and gradients of the reference evaluated in ``dtype``."""
+    leaves = [t.detach().to(dtype).requires_grad_(True) for t in (q, k, v)]
+    out = linear_attention_reference(*leaves, key_mask, EPS)
+    out.backward(grad_out.to(dtype))
+    return out.detach(), [t.grad for t in leaves]
+
+
+def state_reference(k, v, key_mask=None):
+    """kv_state (N, H, D, E) and key_sum (N, H, D) (without eps), float64."""
+    pk = torch.sigmoid(k.double())
+    if key_mask is not None:
+        pk = pk * key_mask[:, :, None, None].double()
+    return torch.einsum("nshd,nshe->nhde", pk, v.double()), pk.sum(1)
+
+
+def check_forward_backward(q, k, v, mask, tol, backend):
+    """``backend``'s output and gradients vs the float64 reference (finite, dtype kept, within tol)."""
+    N, T, H, D = q.shape
+    E = v.shape[3]
+    grad_out = torch.randn(N, T, H, E, dtype=torch.float64, device=q.device)
+    ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
+    floor = grad_floor(grad_out, q, mask)
+    out = linear_attention(q, k, v, mask, EPS, backend=backend)
+    assert out.dtype == q.dtype and out.shape == ref.shape
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) <= tol
+    grads = torch.autograd.grad(out, (q, k, v), grad_out.to(q.dtype))
+    for name, g, r in zip("qkv", grads, ref_grads):
+        assert g.dtype == q.dtype and g.shape == r.shape, name
+        assert torch.isfinite(g).all(), name
+        assert rel_err(g, r, floor) <= tol, (name, rel_err(g, r, floor))

@@ -1,0 +1,19 @@
+"""Error measure and gradient runner shared by the fused-op tests."""
+from __future__ import annotations
+
+import torch
+
+
+def rel_err(x, ref, floor=0.0):
+    """||x - ref|| / max(||ref||, floor), in float64."""
+    x, ref = x.detach().double(), ref.detach().double()
+    return ((x - ref).norm() / ref.norm().clamp_min(max(floor, 1e-300))).item()
+
+
+def run_with_grads(fn, inputs, grad_out):
+    """(out, grads) of ``fn(*inputs)`` on fresh leaf copies (clone keeps the strides of dense views), for
+    the cotangent ``grad_out``."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*leaves)
+    grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
+    return out.detach(), grads
