@@ -17,3 +17,14 @@ def run_with_grads(fn, inputs, grad_out):
     out = fn(*leaves)
     grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
     return out.detach(), grads
+
+
+def assert_bitwise_deterministic(forward, backward, inputs, backward_inputs):
+    """Two runs of ``forward(*inputs)`` and of ``backward(grad_out, *backward_inputs)`` agree bit for bit and
+    are finite; returns the forward output."""
+    y1, y2 = forward(*inputs), forward(*inputs)
+    assert torch.isfinite(y1).all() and torch.equal(y1, y2)
+    g = torch.randn_like(y1)
+    for t1, t2 in zip(backward(g, *backward_inputs), backward(g, *backward_inputs)):
+        assert torch.isfinite(t1).all() and torch.equal(t1, t2)
+    return y1

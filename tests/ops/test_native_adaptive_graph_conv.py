@@ -25,7 +25,7 @@ from graph_conv_cases import TOL
 from graph_conv_cases import agc_grad_errors as grad_errors
 from graph_conv_cases import agc_inputs as make_inputs
 from graph_conv_cases import agc_reference64 as reference64
-from op_checks import rel_err
+from op_checks import assert_bitwise_deterministic, rel_err
 from op_checks import run_with_grads as run
 from trgnet_fast.ops.adaptive_graph_conv import (
     adaptive_graph_conv,
@@ -103,13 +103,7 @@ def test_native_cpu_half_precision(native, dtype):
 
 def test_native_cpu_deterministic(native):
     inputs = make_inputs(2, 5, 150, 25, dtype=torch.float32)
-    y1 = native.adaptive_graph_conv(*inputs)
-    y2 = native.adaptive_graph_conv(*inputs)
-    assert torch.equal(y1, y2)
-    g = torch.randn_like(y1)
-    r1 = native.adaptive_graph_conv_backward(g, *inputs)
-    r2 = native.adaptive_graph_conv_backward(g, *inputs)
-    assert all(torch.equal(t1, t2) for t1, t2 in zip(r1, r2))
+    assert_bitwise_deterministic(native.adaptive_graph_conv, native.adaptive_graph_conv_backward, inputs, inputs)
 
 
 def test_native_cpu_empty_time(native):
@@ -233,13 +227,8 @@ def test_cuda_other_dtypes(native_cuda, dtype):
 @pytest.mark.gpu
 def test_cuda_deterministic_and_matches_cpu(native_cuda):
     inputs = make_inputs(4, 64, 3001, 25, dtype=torch.float32, device="cuda")
-    y1 = native_cuda.adaptive_graph_conv(*inputs)
-    y2 = native_cuda.adaptive_graph_conv(*inputs)
-    assert torch.equal(y1, y2)
-    g = torch.randn_like(y1)
-    r1 = native_cuda.adaptive_graph_conv_backward(g, *inputs)
-    r2 = native_cuda.adaptive_graph_conv_backward(g, *inputs)
-    assert all(torch.equal(t1, t2) for t1, t2 in zip(r1, r2))
+    assert_bitwise_deterministic(native_cuda.adaptive_graph_conv, native_cuda.adaptive_graph_conv_backward,
+                                 inputs, inputs)
     small = make_inputs(2, 9, 37, 19)
     cpu = native_cuda.adaptive_graph_conv(*small)
     gpu = native_cuda.adaptive_graph_conv(*(t.cuda() for t in small))

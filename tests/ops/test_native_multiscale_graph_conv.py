@@ -18,7 +18,7 @@ import torch
 from graph_conv_cases import TOL
 from graph_conv_cases import msgc_inputs as make_inputs
 from graph_conv_cases import msgc_reference64 as reference64
-from op_checks import rel_err
+from op_checks import assert_bitwise_deterministic, rel_err
 from op_checks import run_with_grads as run
 from trgnet_fast.ops.multiscale_graph_conv import multiscale_graph_conv, multiscale_graph_conv_reference
 
@@ -90,13 +90,8 @@ def test_native_cpu_half_precision(native, dtype):
 
 def test_native_cpu_deterministic(native):
     x, a, w, b = make_inputs(2, 5, 150, 25, 3, 16, dtype=torch.float32)
-    y1 = native.multiscale_graph_conv(x, a, w, b)
-    y2 = native.multiscale_graph_conv(x, a, w, b)
-    assert torch.equal(y1, y2)
-    g = torch.randn_like(y1)
-    r1 = native.multiscale_graph_conv_backward(g, x, a, w)
-    r2 = native.multiscale_graph_conv_backward(g, x, a, w)
-    assert all(torch.equal(t1, t2) for t1, t2 in zip(r1, r2))
+    assert_bitwise_deterministic(native.multiscale_graph_conv, native.multiscale_graph_conv_backward,
+                                 (x, a, w, b), (x, a, w))
 
 
 def test_native_cpu_empty_time(native):
@@ -219,13 +214,8 @@ def test_cuda_other_dtypes(native_cuda, dtype):
 @pytest.mark.gpu
 def test_cuda_deterministic_and_matches_cpu(native_cuda):
     x, a, w, b = make_inputs(4, 12, 3001, 25, 13, 64, dtype=torch.float32, device="cuda")
-    y1 = native_cuda.multiscale_graph_conv(x, a, w, b)
-    y2 = native_cuda.multiscale_graph_conv(x, a, w, b)
-    assert torch.equal(y1, y2)
-    g = torch.randn_like(y1)
-    r1 = native_cuda.multiscale_graph_conv_backward(g, x, a, w)
-    r2 = native_cuda.multiscale_graph_conv_backward(g, x, a, w)
-    assert all(torch.equal(t1, t2) for t1, t2 in zip(r1, r2))
+    assert_bitwise_deterministic(native_cuda.multiscale_graph_conv, native_cuda.multiscale_graph_conv_backward,
+                                 (x, a, w, b), (x, a, w))
     small = [t.double() for t in make_inputs(2, 3, 37, 19, 3, 8)]
     cpu = native_cuda.multiscale_graph_conv(*small)
     gpu = native_cuda.multiscale_graph_conv(*(t.cuda() for t in small))

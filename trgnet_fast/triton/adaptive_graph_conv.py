@@ -38,9 +38,13 @@ from torch.library import triton_op, wrap_triton
 from trgnet_fast.ops._autograd import make_backward
 from trgnet_fast.ops.adaptive_graph_conv import save_backward_context
 
-CHANNEL_BLOCK = 4  # channels per program in the forward and the channel backward
-NUM_WARPS = 4
-TARGET_PROGRAMS = 1024  # programs aimed at (frames per program grow beyond)
+# Untuned (no GPU measurement yet): 8 channels x 32 x 32 per register tile (32 values per thread at 8
+# warps) rebuilds each frame graph C/8 times; the forward splits T finely (no partials to store), the
+# backward less (its channel kernel stores a (V, V) dG partial per program and channel).
+CHANNEL_BLOCK = 8  # channels per program in the forward and the channel backward
+NUM_WARPS = 8
+TARGET_PROGRAMS_FORWARD = 8192  # programs aimed at (frames per program grow beyond)
+TARGET_PROGRAMS_BACKWARD = 2048
 
 
 @triton.jit
@@ -155,9 +159,9 @@ def _pad(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
-def _frames_per_program(t: int, other_programs: int) -> int:
-    """Frames each program walks so that about TARGET_PROGRAMS programs run."""
-    chunks = max(1, min(t, TARGET_PROGRAMS // max(1, other_programs)))
+def _frames_per_program(t: int, other_programs: int, target: int) -> int:
+    """Frames each program walks so that about ``target`` programs run."""
+    chunks = max(1, min(t, target // max(1, other_programs)))
     return triton.cdiv(t, chunks)
 
 
@@ -169,7 +173,7 @@ def adaptive_graph_conv_triton(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor
     n, c, t, v = x.shape
     y = torch.empty_like(x)
     c_blocks = triton.cdiv(c, CHANNEL_BLOCK)
-    frames = _frames_per_program(t, n * c_blocks)
+    frames = _frames_per_program(t, n * c_blocks, TARGET_PROGRAMS_FORWARD)
     grid = (triton.cdiv(t, frames), c_blocks, n)
     wrap_triton(_agc_fwd_kernel)[grid](
         x, p, q, beta, channel_graph, joint_graph, y, c, t, v, frames,
@@ -189,7 +193,7 @@ def adaptive_graph_conv_backward_triton(
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     fp64 = x.dtype == torch.float64
 
-    frames = _frames_per_program(t, n)
+    frames = _frames_per_program(t, n, TARGET_PROGRAMS_BACKWARD)
     nchunk = triton.cdiv(t, frames)
     dp, dq = torch.empty_like(p), torch.empty_like(q)
     dj_part = torch.empty((n * nchunk, vp, vp), device=x.device, dtype=acc)
@@ -199,7 +203,7 @@ def adaptive_graph_conv_backward_triton(
         CP=_pad(c), VP=vp, ACC_FP64=fp64, num_warps=NUM_WARPS)
 
     c_blocks = triton.cdiv(c, CHANNEL_BLOCK)
-    frames = _frames_per_program(t, n * c_blocks)
+    frames = _frames_per_program(t, n * c_blocks, TARGET_PROGRAMS_BACKWARD)
     nchunk = triton.cdiv(t, frames)
     dx = torch.empty_like(x)
     dg_part = torch.empty((nchunk, n, c, v, v), device=x.device, dtype=acc)
