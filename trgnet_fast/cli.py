@@ -42,6 +42,14 @@ def _parity(args) -> int:
     return 1 if failed else 0
 
 
+def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of the commands that run a trained checkpoint over a split (eval, predict)."""
+    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt written by `trgnet train`")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="default: test")
+    p.add_argument("--data", help="dataset root, if it moved since training")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trgnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,22 +117,16 @@ def _add_training_commands(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: metrics table and per-video CSV",
                        description="Evaluate a training checkpoint (batch 1, refinement_with_boundary by default) "
                                    "and write <out>/metrics_<split>.csv (one row per video + an 'all' row).")
-    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt written by `trgnet train`")
-    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="default: test")
-    p.add_argument("--data", help="dataset root, if it moved since training")
+    _add_checkpoint_arguments(p)
     p.add_argument("--out", help="output dir (default: eval_<split> next to the checkpoint)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=_lazy("evaluate"))
 
     p = sub.add_parser("predict", help="per-frame predictions (MS-TCN text) and barcode PNGs per video",
                        description="Run a checkpoint over a split and write <out>/predictions/<video>.txt (one "
                                    "class name per frame), <out>/plots/<video>.png (GT vs prediction barcode) "
                                    "and <out>/metrics_<split>.csv.")
-    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt written by `trgnet train`")
+    _add_checkpoint_arguments(p)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="default: test")
-    p.add_argument("--data", help="dataset root, if it moved since training")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG barcodes")
     p.set_defaults(func=_lazy("predict"))
 

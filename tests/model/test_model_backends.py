@@ -28,6 +28,25 @@ def _train_step(model, inputs):
     return outputs, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+def assert_fused_as_close_as_torch_fp32(model, inputs, results, fused):
+    """``results[fused]`` (float32 outputs, parameter gradients) is within 2x (or 1e-5) of the error of
+    ``results["torch"]`` against the float64 reference, computed here on ``model`` (turned float64)."""
+    model.double().set_backend("torch")
+    ref_out, ref_grads = _train_step(model, [t.double() if t.is_floating_point() else t for t in inputs])
+
+    def errors(backend):
+        out, grads = results[backend]
+        errs = {f"out{i}": rel_error(o, r) for i, (o, r) in enumerate(zip(out, ref_out))}
+        # A train-mode BatchNorm right after SP's 1x1 conv cancels that conv's bias: its gradient
+        # is rounding noise on every backend, so it has no meaningful relative error.
+        errs.update({n: rel_error(g, ref_grads[n]) for n, g in grads.items() if n != CANCELLED_GRAD})
+        return errs
+
+    fused_errs, torch_fp32 = errors(fused), errors("torch")
+    worse = {k: (e, torch_fp32[k]) for k, e in fused_errs.items() if e > max(2 * torch_fp32[k], 1e-5)}
+    assert not worse, worse
+
+
 @pytest.mark.skipif(not NATIVE_OK, reason=f"native extension unavailable: {NATIVE_WHY}")
 def test_native_backend_matches_the_float64_reference(make_model, make_inputs):
     """Float32 on the native backend is as close to the float64 reference as float32 on torch
@@ -41,20 +60,7 @@ def test_native_backend_matches_the_float64_reference(make_model, make_inputs):
     for backend in ("torch", "cuda"):
         model.set_backend(backend)
         results[backend] = _train_step(model, inputs)
-    model.double().set_backend("torch")
-    ref_out, ref_grads = _train_step(model, [t.double() if t.is_floating_point() else t for t in inputs])
-
-    def errors(backend):
-        out, grads = results[backend]
-        errs = {f"out{i}": rel_error(o, r) for i, (o, r) in enumerate(zip(out, ref_out))}
-        # A train-mode BatchNorm right after SP's 1x1 conv cancels that conv's bias: its gradient
-        # is rounding noise on every backend, so it has no meaningful relative error.
-        errs.update({n: rel_error(g, ref_grads[n]) for n, g in grads.items() if n != CANCELLED_GRAD})
-        return errs
-
-    native, torch_fp32 = errors("cuda"), errors("torch")
-    worse = {k: (e, torch_fp32[k]) for k, e in native.items() if e > max(2 * torch_fp32[k], 1e-5)}
-    assert not worse, worse
+    assert_fused_as_close_as_torch_fp32(model, inputs, results, "cuda")
 
 
 CANCELLED_GRAD = "SP.mlp.layers.0.bias"
@@ -94,18 +100,7 @@ def test_triton_spatial_front_end_matches_the_float64_reference(make_model, make
     assert model_backend(OP_NAME, model.SP.backend, "cpu") == "triton"
     assert model_backend(ADAPTIVE_OP, model.SP.backend, "cpu") == "triton"
     results["triton"] = _train_step(model, inputs)
-    model.double().set_backend("torch")
-    ref_out, ref_grads = _train_step(model, [t.double() if t.is_floating_point() else t for t in inputs])
-
-    def errors(backend):
-        out, grads = results[backend]
-        errs = {f"out{i}": rel_error(o, r) for i, (o, r) in enumerate(zip(out, ref_out))}
-        errs.update({n: rel_error(g, ref_grads[n]) for n, g in grads.items() if n != CANCELLED_GRAD})
-        return errs
-
-    fused, torch_fp32 = errors("triton"), errors("torch")
-    worse = {k: (e, torch_fp32[k]) for k, e in fused.items() if e > max(2 * torch_fp32[k], 1e-5)}
-    assert not worse, worse
+    assert_fused_as_close_as_torch_fp32(model, inputs, results, "triton")
 
 
 def test_sp_backend_follows_the_model(make_model, monkeypatch):

@@ -171,7 +171,7 @@ def _bad_inputs():
 
 
 @pytest.mark.parametrize("case", _bad_inputs(), ids=lambda c: c[0])
-@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("backend", ["torch", "auto", "triton"])
 def test_wrapper_rejects_bad_inputs(case, backend):
     _, args, name = case
     with pytest.raises(ValueError, match=rf"\b{name}: expected"):

@@ -76,6 +76,13 @@ def _load_graphs(j_ptr, beta_ptr, g_ptr, n, cb, u, C, V, acc_dtype: tl.constexpr
 
 
 @triton.jit
+def _frame_graph_and_rows(p_ptr, q_ptr, beta, joint, n, cb, t, C, T, V, u, acc_dtype: tl.constexpr):
+    """F_t = beta * tanh(p_u - q_v) + J (VP, VP) of frame t, and the offsets (CB, VP) of X[n, cb, t, :]."""
+    frame = beta * _frame_tanh(p_ptr, q_ptr, (n * T + t) * V, u, V, acc_dtype) + joint
+    return frame, ((n * C + cb[:, None]) * T + t) * V + u[None, :]
+
+
+@triton.jit
 def _agc_fwd_kernel(x_ptr, p_ptr, q_ptr, beta_ptr, g_ptr, j_ptr, y_ptr,
                     C, T, V, FRAMES,
                     CB: tl.constexpr, VP: tl.constexpr, ACC_FP64: tl.constexpr):
@@ -89,8 +96,7 @@ def _agc_fwd_kernel(x_ptr, p_ptr, q_ptr, beta_ptr, g_ptr, j_ptr, y_ptr,
     for i in range(FRAMES):
         t = chunk * FRAMES + i
         if t < T:
-            frame = beta * _frame_tanh(p_ptr, q_ptr, (n * T + t) * V, u, V, acc_dtype) + joint
-            row = ((n * C + cb[:, None]) * T + t) * V + u[None, :]  # (CB, VP): [c, v]
+            frame, row = _frame_graph_and_rows(p_ptr, q_ptr, beta, joint, n, cb, t, C, T, V, u, acc_dtype)
             x_t = tl.load(x_ptr + row, mask=cv_mask, other=0.0).to(acc_dtype)
             y_t = tl.sum((frame[None, :, :] + graph) * x_t[:, None, :], axis=2)  # [c, u]
             tl.store(y_ptr + row, y_t.to(y_ptr.dtype.element_ty), mask=cv_mask)
@@ -143,8 +149,7 @@ def _agc_bwd_channel_kernel(dy_ptr, x_ptr, p_ptr, q_ptr, beta_ptr, g_ptr, j_ptr,
     for i in range(FRAMES):
         t = chunk * FRAMES + i
         if t < T:
-            frame = beta * _frame_tanh(p_ptr, q_ptr, (n * T + t) * V, u, V, acc_dtype) + joint
-            row = ((n * C + cb[:, None]) * T + t) * V + u[None, :]  # (CB, VP)
+            frame, row = _frame_graph_and_rows(p_ptr, q_ptr, beta, joint, n, cb, t, C, T, V, u, acc_dtype)
             dy_t = tl.load(dy_ptr + row, mask=cv_mask, other=0.0).to(acc_dtype)  # [c, u]
             x_t = tl.load(x_ptr + row, mask=cv_mask, other=0.0).to(acc_dtype)  # [c, v]
             dx_t = tl.sum((frame[None, :, :] + graph) * dy_t[:, :, None], axis=1)  # [c, v]

@@ -38,24 +38,34 @@ import triton.language as tl
 
 
 @triton.jit
+def _tile_indices(T, H, D, E, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Program (n*H + h, T-tile) of the tiled kernels: its frame / D / E index ranges and bounds masks."""
+    nh = tl.program_id(0)
+    tile = tl.program_id(1)
+    rt = tile * BLOCK_T + tl.arange(0, BLOCK_T)
+    rd = tl.arange(0, BLOCK_D)
+    re = tl.arange(0, BLOCK_E)
+    return nh, tile, nh // H, nh % H, rt, rd, re, rt < T, rd < D, re < E
+
+
+@triton.jit
+def _load_state(mat_ptr, vec_ptr, nh, rd, re, d_ok, e_ok, D, E):
+    """One (n, h)'s (D, E) state matrix and (D,) vector (KV and ksum + eps, or their gradients)."""
+    mat = tl.load(mat_ptr + nh * D * E + rd[:, None] * E + re[None, :], mask=d_ok[:, None] & e_ok[None, :],
+                  other=0.0)
+    return mat, tl.load(vec_ptr + nh * D + rd, mask=d_ok, other=0.0)
+
+
+@triton.jit
 def _state_partial_kernel(k_ptr, v_ptr, mask_ptr, kv_ws_ptr, ks_ws_ptr,
                           T, H, D, E, n_tiles,
                           HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
                           BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
-    nh = tl.program_id(0)
-    tile = tl.program_id(1)
-    n = nh // H
-    h = nh % H
+    nh, tile, n, h, rt, rd, re, t_ok, d_ok, e_ok = _tile_indices(T, H, D, E, BLOCK_T, BLOCK_D, BLOCK_E)
     ACC = kv_ws_ptr.dtype.element_ty
-    rt = tile * BLOCK_T + tl.arange(0, BLOCK_T)
-    rd = tl.arange(0, BLOCK_D)
-    re = tl.arange(0, BLOCK_E)
-    t_ok = rt < T
     if HAS_MASK:
         m = tl.load(mask_ptr + n * T + rt, mask=t_ok, other=0) != 0
         t_ok = t_ok & m
-    d_ok = rd < D
-    e_ok = re < E
     k_off = ((n * T + rt[:, None]) * H + h) * D + rd[None, :]
     k = tl.load(k_ptr + k_off, mask=t_ok[:, None] & d_ok[None, :], other=0.0).to(ACC)
     phik = tl.where(t_ok[:, None] & d_ok[None, :], tl.sigmoid(k), 0.0)
@@ -90,20 +100,9 @@ def _reduce_tiles_kernel(kv_ws_ptr, ks_ws_ptr, kv_ptr, ks_ptr, D, E, n_tiles,
 @triton.jit
 def _output_kernel(q_ptr, kv_ptr, kse_ptr, out_ptr, T, H, D, E,
                    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
-    nh = tl.program_id(0)
-    tile = tl.program_id(1)
-    n = nh // H
-    h = nh % H
+    nh, tile, n, h, rt, rd, re, t_ok, d_ok, e_ok = _tile_indices(T, H, D, E, BLOCK_T, BLOCK_D, BLOCK_E)
     ACC = kv_ptr.dtype.element_ty
-    rt = tile * BLOCK_T + tl.arange(0, BLOCK_T)
-    rd = tl.arange(0, BLOCK_D)
-    re = tl.arange(0, BLOCK_E)
-    t_ok = rt < T
-    d_ok = rd < D
-    e_ok = re < E
-    kv = tl.load(kv_ptr + nh * D * E + rd[:, None] * E + re[None, :],
-                 mask=d_ok[:, None] & e_ok[None, :], other=0.0)
-    kse = tl.load(kse_ptr + nh * D + rd, mask=d_ok, other=0.0)  # ksum + eps
+    kv, kse = _load_state(kv_ptr, kse_ptr, nh, rd, re, d_ok, e_ok, D, E)
     q_off = ((n * T + rt[:, None]) * H + h) * D + rd[None, :]
     q = tl.load(q_ptr + q_off, mask=t_ok[:, None] & d_ok[None, :], other=0.0).to(ACC)
     phiq = tl.where(d_ok[None, :], tl.sigmoid(q), 0.0)
@@ -119,20 +118,9 @@ def _output_kernel(q_ptr, kv_ptr, kse_ptr, out_ptr, T, H, D, E,
 def _backward_query_kernel(g_ptr, q_ptr, kv_ptr, kse_ptr, dq_ptr, dkv_ws_ptr, dks_ws_ptr,
                            T, H, D, E, n_tiles,
                            BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
-    nh = tl.program_id(0)
-    tile = tl.program_id(1)
-    n = nh // H
-    h = nh % H
+    nh, tile, n, h, rt, rd, re, t_ok, d_ok, e_ok = _tile_indices(T, H, D, E, BLOCK_T, BLOCK_D, BLOCK_E)
     ACC = kv_ptr.dtype.element_ty
-    rt = tile * BLOCK_T + tl.arange(0, BLOCK_T)
-    rd = tl.arange(0, BLOCK_D)
-    re = tl.arange(0, BLOCK_E)
-    t_ok = rt < T
-    d_ok = rd < D
-    e_ok = re < E
-    kv = tl.load(kv_ptr + nh * D * E + rd[:, None] * E + re[None, :],
-                 mask=d_ok[:, None] & e_ok[None, :], other=0.0)
-    kse = tl.load(kse_ptr + nh * D + rd, mask=d_ok, other=0.0)
+    kv, kse = _load_state(kv_ptr, kse_ptr, nh, rd, re, d_ok, e_ok, D, E)
     q_off = ((n * T + rt[:, None]) * H + h) * D + rd[None, :]
     td = t_ok[:, None] & d_ok[None, :]
     q = tl.load(q_ptr + q_off, mask=td, other=0.0).to(ACC)
@@ -160,24 +148,13 @@ def _backward_query_kernel(g_ptr, q_ptr, kv_ptr, kse_ptr, dq_ptr, dkv_ws_ptr, dk
 def _backward_key_kernel(k_ptr, v_ptr, mask_ptr, dkv_ptr, dks_ptr, dk_ptr, dv_ptr, T, H, D, E,
                          HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
-    nh = tl.program_id(0)
-    tile = tl.program_id(1)
-    n = nh // H
-    h = nh % H
+    nh, tile, n, h, rt, rd, re, t_ok, d_ok, e_ok = _tile_indices(T, H, D, E, BLOCK_T, BLOCK_D, BLOCK_E)
     ACC = dkv_ptr.dtype.element_ty
-    rt = tile * BLOCK_T + tl.arange(0, BLOCK_T)
-    rd = tl.arange(0, BLOCK_D)
-    re = tl.arange(0, BLOCK_E)
-    t_ok = rt < T
-    d_ok = rd < D
-    e_ok = re < E
     if HAS_MASK:
         m = (tl.load(mask_ptr + n * T + rt, mask=t_ok, other=0) != 0).to(ACC)
     else:
         m = tl.full((BLOCK_T,), 1.0, ACC)
-    dkv = tl.load(dkv_ptr + nh * D * E + rd[:, None] * E + re[None, :],
-                  mask=d_ok[:, None] & e_ok[None, :], other=0.0)
-    dks = tl.load(dks_ptr + nh * D + rd, mask=d_ok, other=0.0)
+    dkv, dks = _load_state(dkv_ptr, dks_ptr, nh, rd, re, d_ok, e_ok, D, E)
     td = t_ok[:, None] & d_ok[None, :]
     te = t_ok[:, None] & e_ok[None, :]
     k_off = ((n * T + rt[:, None]) * H + h) * D + rd[None, :]
