@@ -198,6 +198,32 @@ def measure(fn, device, *, pre=None, warmup: int, repeat: int, max_s: float, syn
     return {"first_call_s": first_s, "times_ms": times_ms, **_stats(times_ms), **mem}
 
 
+def device_busy_ms(fn, *, pre=None, flush: _L2Flush | None = None, calls: int = 10) -> float:
+    """Mean GPU busy time per call of ``fn``: the summed durations of the device activities (kernels, memsets,
+    copies) in a torch-profiler (CUPTI) window of ``calls`` calls, minus those launched by ``pre`` and by the
+    L2 flush (run inside a record_function range whose device time is subtracted). Unlike the event timing
+    it excludes host overhead and launch gaps, so it is the time to compare with bandwidth or FLOP floors."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    untimed = "trgnet_bench_untimed"
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            with record_function(untimed):
+                args = pre() if pre is not None else None
+                if flush is not None:
+                    flush()
+            fn(args) if pre is not None else fn()
+            del args
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    device_type = torch.autograd.DeviceType
+    events = prof.events()
+    busy = sum(e.time_range.elapsed_us() for e in events
+               if e.device_type != device_type.CPU and not e.is_user_annotation)
+    excluded = sum(e.device_time_total for e in events if e.name == untimed and e.device_type == device_type.CPU)
+    return (busy - excluded) / calls / 1e3
+
+
 def _pct(sorted_vals, p):
     if len(sorted_vals) == 1:
         return sorted_vals[0]
@@ -292,11 +318,19 @@ class OpRunner:
                 def bwd(out):
                     torch.autograd.grad(out, diff, grad_out)
                 res = measure(bwd, device, pre=fwd, **common)
+        if device.type == "cuda" and args.device_time_calls > 0:
+            timed, pre = (bwd, fwd) if cell.mode == "bwd" else (step, None)
+            try:
+                res["device_ms"] = device_busy_ms(timed, pre=pre, flush=flush, calls=args.device_time_calls)
+            except Exception as exc:  # the profiler must never lose the timings
+                res["device_ms_error"] = _error_string(exc)
         itemsize = torch.empty((), dtype=dtype).element_size()
         work = _op_work(spec, cell.size, cell.mode, itemsize)
         res.update(work)
         if work.get("min_bytes"):
             res["gbps_min_bytes"] = work["min_bytes"] / (res["median_ms"] * 1e-3) / 1e9
+            if res.get("device_ms"):
+                res["gbps_device"] = work["min_bytes"] / (res["device_ms"] * 1e-3) / 1e9
         if work.get("flops"):
             res["gflops"] = work["flops"] / (res["median_ms"] * 1e-3) / 1e9
         return res
@@ -637,6 +671,8 @@ def render_markdown(meta: dict, cells: list[Cell], providers: list[str], device)
         hdr += ["best fused/compiled " + mem_hdr, "1st call s (compile)"]
         if kind == "op":
             hdr.append("GB/s at min bytes (best)")
+            if cuda:
+                hdr.append("GPU busy ms per call (GB/s at min bytes)")
         lines.append("| " + " | ".join(hdr) + " |")
         lines.append("|" + "---|" * len(hdr))
         for size_key in sorted(by_size, key=lambda s: dict(s)["T"]):
@@ -695,6 +731,14 @@ def render_markdown(meta: dict, cells: list[Cell], providers: list[str], device)
                     row.append(f"{fastest.result['gbps_min_bytes']:.0f} ({fastest.provider})")
                 else:
                     row.append("–")
+                if cuda:
+                    busy = [f"{p} {_fmt_ms(c.result['device_ms'])}"
+                            + (f" ({c.result['gbps_device']:.0f})" if c.result.get("gbps_device") else "")
+                            for p, c in row_cells.items()
+                            if c.skip is None and c.result.get("status") == "ok" and c.result.get("device_ms")]
+                    busy += [f"{p} n/a" + notes.ref(f"{p} {_size_label(size)}: profiler: {c.result['device_ms_error']}")
+                             for p, c in row_cells.items() if c.skip is None and c.result.get("device_ms_error")]
+                    row.append(", ".join(busy) or "–")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     if notes.items:
@@ -790,6 +834,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="default benchmark_results/<host>-<device>-<date>/")
     p.add_argument("--flush-l2", action=argparse.BooleanOptionalAction, default=True,
                    help="CUDA: overwrite a 256 MiB buffer before each timed op call (default on)")
+    p.add_argument("--device-time-calls", type=int, default=10,
+                   help="CUDA op cells: calls profiled for the GPU-busy-time column (torch profiler; 0: off)")
     p.add_argument("--cpu-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU: one extra profiled call per cell for the peak-memory column (default on)")
     p.add_argument("--tf32", choices=("default", "on", "off"), default="default",

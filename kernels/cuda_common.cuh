@@ -1,6 +1,6 @@
 // Device helpers shared by the CUDA kernels of kernels/*.cu (no torch headers): storage <->
 // accumulator conversions, the dynamic shared-memory base, coalesced (16-byte where aligned)
-// loads of contiguous segments into shared memory, and the launch bookkeeping (error check after
+// loads of contiguous segments and of strided rows, 16-byte row stores, and the launch bookkeeping (error check after
 // every launch, opt-in to more than 48 KiB of dynamic shared memory).
 #pragma once
 
@@ -63,6 +63,72 @@ __device__ __forceinline__ void load_segment(const In* __restrict__ src, int64_t
     for (int k = 0; k < kVec; ++k) dst[head + j * kVec + k] = to_acc(e[k]);
   }
   for (int64_t i = head + body + threadIdx.x; i < count; i += blockDim.x) dst[i] = to_acc(src[i]);
+}
+
+// Elements of T in one 16-byte global access.
+template <typename T>
+struct Pack16 {
+  static constexpr int kCount = 16 / static_cast<int>(sizeof(T));
+};
+
+// Rows of `width` contiguous elements, `row_stride` elements apart (e.g. one head's slice of every frame
+// of a (N, T, H, D) tensor): 16-byte accesses are possible when every row start is 16-byte aligned and a
+// row is whole 16-byte packs.
+template <typename T>
+__device__ __forceinline__ bool rows_packable(const T* base, int64_t row_stride, int width) {
+  constexpr int kVec = Pack16<T>::kCount;
+  return width % kVec == 0 && row_stride % kVec == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
+}
+
+// op(r, c, to_acc(src[r * row_stride + c])) for r < rows, c < width, by all threads of the block;
+// 16-byte loads (consecutive threads take consecutive packs) when rows_packable, else scalar loads.
+template <typename In, typename Op>
+__device__ __forceinline__ void for_each_row_element(const In* __restrict__ src, int64_t row_stride, int rows,
+                                                     int width, Op op) {
+  constexpr int kVec = Pack16<In>::kCount;
+  if (rows_packable(src, row_stride, width)) {
+    const int packs = width / kVec;
+    for (int i = threadIdx.x; i < rows * packs; i += blockDim.x) {
+      const int r = i / packs, c0 = (i % packs) * kVec;
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src + r * row_stride + c0));
+      const In* e = reinterpret_cast<const In*>(&raw);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) op(r, c0 + k, to_acc(e[k]));
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows * width; i += blockDim.x) {
+      const int r = i / width, c = i % width;
+      op(r, c, to_acc(src[r * row_stride + c]));
+    }
+  }
+}
+
+// dst[r * row_stride + c] = value(r, c) (an accumulator, rounded to Out) for r < rows, c < width, by all
+// threads of the block; 16-byte stores when rows_packable, else scalar stores.
+template <typename Out, typename Value>
+__device__ __forceinline__ void store_rows(Out* __restrict__ dst, int64_t row_stride, int rows, int width,
+                                           Value value) {
+  constexpr int kVec = Pack16<Out>::kCount;
+  if (rows_packable(dst, row_stride, width)) {
+    const int packs = width / kVec;
+    for (int i = threadIdx.x; i < rows * packs; i += blockDim.x) {
+      const int r = i / packs, c0 = (i % packs) * kVec;
+      uint4 raw;
+      Out* e = reinterpret_cast<Out*>(&raw);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) e[k] = Store<Out>::from(value(r, c0 + k));
+      // explicit vector store: a plain uint4 assignment was split into four 4-byte stores by the
+      // optimiser in some kernels (query_backward_kernel, nvcc 13.0)
+      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(dst + r * row_stride + c0), "r"(raw.x),
+                   "r"(raw.y), "r"(raw.z), "r"(raw.w)
+                   : "memory");
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows * width; i += blockDim.x) {
+      const int r = i / width, c = i % width;
+      dst[r * row_stride + c] = Store<Out>::from(value(r, c));
+    }
+  }
 }
 
 // Square matrix rows [0, rows) of length `cols` from a contiguous (rows, cols) source into shared

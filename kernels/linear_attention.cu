@@ -85,15 +85,12 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t_end = min(s.T, t_begin + chunk_len);
   for (int64_t t0 = t_begin; t0 < t_end; t0 += tile) {
     const int rows = static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0));
-    for (int i = threadIdx.x; i < rows * D; i += kThreads) {
-      const int r = i / D, d = i % D;
-      const int64_t t = t0 + r;
-      phik[i] = key_feature(to_acc(k[frame_row(s, nh, t) * D + d]), mask_at(mask, s, nh, t));
-    }
-    for (int i = threadIdx.x; i < rows * W; i += kThreads) {
-      const int r = i / W, c = i % W;
-      vext[i] = c < E ? to_acc(v[frame_row(s, nh, t0 + r) * E + c]) : Acc(1);
-    }
+    const int64_t row0 = frame_row(s, nh, t0);
+    for_each_row_element(k + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) {
+      phik[r * D + d] = key_feature(x, mask_at(mask, s, nh, t0 + r));
+    });
+    for_each_row_element(v + row0 * E, s.H * E, rows, E, [&](int r, int c, Acc x) { vext[r * W + c] = x; });
+    for (int r = threadIdx.x; r < rows; r += kThreads) vext[r * W + E] = Acc(1);
     __syncthreads();
     accumulate_rows(acc, phik, vext, rows, D, W);
     __syncthreads();
@@ -144,20 +141,16 @@ __global__ void __launch_bounds__(kThreads)
   Acc* num = phiq + tile * D;  // tile x W
 
   load_state(S, kv, ks, eps, nh, D, E);
-  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
-    const int r = i / D, d = i % D;
-    phiq[i] = sigmoid(to_acc(q[frame_row(s, nh, t0 + r) * D + d]));
-  }
+  const int64_t row0 = frame_row(s, nh, t0);
+  for_each_row_element(q + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) { phiq[r * D + d] = sigmoid(x); });
   __syncthreads();
   for (int i = threadIdx.x; i < rows * W; i += kThreads) {
     const int r = i / W, c = i % W;
     num[i] = feature_dot_column(phiq + r * D, S, D, W, c);
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < rows * E; i += kThreads) {
-    const int r = i / E, e = i % E;
-    out[frame_row(s, nh, t0 + r) * E + e] = Store<In>::from(output_value(num[r * W + e], num[r * W + E]));
-  }
+  store_rows(out + row0 * E, s.H * E, rows, E,
+             [&](int r, int e) { return output_value(num[r * W + e], num[r * W + E]); });
 }
 
 // ---- backward ----------------------------------------------------------------------------------
@@ -186,14 +179,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t_end = min(s.T, t_begin + chunk_len);
   for (int64_t t0 = t_begin; t0 < t_end; t0 += tile) {
     const int rows = static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0));
-    for (int i = threadIdx.x; i < rows * D; i += kThreads) {
-      const int r = i / D, d = i % D;
-      phiq[i] = sigmoid(to_acc(q[frame_row(s, nh, t0 + r) * D + d]));
-    }
-    for (int i = threadIdx.x; i < rows * E; i += kThreads) {
-      const int r = i / E, e = i % E;
-      gt[i] = to_acc(g[frame_row(s, nh, t0 + r) * E + e]);
-    }
+    const int64_t row0 = frame_row(s, nh, t0);
+    for_each_row_element(q + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) { phiq[r * D + d] = sigmoid(x); });
+    for_each_row_element(g + row0 * E, s.H * E, rows, E, [&](int r, int e, Acc x) { gt[r * E + e] = x; });
     __syncthreads();  // also orders the previous tile's reads of num/dN before the writes below
     for (int i = threadIdx.x; i < rows * W; i += kThreads) {
       const int r = i / W, c = i % W;
@@ -211,10 +199,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     const Acc* dN = num;
-    for (int i = threadIdx.x; i < rows * D; i += kThreads) {
-      const int r = i / D, d = i % D;
-      dq[frame_row(s, nh, t0 + r) * D + d] = Store<In>::from(grad_query_value(phiq[i], S + d * W, dN + r * W, W));
-    }
+    store_rows(dq + row0 * D, s.H * D, rows, D,
+               [&](int r, int d) { return grad_query_value(phiq[r * D + d], S + d * W, dN + r * W, W); });
     accumulate_rows(acc, phiq, dN, rows, D, W);
     __syncthreads();
   }
@@ -236,24 +222,18 @@ __global__ void __launch_bounds__(kThreads)
   bool* m = reinterpret_cast<bool*>(vext + tile * W);  // tile
 
   load_state(dS, dkv, dks, Acc(0), nh, D, E);
-  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
-    const int r = i / D, d = i % D;
-    sk[i] = sigmoid(to_acc(k[frame_row(s, nh, t0 + r) * D + d]));
+  const int64_t row0 = frame_row(s, nh, t0);
+  for_each_row_element(k + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) { sk[r * D + d] = sigmoid(x); });
+  for_each_row_element(v + row0 * E, s.H * E, rows, E, [&](int r, int c, Acc x) { vext[r * W + c] = x; });
+  for (int r = threadIdx.x; r < rows; r += kThreads) {
+    vext[r * W + E] = Acc(1);
+    m[r] = mask_at(mask, s, nh, t0 + r);
   }
-  for (int i = threadIdx.x; i < rows * W; i += kThreads) {
-    const int r = i / W, c = i % W;
-    vext[i] = c < E ? to_acc(v[frame_row(s, nh, t0 + r) * E + c]) : Acc(1);
-  }
-  for (int r = threadIdx.x; r < rows; r += kThreads) m[r] = mask_at(mask, s, nh, t0 + r);
   __syncthreads();
-  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
-    const int r = i / D, d = i % D;
-    dk[frame_row(s, nh, t0 + r) * D + d] = Store<In>::from(grad_key_value(sk[i], m[r], dS + d * W, vext + r * W, W));
-  }
-  for (int i = threadIdx.x; i < rows * E; i += kThreads) {
-    const int r = i / E, e = i % E;
-    dv[frame_row(s, nh, t0 + r) * E + e] = Store<In>::from(grad_value_value(sk + r * D, m[r], dS, D, W, e));
-  }
+  store_rows(dk + row0 * D, s.H * D, rows, D,
+             [&](int r, int d) { return grad_key_value(sk[r * D + d], m[r], dS + d * W, vext + r * W, W); });
+  store_rows(dv + row0 * E, s.H * E, rows, E,
+             [&](int r, int e) { return grad_value_value(sk + r * D, m[r], dS, D, W, e); });
 }
 
 // ---- launch helpers ----------------------------------------------------------------------------
@@ -290,7 +270,7 @@ cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask
   const int64_t chunk_len = reduction_chunk_len(T), chunks = reduction_chunks(T);
   if (!grid_ok(NH * chunks)) return cudaErrorInvalidConfiguration;
 
-  const int ptile = pick_tile(32, 0, (D + W) * sizeof(Acc));
+  const int ptile = pick_tile(128, 0, (D + W) * sizeof(Acc));
   state_partial_kernel<In, Acc><<<static_cast<unsigned>(NH * chunks), kThreads, ptile * (D + W) * sizeof(Acc),
                                   stream>>>(k, v, mask, s, chunk_len, chunks, ptile, workspace);
   TRGNET_LA_CHECK_LAUNCH();
@@ -327,7 +307,7 @@ cudaError_t backward_impl(const In* g, const In* q, const In* k, const In* v, co
   Acc* dks = dkv + NH * D * E;
 
   const size_t qfixed = D * W * sizeof(Acc), qrow = (D + E + W + 2) * sizeof(Acc);
-  const int qtile = pick_tile(32, qfixed, qrow);
+  const int qtile = pick_tile(128, qfixed, qrow);
   query_backward_kernel<In, Acc><<<static_cast<unsigned>(NH * chunks), kThreads, qfixed + qtile * qrow, stream>>>(
       g, q, kv_state, key_sum, static_cast<Acc>(eps), s, chunk_len, chunks, qtile, dq, partial);
   TRGNET_LA_CHECK_LAUNCH();

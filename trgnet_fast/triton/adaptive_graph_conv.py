@@ -38,11 +38,16 @@ from torch.library import triton_op, wrap_triton
 from trgnet_fast.ops._autograd import make_backward
 from trgnet_fast.ops.adaptive_graph_conv import save_backward_context
 
-# Untuned (no GPU measurement yet): 8 channels x 32 x 32 per register tile (32 values per thread at 8
-# warps) rebuilds each frame graph C/8 times; the forward splits T finely (no partials to store), the
-# backward less (its channel kernel stores a (V, V) dG partial per program and channel).
-CHANNEL_BLOCK = 8  # channels per program in the forward and the channel backward
-NUM_WARPS = 8
+# (channels per program CB, warps) per kernel and element size (4: fp32, 2: fp16/bf16, 8: fp64): a CB x 32 x 32
+# register tile; picked with benchmarks/kernel_report.py so that no kernel spills registers on sm_90 at the
+# benchmark shape (bf16 needs CB = 4 in the channel backward). Not yet timed on a GPU. The forward splits T
+# finely (no partials to store), the backward less (its channel kernel stores a (V, V) dG partial per
+# program and channel).
+CONFIGS = {
+    "forward": {4: (8, 8), 2: (8, 8), 8: (8, 8)},
+    "backward_channel": {4: (8, 8), 2: (4, 8), 8: (4, 8)},
+}
+FRAME_KERNEL_WARPS = 8
 TARGET_PROGRAMS_FORWARD = 8192  # programs aimed at (frames per program grow beyond)
 TARGET_PROGRAMS_BACKWARD = 2048
 
@@ -177,12 +182,13 @@ def adaptive_graph_conv_triton(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor
     joint_graph (V, V). Returns (N, C, T, V), dtype of x."""
     n, c, t, v = x.shape
     y = torch.empty_like(x)
-    c_blocks = triton.cdiv(c, CHANNEL_BLOCK)
+    channel_block, warps = CONFIGS["forward"][x.dtype.itemsize]
+    c_blocks = triton.cdiv(c, channel_block)
     frames = _frames_per_program(t, n * c_blocks, TARGET_PROGRAMS_FORWARD)
     grid = (triton.cdiv(t, frames), c_blocks, n)
     wrap_triton(_agc_fwd_kernel)[grid](
         x, p, q, beta, channel_graph, joint_graph, y, c, t, v, frames,
-        CB=CHANNEL_BLOCK, VP=_pad(v), ACC_FP64=x.dtype == torch.float64, num_warps=NUM_WARPS)
+        CB=channel_block, VP=_pad(v), ACC_FP64=x.dtype == torch.float64, num_warps=warps)
     return y
 
 
@@ -205,16 +211,17 @@ def adaptive_graph_conv_backward_triton(
     dbeta_part = torch.empty((n * nchunk,), device=x.device, dtype=acc)
     wrap_triton(_agc_bwd_frame_kernel)[(nchunk, n)](
         grad_out, x, p, q, beta, dp, dq, dj_part, dbeta_part, c, t, v, frames, nchunk,
-        CP=_pad(c), VP=vp, ACC_FP64=fp64, num_warps=NUM_WARPS)
+        CP=_pad(c), VP=vp, ACC_FP64=fp64, num_warps=FRAME_KERNEL_WARPS)
 
-    c_blocks = triton.cdiv(c, CHANNEL_BLOCK)
+    channel_block, warps = CONFIGS["backward_channel"][x.dtype.itemsize]
+    c_blocks = triton.cdiv(c, channel_block)
     frames = _frames_per_program(t, n * c_blocks, TARGET_PROGRAMS_BACKWARD)
     nchunk = triton.cdiv(t, frames)
     dx = torch.empty_like(x)
     dg_part = torch.empty((nchunk, n, c, v, v), device=x.device, dtype=acc)
     wrap_triton(_agc_bwd_channel_kernel)[(nchunk, c_blocks, n)](
         grad_out, x, p, q, beta, channel_graph, joint_graph, dx, dg_part, c, t, v, frames, nchunk,
-        CB=CHANNEL_BLOCK, VP=vp, ACC_FP64=fp64, num_warps=NUM_WARPS)
+        CB=channel_block, VP=vp, ACC_FP64=fp64, num_warps=warps)
 
     # fixed-order reductions of the per-program partials (deterministic)
     dg = dg_part.sum(0).to(channel_graph.dtype)

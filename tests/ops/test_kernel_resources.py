@@ -1,0 +1,98 @@
+"""Compile-time checks of the Triton kernels for the GPU we target (sm_90), made without a GPU.
+
+``benchmarks/kernel_report.py`` runs each op's Triton forward and backward at the benchmark shape
+(N=8, T=6000) with the launches replaced by offline compiles, and reads the compiler's resource usage and
+the disassembly. Register spills are what turns these kernels from compute- or bandwidth-bound into
+local-memory-bound, so every launch configuration must compile without them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REPORT_SCRIPT = REPO / "benchmarks" / "kernel_report.py"
+
+# the kernels each op's forward + backward launches (the LA state reduction runs once per direction)
+EXPECTED_KERNELS = {
+    "linear_attention": ["_state_partial_kernel", "_reduce_tiles_kernel", "_output_kernel",
+                         "_backward_query_kernel", "_reduce_tiles_kernel", "_backward_key_kernel"],
+    "multiscale_graph_conv": ["_msgc_fwd_kernel", "_msgc_bwd_input_kernel", "_msgc_bwd_param_kernel"],
+    "adaptive_graph_conv": ["_agc_fwd_kernel", "_agc_bwd_frame_kernel", "_agc_bwd_channel_kernel"],
+}
+DTYPES = ("float32", "bfloat16")
+
+
+def _load_report_module():
+    spec = importlib.util.spec_from_file_location("kernel_report", REPORT_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    pytest.importorskip("triton")
+    out = tmp_path_factory.mktemp("kernel_report") / "report.md"
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    proc = subprocess.run([sys.executable, str(REPORT_SCRIPT), "--what", "triton", "--dtypes", ",".join(DTYPES),
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"kernel_report.py failed:\n{proc.stderr[-4000:]}"
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def test_every_triton_kernel_is_compiled(report):
+    for op, names in EXPECTED_KERNELS.items():
+        for dtype in DTYPES:
+            got = [k["name"] for k in report["kernels"] if k["op"] == f"{op} {dtype}"]
+            assert got == names, f"{op} {dtype}: compiled {got}, expected {names}"
+
+
+def test_no_triton_kernel_spills_registers(report):
+    spilling = [f"{k['op']} {k['name']}: {k['registers']} registers, {k['stack_bytes'] + k['local_bytes']} B "
+                f"local memory ({k['config']})"
+                for k in report["kernels"] if k["stack_bytes"] + k["local_bytes"] > 0]
+    assert not spilling, "kernels spilling to local memory on sm_90:\n" + "\n".join(spilling)
+    assert all(0 < k["registers"] <= 255 for k in report["kernels"])
+
+
+def test_triton_kernels_fit_an_sm(report):
+    for k in report["kernels"]:
+        assert k["blocks_per_sm"] >= 1, f"{k['op']} {k['name']}: does not fit one SM ({k['dynamic_smem']} B smem)"
+
+
+def test_16bit_linear_attention_uses_16_byte_loads(report):
+    # q, k, v rows of one head are 16 elements = 32 bytes in bf16: two 16-byte loads each
+    for k in report["kernels"]:
+        if k["op"] == "linear_attention bfloat16" and k["name"] != "_reduce_tiles_kernel":
+            assert k["sass"].get("LDG.128", 0) > 0, f"{k['name']}: no 16-byte global loads"
+
+
+def test_sass_opcode_classes():
+    kr = _load_report_module()
+    assert kr.classify("LDG.E.128.CONSTANT") == "LDG.128"
+    assert kr.classify("LDG.E.64") == "LDG.64"
+    assert kr.classify("LDG.E") == "LDG.32"
+    assert kr.classify("LDG.E.U16.CONSTANT") == "LDG.16"
+    assert kr.classify("STG.E.128") == "STG.128"
+    assert kr.classify("HMMA.16816.F32.BF16") == "tensor core (HMMA)"
+    assert kr.classify("MUFU.EX2") == "MUFU (special function)"
+    assert kr.classify("STL.64") == "local ld/st"
+    assert kr.classify("IADD3") is None
+
+
+def test_occupancy_bound():
+    kr = _load_report_module()
+    k = kr.KernelReport(backend="triton", op="x", name="k", registers=128, local_bytes=0, stack_bytes=0,
+                        static_smem=0, dynamic_smem=24576, threads=256)
+    # 128 regs x 256 threads = 32768 of 65536 registers: 2 blocks; smem 2 x 25.6 KB fits
+    assert k.blocks_per_sm == 2
+    k.registers, k.dynamic_smem = 32, 120 * 1024  # shared memory binds: one 121 KB block per 228 KB
+    assert k.blocks_per_sm == 1
