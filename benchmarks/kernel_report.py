@@ -355,6 +355,7 @@ SASS_COLUMNS = ("LDG.128", "LDG.64", "LDG.32", "LDG.16", "STG.128", "STG.64", "S
 def render(reports: list[KernelReport], meta: dict) -> str:
     lines = [f"# Kernel resource report ({meta['arch']})", "",
              f"{meta['when']}; torch {meta['torch']}, triton {meta['triton']}, nvcc {meta['nvcc']}; "
+             f"float32 matmul precision {meta['fp32_matmul_precision']!r}; "
              f"Triton kernels compiled at N={meta['N']}, T={meta['T']} (the benchmark shapes). Static counts "
              "from the disassembly (instructions in the code, not executed). blocks/SM: upper bound from "
              "registers, shared memory and threads (CUDA kernels: dynamic shared memory is set at launch and "
@@ -367,8 +368,8 @@ def render(reports: list[KernelReport], meta: dict) -> str:
     for r in reports:
         smem = f"{r.static_smem}+{r.dynamic_smem}" if r.dynamic_smem is not None else f"{r.static_smem}+launch"
         grid = "×".join(map(str, r.grid)) if r.grid else ""
-        row = [r.backend, r.op, f"`{r.name}`", str(r.threads or "?"), grid, str(r.registers), str(r.stack_bytes + r.local_bytes),
-               smem, str(r.blocks_per_sm if r.blocks_per_sm is not None else "?")]
+        row = [r.backend, r.op, f"`{r.name}`", str(r.threads or "?"), grid, str(r.registers),
+               str(r.stack_bytes + r.local_bytes), smem, str(r.blocks_per_sm if r.blocks_per_sm is not None else "?")]
         row += [str(r.sass.get(c, 0)) for c in cols]
         lines.append("| " + " | ".join(row) + " |")
     configs = [r for r in reports if r.config]
@@ -402,6 +403,8 @@ def parse_args(argv=None):
                    help="benchmark-registry op names (Triton part), comma-separated")
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated torch dtype names")
     p.add_argument("--size", default="8,6000", help="N,T of the Triton launches (default: the paper shape)")
+    p.add_argument("--tf32", action="store_true",
+                   help="compile with torch.set_float32_matmul_precision('high'): the fp32 graph-conv dots in TF32")
     p.add_argument("--arch", type=int, default=90, help="compute capability ×10 (default 90: H100/H200)")
     p.add_argument("--out", default=None, help="write the markdown here (and the JSON beside it)")
     return p.parse_args(argv)
@@ -426,6 +429,9 @@ def main(argv=None) -> int:
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
+
     reports: list[KernelReport] = []
     with tempfile.TemporaryDirectory(prefix="trgnet_kernel_report_") as tmp:
         work = Path(tmp)
@@ -433,7 +439,8 @@ def main(argv=None) -> int:
             reports += triton_reports([o.strip() for o in args.ops.split(",")], dtypes, n, t, args.arch, work, say)
         if args.what in ("both", "cuda"):
             reports += cuda_reports(sorted((REPO_ROOT / "kernels").glob("*.cu")), dtypes, args.arch, work, say)
-    meta = {"arch": f"sm_{args.arch}a", "when": time.strftime("%Y-%m-%d"), "N": n, "T": t, **_versions()}
+    meta = {"arch": f"sm_{args.arch}a", "when": time.strftime("%Y-%m-%d"), "N": n, "T": t,
+            "fp32_matmul_precision": torch.get_float32_matmul_precision(), **_versions()}
     text = render(reports, meta)
     if args.out:
         out = Path(args.out)

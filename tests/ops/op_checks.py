@@ -1,7 +1,26 @@
-"""Error measure and gradient runner shared by the fused-op tests."""
+"""Error measure, gradient runner and precision switch shared by the fused-op tests."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+# fp32 parity tolerance against float64 by PyTorch's float32 matmul precision (design.md §5): IEEE fp32
+# dots ("highest", the default) or TF32 tensor-core dots ("high"; the Triton graph convs follow it)
+FP32_TOL = {"highest": 1e-5, "high": 1e-3}
+# a TF32 dot of random normal data is off by ~1e-4 relative; IEEE fp32 by ~1e-7: above this, TF32 ran
+TF32_ENGAGED = 1e-6
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(value: str):
+    """``torch.set_float32_matmul_precision(value)`` inside the block, the previous value restored after."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def rel_err(x, ref, floor=0.0):

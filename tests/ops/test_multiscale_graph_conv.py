@@ -18,7 +18,7 @@ import torch
 from graph_conv_cases import TOL
 from graph_conv_cases import msgc_inputs as make_inputs
 from graph_conv_cases import msgc_reference64 as reference64
-from op_checks import assert_bitwise_deterministic, rel_err
+from op_checks import FP32_TOL, TF32_ENGAGED, assert_bitwise_deterministic, float32_matmul_precision, rel_err
 from op_checks import run_with_grads as run
 from trgnet_fast.backend import backend_status, implemented_backends, model_backend
 from trgnet_fast.ops.multiscale_graph_conv import (
@@ -98,6 +98,30 @@ def test_triton_forward_and_grads(shape, dtype):
 
 
 @needs_triton
+def test_dot_precision_follows_torch_float32_matmul_precision():
+    from trgnet_fast.triton._precision import dot_precision
+
+    with float32_matmul_precision("highest"):
+        assert dot_precision(torch.float32) == "ieee"
+    for setting in ("high", "medium"):
+        with float32_matmul_precision(setting):
+            assert dot_precision(torch.float32) == "tf32"
+            assert dot_precision(torch.float64) == "ieee"
+            assert dot_precision(torch.bfloat16) == "ieee"  # 16-bit dots use the tensor cores anyway
+
+
+@needs_triton
+def test_triton_runs_with_tf32_allowed():
+    # the interpreter computes "tf32" dots in fp32, so on CPU this checks the launch path, not the rounding
+    inputs = make_inputs(1, 4, 9, 19, 13, 8, dtype=torch.float32, device=DEVICE)
+    grad_out = torch.randn(1, 8, 9, 19, dtype=torch.float64, device=DEVICE)
+    ref_out, ref_grads = reference64(inputs, grad_out)
+    with float32_matmul_precision("high"):
+        out, grads = run(triton, inputs, grad_out)
+    errs = [rel_err(out, ref_out)] + [rel_err(g, r) for g, r in zip(grads, ref_grads)]
+    assert max(errs) <= FP32_TOL["high"], errs
+
+
 def test_triton_non_contiguous_inputs():
     N, C, T, V, S, O = 2, 3, 7, 17, 2, 8
     _, a, w, b = make_inputs(N, C, T, V, S, O, device=DEVICE)
@@ -202,15 +226,19 @@ PKU = (8, 12, 6000, 25, 13, 64)
 
 @pytest.mark.gpu
 @needs_triton
+@pytest.mark.parametrize("precision", ["highest", "high"])
 @pytest.mark.parametrize("shape", [PKU, (3, 12, 63, 17, 13, 64), (2, 12, 7, 19, 13, 64), (2, 12, 1, 25, 13, 64)])
-def test_cuda_fp32_parity(shape):
+def test_cuda_fp32_parity(shape, precision):
     inputs = make_inputs(*shape, dtype=torch.float32, device="cuda")
     N, C, T, V, S, O = shape
     grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device="cuda")
     ref_out, ref_grads = reference64(inputs, grad_out)
-    out, grads = run(triton, inputs, grad_out)
+    with float32_matmul_precision(precision):
+        out, grads = run(triton, inputs, grad_out)
     errs = [rel_err(out, ref_out)] + [rel_err(g, r) for g, r in zip(grads, ref_grads)]
-    assert max(errs) <= 1e-5, errs
+    assert max(errs) <= FP32_TOL[precision], errs
+    if precision == "high":  # the dots really ran in TF32
+        assert errs[0] > TF32_ENGAGED, errs
 
 
 @pytest.mark.gpu

@@ -16,7 +16,8 @@ masked loads, so padded joints contribute zeros):
   build, the two einsums and their sum (the published code writes F (N, T, V, V) and both partial
   outputs to global memory).
 * ``_agc_bwd_frame_kernel`` — one program per (chunk of frames, n), all C channels. Per frame:
-  dF_t = dY_t^T . X_t (a (VP x C) by (C x VP) dot), then th = tanh(p_u - q_v) recomputed, dp_t and dq_t
+  dF_t = dY_t^T . X_t (a (VP x C) by (C x VP) dot; IEEE fp32, or TF32 when PyTorch's float32 matmul precision
+  allows it, ``trgnet_fast.triton._precision``), then th = tanh(p_u - q_v) recomputed, dp_t and dq_t
   stored, dbeta and dJ accumulated into this program's partial slot. dF never reaches global memory.
 * ``_agc_bwd_channel_kernel`` — one program per (chunk of frames, channel block, n). Per frame:
   dX_t = sum_u (F_t + G) * dY_t (F_t rebuilt), dG accumulated in registers into this program's
@@ -24,6 +25,10 @@ masked loads, so padded joints contribute zeros):
 
 The per-program partials (dbeta, dJ, dG) are reduced afterwards in a fixed order (``torch.sum`` over
 the slot axis), so every gradient is deterministic.
+
+Not fused: the next layer (BatchNorm, then the residual add and ReLU) — in training its statistics are sums
+over all of (N, T, V) and their gradient needs Y again in the backward, so an epilogue writing partial sums
+would save one read of Y in the forward and add one to the backward; ReLU comes after BN and the residual.
 
 Registered as ``torch.ops.trgnet_triton.adaptive_graph_conv`` and ``..._backward`` (``triton_op`` +
 ``wrap_triton``, same schemas as the native ops) with ``register_autograd``, so torch.compile traces them.
@@ -37,6 +42,7 @@ from torch.library import triton_op, wrap_triton
 
 from trgnet_fast.ops._autograd import make_backward
 from trgnet_fast.ops.adaptive_graph_conv import save_backward_context
+from trgnet_fast.triton._precision import dot_precision
 
 # (channels per program CB, warps) per kernel and element size (4: fp32, 2: fp16/bf16, 8: fp64): a CB x 32 x 32
 # register tile; picked with benchmarks/kernel_report.py so that no kernel spills registers on sm_90 at the
@@ -110,7 +116,7 @@ def _agc_fwd_kernel(x_ptr, p_ptr, q_ptr, beta_ptr, g_ptr, j_ptr, y_ptr,
 @triton.jit
 def _agc_bwd_frame_kernel(dy_ptr, x_ptr, p_ptr, q_ptr, beta_ptr, dp_ptr, dq_ptr, dj_part_ptr, dbeta_part_ptr,
                           C, T, V, FRAMES, NCHUNK,
-                          CP: tl.constexpr, VP: tl.constexpr, ACC_FP64: tl.constexpr):
+                          CP: tl.constexpr, VP: tl.constexpr, ACC_FP64: tl.constexpr, DOT: tl.constexpr):
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     chunk = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
@@ -127,7 +133,7 @@ def _agc_bwd_frame_kernel(dy_ptr, x_ptr, p_ptr, q_ptr, beta_ptr, dp_ptr, dq_ptr,
             row = ((n * C + c[:, None]) * T + t) * V + u[None, :]  # (CP, VP)
             dy_t = tl.load(dy_ptr + row, mask=cv_mask, other=0.0)  # [c, u]
             x_t = tl.load(x_ptr + row, mask=cv_mask, other=0.0)  # [c, v]
-            d_frame = tl.dot(tl.trans(dy_t), x_t, out_dtype=acc_dtype, input_precision="ieee")  # [u, v]
+            d_frame = tl.dot(tl.trans(dy_t), x_t, out_dtype=acc_dtype, input_precision=DOT)  # [u, v]
             th = _frame_tanh(p_ptr, q_ptr, (n * T + t) * V, u, V, acc_dtype)
             dj_acc += d_frame
             dbeta_acc += d_frame * th
@@ -211,7 +217,7 @@ def adaptive_graph_conv_backward_triton(
     dbeta_part = torch.empty((n * nchunk,), device=x.device, dtype=acc)
     wrap_triton(_agc_bwd_frame_kernel)[(nchunk, n)](
         grad_out, x, p, q, beta, dp, dq, dj_part, dbeta_part, c, t, v, frames, nchunk,
-        CP=_pad(c), VP=vp, ACC_FP64=fp64, num_warps=FRAME_KERNEL_WARPS)
+        CP=_pad(c), VP=vp, ACC_FP64=fp64, DOT=dot_precision(x.dtype), num_warps=FRAME_KERNEL_WARPS)
 
     channel_block, warps = CONFIGS["backward_channel"][x.dtype.itemsize]
     c_blocks = triton.cdiv(c, channel_block)

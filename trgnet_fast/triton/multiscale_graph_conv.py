@@ -25,9 +25,14 @@ Kernels (no autotune; block sizes per dtype in ``CONFIGS``):
   live set in registers (one fused kernel spilled kilobytes per thread in fp32 and read-modify-wrote its
   partials in global memory per tile and scale; ``benchmarks/kernel_report.py`` shows both).
 
+Not fused: the MLP's BatchNorm and ReLU that follow — in training the BN statistics are sums over all of
+(N, T, V) whose gradient needs Y again in the backward (an epilogue writing partial sums would save one read
+of Y in the forward and add one to the backward), and ReLU comes after BN.
+
 Padding: V -> VP (power of two >= 16), C -> CP (>= 16), C_out -> OP (>= 16) with masked loads
 (zeros), so every ``tl.dot`` has K >= 16. Accumulation is fp32 (fp64 for fp64 inputs); matmul
-operands stay in the input dtype (tensor cores for fp16/bf16; fp32 uses IEEE precision, no TF32).
+operands stay in the input dtype (tensor cores for fp16/bf16); fp32 dots are IEEE, or TF32 when PyTorch's
+float32 matmul precision allows it (``trgnet_fast.triton._precision``: the ``DOT`` constexpr).
 
 Registered as ``torch.ops.trgnet_triton.multiscale_graph_conv`` and
 ``torch.ops.trgnet_triton.multiscale_graph_conv_backward`` (``torch.library.triton_op`` +
@@ -42,6 +47,7 @@ from torch.library import triton_op, wrap_triton
 
 from trgnet_fast.ops._autograd import make_backward
 from trgnet_fast.ops.multiscale_graph_conv import save_backward_context
+from trgnet_fast.triton._precision import dot_precision
 
 # (frames per tile BT, warps) per kernel and element size (4: fp32, 2: fp16/bf16, 8: fp64), picked with
 # benchmarks/kernel_report.py so that no kernel spills registers on sm_90 at the benchmark shape (fp32 "ieee"
@@ -112,7 +118,8 @@ def _msgc_fwd_kernel(x_ptr, a_ptr, w_ptr, b_ptr, y_ptr,
                      C, T, V, C_OUT, S,
                      sxn, sxc, sxt, sxv,
                      syn, syc, syt, syv,
-                     BT: tl.constexpr, CP: tl.constexpr, VP: tl.constexpr, OP: tl.constexpr):
+                     BT: tl.constexpr, CP: tl.constexpr, VP: tl.constexpr, OP: tl.constexpr,
+                     DOT: tl.constexpr):
     n = tl.program_id(1).to(tl.int64)
     t0 = tl.program_id(0) * BT
     r, rc, u, o, cc, col, cv, w_mask, a_mask = _tile_layout(C, V, C_OUT, BT, CP, VP, OP)
@@ -122,10 +129,10 @@ def _msgc_fwd_kernel(x_ptr, a_ptr, w_ptr, b_ptr, y_ptr,
     for s in range(S):
         # A_s^T[u, v] = A[s*V + v, u]
         a_t = tl.load(a_ptr + (s * V + u[None, :]) * V + u[:, None], mask=a_mask, other=0.0)
-        z = tl.dot(x2, a_t, input_precision="ieee")  # (CP*BT, VP): rows (c, t), columns v
+        z = tl.dot(x2, a_t, input_precision=DOT)  # (CP*BT, VP): rows (c, t), columns v
         z2 = tl.reshape(z.to(x2.dtype), (CP, BT * VP))  # (c, (t, v))
         w_s = tl.load(w_ptr + o[:, None] * (S * C) + s * C + cc[None, :], mask=w_mask, other=0.0)
-        acc += tl.dot(w_s, z2, input_precision="ieee")
+        acc += tl.dot(w_s, z2, input_precision=DOT)
     bias = tl.load(b_ptr + o, mask=o < C_OUT, other=0.0)
     acc += bias.to(acc.dtype)[:, None]
     y_off, y_mask = _cols_tile(n, t0, o, col, cv, C_OUT, T, V, syn, syc, syt, syv, VP)
@@ -137,7 +144,8 @@ def _msgc_bwd_input_kernel(a_ptr, w_ptr, dy_ptr, dx_ptr, db_ptr,
                            C, T, V, C_OUT, S, TILES, NCHUNK,
                            sgn, sgc, sgt, sgv,
                            sdn, sdc, sdt, sdv,
-                           BT: tl.constexpr, CP: tl.constexpr, VP: tl.constexpr, OP: tl.constexpr):
+                           BT: tl.constexpr, CP: tl.constexpr, VP: tl.constexpr, OP: tl.constexpr,
+                           DOT: tl.constexpr):
     chunk = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     r, rc, u, o, cc, col, cv, w_mask, a_mask = _tile_layout(C, V, C_OUT, BT, CP, VP, OP)
@@ -150,9 +158,9 @@ def _msgc_bwd_input_kernel(a_ptr, w_ptr, dy_ptr, dx_ptr, db_ptr,
         dx_acc = tl.zeros((CP * BT, VP), dtype=db_acc.dtype)
         for s in range(S):
             a_s, w_s = _scale_operands(a_ptr, w_ptr, s, u, o, cc, C, V, S, a_mask, w_mask)
-            h = tl.dot(tl.trans(w_s), g, input_precision="ieee")  # (CP, BT*VP): c, (t, v)
+            h = tl.dot(tl.trans(w_s), g, input_precision=DOT)  # (CP, BT*VP): c, (t, v)
             h2 = tl.reshape(h.to(g.dtype), (CP * BT, VP))  # (c, t), v
-            dx_acc += tl.dot(h2, a_s, input_precision="ieee")  # (c, t), u
+            dx_acc += tl.dot(h2, a_s, input_precision=DOT)  # (c, t), u
         dx_off, dx_mask = _rows_tile(n, t0, r, rc, u, C, T, V, sdn, sdc, sdt, sdv, BT)
         tl.store(dx_ptr + dx_off, dx_acc.to(dx_ptr.dtype.element_ty), mask=dx_mask)
     tl.store(db_ptr + (n * NCHUNK + chunk) * OP + o, db_acc)
@@ -163,7 +171,8 @@ def _msgc_bwd_param_kernel(x_ptr, a_ptr, w_ptr, dy_ptr, da_ptr, dw_ptr,
                            C, T, V, C_OUT, S, TILES, NCHUNK,
                            sxn, sxc, sxt, sxv,
                            sgn, sgc, sgt, sgv,
-                           BT: tl.constexpr, CP: tl.constexpr, VP: tl.constexpr, OP: tl.constexpr):
+                           BT: tl.constexpr, CP: tl.constexpr, VP: tl.constexpr, OP: tl.constexpr,
+                           DOT: tl.constexpr):
     s = tl.program_id(0)  # fastest grid axis: the S programs of one chunk share its X, dY tiles in L2
     chunk = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
@@ -179,12 +188,12 @@ def _msgc_bwd_param_kernel(x_ptr, a_ptr, w_ptr, dy_ptr, da_ptr, dw_ptr,
         x2 = tl.load(x_ptr + x_off, mask=x_mask, other=0.0)
         g_off, g_mask = _cols_tile(n, t0, o, col, cv, C_OUT, T, V, sgn, sgc, sgt, sgv, VP)
         g = tl.load(dy_ptr + g_off, mask=g_mask, other=0.0)
-        h = tl.dot(tl.trans(w_s), g, input_precision="ieee")  # (CP, BT*VP): c, (t, v)
+        h = tl.dot(tl.trans(w_s), g, input_precision=DOT)  # (CP, BT*VP): c, (t, v)
         h2 = tl.reshape(h.to(x2.dtype), (CP * BT, VP))  # (c, t), v
-        da_acc += tl.dot(tl.trans(h2), x2, input_precision="ieee")  # v, u
-        z = tl.dot(x2, tl.trans(a_s), input_precision="ieee")  # (c, t), v
+        da_acc += tl.dot(tl.trans(h2), x2, input_precision=DOT)  # v, u
+        z = tl.dot(x2, tl.trans(a_s), input_precision=DOT)  # (c, t), v
         z2 = tl.reshape(z.to(x2.dtype), (CP, BT * VP))
-        dw_acc += tl.dot(g, tl.trans(z2), input_precision="ieee")  # o, c
+        dw_acc += tl.dot(g, tl.trans(z2), input_precision=DOT)  # o, c
     tl.store(da_ptr + (slot * S + s) * (VP * VP) + u[:, None] * VP + u[None, :], da_acc)
     tl.store(dw_ptr + (slot * S + s) * (OP * CP) + o[:, None] * CP + cc[None, :], dw_acc)
 
@@ -212,7 +221,7 @@ def multiscale_graph_conv_triton(x: torch.Tensor, adjacency: torch.Tensor, weigh
         x, adjacency, weight, bias, y, c, t, v, c_out, s,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         y.stride(0), y.stride(1), y.stride(2), y.stride(3),
-        BT=block_t, CP=_pad(c), VP=_pad(v), OP=_pad(c_out), num_warps=warps)
+        BT=block_t, CP=_pad(c), VP=_pad(v), OP=_pad(c_out), DOT=dot_precision(x.dtype), num_warps=warps)
     return y
 
 
@@ -238,7 +247,7 @@ def multiscale_graph_conv_backward_triton(
         c, t, v, c_out, s, per_program, nchunk,
         grad_out.stride(0), grad_out.stride(1), grad_out.stride(2), grad_out.stride(3),
         dx.stride(0), dx.stride(1), dx.stride(2), dx.stride(3),
-        BT=block_t, CP=cp, VP=vp, OP=op, num_warps=warps)
+        BT=block_t, CP=cp, VP=vp, OP=op, DOT=dot_precision(x.dtype), num_warps=warps)
 
     block_t, warps = _config("backward_param", x.dtype)
     per_program, nchunk = _chunks(t, block_t, n, TARGET_PARAM_SLOTS)
@@ -249,7 +258,7 @@ def multiscale_graph_conv_backward_triton(
         c, t, v, c_out, s, per_program, nchunk,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         grad_out.stride(0), grad_out.stride(1), grad_out.stride(2), grad_out.stride(3),
-        BT=block_t, CP=cp, VP=vp, OP=op, num_warps=warps)
+        BT=block_t, CP=cp, VP=vp, OP=op, DOT=dot_precision(x.dtype), num_warps=warps)
     # fixed-order reduction of the per-program partials (deterministic)
     da = da_part.sum(0)[:, :v, :v].reshape(s * v, v).to(adjacency.dtype)
     dw = dw_part.sum(0)[:, :c_out, :c].permute(1, 0, 2).reshape(c_out, s * c).to(weight.dtype)
