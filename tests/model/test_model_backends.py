@@ -14,7 +14,8 @@ BACKENDS = ["torch", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 def rel_error(out, ref):
-    return float((out.double() - ref.double()).norm() / ref.double().norm())
+    out, ref = out.detach().double(), ref.detach().double()
+    return float((out - ref).norm() / ref.norm())
 
 
 def _train_step(model, inputs):
