@@ -47,3 +47,23 @@ def assert_bitwise_deterministic(forward, backward, inputs, backward_inputs):
     for t1, t2 in zip(backward(g, *backward_inputs), backward(g, *backward_inputs)):
         assert torch.isfinite(t1).all() and torch.equal(t1, t2)
     return y1
+
+
+def poison_allocator(*shapes, dtype=torch.float32, device="cuda"):
+    """Fill blocks of the caching allocator with NaN so that outputs allocated next start as NaN (a kernel
+    that leaves an element unwritten then shows up as a non-finite output)."""
+    blocks = [torch.full(s, float("nan"), dtype=dtype, device=device) for s in shapes]
+    del blocks
+
+
+def assert_compiled_matches_eager(model, inputs, tol):
+    """``torch.compile(model, fullgraph=True)`` traces without a graph break and gives eager's output and the
+    gradients (of the sum of squares) w.r.t. the parameters and the inputs that require grad, within ``tol``."""
+    leaves = [t for t in inputs if t.requires_grad] + list(model.parameters())
+    eager = model(*inputs)
+    eager_grads = torch.autograd.grad(eager.square().sum(), leaves)
+    out = torch.compile(model, fullgraph=True)(*inputs)
+    grads = torch.autograd.grad(out.square().sum(), leaves)
+    assert rel_err(out, eager) <= tol
+    for i, (g, e) in enumerate(zip(grads, eager_grads)):
+        assert rel_err(g, e) <= tol, f"gradient {i} of {len(leaves)}"

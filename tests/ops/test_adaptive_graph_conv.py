@@ -20,11 +20,12 @@ import pytest
 import torch
 
 from graph_conv_cases import AGC_NAMES as NAMES
-from graph_conv_cases import TOL
+from graph_conv_cases import TOL, assert_16bit_parity
 from graph_conv_cases import agc_grad_errors as grad_errors
 from graph_conv_cases import agc_inputs as make_inputs
 from graph_conv_cases import agc_reference64 as reference64
-from op_checks import FP32_TOL, TF32_ENGAGED, assert_bitwise_deterministic, float32_matmul_precision, rel_err
+from op_checks import (FP32_TOL, TF32_ENGAGED, assert_bitwise_deterministic, assert_compiled_matches_eager,
+                       float32_matmul_precision, rel_err)
 from op_checks import run_with_grads as run
 from trgnet_fast.backend import backend_status
 from trgnet_fast.ops.adaptive_graph_conv import adaptive_graph_conv, adaptive_graph_conv_reference
@@ -225,12 +226,7 @@ def test_cuda_fp32_parity(shape, precision):
 def test_cuda_bf16_parity():
     inputs = make_inputs(*PKU, dtype=torch.bfloat16, device="cuda")
     grad_out = torch.randn(PKU, dtype=torch.float64, device="cuda")
-    ref_out, ref_grads = reference64(inputs, grad_out)
-    low_out, low_grads = run(adaptive_graph_conv_reference, inputs, grad_out)
-    out, grads = run(triton, inputs, grad_out)
-    errs = errors(inputs, grad_out, out, grads, ref_out, ref_grads)
-    base = errors(inputs, grad_out, low_out, low_grads, ref_out, ref_grads)
-    assert all(errs[k] <= 2 * base[k] for k in errs), (errs, base)
+    assert_16bit_parity(triton, adaptive_graph_conv_reference, reference64, grad_errors, inputs, grad_out)
 
 
 @pytest.mark.gpu
@@ -245,15 +241,5 @@ def test_cuda_torch_compile_matches_eager():
         def forward(self, x, p, q):
             return torch.relu(adaptive_graph_conv(x, p, q, self.beta, self.G, self.J, backend="triton"))
 
-    model = Core()
     x, p, q = make_inputs(2, 64, 50, 25, dtype=torch.float32, device="cuda")[:3]
-    eager = model(x, p, q)
-    compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x, p, q)
-    assert rel_err(out, eager) <= 1e-6
-    out.sum().backward()
-    grads = [t.grad.clone() for t in model.parameters()]
-    model.zero_grad()
-    eager.sum().backward()
-    for g, t in zip(grads, model.parameters()):
-        assert rel_err(g, t.grad) <= 1e-6
+    assert_compiled_matches_eager(Core(), (x, p, q), 1e-6)

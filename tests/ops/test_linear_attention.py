@@ -15,7 +15,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attention_cases import EPS, grad_floor, make_inputs, reference_grads, rel_err, state_reference
+from attention_cases import (EPS, assert_attention_compiles, grad_floor, make_inputs, reference_grads, rel_err,
+                             state_reference)
+from op_checks import poison_allocator
 from trgnet_fast.backend import implemented_backends
 from trgnet_fast.ops.linear_attention import OP_NAME, linear_attention, linear_attention_reference
 
@@ -219,12 +221,6 @@ GPU_SHAPES = [
 ]
 
 
-def _poison_allocator(*shapes_dtypes, device="cuda"):
-    """Fill blocks of the caching allocator with NaN so that fresh outputs start as NaN."""
-    blocks = [torch.full(s, float("nan"), dtype=d, device=device) for s, d in shapes_dtypes]
-    del blocks
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
 @pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -233,8 +229,7 @@ def test_cuda_fp32_parity(native_cuda, shape, masked):
     q, k, v, mask = make_inputs(*shape, dtype=torch.float32, device="cuda", masked=masked, requires_grad=True)
     grad_out = torch.randn(N, T, H, E, dtype=torch.float64, device="cuda")
     ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
-    _poison_allocator(((N, T, H, E), torch.float32), ((N, H, D, E), torch.float32), ((N, H, D), torch.float32),
-                      ((N, T, H, D), torch.float32), ((N, T, H, D), torch.float32), ((N, T, H, E), torch.float32))
+    poison_allocator((N, T, H, E), (N, H, D, E), (N, H, D), (N, T, H, D), (N, T, H, D), (N, T, H, E))
     out = linear_attention(q, k, v, mask, EPS, backend="cuda")
     out.backward(grad_out.float())
     assert torch.isfinite(out).all()
@@ -310,31 +305,15 @@ def test_cuda_opcheck(native_cuda):
     torch.library.opcheck(native_cuda.linear_attention.default, (q, k, v, mask, EPS))
 
 
+def _native_attend(q, k, v, mask):
+    return torch.ops.trgnet.linear_attention(q, k, v, mask, EPS)[0]
+
+
 @pytest.mark.gpu
 def test_cuda_torch_compile_matches_eager(native_cuda):
-    class TinyAttention(torch.nn.Module):
-        def __init__(self, channels=64, heads=4):
-            super().__init__()
-            self.heads = heads
-            self.q, self.k, self.v = (torch.nn.Linear(channels, channels) for _ in range(3))
-            self.o = torch.nn.Linear(channels, channels)
+    assert_attention_compiles(_native_attend, "cuda")
 
-        def forward(self, x, mask):
-            N, T, C = x.shape
-            split = lambda t: t.view(N, T, self.heads, C // self.heads)  # noqa: E731
-            a = torch.ops.trgnet.linear_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
-                                                  mask, EPS)[0]
-            return self.o(a.reshape(N, T, C))
 
-    model = TinyAttention().cuda()
-    x = torch.randn(2, 257, 64, device="cuda", requires_grad=True)
-    mask = torch.rand(2, 257, device="cuda") < 0.8
-    eager = model(x, mask)
-    eager.square().sum().backward()
-    eager_grad = x.grad.clone()
-    x.grad = None
-    compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x, mask)
-    out.square().sum().backward()
-    assert rel_err(out, eager) <= 1e-5
-    assert rel_err(x.grad, eager_grad) <= 1e-5
+def test_cpu_torch_compile_matches_eager(native):
+    # the same traced graph with the extension's CPU kernels (fake kernel + autograd registration)
+    assert_attention_compiles(_native_attend, "cpu", T=33)

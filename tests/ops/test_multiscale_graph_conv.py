@@ -15,10 +15,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graph_conv_cases import TOL
+from graph_conv_cases import TOL, MultiscaleFront, assert_16bit_parity, msgc_grad_errors
 from graph_conv_cases import msgc_inputs as make_inputs
 from graph_conv_cases import msgc_reference64 as reference64
-from op_checks import FP32_TOL, TF32_ENGAGED, assert_bitwise_deterministic, float32_matmul_precision, rel_err
+from op_checks import (FP32_TOL, TF32_ENGAGED, assert_bitwise_deterministic, assert_compiled_matches_eager,
+                       float32_matmul_precision, rel_err)
 from op_checks import run_with_grads as run
 from trgnet_fast.backend import backend_status, implemented_backends, model_backend
 from trgnet_fast.ops.multiscale_graph_conv import (
@@ -247,35 +248,11 @@ def test_cuda_bf16_parity():
     inputs = make_inputs(*PKU, dtype=torch.bfloat16, device="cuda")
     N, C, T, V, S, O = PKU
     grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device="cuda")
-    ref_out, ref_grads = reference64(inputs, grad_out)
-    low_out, low_grads = run(multiscale_graph_conv_reference, inputs, grad_out)
-    out, grads = run(triton, inputs, grad_out)
-    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out)
-    for g, lg, r in zip(grads, low_grads, ref_grads):
-        assert rel_err(g, r) <= 2 * rel_err(lg, r)
+    assert_16bit_parity(triton, multiscale_graph_conv_reference, reference64, msgc_grad_errors, inputs, grad_out)
 
 
 @pytest.mark.gpu
 @needs_triton
 def test_cuda_torch_compile_matches_eager():
-    class Front(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            _, a, w, b = make_inputs(2, 12, 50, 25, 13, 64, dtype=torch.float32, device="cuda")
-            self.a, self.w, self.b = (torch.nn.Parameter(t) for t in (a, w, b))
-
-        def forward(self, x):
-            return torch.relu(multiscale_graph_conv(x.transpose(2, 3), self.a, self.w, self.b, backend="triton"))
-
-    model = Front()
-    x = torch.randn(2, 12, 25, 50, device="cuda")
-    eager = model(x)
-    compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x)
-    assert rel_err(out, eager) <= 1e-6
-    out.sum().backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    eager.sum().backward()
-    for g, p in zip(grads, model.parameters()):
-        assert rel_err(g, p.grad) <= 1e-6
+    model = MultiscaleFront(lambda x, a, w, b: multiscale_graph_conv(x, a, w, b, backend="triton"), "cuda")
+    assert_compiled_matches_eager(model, (torch.randn(2, 12, 25, 50, device="cuda"),), 1e-6)

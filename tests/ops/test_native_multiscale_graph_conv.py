@@ -15,10 +15,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graph_conv_cases import TOL
+from graph_conv_cases import (TOL, MultiscaleFront, assert_16bit_parity, assert_fp64_or_fp16_parity,
+                              msgc_grad_errors)
 from graph_conv_cases import msgc_inputs as make_inputs
 from graph_conv_cases import msgc_reference64 as reference64
-from op_checks import assert_bitwise_deterministic, rel_err
+from op_checks import assert_bitwise_deterministic, assert_compiled_matches_eager, poison_allocator, rel_err
 from op_checks import run_with_grads as run
 from trgnet_fast.ops.multiscale_graph_conv import multiscale_graph_conv, multiscale_graph_conv_reference
 
@@ -29,11 +30,9 @@ def fused(*args):
 def errors(inputs, grad_out, fn=fused):
     ref_out, ref_grads = reference64(inputs, grad_out)
     out, grads = run(fn, inputs, grad_out)
-    errs = {"out": rel_err(out, ref_out)}
-    for name, g, r, t in zip(("x", "adjacency", "weight", "bias"), grads, ref_grads, inputs):
+    for name, g, t in zip(("x", "adjacency", "weight", "bias"), grads, inputs):
         assert g.dtype == t.dtype and g.shape == t.shape, name
-        errs[name] = rel_err(g, r)
-    return out, errs
+    return out, {"out": rel_err(out, ref_out), **msgc_grad_errors(grads, ref_grads, inputs, grad_out)}
 
 
 SHAPES = [  # N, C, T, V, S, O
@@ -78,14 +77,8 @@ def test_native_cpu_half_precision(native, dtype):
     inputs = make_inputs(*shape, dtype=dtype)
     # the cotangent exactly representable in `dtype`: the float64 reference sees what the runs see
     grad_out = torch.randn(2, 8, 9, 25, dtype=torch.float64).to(dtype).double()
-    ref_out, ref_grads = reference64(inputs, grad_out)
-    low_out, low_grads = run(multiscale_graph_conv_reference, inputs, grad_out)
-    out, grads = run(fused, inputs, grad_out)
-    assert out.dtype == dtype
-    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out) + 1e-3
-    for g, lg, r in zip(grads, low_grads, ref_grads):
-        assert g.dtype == dtype
-        assert rel_err(g, r) <= 2 * rel_err(lg, r) + 1e-3
+    assert_16bit_parity(fused, multiscale_graph_conv_reference, reference64, msgc_grad_errors, inputs, grad_out,
+                        slack=1e-3)
 
 
 def test_native_cpu_deterministic(native):
@@ -158,12 +151,6 @@ GPU_SHAPES = [PKU, (3, 12, 63, 17, 13, 64), (2, 12, 7, 19, 13, 64), (2, 12, 1, 2
               (1, 3, 40, 64, 2, 8)]     # V = 64 (largest): 4 frames per forward tile
 
 
-def _poison_allocator(*shapes, dtype=torch.float32, device="cuda"):
-    """Fill blocks of the caching allocator with NaN so that fresh outputs start as NaN."""
-    blocks = [torch.full(s, float("nan"), dtype=dtype, device=device) for s in shapes]
-    del blocks
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_cuda_fp32_parity(native_cuda, shape):
@@ -172,7 +159,7 @@ def test_cuda_fp32_parity(native_cuda, shape):
     grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device="cuda")
     ref_out, ref_grads = reference64(inputs, grad_out)
     for _ in range(2):  # second call: outputs in poisoned memory
-        _poison_allocator((N, O, T, V), (N, C, T, V), (S * V, V), (O, S * C), (O,), (1 << 22,))
+        poison_allocator((N, O, T, V), (N, C, T, V), (S * V, V), (O, S * C), (O,), (1 << 22,))
         out, grads = run(fused, inputs, grad_out)
         assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
         errs = [rel_err(out, ref_out)] + [rel_err(g, r) for g, r in zip(grads, ref_grads)]
@@ -185,15 +172,8 @@ def test_cuda_bf16_parity(native_cuda):
     N, C, T, V, S, O = PKU
     # the cotangent exactly representable in bf16: the float64 reference sees what the runs see
     grad_out = torch.randn(N, O, T, V, dtype=torch.float64, device="cuda").bfloat16().double()
-    ref_out, ref_grads = reference64(inputs, grad_out)
-    low_out, low_grads = run(multiscale_graph_conv_reference, inputs, grad_out)
-    _poison_allocator((N, O, T, V), (N, C, T, V), dtype=torch.bfloat16)
-    out, grads = run(fused, inputs, grad_out)
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out)
-    for g, lg, r in zip(grads, low_grads, ref_grads):
-        assert g.dtype == torch.bfloat16
-        assert rel_err(g, r) <= 2 * rel_err(lg, r)
+    assert_16bit_parity(fused, multiscale_graph_conv_reference, reference64, msgc_grad_errors, inputs, grad_out,
+                        poison=lambda: poison_allocator((N, O, T, V), (N, C, T, V), dtype=torch.bfloat16))
 
 
 @pytest.mark.gpu
@@ -202,13 +182,7 @@ def test_cuda_other_dtypes(native_cuda, dtype):
     shape = (2, 12, 129, 25, 13, 64)
     inputs = make_inputs(*shape, dtype=dtype, device="cuda")
     grad_out = torch.randn(2, 64, 129, 25, dtype=torch.float64, device="cuda")
-    out, errs = errors(inputs, grad_out)
-    if dtype == torch.float64:
-        assert max(errs.values()) <= 1e-10, errs
-    else:
-        low_out, _ = run(multiscale_graph_conv_reference, inputs, grad_out)
-        ref_out, _ = reference64(inputs, grad_out)
-        assert errs["out"] <= 2 * rel_err(low_out, ref_out) + 1e-3
+    assert_fp64_or_fp16_parity(errors, multiscale_graph_conv_reference, reference64, inputs, grad_out)
 
 
 @pytest.mark.gpu
@@ -232,28 +206,16 @@ def test_cuda_opcheck(native_cuda):
     torch.library.opcheck(native_cuda.multiscale_graph_conv.default, (x, a, w, b))
 
 
+def _native_multiscale(x, a, w, b):
+    return torch.ops.trgnet.multiscale_graph_conv(x.contiguous(), a, w, b)
+
+
 @pytest.mark.gpu
 def test_cuda_torch_compile_matches_eager(native_cuda):
-    class Front(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            _, a, w, b = make_inputs(2, 12, 50, 25, 13, 64, dtype=torch.float32, device="cuda")
-            self.a, self.w, self.b = (torch.nn.Parameter(t) for t in (a, w, b))
-
-        def forward(self, x):
-            return torch.relu(torch.ops.trgnet.multiscale_graph_conv(
-                x.transpose(2, 3).contiguous(), self.a, self.w, self.b))
-
-    model = Front()
     x = torch.randn(2, 12, 25, 50, device="cuda", requires_grad=True)
-    eager = model(x)
-    eager.square().sum().backward()
-    eager_grads = [x.grad.clone()] + [p.grad.clone() for p in model.parameters()]
-    x.grad = None
-    model.zero_grad()
-    compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x)
-    out.square().sum().backward()
-    assert rel_err(out, eager) <= 1e-6
-    for g, e in zip([x.grad] + [p.grad for p in model.parameters()], eager_grads):
-        assert rel_err(g, e) <= 1e-6
+    assert_compiled_matches_eager(MultiscaleFront(_native_multiscale, "cuda"), (x,), 1e-6)
+
+
+def test_cpu_torch_compile_matches_eager(native):
+    x = torch.randn(2, 12, 25, 9, requires_grad=True)
+    assert_compiled_matches_eager(MultiscaleFront(_native_multiscale, "cpu"), (x,), 1e-6)

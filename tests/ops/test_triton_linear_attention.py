@@ -14,7 +14,7 @@ import functools
 import pytest
 import torch
 
-from attention_cases import EPS, TOL, rel_err, reference_grads, state_reference
+from attention_cases import EPS, TOL, assert_attention_compiles, reference_grads, rel_err, state_reference
 from attention_cases import check_forward_backward as _check_forward_backward
 from attention_cases import make_inputs as _make_inputs
 from trgnet_fast.backend import backend_status, implemented_backends
@@ -221,29 +221,5 @@ def test_triton_opcheck(masked):
 def test_triton_torch_compile_matches_eager():
     """torch.compile(fullgraph=True) traces the triton_op (no graph break); CPU interpreter: skipped
     (design.md §3: triton_op under torch.compile fails on CPU)."""
-    class TinyAttention(torch.nn.Module):
-        def __init__(self, channels=64, heads=4):
-            super().__init__()
-            self.heads = heads
-            self.q, self.k, self.v = (torch.nn.Linear(channels, channels) for _ in range(3))
-            self.o = torch.nn.Linear(channels, channels)
-
-        def forward(self, x, mask):
-            N, T, C = x.shape
-            split = lambda t: t.view(N, T, self.heads, C // self.heads)  # noqa: E731
-            a = linear_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), mask, EPS,
-                                 backend="triton")
-            return self.o(a.reshape(N, T, C))
-
-    model = TinyAttention().cuda()
-    x = torch.randn(2, 257, 64, device="cuda", requires_grad=True)
-    mask = torch.rand(2, 257, device="cuda") < 0.8
-    eager = model(x, mask)
-    eager.square().sum().backward()
-    eager_grad = x.grad.clone()
-    x.grad = None
-    compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x, mask)
-    out.square().sum().backward()
-    assert rel_err(out, eager) <= 1e-5
-    assert rel_err(x.grad, eager_grad) <= 1e-5
+    assert_attention_compiles(
+        lambda q, k, v, mask: linear_attention(q, k, v, mask, EPS, backend="triton"), "cuda")
