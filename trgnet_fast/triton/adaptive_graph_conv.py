@@ -75,15 +75,21 @@ def _frame_tanh(p_ptr, q_ptr, row_off, u, V, acc_dtype: tl.constexpr):
 
 
 @triton.jit
-def _load_graphs(j_ptr, beta_ptr, g_ptr, n, cb, u, C, V, acc_dtype: tl.constexpr):
-    """J (VP, VP), beta, and G of the channels cb (CB, VP u, VP v) with its offsets and mask; zeros outside."""
+def _channel_block(j_ptr, beta_ptr, g_ptr, C, V, CB: tl.constexpr, VP: tl.constexpr, acc_dtype: tl.constexpr):
+    """The setup of a program over (frame chunk, channel block, n): n, joints u (VP), channels cb (CB); J
+    (VP, VP), beta, and G of the channels cb (CB, VP u, VP v) with its offsets and mask; the (CB, VP) mask of
+    an X row. Zeros outside C and V."""
+    n = tl.program_id(2).to(tl.int64)
+    u = tl.arange(0, VP)
+    cb = tl.program_id(1) * CB + tl.arange(0, CB)
     uv_mask = (u < V)[:, None] & (u < V)[None, :]
     joint = tl.load(j_ptr + u[:, None] * V + u[None, :], mask=uv_mask, other=0.0).to(acc_dtype)
     beta = tl.load(beta_ptr).to(acc_dtype)
     g_off = ((n * C + cb[:, None, None]) * V + u[None, :, None]) * V + u[None, None, :]
     g_mask = (cb < C)[:, None, None] & uv_mask[None, :, :]
     graph = tl.load(g_ptr + g_off, mask=g_mask, other=0.0).to(acc_dtype)
-    return joint, beta, graph, g_off, g_mask
+    cv_mask = (cb < C)[:, None] & (u < V)[None, :]
+    return n, u, cb, joint, beta, graph, g_off, g_mask, cv_mask
 
 
 @triton.jit
@@ -99,11 +105,8 @@ def _agc_fwd_kernel(x_ptr, p_ptr, q_ptr, beta_ptr, g_ptr, j_ptr, y_ptr,
                     CB: tl.constexpr, VP: tl.constexpr, ACC_FP64: tl.constexpr):
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     chunk = tl.program_id(0)
-    n = tl.program_id(2).to(tl.int64)
-    u = tl.arange(0, VP)
-    cb = tl.program_id(1) * CB + tl.arange(0, CB)
-    joint, beta, graph, g_off, g_mask = _load_graphs(j_ptr, beta_ptr, g_ptr, n, cb, u, C, V, acc_dtype)
-    cv_mask = (cb < C)[:, None] & (u < V)[None, :]
+    n, u, cb, joint, beta, graph, g_off, g_mask, cv_mask = _channel_block(j_ptr, beta_ptr, g_ptr, C, V, CB, VP,
+                                                                          acc_dtype)
     for i in range(FRAMES):
         t = chunk * FRAMES + i
         if t < T:
@@ -151,12 +154,9 @@ def _agc_bwd_channel_kernel(dy_ptr, x_ptr, p_ptr, q_ptr, beta_ptr, g_ptr, j_ptr,
                             CB: tl.constexpr, VP: tl.constexpr, ACC_FP64: tl.constexpr):
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     chunk = tl.program_id(0)
-    n = tl.program_id(2).to(tl.int64)
-    u = tl.arange(0, VP)
-    cb = tl.program_id(1) * CB + tl.arange(0, CB)
-    joint, beta, graph, g_off, g_mask = _load_graphs(j_ptr, beta_ptr, g_ptr, n, cb, u, C, V, acc_dtype)
+    n, u, cb, joint, beta, graph, g_off, g_mask, cv_mask = _channel_block(j_ptr, beta_ptr, g_ptr, C, V, CB, VP,
+                                                                          acc_dtype)
     dg_acc = tl.zeros((CB, VP, VP), dtype=acc_dtype)
-    cv_mask = (cb < C)[:, None] & (u < V)[None, :]
     for i in range(FRAMES):
         t = chunk * FRAMES + i
         if t < T:
