@@ -44,12 +44,20 @@ __device__ __forceinline__ Acc* smem_base() {
   return reinterpret_cast<Acc*>(smem_raw);
 }
 
+// Elements of T in one 16-byte global access. The helpers below view a uint4 register value as kCount
+// elements through a cast pointer: the usual CUDA idiom, which nvcc compiles to register moves (a memcpy
+// version put 16-bit element packs into local memory); device code here is only ever compiled by nvcc.
+template <typename T>
+struct Pack16 {
+  static constexpr int kCount = 16 / static_cast<int>(sizeof(T));
+};
+
 // dst[i] = to_acc(src[i]) for i < count, by all threads of the block (blockDim.x of them).
 // Consecutive threads read consecutive elements; the 16-byte aligned middle of the segment is read
 // with 16-byte loads (uint4 = 16 / sizeof(In) elements per thread and load).
 template <typename In, typename Acc>
 __device__ __forceinline__ void load_segment(const In* __restrict__ src, int64_t count, Acc* __restrict__ dst) {
-  constexpr int kVec = 16 / static_cast<int>(sizeof(In));
+  constexpr int kVec = Pack16<In>::kCount;
   const uintptr_t addr = reinterpret_cast<uintptr_t>(src);
   int64_t head = static_cast<int64_t>(((16 - (addr & 15)) & 15) / sizeof(In));
   if ((addr % sizeof(In)) != 0 || head > count) head = count;  // misaligned element type: scalar path
@@ -64,12 +72,6 @@ __device__ __forceinline__ void load_segment(const In* __restrict__ src, int64_t
   }
   for (int64_t i = head + body + threadIdx.x; i < count; i += blockDim.x) dst[i] = to_acc(src[i]);
 }
-
-// Elements of T in one 16-byte global access.
-template <typename T>
-struct Pack16 {
-  static constexpr int kCount = 16 / static_cast<int>(sizeof(T));
-};
 
 // Rows of `width` contiguous elements, `row_stride` elements apart (e.g. one head's slice of every frame
 // of a (N, T, H, D) tensor): 16-byte accesses are possible when every row start is 16-byte aligned and a
@@ -119,8 +121,9 @@ __device__ __forceinline__ void store_rows(Out* __restrict__ dst, int64_t row_st
       for (int k = 0; k < kVec; ++k) e[k] = Store<Out>::from(value(r, c0 + k));
       // explicit vector store: a plain uint4 assignment was split into four 4-byte stores by the
       // optimiser in some kernels (query_backward_kernel, nvcc 13.0)
-      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(dst + r * row_stride + c0), "r"(raw.x),
-                   "r"(raw.y), "r"(raw.z), "r"(raw.w)
+      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(
+                       __cvta_generic_to_global(dst + r * row_stride + c0)),
+                   "r"(raw.x), "r"(raw.y), "r"(raw.z), "r"(raw.w)
                    : "memory");
     }
   } else {
