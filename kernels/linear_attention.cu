@@ -56,6 +56,23 @@ __device__ __forceinline__ void accumulate_rows(Acc (&acc)[kMaxEntries], const A
 }
 
 template <typename Acc>
+__device__ __forceinline__ void zero_entries(Acc (&acc)[kMaxEntries]) {
+#pragma unroll
+  for (int j = 0; j < kMaxEntries; ++j) acc[j] = Acc(0);
+}
+
+// body(t0, rows, row0) for the consecutive tiles of `tile` frames of reduction chunk `chunk` of (n, h) = nh:
+// t0 the tile's first frame, rows its number of frames, row0 = frame_row(s, nh, t0).
+template <typename Body>
+__device__ __forceinline__ void for_each_chunk_tile(const Dims& s, int64_t nh, int64_t chunk, int64_t chunk_len,
+                                                    int tile, Body body) {
+  const int64_t t_begin = chunk * chunk_len;
+  const int64_t t_end = min(s.T, t_begin + chunk_len);
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += tile)
+    body(t0, static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0)), frame_row(s, nh, t0));
+}
+
+template <typename Acc>
 __device__ __forceinline__ void store_partial(const Acc (&acc)[kMaxEntries], Acc* partial, int entries) {
 #pragma unroll
   for (int j = 0; j < kMaxEntries; ++j) {
@@ -78,14 +95,8 @@ __global__ void __launch_bounds__(kThreads)
   Acc* vext = phik + tile * D;   // tile x W
 
   Acc acc[kMaxEntries];
-#pragma unroll
-  for (int j = 0; j < kMaxEntries; ++j) acc[j] = Acc(0);
-
-  const int64_t t_begin = chunk * chunk_len;
-  const int64_t t_end = min(s.T, t_begin + chunk_len);
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += tile) {
-    const int rows = static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0));
-    const int64_t row0 = frame_row(s, nh, t0);
+  zero_entries(acc);
+  for_each_chunk_tile(s, nh, chunk, chunk_len, tile, [&](int64_t t0, int rows, int64_t row0) {
     for_each_row_element(k + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) {
       phik[r * D + d] = key_feature(x, mask_at(mask, s, nh, t0 + r));
     });
@@ -94,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     accumulate_rows(acc, phik, vext, rows, D, W);
     __syncthreads();
-  }
+  });
   store_partial(acc, partial + (nh * chunks + chunk) * D * W, D * W);
 }
 
@@ -172,14 +183,8 @@ __global__ void __launch_bounds__(kThreads)
 
   load_state(S, kv, ks, eps, nh, D, E);
   Acc acc[kMaxEntries];
-#pragma unroll
-  for (int j = 0; j < kMaxEntries; ++j) acc[j] = Acc(0);
-
-  const int64_t t_begin = chunk * chunk_len;
-  const int64_t t_end = min(s.T, t_begin + chunk_len);
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += tile) {
-    const int rows = static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0));
-    const int64_t row0 = frame_row(s, nh, t0);
+  zero_entries(acc);
+  for_each_chunk_tile(s, nh, chunk, chunk_len, tile, [&](int64_t t0, int rows, int64_t row0) {
     for_each_row_element(q + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) { phiq[r * D + d] = sigmoid(x); });
     for_each_row_element(g + row0 * E, s.H * E, rows, E, [&](int r, int e, Acc x) { gt[r * E + e] = x; });
     __syncthreads();  // also orders the previous tile's reads of num/dN before the writes below
@@ -203,7 +208,7 @@ __global__ void __launch_bounds__(kThreads)
                [&](int r, int d) { return grad_query_value(phiq[r * D + d], S + d * W, dN + r * W, W); });
     accumulate_rows(acc, phiq, dN, rows, D, W);
     __syncthreads();
-  }
+  });
   store_partial(acc, partial + (nh * chunks + chunk) * D * W, D * W);
 }
 
