@@ -2,8 +2,10 @@
 
 ``benchmarks/kernel_report.py`` runs each op's Triton forward and backward at the benchmark shape
 (N=8, T=6000) with the launches replaced by offline compiles, and reads the compiler's resource usage and
-the disassembly. Register spills are what turns these kernels from compute- or bandwidth-bound into
-local-memory-bound, so every launch configuration must compile without them.
+the disassembly. Every kernel must compile in every dtype (the CPU interpreter never runs the GPU
+compiler: a Triton lowering failure, such as an fp64 dot with a large K, only shows here), and the fp32 and
+16-bit launch configurations must not spill registers (spills turn these kernels from compute- or
+bandwidth-bound into local-memory-bound).
 """
 from __future__ import annotations
 
@@ -19,14 +21,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 REPORT_SCRIPT = REPO / "benchmarks" / "kernel_report.py"
 
-# the kernels each op's forward + backward launches (the LA state reduction runs once per direction)
+# the kernels each op's forward + backward launches (the LA state reduction runs once per direction);
+# "linear_attention.masked" is the mask-correct mode (HAS_MASK kernels)
+LA_KERNELS = ["_state_partial_kernel", "_reduce_tiles_kernel", "_output_kernel",
+              "_backward_query_kernel", "_reduce_tiles_kernel", "_backward_key_kernel"]
 EXPECTED_KERNELS = {
-    "linear_attention": ["_state_partial_kernel", "_reduce_tiles_kernel", "_output_kernel",
-                         "_backward_query_kernel", "_reduce_tiles_kernel", "_backward_key_kernel"],
+    "linear_attention": LA_KERNELS,
+    "linear_attention.masked": LA_KERNELS,
     "multiscale_graph_conv": ["_msgc_fwd_kernel", "_msgc_bwd_input_kernel", "_msgc_bwd_param_kernel"],
     "adaptive_graph_conv": ["_agc_fwd_kernel", "_agc_bwd_frame_kernel", "_agc_bwd_channel_kernel"],
 }
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+# float64 is a parity dtype (no speed target): it must compile, spilling is allowed (the fp64 LA frame-axis
+# products are explicit sums, see trgnet_fast/triton/linear_attention.py)
+NO_SPILL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _load_report_module():
@@ -42,13 +50,14 @@ def report(tmp_path_factory):
     pytest.importorskip("triton")
     out = tmp_path_factory.mktemp("kernel_report") / "report.md"
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    proc = subprocess.run([sys.executable, str(REPORT_SCRIPT), "--what", "triton", "--dtypes", ",".join(DTYPES),
-                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, str(REPORT_SCRIPT), "--what", "triton", "--ops", ",".join(EXPECTED_KERNELS),
+                           "--dtypes", ",".join(DTYPES), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"kernel_report.py failed:\n{proc.stderr[-4000:]}"
     return json.loads(out.with_suffix(".json").read_text())
 
 
-def test_every_triton_kernel_is_compiled(report):
+def test_every_triton_kernel_compiles_for_sm90(report):
     for op, names in EXPECTED_KERNELS.items():
         for dtype in DTYPES:
             got = [k["name"] for k in report["kernels"] if k["op"] == f"{op} {dtype}"]
@@ -58,7 +67,8 @@ def test_every_triton_kernel_is_compiled(report):
 def test_no_triton_kernel_spills_registers(report):
     spilling = [f"{k['op']} {k['name']}: {k['registers']} registers, {k['stack_bytes'] + k['local_bytes']} B "
                 f"local memory ({k['config']})"
-                for k in report["kernels"] if k["stack_bytes"] + k["local_bytes"] > 0]
+                for k in report["kernels"]
+                if k["stack_bytes"] + k["local_bytes"] > 0 and k["op"].split()[-1] in NO_SPILL_DTYPES]
     assert not spilling, "kernels spilling to local memory on sm_90:\n" + "\n".join(spilling)
     assert all(0 < k["registers"] <= 255 for k in report["kernels"])
 

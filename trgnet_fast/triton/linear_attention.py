@@ -29,7 +29,8 @@ Forward: 3 launches (partials, reduce, output); backward: 3 launches (query pass
 
 Block sizes come from :func:`block_sizes` (a single config, no autotune). Head dims are padded to
 powers of two >= 16 (``tl.dot`` needs K >= 16 on the GPU) and masked. The dots use
-``input_precision="ieee"`` so fp32 results meet the 1e-5 parity tolerance (no TF32).
+``input_precision="ieee"`` so fp32 results meet the 1e-5 parity tolerance (no TF32: the op is
+bandwidth-bound); in fp64 the two products over the frame axis are explicit sums (``_frames_dot``).
 """
 from __future__ import annotations
 
@@ -57,6 +58,16 @@ def _load_state(mat_ptr, vec_ptr, nh, rd, re, d_ok, e_ok, D, E):
 
 
 @triton.jit
+def _frames_dot(a, b, ACC: tl.constexpr):
+    """a^T b, the sum over the frame axis of (BLOCK_T, X) and (BLOCK_T, Y) tiles -> (X, Y), in ACC. fp32:
+    ``tl.dot`` in IEEE precision. fp64: an explicit product-sum — Triton 3.6 cannot lower every fp64 dot with
+    K > 16 on sm_90 ("fp64 don't support largeK MMA": the masked state kernel at BLOCK_T = 64)."""
+    if ACC == tl.float64:
+        return tl.sum(a[:, :, None] * b[:, None, :], axis=0)
+    return tl.dot(tl.trans(a), b, input_precision="ieee", out_dtype=ACC)
+
+
+@triton.jit
 def _state_partial_kernel(k_ptr, v_ptr, mask_ptr, kv_ws_ptr, ks_ws_ptr,
                           T, H, D, E, n_tiles,
                           HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
@@ -71,7 +82,7 @@ def _state_partial_kernel(k_ptr, v_ptr, mask_ptr, kv_ws_ptr, ks_ws_ptr,
     phik = tl.where(t_ok[:, None] & d_ok[None, :], tl.sigmoid(k), 0.0)
     v_off = ((n * T + rt[:, None]) * H + h) * E + re[None, :]
     v = tl.load(v_ptr + v_off, mask=t_ok[:, None] & e_ok[None, :], other=0.0).to(ACC)
-    kv = tl.dot(tl.trans(phik), v, input_precision="ieee", out_dtype=ACC)  # (BLOCK_D, BLOCK_E)
+    kv = _frames_dot(phik, v, ACC)  # (BLOCK_D, BLOCK_E)
     ks = tl.sum(phik, axis=0)  # (BLOCK_D,)
     ws = nh * n_tiles + tile
     tl.store(kv_ws_ptr + ws * BLOCK_D * BLOCK_E + rd[:, None] * BLOCK_E + re[None, :], kv)
@@ -137,7 +148,7 @@ def _backward_query_kernel(g_ptr, q_ptr, kv_ptr, kse_ptr, dq_ptr, dkv_ws_ptr, dk
     dq = phiq * (1.0 - phiq) * sdn
     tl.store(dq_ptr + q_off, dq.to(dq_ptr.dtype.element_ty), mask=td)
     # partial dS = phi(q)^T dN
-    dkv = tl.dot(tl.trans(phiq), dnv, input_precision="ieee", out_dtype=ACC)  # (BLOCK_D, BLOCK_E)
+    dkv = _frames_dot(phiq, dnv, ACC)  # (BLOCK_D, BLOCK_E)
     dks = tl.sum(phiq * dden[:, None], axis=0)
     ws = nh * n_tiles + tile
     tl.store(dkv_ws_ptr + ws * BLOCK_D * BLOCK_E + rd[:, None] * BLOCK_E + re[None, :], dkv)
