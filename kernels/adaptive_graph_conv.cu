@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   red[threadIdx.x] = dbeta;
   __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {  // fixed-shape tree (blockDim.x a power of two)
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {  // fixed-shape tree (blockDim.x a power of two)
     if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
     __syncthreads();
   }

@@ -1,0 +1,265 @@
+// Helpers shared by the emulated-kernel drivers (test_<op>.cpp): element conversions, exactly sized
+// NaN-filled buffers (optionally offset by some elements from a 64-byte aligned allocation), the
+// relative error against a double reference, per-case reporting, and a self-test of the emulator.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+namespace emu_test {
+
+template <class T>
+double to_d(T x) {
+  return static_cast<double>(x);
+}
+template <>
+inline double to_d(__half x) {
+  return __half2float(x);
+}
+template <>
+inline double to_d(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <class T>
+T from_d(double x) {
+  return static_cast<T>(x);
+}
+template <>
+inline __half from_d(double x) {
+  return __float2half_rn(static_cast<float>(x));
+}
+template <>
+inline __nv_bfloat16 from_d(double x) {
+  return __float2bfloat16_rn(static_cast<float>(x));
+}
+template <class T>
+const char* tname() {
+  return std::is_same<T, float>::value ? "f32" : std::is_same<T, double>::value ? "f64"
+                                             : std::is_same<T, __half>::value  ? "f16"
+                                                                               : "bf16";
+}
+// Relative-error tolerance per input dtype.
+template <class T>
+double tol() {
+  return std::is_same<T, double>::value ? 1e-10 : std::is_same<T, float>::value ? 1e-5 : 2e-2;
+}
+
+// count elements at p = base + offset; the whole allocation starts as 0xFF bytes (NaN for float,
+// double, bf16, half), so unwritten outputs show up as NaN; the `offset` elements before p must stay so.
+template <class T>
+struct Buf {
+  unsigned char* base = nullptr;
+  T* p = nullptr;
+  size_t n = 0, off = 0;
+  Buf(size_t count, size_t offset = 0) : n(count), off(offset) {
+    const size_t bytes = (count + offset) * sizeof(T);
+    base = static_cast<unsigned char*>(::operator new(bytes, std::align_val_t(64)));
+    std::memset(base, 0xFF, bytes);
+    p = reinterpret_cast<T*>(base) + offset;
+  }
+  ~Buf() { ::operator delete(base, std::align_val_t(64)); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  void poison() { std::memset(base, 0xFF, (n + off) * sizeof(T)); }
+  bool prefix_intact() const {
+    for (size_t i = 0; i < off * sizeof(T); ++i)
+      if (base[i] != 0xFF) return false;
+    return true;
+  }
+  // x[i] = round(uniform(lo, hi)) stored as T; d[i] = the stored value as double.
+  template <class Rng>
+  std::vector<double> fill(Rng& rng, double lo, double hi) {
+    std::uniform_real_distribution<double> u(lo, hi);
+    std::vector<double> d(n);
+    for (size_t i = 0; i < n; ++i) {
+      p[i] = from_d<T>(u(rng));
+      d[i] = to_d(p[i]);
+    }
+    return d;
+  }
+  std::vector<double> values() const {
+    std::vector<double> d(n);
+    for (size_t i = 0; i < n; ++i) d[i] = to_d(p[i]);
+    return d;
+  }
+};
+
+// ||x - ref|| / max(||ref||, floor); NaN entries are counted in `nans` and left out of the norm.
+inline double rel_err(const std::vector<double>& x, const std::vector<double>& ref, long& nans, double floor = 0) {
+  if (x.size() != ref.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(x[i])) {
+      ++nans;
+      continue;
+    }
+    num += (x[i] - ref[i]) * (x[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  const double d = std::max(std::sqrt(den), floor);
+  return d > 0 ? std::sqrt(num) / d : std::sqrt(num);
+}
+inline double norm(const std::vector<double>& x) {
+  double s = 0;
+  for (double v : x) s += v * v;
+  return std::sqrt(s);
+}
+
+inline int g_pass = 0, g_fail = 0;
+
+// One test case: collects errors / conditions and the emulator's counters over its lifetime, and
+// prints one "PASS ..." or "FAIL ..." line.
+struct Case {
+  std::string title, detail;
+  bool ok = true;
+  kemu::Stats s0;
+  size_t log0;
+  explicit Case(std::string t) : title(std::move(t)), s0(kemu::stats()), log0(kemu::launch_log().size()) {}
+  void err(const char* what, double e, double limit) {
+    char b[96];
+    const bool good = e <= limit;  // false for NaN
+    std::snprintf(b, sizeof(b), " %s %.1e%s", what, e, good ? "" : "(>tol)");
+    detail += b;
+    ok = ok && good;
+  }
+  void require(bool cond, const std::string& what) {
+    if (!cond) {
+      detail += " [" + what + "]";
+      ok = false;
+    }
+  }
+  void note(const std::string& what) { detail += " " + what; }
+  long delta(long kemu::Stats::*m) const { return kemu::stats().*m - s0.*m; }
+  size_t max_smem_since() const {
+    size_t m = 0;
+    for (size_t i = log0; i < kemu::launch_log().size(); ++i) m = std::max(m, kemu::launch_log()[i].smem);
+    return m;
+  }
+  bool finish() {
+    require(delta(&kemu::Stats::barrier_mismatches) == 0, "barrier count mismatch");
+    require(delta(&kemu::Stats::rejected_launches) == 0, "launch rejected");
+    char b[200];
+    std::snprintf(b, sizeof(b), " | launches %ld blocks %ld barrier-rounds %ld vec-ld %ld vec-st %ld max-smem %zu%s",
+                  delta(&kemu::Stats::launches), delta(&kemu::Stats::blocks), delta(&kemu::Stats::barrier_rounds),
+                  delta(&kemu::Stats::vec_loads), delta(&kemu::Stats::vec_stores), max_smem_since(),
+                  delta(&kemu::Stats::optin_launches) ? " (opt-in)" : "");
+    std::printf("%s %s:%s%s\n", ok ? "PASS" : "FAIL", title.c_str(), detail.c_str(), b);
+    std::fflush(stdout);
+    (ok ? g_pass : g_fail)++;
+    return ok;
+  }
+};
+
+// Error of one output buffer against its reference (NaNs counted in c's NaN tally, which finish_outputs
+// checks), the check that nothing was written before its start, and its values appended to `all`.
+struct Outputs {
+  long nans = 0;
+  std::vector<double> all;
+  template <class T>
+  void check(Case& c, const Buf<T>& b, const std::vector<double>& ref, const char* name, double limit,
+             double floor = 0) {
+    const auto x = b.values();
+    c.err(name, rel_err(x, ref, nans, floor), limit);
+    c.require(b.prefix_intact(), std::string(name) + " written before its start");
+    all.insert(all.end(), x.begin(), x.end());
+  }
+  void finish(Case& c) const {
+    c.require(nans == 0, std::to_string(nans) + " NaN outputs (unwritten, or read uninitialised memory)");
+  }
+};
+
+// Compares two runs' outputs bit for bit (e.g. 16-byte vs scalar access paths, two thread orders).
+inline bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
+inline int report(const char* op) {
+  std::printf("RESULT %s: %d passed, %d failed\n", op, g_pass, g_fail);
+  return g_fail == 0 && g_pass > 0 ? 0 : 1;
+}
+
+// ---- self-test of the emulator (tiny kernels, run through the same launch path) --------------------
+namespace selftest {
+template <int ID>
+__global__ void smem_kernel(int* out) {  // reads the first byte of its dynamic shared memory
+  const unsigned char* smem = *trgnet::emu_smem_ptr();
+  if (threadIdx.x == 0) out[blockIdx.x] = smem[0] == 0xFF;
+}
+// With `sync`, every thread writes its slot, then reads its neighbour's; without, the read races.
+__global__ void neighbour_kernel(float* out, bool sync) {
+  float* s = reinterpret_cast<float*>(*trgnet::emu_smem_ptr());
+  s[threadIdx.x] = static_cast<float>(threadIdx.x);
+  if (sync) __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
+}
+__global__ void divergent_kernel(int* out) {
+  if (threadIdx.x == 3) return;  // skips the barrier
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+}  // namespace selftest
+
+inline void emulator_selftest() {
+  using namespace selftest;
+  Case c("emulator self-test (smem limits, NaN fill, barrier, race and divergence detection)");
+  std::fprintf(stderr, "KEMU self-test: the next 4 rejected launches and 1 barrier error are expected\n");
+  std::vector<int> flag(2, 0);
+  (void)cudaGetLastError();
+  auto launch_ok = [&](auto kernel, size_t smem) {
+    kemu::launch("smem_kernel", kernel, 2, 32, smem, nullptr)(flag.data());
+    return cudaGetLastError() == cudaSuccess;
+  };
+  const long rejected0 = kemu::stats().rejected_launches;
+  c.require(launch_ok(smem_kernel<0>, 48 * 1024), "48 KiB without opt-in must launch");
+  c.require(flag[0] == 1 && flag[1] == 1, "shared memory must start as 0xFF bytes");
+  c.require(!launch_ok(smem_kernel<1>, 48 * 1024 + 16), "48 KiB + 16 without opt-in must be rejected");
+  c.require(cudaFuncSetAttribute(smem_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024) ==
+                cudaSuccess, "opt-in to 96 KiB must succeed");
+  c.require(launch_ok(smem_kernel<1>, 96 * 1024), "96 KiB after the opt-in must launch");
+  c.require(!launch_ok(smem_kernel<1>, 96 * 1024 + 16), "above the opted-in size must be rejected");
+  c.require(cudaFuncSetAttribute(smem_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024 + 1) ==
+                cudaErrorInvalidValue, "opt-in above 227 KiB must fail");
+  c.require(!launch_ok(smem_kernel<2>, 100 * 1024), "failed opt-in must leave the 48 KiB limit");
+  c.require(cudaFuncSetAttribute(smem_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024) ==
+                cudaSuccess, "opt-in to 227 KiB must succeed");
+  c.require(launch_ok(smem_kernel<2>, 227 * 1024), "227 KiB after the opt-in must launch");
+  kemu::launch("smem_kernel", smem_kernel<3>, 1, 1025, 0, nullptr)(flag.data());
+  c.require(cudaGetLastError() != cudaSuccess, "1025 threads must be rejected");
+  const long rejected = kemu::stats().rejected_launches - rejected0;
+  c.require(rejected == 4, "4 launches rejected");
+
+  const unsigned nb = 4, nt = 256;
+  std::vector<float> out(nb * nt);
+  kemu::launch("neighbour_kernel", neighbour_kernel, nb, nt, nt * sizeof(float), nullptr)(out.data(), true);
+  bool right = true;
+  for (unsigned i = 0; i < nb * nt; ++i) right = right && out[i] == static_cast<float>((i % nt + 1) % nt);
+  c.require(right, "with the barrier every thread must read its neighbour's value");
+  kemu::launch("neighbour_kernel", neighbour_kernel, nb, nt, nt * sizeof(float), nullptr)(out.data(), false);
+  long stale = 0;
+  for (float v : out) stale += std::isnan(v);
+  c.require(stale > 0 && stale < static_cast<long>(nb * nt), "without the barrier some reads must see NaN");
+  char b[64];
+  std::snprintf(b, sizeof(b), "race: %ld of %u reads stale", stale, nb * nt);
+  c.note(b);
+
+  std::vector<int> o(8, 0);
+  const long mism0 = kemu::stats().barrier_mismatches;
+  kemu::launch("divergent_kernel", divergent_kernel, 1, 8, 0, nullptr)(o.data());
+  c.require(kemu::stats().barrier_mismatches == mism0 + 1, "a skipped __syncthreads must be reported");
+  // the expected rejections / mismatch of this self-test do not count against it
+  c.s0.rejected_launches += rejected;
+  c.s0.barrier_mismatches += kemu::stats().barrier_mismatches - mism0;
+  std::fprintf(stderr, "KEMU self-test: done\n");
+  c.finish();
+}
+
+}  // namespace emu_test
