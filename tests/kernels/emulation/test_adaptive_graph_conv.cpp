@@ -82,41 +82,15 @@ Ref reference(const std::vector<double>& x, const std::vector<double>& p, const 
 void check_reference() {
   const Shape sh{2, 3, 2, 4};
   std::mt19937_64 rng(13);
-  std::uniform_real_distribution<double> U(-1, 1);
-  auto rnd = [&](size_t n) {
-    std::vector<double> v(n);
-    for (auto& y : v) y = U(rng);
-    return v;
-  };
   const size_t nx = (size_t)sh.N * sh.C * sh.T * sh.V, np = (size_t)sh.N * sh.T * sh.V;
-  auto x = rnd(nx), p = rnd(np), q = rnd(np), beta = rnd(1), G = rnd((size_t)sh.N * sh.C * sh.V * sh.V),
-       J = rnd((size_t)sh.V * sh.V), gy = rnd(nx);
+  auto x = uniform_values(rng, nx), p = uniform_values(rng, np), q = uniform_values(rng, np);
+  auto beta = uniform_values(rng, 1), G = uniform_values(rng, (size_t)sh.N * sh.C * sh.V * sh.V);
+  auto J = uniform_values(rng, (size_t)sh.V * sh.V), gy = uniform_values(rng, nx);
   const Ref r = reference(x, p, q, beta[0], G, J, gy, sh, true);
-  auto L = [&]() {
-    const Ref f = reference(x, p, q, beta[0], G, J, gy, sh, false);
-    double s = 0;
-    for (size_t i = 0; i < f.y.size(); ++i) s += gy[i] * f.y[i];
-    return s;
-  };
-  Case c("reference self-check: dX, dp, dq, dbeta, dG, dJ vs central differences");
-  const double h = 1e-5;
-  for (auto [v, an, name] : {std::make_tuple(&x, &r.dx, "dX"), std::make_tuple(&p, &r.dp, "dp"),
-                             std::make_tuple(&q, &r.dq, "dq"), std::make_tuple(&beta, &r.dbeta, "dbeta"),
-                             std::make_tuple(&G, &r.dG, "dG"), std::make_tuple(&J, &r.dJ, "dJ")}) {
-    std::vector<double> fd(v->size());
-    for (size_t i = 0; i < v->size(); ++i) {
-      const double v0 = (*v)[i];
-      (*v)[i] = v0 + h;
-      const double lp = L();
-      (*v)[i] = v0 - h;
-      const double lm = L();
-      (*v)[i] = v0;
-      fd[i] = (lp - lm) / (2 * h);
-    }
-    long nans = 0;
-    c.err(name, rel_err(fd, *an, nans), 1e-8);
-  }
-  c.finish();
+  check_gradients("reference self-check: dX, dp, dq, dbeta, dG, dJ vs central differences",
+                  {{&x, &r.dx, "dX"}, {&p, &r.dp, "dp"}, {&q, &r.dq, "dq"}, {&beta, &r.dbeta, "dbeta"},
+                   {&G, &r.dG, "dG"}, {&J, &r.dJ, "dJ"}},
+                  [&] { return dot(gy, reference(x, p, q, beta[0], G, J, gy, sh, false).y); }, 1e-5, 1e-8);
 }
 
 struct Expect {
@@ -179,13 +153,7 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
 
 template <class In, class Acc>
 void pair_case(Shape sh) {
-  kemu::sched().rng ^= 0x5555;
-  const auto a = run_case<In, Acc>("pair: aligned", sh, 0, {}, 99);
-  kemu::sched().rng ^= 0xAAAA;
-  const auto b = run_case<In, Acc>("pair: misaligned by one element", sh, 1, {}, 99);
-  Case c(std::string(tname<In>()) + " pair: aligned vs misaligned (other thread order), same data");
-  c.require(same_bits(a, b), "outputs differ bitwise");
-  c.finish();
+  aligned_vs_misaligned<In>([&](const char* why, int offset) { return run_case<In, Acc>(why, sh, offset, {}, 99); });
 }
 
 void unsupported_sizes() {

@@ -83,39 +83,13 @@ Ref reference(const std::vector<double>& x, const std::vector<double>& A, const 
 void check_reference() {
   const Shape sh{2, 3, 2, 4, 2, 3};
   std::mt19937_64 rng(11);
-  std::uniform_real_distribution<double> U(-1, 1);
-  auto rnd = [&](size_t n) {
-    std::vector<double> v(n);
-    for (auto& y : v) y = U(rng);
-    return v;
-  };
-  auto x = rnd((size_t)sh.N * sh.C * sh.T * sh.V), A = rnd((size_t)sh.S * sh.V * sh.V),
-       W = rnd((size_t)sh.O * sh.S * sh.C), b = rnd(sh.O), g = rnd((size_t)sh.N * sh.O * sh.T * sh.V);
+  auto x = uniform_values(rng, (size_t)sh.N * sh.C * sh.T * sh.V), A = uniform_values(rng, (size_t)sh.S * sh.V * sh.V);
+  auto W = uniform_values(rng, (size_t)sh.O * sh.S * sh.C), b = uniform_values(rng, sh.O);
+  auto g = uniform_values(rng, (size_t)sh.N * sh.O * sh.T * sh.V);
   const Ref r = reference(x, A, W, b, g, sh, true);
-  auto L = [&]() {
-    const Ref f = reference(x, A, W, b, g, sh, false);
-    double s = 0;
-    for (size_t i = 0; i < f.y.size(); ++i) s += g[i] * f.y[i];
-    return s;
-  };
-  Case c("reference self-check: dX, dA, dW, db vs central differences");
-  const double h = 1e-5;
-  for (auto [p, an, name] : {std::make_tuple(&x, &r.dx, "dX"), std::make_tuple(&A, &r.da, "dA"),
-                             std::make_tuple(&W, &r.dw, "dW"), std::make_tuple(&b, &r.db, "db")}) {
-    std::vector<double> fd(p->size());
-    for (size_t i = 0; i < p->size(); ++i) {
-      const double p0 = (*p)[i];
-      (*p)[i] = p0 + h;
-      const double lp = L();
-      (*p)[i] = p0 - h;
-      const double lm = L();
-      (*p)[i] = p0;
-      fd[i] = (lp - lm) / (2 * h);
-    }
-    long nans = 0;
-    c.err(name, rel_err(fd, *an, nans), 1e-8);
-  }
-  c.finish();
+  check_gradients("reference self-check: dX, dA, dW, db vs central differences",
+                  {{&x, &r.dx, "dX"}, {&A, &r.da, "dA"}, {&W, &r.dw, "dW"}, {&b, &r.db, "db"}},
+                  [&] { return dot(g, reference(x, A, W, b, g, sh, false).y); }, 1e-5, 1e-8);
 }
 
 struct Expect {
@@ -177,13 +151,7 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
 
 template <class In, class Acc>
 void pair_case(Shape sh) {
-  kemu::sched().rng ^= 0x5555;
-  const auto a = run_case<In, Acc>("pair: aligned", sh, 0, {}, 99);
-  kemu::sched().rng ^= 0xAAAA;
-  const auto b = run_case<In, Acc>("pair: misaligned by one element", sh, 1, {}, 99);
-  Case c(std::string(tname<In>()) + " pair: aligned vs misaligned (other thread order), same data");
-  c.require(same_bits(a, b), "outputs differ bitwise");
-  c.finish();
+  aligned_vs_misaligned<In>([&](const char* why, int offset) { return run_case<In, Acc>(why, sh, offset, {}, 99); });
 }
 
 void unsupported_sizes() {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -112,6 +113,20 @@ inline double norm(const std::vector<double>& x) {
   double s = 0;
   for (double v : x) s += v * v;
   return std::sqrt(s);
+}
+
+// n values uniform in [lo, hi).
+inline std::vector<double> uniform_values(std::mt19937_64& rng, size_t n, double lo = -1, double hi = 1) {
+  std::uniform_real_distribution<double> U(lo, hi);
+  std::vector<double> v(n);
+  for (auto& y : v) y = U(rng);
+  return v;
+}
+
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
 }
 
 inline int g_pass = 0, g_fail = 0;
@@ -259,6 +274,52 @@ inline void emulator_selftest() {
   c.s0.rejected_launches += rejected;
   c.s0.barrier_mismatches += kemu::stats().barrier_mismatches - mism0;
   std::fprintf(stderr, "KEMU self-test: done\n");
+  c.finish();
+}
+
+// An input of a reference, its analytic gradient and the gradient's name.
+struct GradientOf {
+  std::vector<double>* input;
+  const std::vector<double>* gradient;
+  const char* name;
+};
+
+// The reference self-check: each analytic gradient against central differences (step h) of the scalar
+// loss() (which reads the inputs), relative error <= tol; one Case titled `title`.
+template <class Loss>
+void check_gradients(const char* title, std::initializer_list<GradientOf> grads, Loss loss, double h,
+                     double tol) {
+  Case c(title);
+  for (const GradientOf& g : grads) {
+    std::vector<double>& x = *g.input;
+    std::vector<double> fd(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double x0 = x[i];
+      x[i] = x0 + h;
+      const double lp = loss();
+      x[i] = x0 - h;
+      const double lm = loss();
+      x[i] = x0;
+      fd[i] = (lp - lm) / (2 * h);
+    }
+    long nans = 0;
+    c.err(g.name, rel_err(fd, *g.gradient, nans), tol);
+  }
+  c.finish();
+}
+
+
+// The same data through the 16-byte path (base aligned) and the scalar fallback (base misaligned by one
+// element), the second in another thread order: the outputs must agree bit for bit.
+// run(why, offset) runs one case and returns all its outputs.
+template <class In, class Run>
+void aligned_vs_misaligned(Run run) {
+  kemu::sched().rng ^= 0x5555;
+  const auto a = run("pair: 16-byte path", 0);
+  kemu::sched().rng ^= 0xAAAA;
+  const auto b = run("pair: scalar fallback", 1);
+  Case c(std::string(tname<In>()) + " pair: 16-byte vs scalar path (other thread order), same data");
+  c.require(same_bits(a, b), "outputs differ bitwise");
   c.finish();
 }
 
