@@ -73,6 +73,15 @@ __device__ __forceinline__ void load_segment(const In* __restrict__ src, int64_t
   for (int64_t i = head + body + threadIdx.x; i < count; i += blockDim.x) dst[i] = to_acc(src[i]);
 }
 
+// One 16-byte global store of raw at p (16-byte aligned). Explicit vector store: a plain uint4 assignment
+// was split into four 4-byte stores by the optimiser in some kernels (query_backward_kernel, nvcc 13.0).
+template <typename T>
+__device__ __forceinline__ void store16(T* p, const uint4& raw) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "r"(raw.x),
+               "r"(raw.y), "r"(raw.z), "r"(raw.w)
+               : "memory");
+}
+
 // Rows of `width` contiguous elements, `row_stride` elements apart (e.g. one head's slice of every frame
 // of a (N, T, H, D) tensor): 16-byte accesses are possible when every row start is 16-byte aligned and a
 // row is whole 16-byte packs.
@@ -119,18 +128,62 @@ __device__ __forceinline__ void store_rows(Out* __restrict__ dst, int64_t row_st
       Out* e = reinterpret_cast<Out*>(&raw);
 #pragma unroll
       for (int k = 0; k < kVec; ++k) e[k] = Store<Out>::from(value(r, c0 + k));
-      // explicit vector store: a plain uint4 assignment was split into four 4-byte stores by the
-      // optimiser in some kernels (query_backward_kernel, nvcc 13.0)
-      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(
-                       __cvta_generic_to_global(dst + r * row_stride + c0)),
-                   "r"(raw.x), "r"(raw.y), "r"(raw.z), "r"(raw.w)
-                   : "memory");
+      store16(dst + r * row_stride + c0, raw);
     }
   } else {
     for (int i = threadIdx.x; i < rows * width; i += blockDim.x) {
       const int r = i / width, c = i % width;
       dst[r * row_stride + c] = Store<Out>::from(value(r, c));
     }
+  }
+}
+
+// dst[0..DP) = to_acc(src[0..n)), zeros beyond n (n <= DP), by one thread: 16-byte loads when src is
+// 16-byte aligned and n whole packs, else scalar loads. DP a multiple of 16 / sizeof(In).
+template <int DP, typename In, typename Acc>
+__device__ __forceinline__ void load_row_registers(const In* __restrict__ src, int n, Acc (&dst)[DP]) {
+  constexpr int kVec = Pack16<In>::kCount;
+  static_assert(DP % kVec == 0, "DP must be whole 16-byte packs");
+  if (n % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+#pragma unroll
+    for (int p = 0; p < DP / kVec; ++p) {
+      if (p * kVec < n) {
+        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src) + p);
+        const In* e = reinterpret_cast<const In*>(&raw);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) dst[p * kVec + k] = to_acc(e[k]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) dst[p * kVec + k] = Acc(0);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int d = 0; d < DP; ++d) dst[d] = d < n ? to_acc(src[d]) : Acc(0);
+  }
+}
+
+// dst[0..n) = vals[0..n) rounded to Out (n <= DP), by one thread: 16-byte stores when dst is 16-byte aligned
+// and n whole packs, else scalar stores.
+template <int DP, typename Out, typename Acc>
+__device__ __forceinline__ void store_row_registers(Out* __restrict__ dst, int n, const Acc (&vals)[DP]) {
+  constexpr int kVec = Pack16<Out>::kCount;
+  static_assert(DP % kVec == 0, "DP must be whole 16-byte packs");
+  if (n % kVec == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+#pragma unroll
+    for (int p = 0; p < DP / kVec; ++p) {
+      if (p * kVec < n) {
+        uint4 raw;
+        Out* e = reinterpret_cast<Out*>(&raw);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) e[k] = Store<Out>::from(vals[p * kVec + k]);
+        store16(dst + p * kVec, raw);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int d = 0; d < DP; ++d)
+      if (d < n) dst[d] = Store<Out>::from(vals[d]);
   }
 }
 

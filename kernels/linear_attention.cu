@@ -139,29 +139,70 @@ __device__ __forceinline__ void load_state(Acc* S, const Acc* X, const Acc* x, A
   }
 }
 
-// out[l] = phi(q_l) KV / phi(q_l) (ks + eps) for a tile of frames.
-template <typename In, typename Acc>
+// Column layout of the state in the output kernel's shared memory: KV in columns [0, E), zeros up to
+// EP = E rounded up to 16 (so 16-column chunks never leave the row), ks + eps in column EP, row stride EP + 4
+// (16-byte aligned rows, for 16-byte shared loads).
+__host__ __device__ __forceinline__ int output_state_cols(int E) { return (E + 15) / 16 * 16; }
+__host__ __device__ __forceinline__ int output_state_stride(int E) { return output_state_cols(E) + 4; }
+
+// Acc values srow[0..16) from 16-byte aligned shared memory: 16-byte loads (all lanes of a warp read the same
+// row: one broadcast wavefront per load).
+template <typename Acc>
+__device__ __forceinline__ void load16_shared(const Acc* srow, Acc (&v)[16]) {
+  constexpr int kVec = Pack16<Acc>::kCount;
+#pragma unroll
+  for (int p = 0; p < 16 / kVec; ++p) {
+    const uint4 raw = reinterpret_cast<const uint4*>(srow)[p];
+    const Acc* e = reinterpret_cast<const Acc*>(&raw);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) v[p * kVec + k] = e[k];
+  }
+}
+
+// out[l] = phi(q_l) KV / phi(q_l) (ks + eps), one frame l per thread (DP >= D, a power of two >= 16):
+// phi(q_l) lives in registers (the row read with 16-byte loads when aligned); the state is read from shared
+// memory as warp-wide broadcasts, 16 output columns at a time, and each thread writes its own output row
+// (16-byte stores when aligned). Per multiply-add this needs a quarter of a shared-memory load instead of
+// the two of a thread-per-output layout.
+template <typename In, typename Acc, int DP>
 __global__ void __launch_bounds__(kThreads)
     output_kernel(const In* __restrict__ q, const Acc* __restrict__ kv, const Acc* __restrict__ ks, Acc eps,
-                  Dims s, int64_t tiles, int tile, In* __restrict__ out) {
-  const int D = s.D, E = s.E, W = E + 1;
-  const int64_t nh = blockIdx.x / tiles, t0 = (blockIdx.x % tiles) * static_cast<int64_t>(tile);
-  const int rows = static_cast<int>(min(static_cast<int64_t>(tile), s.T - t0));
-  Acc* S = smem_base<Acc>();  // D x W
-  Acc* phiq = S + D * W;      // tile x D
-  Acc* num = phiq + tile * D;  // tile x W
-
-  load_state(S, kv, ks, eps, nh, D, E);
-  const int64_t row0 = frame_row(s, nh, t0);
-  for_each_row_element(q + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) { phiq[r * D + d] = sigmoid(x); });
-  __syncthreads();
-  for (int i = threadIdx.x; i < rows * W; i += kThreads) {
-    const int r = i / W, c = i % W;
-    num[i] = feature_dot_column(phiq + r * D, S, D, W, c);
+                  Dims s, int64_t tiles, In* __restrict__ out) {
+  const int D = s.D, E = s.E, EP = output_state_cols(E), WP = output_state_stride(E);
+  const int64_t nh = blockIdx.x / tiles, t = (blockIdx.x % tiles) * kThreads + threadIdx.x;
+  Acc* S = smem_base<Acc>();  // D x WP: [KV | 0 | ks + eps | 0 0 0]
+  for (int idx = threadIdx.x; idx < D * WP; idx += kThreads) {
+    const int d = idx / WP, c = idx % WP;
+    S[idx] = c < E ? kv[(nh * D + d) * E + c] : c == EP ? ks[nh * D + d] + eps : Acc(0);
   }
   __syncthreads();
-  store_rows(out + row0 * E, s.H * E, rows, E,
-             [&](int r, int e) { return output_value(num[r * W + e], num[r * W + E]); });
+  if (t >= s.T) return;  // no barrier below
+  const int64_t row = frame_row(s, nh, t);
+  Acc phi[DP];
+  load_row_registers(q + row * D, D, phi);
+  Acc den = Acc(0);
+#pragma unroll
+  for (int d = 0; d < DP; ++d) {
+    phi[d] = d < D ? sigmoid(phi[d]) : Acc(0);
+    if (d < D) den += phi[d] * S[d * WP + EP];
+  }
+  for (int e0 = 0; e0 < E; e0 += 16) {
+    Acc num[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) num[j] = Acc(0);
+#pragma unroll
+    for (int d = 0; d < DP; ++d) {
+      if (d < D) {
+        Acc sv[16];
+        load16_shared(S + d * WP + e0, sv);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) num[j] += phi[d] * sv[j];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 16; ++j) num[j] = output_value(num[j], den);
+    store_row_registers(out + row * E + e0, min(16, E - e0), num);
+  }
 }
 
 // ---- backward ----------------------------------------------------------------------------------
@@ -284,12 +325,19 @@ cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask
   TRGNET_LA_CHECK_LAUNCH();
   if (T == 0) return cudaSuccess;
 
-  const size_t fixed = D * W * sizeof(Acc), row = (D + W) * sizeof(Acc);
-  const int otile = pick_tile(64, fixed, row);
-  const int64_t tiles = (T + otile - 1) / otile;
+  const int64_t tiles = (T + kThreads - 1) / kThreads;  // one frame per thread
   if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
-  output_kernel<In, Acc><<<static_cast<unsigned>(NH * tiles), kThreads, fixed + otile * row, stream>>>(
-      q, kv_state, key_sum, static_cast<Acc>(eps), s, tiles, otile, out);
+  const size_t osmem = static_cast<size_t>(D) * output_state_stride(static_cast<int>(E)) * sizeof(Acc);
+  const dim3 ogrid(static_cast<unsigned>(NH * tiles));
+  if (D <= 16)
+    output_kernel<In, Acc, 16><<<ogrid, kThreads, osmem, stream>>>(q, kv_state, key_sum, static_cast<Acc>(eps), s,
+                                                                    tiles, out);
+  else if (D <= 32)
+    output_kernel<In, Acc, 32><<<ogrid, kThreads, osmem, stream>>>(q, kv_state, key_sum, static_cast<Acc>(eps), s,
+                                                                    tiles, out);
+  else
+    output_kernel<In, Acc, 64><<<ogrid, kThreads, osmem, stream>>>(q, kv_state, key_sum, static_cast<Acc>(eps), s,
+                                                                    tiles, out);
   TRGNET_LA_CHECK_LAUNCH();
   return cudaSuccess;
 }
