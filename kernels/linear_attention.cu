@@ -139,11 +139,11 @@ __device__ __forceinline__ void load_state(Acc* S, const Acc* X, const Acc* x, A
   }
 }
 
-// Column layout of the state in the output kernel's shared memory: KV in columns [0, E), zeros up to
-// EP = E rounded up to 16 (so 16-column chunks never leave the row), ks + eps in column EP, row stride EP + 4
-// (16-byte aligned rows, for 16-byte shared loads).
-__host__ __device__ __forceinline__ int output_state_cols(int E) { return (E + 15) / 16 * 16; }
-__host__ __device__ __forceinline__ int output_state_stride(int E) { return output_state_cols(E) + 4; }
+// Column layout of a state in shared memory for the one-frame-per-thread kernels: KV (or dKV) in columns
+// [0, E), zeros up to EP = E rounded up to 16 (so 16-column chunks never leave the row), ks + eps (or dks)
+// in column EP, row stride EP + 4 (16-byte aligned rows, for 16-byte shared loads).
+__host__ __device__ __forceinline__ int padded_state_cols(int E) { return (E + 15) / 16 * 16; }
+__host__ __device__ __forceinline__ int padded_state_stride(int E) { return padded_state_cols(E) + 4; }
 
 // Acc values srow[0..16) from 16-byte aligned shared memory: 16-byte loads (all lanes of a warp read the same
 // row: one broadcast wavefront per load).
@@ -159,6 +159,34 @@ __device__ __forceinline__ void load16_shared(const Acc* srow, Acc (&v)[16]) {
   }
 }
 
+// Loads [X | 0 | x + add | 0 0 0] of one (n, h) into shared memory in that padded layout.
+template <typename Acc>
+__device__ __forceinline__ void load_padded_state(Acc* S, const Acc* X, const Acc* x, Acc add, int64_t nh, int D,
+                                                  int E) {
+  const int EP = padded_state_cols(E), WP = padded_state_stride(E);
+  for (int idx = threadIdx.x; idx < D * WP; idx += kThreads) {
+    const int d = idx / WP, c = idx % WP;
+    S[idx] = c < E ? X[(nh * D + d) * E + c] : c == EP ? x[nh * D + d] + add : Acc(0);
+  }
+}
+
+// num[j] = sum_d f[d] S[d][e0 + j] (j < 16) over the padded state rows: 16-byte shared broadcasts.
+template <int DP, typename Acc>
+__device__ __forceinline__ void features_times_state(const Acc (&f)[DP], const Acc* S, int D, int WP, int e0,
+                                                     Acc (&num)[16]) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j) num[j] = Acc(0);
+#pragma unroll
+  for (int d = 0; d < DP; ++d) {
+    if (d < D) {
+      Acc sv[16];
+      load16_shared(S + d * WP + e0, sv);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) num[j] += f[d] * sv[j];
+    }
+  }
+}
+
 // out[l] = phi(q_l) KV / phi(q_l) (ks + eps), one frame l per thread (DP >= D, a power of two >= 16):
 // phi(q_l) lives in registers (the row read with 16-byte loads when aligned); the state is read from shared
 // memory as warp-wide broadcasts, 16 output columns at a time, and each thread writes its own output row
@@ -168,13 +196,10 @@ template <typename In, typename Acc, int DP>
 __global__ void __launch_bounds__(kThreads)
     output_kernel(const In* __restrict__ q, const Acc* __restrict__ kv, const Acc* __restrict__ ks, Acc eps,
                   Dims s, int64_t tiles, In* __restrict__ out) {
-  const int D = s.D, E = s.E, EP = output_state_cols(E), WP = output_state_stride(E);
+  const int D = s.D, E = s.E, EP = padded_state_cols(E), WP = padded_state_stride(E);
   const int64_t nh = blockIdx.x / tiles, t = (blockIdx.x % tiles) * kThreads + threadIdx.x;
   Acc* S = smem_base<Acc>();  // D x WP: [KV | 0 | ks + eps | 0 0 0]
-  for (int idx = threadIdx.x; idx < D * WP; idx += kThreads) {
-    const int d = idx / WP, c = idx % WP;
-    S[idx] = c < E ? kv[(nh * D + d) * E + c] : c == EP ? ks[nh * D + d] + eps : Acc(0);
-  }
+  load_padded_state(S, kv, ks, eps, nh, D, E);
   __syncthreads();
   if (t >= s.T) return;  // no barrier below
   const int64_t row = frame_row(s, nh, t);
@@ -188,17 +213,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int e0 = 0; e0 < E; e0 += 16) {
     Acc num[16];
-#pragma unroll
-    for (int j = 0; j < 16; ++j) num[j] = Acc(0);
-#pragma unroll
-    for (int d = 0; d < DP; ++d) {
-      if (d < D) {
-        Acc sv[16];
-        load16_shared(S + d * WP + e0, sv);
-#pragma unroll
-        for (int j = 0; j < 16; ++j) num[j] += phi[d] * sv[j];
-      }
-    }
+    features_times_state(phi, S, D, WP, e0, num);
 #pragma unroll
     for (int j = 0; j < 16; ++j) num[j] = output_value(num[j], den);
     store_row_registers(out + row * E + e0, min(16, E - e0), num);
@@ -253,33 +268,52 @@ __global__ void __launch_bounds__(kThreads)
   store_partial(acc, partial + (nh * chunks + chunk) * D * W, D * W);
 }
 
-// dk, dv for a tile of frames from the reduced dS = [dKV | dks].
-template <typename In, typename Acc>
+// dk, dv from the reduced dS = [dKV | dks], one frame per thread (DP >= D, E: a power of two >= 16): sigmoid(k)
+// and v of the frame in registers (rows read with 16-byte loads when aligned), dS in shared memory in the
+// padded layout read as warp-wide broadcasts, dk and dv rows written by their thread (16-byte stores when
+// aligned). dk[d] = m sk'(d) (dS[d, :E] . v + dks[d]); dv[e] = m sum_d sk[d] dS[d, e].
+template <typename In, typename Acc, int DP>
 __global__ void __launch_bounds__(kThreads)
     key_backward_kernel(const In* __restrict__ k, const In* __restrict__ v, const bool* __restrict__ mask,
-                        const Acc* __restrict__ dkv, const Acc* __restrict__ dks, Dims s, int64_t tiles, int tile,
+                        const Acc* __restrict__ dkv, const Acc* __restrict__ dks, Dims s, int64_t tiles,
                         In* __restrict__ dk, In* __restrict__ dv) {
-  const int D = s.D, E = s.E, W = E + 1;
-  const int64_t nh = blockIdx.x / tiles, t0 = (blockIdx.x % tiles) * static_cast<int64_t>(tile);
-  const int rows = static_cast<int>(min(static_cast<int64_t>(tile), s.T - t0));
-  Acc* dS = smem_base<Acc>();   // D x W
-  Acc* sk = dS + D * W;         // tile x D, sigmoid(k) without the mask
-  Acc* vext = sk + tile * D;    // tile x W
-  bool* m = reinterpret_cast<bool*>(vext + tile * W);  // tile
-
-  load_state(dS, dkv, dks, Acc(0), nh, D, E);
-  const int64_t row0 = frame_row(s, nh, t0);
-  for_each_row_element(k + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) { sk[r * D + d] = sigmoid(x); });
-  for_each_row_element(v + row0 * E, s.H * E, rows, E, [&](int r, int c, Acc x) { vext[r * W + c] = x; });
-  for (int r = threadIdx.x; r < rows; r += kThreads) {
-    vext[r * W + E] = Acc(1);
-    m[r] = mask_at(mask, s, nh, t0 + r);
-  }
+  const int D = s.D, E = s.E, EP = padded_state_cols(E), WP = padded_state_stride(E);
+  const int64_t nh = blockIdx.x / tiles, t = (blockIdx.x % tiles) * kThreads + threadIdx.x;
+  Acc* dS = smem_base<Acc>();  // D x WP: [dKV | 0 | dks | 0 0 0]
+  load_padded_state(dS, dkv, dks, Acc(0), nh, D, E);
   __syncthreads();
-  store_rows(dk + row0 * D, s.H * D, rows, D,
-             [&](int r, int d) { return grad_key_value(sk[r * D + d], m[r], dS + d * W, vext + r * W, W); });
-  store_rows(dv + row0 * E, s.H * E, rows, E,
-             [&](int r, int e) { return grad_value_value(sk + r * D, m[r], dS, D, W, e); });
+  if (t >= s.T) return;  // no barrier below
+  const int64_t row = frame_row(s, nh, t);
+  const bool m = mask_at(mask, s, nh, t);
+  Acc sk[DP], vr[DP], out[DP];
+  load_row_registers(k + row * D, D, sk);
+  load_row_registers(v + row * E, E, vr);  // zeros beyond E, like the padding of dS
+#pragma unroll
+  for (int d = 0; d < DP; ++d) {
+    sk[d] = d < D ? sigmoid(sk[d]) : Acc(0);
+    Acc a = Acc(0);
+    if (d < D) {
+      a = dS[d * WP + EP];  // the key-sum column times the 1 of [v, 1]
+#pragma unroll
+      for (int c0 = 0; c0 < DP; c0 += 16) {
+        if (c0 < E) {
+          Acc sv[16];
+          load16_shared(dS + d * WP + c0, sv);
+#pragma unroll
+          for (int j = 0; j < 16; ++j) a += sv[j] * vr[c0 + j];
+        }
+      }
+    }
+    out[d] = m ? sigmoid_grad(sk[d]) * a : Acc(0);
+  }
+  store_row_registers(dk + row * D, D, out);
+  for (int e0 = 0; e0 < E; e0 += 16) {
+    Acc num[16];
+    features_times_state(sk, dS, D, WP, e0, num);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) num[j] = m ? num[j] : Acc(0);
+    store_row_registers(dv + row * E + e0, min(16, E - e0), num);
+  }
 }
 
 // ---- launch helpers ----------------------------------------------------------------------------
@@ -327,7 +361,7 @@ cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask
 
   const int64_t tiles = (T + kThreads - 1) / kThreads;  // one frame per thread
   if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
-  const size_t osmem = static_cast<size_t>(D) * output_state_stride(static_cast<int>(E)) * sizeof(Acc);
+  const size_t osmem = static_cast<size_t>(D) * padded_state_stride(static_cast<int>(E)) * sizeof(Acc);
   const dim3 ogrid(static_cast<unsigned>(NH * tiles));
   if (D <= 16)
     output_kernel<In, Acc, 16><<<ogrid, kThreads, osmem, stream>>>(q, kv_state, key_sum, static_cast<Acc>(eps), s,
@@ -367,12 +401,17 @@ cudaError_t backward_impl(const In* g, const In* q, const In* k, const In* v, co
   state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(partial, chunks, s.D, s.E, dkv, dks);
   TRGNET_LA_CHECK_LAUNCH();
 
-  const size_t kfixed = D * W * sizeof(Acc), krow = (D + W + 1) * sizeof(Acc);  // +1 Acc covers the mask byte
-  const int ktile = pick_tile(64, kfixed, krow);
-  const int64_t tiles = (T + ktile - 1) / ktile;
+  const int64_t tiles = (T + kThreads - 1) / kThreads;  // one frame per thread
   if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
-  key_backward_kernel<In, Acc><<<static_cast<unsigned>(NH * tiles), kThreads, kfixed + ktile * krow, stream>>>(
-      k, v, mask, dkv, dks, s, tiles, ktile, dk, dv);
+  const size_t ksmem = static_cast<size_t>(D) * padded_state_stride(static_cast<int>(E)) * sizeof(Acc);
+  const dim3 kgrid(static_cast<unsigned>(NH * tiles));
+  const int64_t width = D > E ? D : E;
+  if (width <= 16)
+    key_backward_kernel<In, Acc, 16><<<kgrid, kThreads, ksmem, stream>>>(k, v, mask, dkv, dks, s, tiles, dk, dv);
+  else if (width <= 32)
+    key_backward_kernel<In, Acc, 32><<<kgrid, kThreads, ksmem, stream>>>(k, v, mask, dkv, dks, s, tiles, dk, dv);
+  else
+    key_backward_kernel<In, Acc, 64><<<kgrid, kThreads, ksmem, stream>>>(k, v, mask, dkv, dks, s, tiles, dk, dv);
   TRGNET_LA_CHECK_LAUNCH();
   return cudaSuccess;
 }

@@ -198,6 +198,9 @@ int main() {
   run_case<float, float>("odd sizes, 2 chunks", {2, 129, 3, 5, 7}, true, 0, Vec::kAny);
   run_case<float, float>("odd sizes", {1, 45, 1, 3, 1}, false, 0, Vec::kAny);
   run_case<float, float>("q/k rows 16-byte, v rows scalar", {1, 200, 2, 16, 7}, true, 0, Vec::kUsed);
+  run_case<float, float>("head dims 17..32 (32-wide register rows)", {2, 70, 2, 24, 32}, true, 0, Vec::kUsed);
+  run_case<__nv_bfloat16, float>("head dims 17..32 (32-wide register rows)", {1, 33, 3, 32, 20}, false, 0,
+                                 Vec::kUsed);
   run_case<float, float>("several tiles per chunk", {1, 300, 1, 64, 64}, true, 0, Vec::kUsed, true);
   run_case<double, double>("several tiles per chunk", {1, 260, 1, 64, 63}, false, 0, Vec::kUsed, true);
   pair_case<float, float>({2, 130, 2, 16, 16}, true);
