@@ -13,6 +13,8 @@
 // its chunk in frame order, so the result does not depend on scheduling.
 #include "linear_attention.h"
 
+#include <type_traits>
+
 #include "cuda_common.cuh"
 #include "linear_attention.cuh"
 
@@ -331,6 +333,24 @@ inline bool valid_sizes(int64_t N, int64_t T, int64_t H, int64_t D, int64_t E) {
 
 inline bool grid_ok(int64_t blocks) { return blocks > 0 && blocks <= 0x7fffffffLL; }
 
+// Launch of a one-frame-per-thread kernel over (n, h) x T frames: blocks of kThreads frames, a padded D-row
+// state in shared memory, and the register row width DP (16, 32 or 64, the smallest >= width) as a
+// compile-time constant: launch(std::integral_constant<int, DP>, grid, smem bytes, blocks per (n, h)).
+template <typename Acc, typename Launch>
+cudaError_t launch_frame_rows(int64_t NH, int64_t T, int64_t D, int64_t E, int64_t width, Launch launch) {
+  const int64_t tiles = (T + kThreads - 1) / kThreads;
+  if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
+  const size_t smem = static_cast<size_t>(D) * padded_state_stride(static_cast<int>(E)) * sizeof(Acc);
+  const dim3 grid(static_cast<unsigned>(NH * tiles));
+  if (width <= 16)
+    launch(std::integral_constant<int, 16>(), grid, smem, tiles);
+  else if (width <= 32)
+    launch(std::integral_constant<int, 32>(), grid, smem, tiles);
+  else
+    launch(std::integral_constant<int, 64>(), grid, smem, tiles);
+  return cudaSuccess;
+}
+
 #define TRGNET_LA_CHECK_LAUNCH()                 \
   do {                                           \
     cudaError_t err_ = cudaGetLastError();       \
@@ -359,19 +379,10 @@ cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask
   TRGNET_LA_CHECK_LAUNCH();
   if (T == 0) return cudaSuccess;
 
-  const int64_t tiles = (T + kThreads - 1) / kThreads;  // one frame per thread
-  if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
-  const size_t osmem = static_cast<size_t>(D) * padded_state_stride(static_cast<int>(E)) * sizeof(Acc);
-  const dim3 ogrid(static_cast<unsigned>(NH * tiles));
-  if (D <= 16)
-    output_kernel<In, Acc, 16><<<ogrid, kThreads, osmem, stream>>>(q, kv_state, key_sum, static_cast<Acc>(eps), s,
-                                                                    tiles, out);
-  else if (D <= 32)
-    output_kernel<In, Acc, 32><<<ogrid, kThreads, osmem, stream>>>(q, kv_state, key_sum, static_cast<Acc>(eps), s,
-                                                                    tiles, out);
-  else
-    output_kernel<In, Acc, 64><<<ogrid, kThreads, osmem, stream>>>(q, kv_state, key_sum, static_cast<Acc>(eps), s,
-                                                                    tiles, out);
+  TRGNET_RETURN_IF_ERROR(launch_frame_rows<Acc>(NH, T, D, E, D, [&](auto dp, dim3 grid, size_t smem, int64_t tiles) {
+    output_kernel<In, Acc, decltype(dp)::value><<<grid, kThreads, smem, stream>>>(q, kv_state, key_sum,
+                                                                                 static_cast<Acc>(eps), s, tiles, out);
+  }));
   TRGNET_LA_CHECK_LAUNCH();
   return cudaSuccess;
 }
@@ -401,17 +412,11 @@ cudaError_t backward_impl(const In* g, const In* q, const In* k, const In* v, co
   state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(partial, chunks, s.D, s.E, dkv, dks);
   TRGNET_LA_CHECK_LAUNCH();
 
-  const int64_t tiles = (T + kThreads - 1) / kThreads;  // one frame per thread
-  if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
-  const size_t ksmem = static_cast<size_t>(D) * padded_state_stride(static_cast<int>(E)) * sizeof(Acc);
-  const dim3 kgrid(static_cast<unsigned>(NH * tiles));
-  const int64_t width = D > E ? D : E;
-  if (width <= 16)
-    key_backward_kernel<In, Acc, 16><<<kgrid, kThreads, ksmem, stream>>>(k, v, mask, dkv, dks, s, tiles, dk, dv);
-  else if (width <= 32)
-    key_backward_kernel<In, Acc, 32><<<kgrid, kThreads, ksmem, stream>>>(k, v, mask, dkv, dks, s, tiles, dk, dv);
-  else
-    key_backward_kernel<In, Acc, 64><<<kgrid, kThreads, ksmem, stream>>>(k, v, mask, dkv, dks, s, tiles, dk, dv);
+  TRGNET_RETURN_IF_ERROR(launch_frame_rows<Acc>(NH, T, D, E, D > E ? D : E,
+                                                [&](auto dp, dim3 grid, size_t smem, int64_t tiles) {
+    key_backward_kernel<In, Acc, decltype(dp)::value><<<grid, kThreads, smem, stream>>>(k, v, mask, dkv, dks, s,
+                                                                                       tiles, dk, dv);
+  }));
   TRGNET_LA_CHECK_LAUNCH();
   return cudaSuccess;
 }
