@@ -260,6 +260,10 @@ def triton_reports(op_names, dtypes, n: int, t: int, arch: int, workdir: Path, s
         # the interpreter replaces @triton.jit functions when they are defined: nothing would compile
         raise RuntimeError("kernel_report: the Triton part needs TRITON_INTERPRET unset (or 0) before "
                            "trgnet_fast's Triton modules are imported")
+    unknown = [o for o in op_names if o not in BENCH_OPS]
+    if unknown:
+        raise ValueError(f"kernel_report: --ops: unknown op(s) {unknown}; expected names from "
+                         f"benchmarks/bench_registry.py: {sorted(BENCH_OPS)}")
     ops = _triton_ops()
     reports = []
     for op_name in op_names:

@@ -106,3 +106,16 @@ def test_occupancy_bound():
     assert k.blocks_per_sm == 2
     k.registers, k.dynamic_smem = 32, 120 * 1024  # shared memory binds: one 121 KB block per 228 KB
     assert k.blocks_per_sm == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ops", "nope"], "--ops: unknown op(s) ['nope']"),
+    (["--dtypes", "float33"], "--dtypes: 'float33' is not a torch dtype"),
+    (["--size", "8"], "--size: expected N,T"),
+])
+def test_bad_arguments_name_the_argument(args, message):
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    proc = subprocess.run([sys.executable, str(REPORT_SCRIPT), "--what", "triton", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert message in proc.stderr
