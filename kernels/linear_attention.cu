@@ -8,9 +8,10 @@
 //            -> state_reduce (-> dKV, dks in the workspace)
 //            -> key (per (n,h) and T-tile: dk, dv).
 // One block per (n,h) x chunk/tile, grid flattened to 1-D (x = nh * tiles + tile).
-// Tiles of frames are staged in shared memory as Acc; each thread of a reduction kernel owns a
-// fixed set of entries of the extended D x (E+1) state and accumulates them over the frames of
-// its chunk in frame order, so the result does not depend on scheduling.
+// The per-frame work runs one frame per thread with the frame's rows in registers; the reductions over T
+// stage tiles of frames in shared memory as Acc and give each thread fixed 4 x 4 blocks of the extended
+// D x (E+1) state and a fixed subset of the frames (accumulate_outer), so the result does not depend on
+// scheduling.
 #include "linear_attention.h"
 
 #include <type_traits>
@@ -23,8 +24,6 @@ namespace la {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxEntries = (kMaxHeadDim * (kMaxHeadDim + 1) + kThreads - 1) / kThreads;
-constexpr int kSmemBudget = 48 * 1024;  // default dynamic shared-memory limit, no opt-in needed
 
 struct Dims {
   int64_t N, T, H;
@@ -40,29 +39,6 @@ __device__ __forceinline__ bool mask_at(const bool* mask, const Dims& s, int64_t
   return mask == nullptr || mask[(nh / s.H) * s.T + t];
 }
 
-// Each thread owns entries idx = tid + j * kThreads of the D x W state.
-template <typename Acc>
-__device__ __forceinline__ void accumulate_rows(Acc (&acc)[kMaxEntries], const Acc* a, const Acc* b,
-                                                int rows, int D, int W) {
-  const int entries = D * W;
-#pragma unroll
-  for (int j = 0; j < kMaxEntries; ++j) {
-    const int idx = threadIdx.x + j * kThreads;
-    if (idx < entries) {
-      const int d = idx / W, c = idx % W;
-      Acc x = acc[j];
-      for (int r = 0; r < rows; ++r) x += a[r * D + d] * b[r * W + c];
-      acc[j] = x;
-    }
-  }
-}
-
-template <typename Acc>
-__device__ __forceinline__ void zero_entries(Acc (&acc)[kMaxEntries]) {
-#pragma unroll
-  for (int j = 0; j < kMaxEntries; ++j) acc[j] = Acc(0);
-}
-
 // body(t0, rows, row0) for the consecutive tiles of `tile` frames of reduction chunk `chunk` of (n, h) = nh:
 // t0 the tile's first frame, rows its number of frames, row0 = frame_row(s, nh, t0).
 template <typename Body>
@@ -74,41 +50,175 @@ __device__ __forceinline__ void for_each_chunk_tile(const Dims& s, int64_t nh, i
     body(t0, static_cast<int>(min(static_cast<int64_t>(tile), t_end - t0)), frame_row(s, nh, t0));
 }
 
-template <typename Acc>
-__device__ __forceinline__ void store_partial(const Acc (&acc)[kMaxEntries], Acc* partial, int entries) {
+// K values v[0..K) from / to 16-byte aligned shared memory with 16-byte accesses (K * sizeof(Acc) a multiple
+// of 16). When all lanes of a warp read the same address the load is one broadcast wavefront.
+template <int K, typename Acc>
+__device__ __forceinline__ void load_shared_vec(const Acc* src, Acc (&v)[K]) {
+  constexpr int kVec = Pack16<Acc>::kCount;
+  static_assert(K % kVec == 0, "whole 16-byte packs");
 #pragma unroll
-  for (int j = 0; j < kMaxEntries; ++j) {
-    const int idx = threadIdx.x + j * kThreads;
-    if (idx < entries) partial[idx] = acc[j];
+  for (int p = 0; p < K / kVec; ++p) {
+    const uint4 raw = reinterpret_cast<const uint4*>(src)[p];
+    const Acc* e = reinterpret_cast<const Acc*>(&raw);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) v[p * kVec + k] = e[k];
+  }
+}
+template <int K, typename Acc>
+__device__ __forceinline__ void store_shared_vec(Acc* dst, const Acc (&v)[K]) {
+  constexpr int kVec = Pack16<Acc>::kCount;
+  static_assert(K % kVec == 0, "whole 16-byte packs");
+#pragma unroll
+  for (int p = 0; p < K / kVec; ++p) {
+    uint4 raw;
+    Acc* e = reinterpret_cast<Acc*>(&raw);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) e[k] = v[p * kVec + k];
+    reinterpret_cast<uint4*>(dst)[p] = raw;
+  }
+}
+
+// ---- register-blocked reductions over T ----------------------------------------------------------
+//
+// The state pass and the query backward both reduce an outer product over the frames of a chunk:
+// S[d][c] = sum_r a[r][d] b[r][c] (a = m phi(k), b = [v, 1]; or a = phi(q), b = dN), D x W with W = E + 1.
+// Both factors are staged in shared memory per tile of frames (rows staged_stride() apart, zeros in the
+// padding); each thread owns kBlock x kBlock blocks of S in registers and per frame reads kBlock elements of
+// a and of b (one 16-byte shared load each in fp32) for kBlock^2 multiply-adds -- instead of two shared loads
+// per multiply-add of a thread-per-entry layout. A 16 x 17 state has only 20 blocks, so the threads form
+// `groups` groups, group g taking frames g, g + groups, ... of every tile; at the end of the chunk the groups'
+// sums are added in group order. The split depends only on the sizes: deterministic.
+constexpr int kBlock = 4;
+constexpr int kBlockElems = kBlock * kBlock;
+
+// Blocks of S each thread owns at most, for head dims up to DP (D <= DP, W <= DP + 1).
+__host__ __device__ constexpr int outer_blocks_per_thread(int DP) {
+  return ((DP / kBlock) * (DP / kBlock + 1) + kThreads - 1) / kThreads;
+}
+
+struct OuterShape {
+  int D, W;             // S is D x W
+  int col_blocks;       // blocks along W
+  int blocks;           // blocks of S
+  int groups;           // thread groups splitting the frames
+};
+__host__ __device__ __forceinline__ OuterShape outer_shape(int D, int W) {
+  OuterShape o;
+  o.D = D;
+  o.W = W;
+  o.col_blocks = (W + kBlock - 1) / kBlock;
+  o.blocks = (D + kBlock - 1) / kBlock * o.col_blocks;
+  o.groups = o.blocks >= kThreads ? 1 : kThreads / o.blocks;
+  return o;
+}
+// Shared-memory elements store_outer needs to add up the groups' sums (none for one group).
+__host__ __device__ __forceinline__ int64_t outer_scratch_elems(const OuterShape& o) {
+  return o.groups > 1 ? static_cast<int64_t>(o.groups) * o.blocks * kBlockElems : 0;
+}
+// This thread's group (>= o.groups: idle) and its j-th block of S (>= o.blocks: none).
+__device__ __forceinline__ int outer_group(const OuterShape& o) {
+  return o.blocks >= kThreads ? 0 : static_cast<int>(threadIdx.x) / o.blocks;
+}
+__device__ __forceinline__ int outer_block(const OuterShape& o, int j) {
+  return (o.blocks >= kThreads ? static_cast<int>(threadIdx.x) : static_cast<int>(threadIdx.x) % o.blocks) +
+         j * kThreads;
+}
+
+// acc += this thread's blocks of sum_r a[r] (x) b[r] over `rows` staged frames (a: rows x as, b: rows x bs).
+template <int BPT, typename Acc>
+__device__ __forceinline__ void accumulate_outer(Acc (&acc)[BPT][kBlockElems], const OuterShape& o, const Acc* a,
+                                                 int as, const Acc* b, int bs, int rows) {
+  const int group = outer_group(o);
+  if (group >= o.groups) return;
+#pragma unroll
+  for (int j = 0; j < BPT; ++j) {
+    const int blk = outer_block(o, j);
+    if (blk >= o.blocks) continue;
+    const int d0 = blk / o.col_blocks * kBlock, c0 = blk % o.col_blocks * kBlock;
+    for (int r = group; r < rows; r += o.groups) {
+      Acc x[kBlock], y[kBlock];
+      load_shared_vec(a + r * as + d0, x);
+      load_shared_vec(b + r * bs + c0, y);
+#pragma unroll
+      for (int i = 0; i < kBlock; ++i)
+#pragma unroll
+        for (int k = 0; k < kBlock; ++k) acc[j][i * kBlock + k] += x[i] * y[k];
+    }
+  }
+}
+
+// partial[d * W + c] = S[d][c], the groups' sums added in group order through `scratch`
+// (outer_scratch_elems(o) elements; the caller has synchronised, so it may alias the staged factors).
+// All threads of the block call it.
+template <int BPT, typename Acc>
+__device__ __forceinline__ void store_outer(const Acc (&acc)[BPT][kBlockElems], const OuterShape& o, Acc* scratch,
+                                            Acc* partial) {
+  const int group = outer_group(o);
+  const bool one_group = o.groups == 1;  // every block has one owner: stored straight from its registers
+#pragma unroll
+  for (int j = 0; j < BPT; ++j) {
+    const int blk = outer_block(o, j);
+    if (group >= o.groups || blk >= o.blocks) continue;
+    const int d0 = blk / o.col_blocks * kBlock, c0 = blk % o.col_blocks * kBlock;
+#pragma unroll
+    for (int e = 0; e < kBlockElems; ++e) {
+      const int d = d0 + e / kBlock, c = c0 + e % kBlock;
+      if (!one_group)
+        scratch[(group * o.blocks + blk) * kBlockElems + e] = acc[j][e];
+      else if (d < o.D && c < o.W)
+        partial[d * o.W + c] = acc[j][e];
+    }
+  }
+  if (one_group) return;  // uniform over the block
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < o.D * o.W; idx += kThreads) {
+    const int d = idx / o.W, c = idx % o.W;
+    const int at = (d / kBlock * o.col_blocks + c / kBlock) * kBlockElems + d % kBlock * kBlock + c % kBlock;
+    Acc sum = Acc(0);
+    for (int g = 0; g < o.groups; ++g) sum += scratch[g * o.blocks * kBlockElems + at];
+    partial[idx] = sum;
+  }
+}
+
+// Row tails of a staged factor: column `from` of each of `rows` rows set to `first`, the columns after it up
+// to the row stride to zero.
+template <typename Acc>
+__device__ __forceinline__ void fill_row_tails(Acc* rows_base, int rows, int stride, int from, Acc first) {
+  const int n = stride - from;
+  for (int i = threadIdx.x; i < rows * n; i += kThreads) {
+    const int r = i / n, c = i % n;
+    rows_base[r * stride + from + c] = c == 0 ? first : Acc(0);
   }
 }
 
 // ---- forward -----------------------------------------------------------------------------------
 
-// partial[(nh * chunks + chunk) * D*W + d*W + c] = sum over the chunk's frames of
-// m * phi(k[d]) * [v, 1][c].
-template <typename In, typename Acc>
+// partial[(nh * chunks + chunk) * D*W + d*W + c] = sum over the chunk's frames of m * phi(k[d]) * [v, 1][c],
+// register-blocked (see accumulate_outer). DP >= D, E (16, 32 or 64) sizes the accumulators.
+template <typename In, typename Acc, int DP>
 __global__ void __launch_bounds__(kThreads)
     state_partial_kernel(const In* __restrict__ k, const In* __restrict__ v, const bool* __restrict__ mask,
                          Dims s, int64_t chunk_len, int64_t chunks, int tile, Acc* __restrict__ partial) {
   const int D = s.D, E = s.E, W = E + 1;
+  const int as = staged_stride(D, sizeof(Acc)), bs = staged_stride(W, sizeof(Acc));
+  const OuterShape o = outer_shape(D, W);
   const int64_t nh = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
-  Acc* phik = smem_base<Acc>();  // tile x D
-  Acc* vext = phik + tile * D;   // tile x W
+  Acc* phik = smem_base<Acc>();  // tile x as: m phi(k), zero padding
+  Acc* vext = phik + tile * as;  // tile x bs: [v | 1 | 0 ...]
 
-  Acc acc[kMaxEntries];
-  zero_entries(acc);
+  Acc acc[outer_blocks_per_thread(DP)][kBlockElems] = {};
   for_each_chunk_tile(s, nh, chunk, chunk_len, tile, [&](int64_t t0, int rows, int64_t row0) {
     for_each_row_element(k + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) {
-      phik[r * D + d] = key_feature(x, mask_at(mask, s, nh, t0 + r));
+      phik[r * as + d] = key_feature(x, mask_at(mask, s, nh, t0 + r));
     });
-    for_each_row_element(v + row0 * E, s.H * E, rows, E, [&](int r, int c, Acc x) { vext[r * W + c] = x; });
-    for (int r = threadIdx.x; r < rows; r += kThreads) vext[r * W + E] = Acc(1);
+    for_each_row_element(v + row0 * E, s.H * E, rows, E, [&](int r, int c, Acc x) { vext[r * bs + c] = x; });
+    fill_row_tails(phik, rows, as, D, Acc(0));
+    fill_row_tails(vext, rows, bs, E, Acc(1));
     __syncthreads();
-    accumulate_rows(acc, phik, vext, rows, D, W);
+    accumulate_outer(acc, o, phik, as, vext, bs, rows);
     __syncthreads();
   });
-  store_partial(acc, partial + (nh * chunks + chunk) * D * W, D * W);
+  store_outer(acc, o, phik, partial + (nh * chunks + chunk) * D * W);
 }
 
 // Fixed-order sum of the chunk partials; splits [X | x] into kv (nh, D, E) and ks (nh, D).
@@ -130,36 +240,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Loads the extended state [X | x + add] of one (n, h) into shared memory.
-template <typename Acc>
-__device__ __forceinline__ void load_state(Acc* S, const Acc* X, const Acc* x, Acc add, int64_t nh, int D,
-                                           int E) {
-  const int W = E + 1;
-  for (int idx = threadIdx.x; idx < D * W; idx += kThreads) {
-    const int d = idx / W, c = idx % W;
-    S[idx] = c < E ? X[(nh * D + d) * E + c] : x[nh * D + d] + add;
-  }
-}
-
 // Column layout of a state in shared memory for the one-frame-per-thread kernels: KV (or dKV) in columns
 // [0, E), zeros up to EP = E rounded up to 16 (so 16-column chunks never leave the row), ks + eps (or dks)
 // in column EP, row stride EP + 4 (16-byte aligned rows, for 16-byte shared loads).
 __host__ __device__ __forceinline__ int padded_state_cols(int E) { return (E + 15) / 16 * 16; }
 __host__ __device__ __forceinline__ int padded_state_stride(int E) { return padded_state_cols(E) + 4; }
-
-// Acc values srow[0..16) from 16-byte aligned shared memory: 16-byte loads (all lanes of a warp read the same
-// row: one broadcast wavefront per load).
-template <typename Acc>
-__device__ __forceinline__ void load16_shared(const Acc* srow, Acc (&v)[16]) {
-  constexpr int kVec = Pack16<Acc>::kCount;
-#pragma unroll
-  for (int p = 0; p < 16 / kVec; ++p) {
-    const uint4 raw = reinterpret_cast<const uint4*>(srow)[p];
-    const Acc* e = reinterpret_cast<const Acc*>(&raw);
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) v[p * kVec + k] = e[k];
-  }
-}
 
 // Loads [X | 0 | x + add | 0 0 0] of one (n, h) into shared memory in that padded layout.
 template <typename Acc>
@@ -182,7 +267,7 @@ __device__ __forceinline__ void features_times_state(const Acc (&f)[DP], const A
   for (int d = 0; d < DP; ++d) {
     if (d < D) {
       Acc sv[16];
-      load16_shared(S + d * WP + e0, sv);
+      load_shared_vec(S + d * WP + e0, sv);
 #pragma unroll
       for (int j = 0; j < 16; ++j) num[j] += f[d] * sv[j];
     }
@@ -224,50 +309,109 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- backward ----------------------------------------------------------------------------------
 
-// dq for the chunk's frames, and partial dS = sum_l phi(q_l) (x) dN_l.
-template <typename In, typename Acc>
+// S[d][EP] * last + sum_{c < E} S[d][c] x[c] for one padded state row (16-byte shared broadcasts; x zero
+// beyond E): a state row against an extended vector [x, last].
+template <int DP, typename Acc>
+__device__ __forceinline__ Acc state_row_dot(const Acc* srow, const Acc (&x)[DP], int E, Acc last) {
+  Acc a = srow[padded_state_cols(E)] * last;
+#pragma unroll
+  for (int c0 = 0; c0 < DP; c0 += 16) {
+    if (c0 < E) {
+      Acc sv[16];
+      load_shared_vec(srow + c0, sv);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) a += sv[j] * x[c0 + j];
+    }
+  }
+  return a;
+}
+
+// The per-frame part of the query backward for the frame in row `row`: dq, and the frame's factors of
+// dS = sum_l phi(q_l) (x) dN_l staged for accumulate_outer: phi(q) in phi_row (columns up to D rounded to
+// kBlock), dN = [g / den, dden] in dn_row (columns up to E + 1 rounded to kBlock). S: the padded state with
+// eps. One thread per frame, everything in registers (DP >= D, E).
+template <int DP, typename In, typename Acc>
+__device__ __forceinline__ void query_backward_frame(const In* __restrict__ g, const In* __restrict__ q,
+                                                     const Acc* S, int D, int E, int64_t row, Acc* phi_row,
+                                                     Acc* dn_row, In* __restrict__ dq) {
+  const int EP = padded_state_cols(E), WP = padded_state_stride(E);
+  Acc phi[DP], gn[DP];
+  load_row_registers(q + row * D, D, phi);
+  load_row_registers(g + row * E, E, gn);  // zeros beyond E, like the padding of S
+  Acc den = Acc(0);
+#pragma unroll
+  for (int d = 0; d < DP; ++d) {
+    phi[d] = d < D ? sigmoid(phi[d]) : Acc(0);
+    if (d < D) den += phi[d] * S[d * WP + EP];
+  }
+  Acc g_dot_num = Acc(0);
+#pragma unroll
+  for (int e0 = 0; e0 < DP; e0 += 16) {
+    if (e0 < E) {
+      Acc num[16];
+      features_times_state(phi, S, D, WP, e0, num);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) g_dot_num += gn[e0 + j] * num[j];
+    }
+  }
+  const Acc dden = grad_den_from_dot(g_dot_num, den);
+#pragma unroll
+  for (int e = 0; e < DP; ++e) gn[e] = gn[e] / den;  // dN[:E] (zeros stay zeros)
+
+  const int d_cols = (D + kBlock - 1) / kBlock * kBlock, dn_cols = (E + 1 + kBlock - 1) / kBlock * kBlock;
+#pragma unroll
+  for (int c0 = 0; c0 < DP; c0 += kBlock) {
+    if (c0 < d_cols) {
+      Acc part[kBlock];
+#pragma unroll
+      for (int i = 0; i < kBlock; ++i) part[i] = phi[c0 + i];
+      store_shared_vec(phi_row + c0, part);
+    }
+  }
+#pragma unroll
+  for (int c0 = 0; c0 < DP + kBlock; c0 += kBlock) {  // dn_cols <= DP + kBlock
+    if (c0 < dn_cols) {
+      Acc part[kBlock];
+#pragma unroll
+      for (int i = 0; i < kBlock; ++i) {
+        const int c = c0 + i;
+        part[i] = c < E ? gn[c < DP ? c : 0] : c == E ? dden : Acc(0);
+      }
+      store_shared_vec(dn_row + c0, part);
+    }
+  }
+  // dq[d] = phi'(q[d]) (S[d, :E] . dN[:E] + S[d, EP] dden), into phi in place (its staged copy is written)
+#pragma unroll
+  for (int d = 0; d < DP; ++d) phi[d] = d < D ? sigmoid_grad(phi[d]) * state_row_dot(S + d * WP, gn, E, dden) : Acc(0);
+  store_row_registers(dq + row * D, D, phi);
+}
+
+// dq for the chunk's frames (one frame per thread, query_backward_frame) and the chunk's partial
+// dS = sum_l phi(q_l) (x) dN_l (register-blocked, accumulate_outer).
+template <typename In, typename Acc, int DP>
 __global__ void __launch_bounds__(kThreads)
     query_backward_kernel(const In* __restrict__ g, const In* __restrict__ q, const Acc* __restrict__ kv,
                           const Acc* __restrict__ ks, Acc eps, Dims s, int64_t chunk_len, int64_t chunks,
                           int tile, In* __restrict__ dq, Acc* __restrict__ partial) {
   const int D = s.D, E = s.E, W = E + 1;
+  const int as = staged_stride(D, sizeof(Acc)), bs = staged_stride(W, sizeof(Acc));
+  const OuterShape o = outer_shape(D, W);
   const int64_t nh = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
-  Acc* S = smem_base<Acc>();      // D x W (eps included)
-  Acc* phiq = S + D * W;          // tile x D
-  Acc* gt = phiq + tile * D;      // tile x E
-  Acc* num = gt + tile * E;       // tile x W, then dN
-  Acc* den = num + tile * W;      // tile
-  Acc* dden = den + tile;         // tile
+  Acc* S = smem_base<Acc>();                           // D x WP: [KV | 0 | ks + eps | 0 0 0]
+  Acc* phiq = S + D * padded_state_stride(E);          // tile x as
+  Acc* dn = phiq + tile * as;                          // tile x bs
 
-  load_state(S, kv, ks, eps, nh, D, E);
-  Acc acc[kMaxEntries];
-  zero_entries(acc);
-  for_each_chunk_tile(s, nh, chunk, chunk_len, tile, [&](int64_t t0, int rows, int64_t row0) {
-    for_each_row_element(q + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) { phiq[r * D + d] = sigmoid(x); });
-    for_each_row_element(g + row0 * E, s.H * E, rows, E, [&](int r, int e, Acc x) { gt[r * E + e] = x; });
-    __syncthreads();  // also orders the previous tile's reads of num/dN before the writes below
-    for (int i = threadIdx.x; i < rows * W; i += kThreads) {
-      const int r = i / W, c = i % W;
-      num[i] = feature_dot_column(phiq + r * D, S, D, W, c);
-    }
+  load_padded_state(S, kv, ks, eps, nh, D, E);
+  Acc acc[outer_blocks_per_thread(DP)][kBlockElems] = {};
+  for_each_chunk_tile(s, nh, chunk, chunk_len, tile, [&](int64_t, int rows, int64_t row0) {
+    __syncthreads();  // the state is loaded, and the previous tile's staged factors are consumed
+    for (int r = threadIdx.x; r < rows; r += kThreads)
+      query_backward_frame<DP>(g, q, S, D, E, row0 + r * s.H, phiq + r * as, dn + r * bs, dq);
     __syncthreads();
-    for (int r = threadIdx.x; r < rows; r += kThreads) {
-      den[r] = num[r * W + E];
-      dden[r] = grad_den(gt + r * E, num + r * W, E, den[r]);
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < rows * W; i += kThreads) {  // num -> dN (reads gt, den, dden only)
-      const int r = i / W, c = i % W;
-      num[i] = c < E ? gt[r * E + c] / den[r] : dden[r];
-    }
-    __syncthreads();
-    const Acc* dN = num;
-    store_rows(dq + row0 * D, s.H * D, rows, D,
-               [&](int r, int d) { return grad_query_value(phiq[r * D + d], S + d * W, dN + r * W, W); });
-    accumulate_rows(acc, phiq, dN, rows, D, W);
-    __syncthreads();
+    accumulate_outer(acc, o, phiq, as, dn, bs, rows);
   });
-  store_partial(acc, partial + (nh * chunks + chunk) * D * W, D * W);
+  __syncthreads();
+  store_outer(acc, o, phiq, partial + (nh * chunks + chunk) * D * W);
 }
 
 // dk, dv from the reduced dS = [dKV | dks], one frame per thread (DP >= D, E: a power of two >= 16): sigmoid(k)
@@ -279,7 +423,7 @@ __global__ void __launch_bounds__(kThreads)
     key_backward_kernel(const In* __restrict__ k, const In* __restrict__ v, const bool* __restrict__ mask,
                         const Acc* __restrict__ dkv, const Acc* __restrict__ dks, Dims s, int64_t tiles,
                         In* __restrict__ dk, In* __restrict__ dv) {
-  const int D = s.D, E = s.E, EP = padded_state_cols(E), WP = padded_state_stride(E);
+  const int D = s.D, E = s.E, WP = padded_state_stride(E);
   const int64_t nh = blockIdx.x / tiles, t = (blockIdx.x % tiles) * kThreads + threadIdx.x;
   Acc* dS = smem_base<Acc>();  // D x WP: [dKV | 0 | dks | 0 0 0]
   load_padded_state(dS, dkv, dks, Acc(0), nh, D, E);
@@ -293,20 +437,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int d = 0; d < DP; ++d) {
     sk[d] = d < D ? sigmoid(sk[d]) : Acc(0);
-    Acc a = Acc(0);
-    if (d < D) {
-      a = dS[d * WP + EP];  // the key-sum column times the 1 of [v, 1]
-#pragma unroll
-      for (int c0 = 0; c0 < DP; c0 += 16) {
-        if (c0 < E) {
-          Acc sv[16];
-          load16_shared(dS + d * WP + c0, sv);
-#pragma unroll
-          for (int j = 0; j < 16; ++j) a += sv[j] * vr[c0 + j];
-        }
-      }
-    }
-    out[d] = m ? sigmoid_grad(sk[d]) * a : Acc(0);
+    // last = 1: the dks column meets the 1 of [v, 1]
+    out[d] = m && d < D ? sigmoid_grad(sk[d]) * state_row_dot(dS + d * WP, vr, E, Acc(1)) : Acc(0);
   }
   store_row_registers(dk + row * D, D, out);
   for (int e0 = 0; e0 < E; e0 += 16) {
@@ -320,42 +452,42 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- launch helpers ----------------------------------------------------------------------------
 
-// Largest power-of-two tile <= max_tile whose shared memory fits the budget.
-inline int pick_tile(int max_tile, size_t fixed_bytes, size_t row_bytes) {
-  int tile = max_tile;
-  while (tile > 1 && fixed_bytes + tile * row_bytes > static_cast<size_t>(kSmemBudget)) tile /= 2;
-  return tile;
-}
-
 inline bool valid_sizes(int64_t N, int64_t T, int64_t H, int64_t D, int64_t E) {
   return N >= 0 && T >= 0 && H >= 0 && D >= 1 && E >= 1 && D <= kMaxHeadDim && E <= kMaxHeadDim;
 }
 
-inline bool grid_ok(int64_t blocks) { return blocks > 0 && blocks <= 0x7fffffffLL; }
+// f(std::integral_constant<int, DP>()) with the register row width DP = 16, 32 or 64, the smallest >= width.
+template <typename F>
+void with_register_width(int64_t width, F f) {
+  if (width <= 16)
+    f(std::integral_constant<int, 16>());
+  else if (width <= 32)
+    f(std::integral_constant<int, 32>());
+  else
+    f(std::integral_constant<int, 64>());
+}
 
 // Launch of a one-frame-per-thread kernel over (n, h) x T frames: blocks of kThreads frames, a padded D-row
-// state in shared memory, and the register row width DP (16, 32 or 64, the smallest >= width) as a
-// compile-time constant: launch(std::integral_constant<int, DP>, grid, smem bytes, blocks per (n, h)).
+// state in shared memory, register row width DP for `width`: launch(DP constant, grid, smem bytes, blocks per
+// (n, h)).
 template <typename Acc, typename Launch>
 cudaError_t launch_frame_rows(int64_t NH, int64_t T, int64_t D, int64_t E, int64_t width, Launch launch) {
   const int64_t tiles = (T + kThreads - 1) / kThreads;
-  if (!grid_ok(NH * tiles)) return cudaErrorInvalidConfiguration;
+  if (!grid_fits(NH * tiles)) return cudaErrorInvalidConfiguration;
   const size_t smem = static_cast<size_t>(D) * padded_state_stride(static_cast<int>(E)) * sizeof(Acc);
   const dim3 grid(static_cast<unsigned>(NH * tiles));
-  if (width <= 16)
-    launch(std::integral_constant<int, 16>(), grid, smem, tiles);
-  else if (width <= 32)
-    launch(std::integral_constant<int, 32>(), grid, smem, tiles);
-  else
-    launch(std::integral_constant<int, 64>(), grid, smem, tiles);
+  with_register_width(width, [&](auto dp) { launch(dp, grid, smem, tiles); });
   return cudaSuccess;
 }
 
-#define TRGNET_LA_CHECK_LAUNCH()                 \
-  do {                                           \
-    cudaError_t err_ = cudaGetLastError();       \
-    if (err_ != cudaSuccess) return err_;        \
-  } while (0)
+// Dynamic shared memory of a T-reduction kernel: `fixed` bytes, then `tile` staged rows of `row` bytes that
+// store_outer reuses as its scratch.
+template <typename Acc>
+size_t reduction_smem(size_t fixed, int tile, size_t row, int D, int W) {
+  const size_t scratch = static_cast<size_t>(outer_scratch_elems(outer_shape(D, W))) * sizeof(Acc);
+  const size_t staged = tile * row;
+  return fixed + (staged > scratch ? staged : scratch);
+}
 
 template <typename In, typename Acc>
 cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask, int64_t N, int64_t T, int64_t H,
@@ -366,24 +498,28 @@ cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask
   if (NH == 0) return cudaSuccess;
   if (!kv_state || !key_sum || !workspace || (T > 0 && (!q || !k || !v || !out))) return cudaErrorInvalidValue;
   const Dims s{N, T, H, static_cast<int>(D), static_cast<int>(E)};
-  const int64_t W = E + 1;
+  const int W = s.E + 1;
   const int64_t chunk_len = reduction_chunk_len(T), chunks = reduction_chunks(T);
-  if (!grid_ok(NH * chunks)) return cudaErrorInvalidConfiguration;
+  if (!grid_fits(NH * chunks)) return cudaErrorInvalidConfiguration;
 
-  const int ptile = pick_tile(128, 0, (D + W) * sizeof(Acc));
-  state_partial_kernel<In, Acc><<<static_cast<unsigned>(NH * chunks), kThreads, ptile * (D + W) * sizeof(Acc),
-                                  stream>>>(k, v, mask, s, chunk_len, chunks, ptile, workspace);
-  TRGNET_LA_CHECK_LAUNCH();
+  const int tile = state_pass_tile(D, E, sizeof(Acc));
+  const size_t row = (staged_stride(s.D, sizeof(Acc)) + staged_stride(W, sizeof(Acc))) * sizeof(Acc);
+  const size_t smem = reduction_smem<Acc>(0, tile, row, s.D, W);
+  with_register_width(D > E ? D : E, [&](auto dp) {
+    state_partial_kernel<In, Acc, decltype(dp)::value><<<static_cast<unsigned>(NH * chunks), kThreads, smem,
+                                                         stream>>>(k, v, mask, s, chunk_len, chunks, tile, workspace);
+  });
+  TRGNET_RETURN_IF_LAUNCH_FAILED();
   state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(workspace, chunks, s.D, s.E,
                                                                               kv_state, key_sum);
-  TRGNET_LA_CHECK_LAUNCH();
+  TRGNET_RETURN_IF_LAUNCH_FAILED();
   if (T == 0) return cudaSuccess;
 
   TRGNET_RETURN_IF_ERROR(launch_frame_rows<Acc>(NH, T, D, E, D, [&](auto dp, dim3 grid, size_t smem, int64_t tiles) {
     output_kernel<In, Acc, decltype(dp)::value><<<grid, kThreads, smem, stream>>>(q, kv_state, key_sum,
                                                                                  static_cast<Acc>(eps), s, tiles, out);
   }));
-  TRGNET_LA_CHECK_LAUNCH();
+  TRGNET_RETURN_IF_LAUNCH_FAILED();
   return cudaSuccess;
 }
 
@@ -397,27 +533,38 @@ cudaError_t backward_impl(const In* g, const In* q, const In* k, const In* v, co
   if (!g || !q || !k || !v || !kv_state || !key_sum || !dq || !dk || !dv || !workspace)
     return cudaErrorInvalidValue;
   const Dims s{N, T, H, static_cast<int>(D), static_cast<int>(E)};
-  const int64_t W = E + 1;
+  const int W = s.E + 1;
   const int64_t chunk_len = reduction_chunk_len(T), chunks = reduction_chunks(T);
-  if (!grid_ok(NH * chunks)) return cudaErrorInvalidConfiguration;
+  if (!grid_fits(NH * chunks)) return cudaErrorInvalidConfiguration;
   Acc* partial = workspace;
   Acc* dkv = workspace + NH * chunks * D * W;
   Acc* dks = dkv + NH * D * E;
 
-  const size_t qfixed = D * W * sizeof(Acc), qrow = (D + E + W + 2) * sizeof(Acc);
-  const int qtile = pick_tile(128, qfixed, qrow);
-  query_backward_kernel<In, Acc><<<static_cast<unsigned>(NH * chunks), kThreads, qfixed + qtile * qrow, stream>>>(
-      g, q, kv_state, key_sum, static_cast<Acc>(eps), s, chunk_len, chunks, qtile, dq, partial);
-  TRGNET_LA_CHECK_LAUNCH();
+  // up to one frame per thread; the staged rows within the default 48 KiB (more only for the scratch of
+  // store_outer at large head dims in fp64, with the opt-in)
+  const size_t fixed = static_cast<size_t>(D) * padded_state_stride(s.E) * sizeof(Acc);
+  const size_t row = (staged_stride(s.D, sizeof(Acc)) + staged_stride(W, sizeof(Acc))) * sizeof(Acc);
+  const int tile = fitting_tile(kThreads, fixed, row, kSmemDefault);
+  const size_t smem = reduction_smem<Acc>(fixed, tile, row, s.D, W);
+  cudaError_t err = cudaSuccess;
+  with_register_width(D > E ? D : E, [&](auto dp) {
+    constexpr int DP = decltype(dp)::value;
+    err = allow_smem(query_backward_kernel<In, Acc, DP>, smem);
+    if (err == cudaSuccess)
+      query_backward_kernel<In, Acc, DP><<<static_cast<unsigned>(NH * chunks), kThreads, smem, stream>>>(
+          g, q, kv_state, key_sum, static_cast<Acc>(eps), s, chunk_len, chunks, tile, dq, partial);
+  });
+  TRGNET_RETURN_IF_ERROR(err);
+  TRGNET_RETURN_IF_LAUNCH_FAILED();
   state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(partial, chunks, s.D, s.E, dkv, dks);
-  TRGNET_LA_CHECK_LAUNCH();
+  TRGNET_RETURN_IF_LAUNCH_FAILED();
 
   TRGNET_RETURN_IF_ERROR(launch_frame_rows<Acc>(NH, T, D, E, D > E ? D : E,
                                                 [&](auto dp, dim3 grid, size_t smem, int64_t tiles) {
     key_backward_kernel<In, Acc, decltype(dp)::value><<<grid, kThreads, smem, stream>>>(k, v, mask, dkv, dks, s,
                                                                                        tiles, dk, dv);
   }));
-  TRGNET_LA_CHECK_LAUNCH();
+  TRGNET_RETURN_IF_LAUNCH_FAILED();
   return cudaSuccess;
 }
 

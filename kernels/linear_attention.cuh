@@ -71,12 +71,16 @@ LA_HD Acc row_dot(const Acc* row, const Acc* x, int W) {
 template <typename Acc>
 LA_HD Acc output_value(Acc num, Acc den) { return num / den; }
 
+// dL/dden for one frame from g_dot_num = sum_e g[e] * num[e]: -g_dot_num / den^2.
+template <typename Acc>
+LA_HD Acc grad_den_from_dot(Acc g_dot_num, Acc den) { return -g_dot_num / (den * den); }
+
 // dL/dden for one frame: -sum_e g[e] * num[e] / den^2.
 template <typename Acc>
 LA_HD Acc grad_den(const Acc* g, const Acc* num, int E, Acc den) {
   Acc a = Acc(0);
   for (int e = 0; e < E; ++e) a += g[e] * num[e];
-  return -a / (den * den);
+  return grad_den_from_dot(a, den);
 }
 
 // dq[l][d] from phi(q[l][d]), row d of S (with eps) and the frame's extended output gradient dN.

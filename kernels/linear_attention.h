@@ -20,6 +20,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "host_device.h"
+
 namespace trgnet {
 namespace la {
 
@@ -34,6 +36,30 @@ inline int64_t reduction_chunks(int64_t T) {
   const int64_t len = reduction_chunk_len(T);
   const int64_t c = (T + len - 1) / len;
   return c > 0 ? c : 1;
+}
+
+// Largest power of two tile <= max_tile with fixed_bytes + tile * row_bytes <= budget_bytes (1 if none).
+inline int fitting_tile(int max_tile, int64_t fixed_bytes, int64_t row_bytes, int64_t budget_bytes) {
+  int tile = max_tile;
+  while (tile > 1 && fixed_bytes + tile * row_bytes > budget_bytes) tile /= 2;
+  return tile;
+}
+
+// Row stride (elements) of a factor with n columns that the T-reduction kernels stage in shared memory
+// (acc_bytes = sizeof of the accumulator): whole 4-element blocks, 16-byte aligned rows, and an odd number
+// of 16-byte units, so that 16-byte stores of consecutive rows by consecutive threads hit distinct banks.
+TRGNET_HD int staged_stride(int n, int acc_bytes) {
+  const int per16 = 16 / acc_bytes;
+  const int s = (n + 3) / 4 * 4;
+  return (s / per16) % 2 == 0 ? s + per16 : s;
+}
+
+// Frames per shared-memory tile of the forward state pass: the largest power of two <= 128 whose staged
+// m phi(k) and [v, 1] rows fit the default 48 KiB of dynamic shared memory.
+inline int state_pass_tile(int64_t D, int64_t E, int acc_bytes) {
+  const int64_t row_bytes = (staged_stride(static_cast<int>(D), acc_bytes) +
+                             staged_stride(static_cast<int>(E) + 1, acc_bytes)) * acc_bytes;
+  return fitting_tile(128, 0, row_bytes, 48 * 1024);
 }
 
 // Number of accumulator elements (float, or double for double inputs) the workspace of

@@ -164,10 +164,11 @@ std::vector<double> run_case(const std::string& why, Shape sh, bool masked, int 
     c.require(c.delta(&kemu::Stats::vec_loads) == 0 && c.delta(&kemu::Stats::vec_stores) == 0,
               "16-byte access on a misaligned tensor");
   if (T > 0) {  // frames per state_partial tile vs frames per chunk
-    size_t ptile = 0;
+    bool launched = false;
     for (size_t i = log0; i < kemu::launch_log().size(); ++i)
-      if (kemu::launch_log()[i].name == "state_partial_kernel")
-        ptile = kemu::launch_log()[i].smem / ((D + E + 1) * sizeof(Acc));
+      launched = launched || kemu::launch_log()[i].name == "state_partial_kernel";
+    c.require(launched, "state_partial_kernel not launched");
+    const size_t ptile = trgnet::la::state_pass_tile(D, E, sizeof(Acc));
     const long long chunk = trgnet::la::reduction_chunk_len(T), chunks = trgnet::la::reduction_chunks(T);
     char b[96];
     std::snprintf(b, sizeof(b), "| chunks %lld of %lld frames, %zu frames per tile", chunks, chunk, ptile);
@@ -203,6 +204,8 @@ int main() {
                                  Vec::kUsed);
   run_case<float, float>("several tiles per chunk", {1, 300, 1, 64, 64}, true, 0, Vec::kUsed, true);
   run_case<double, double>("several tiles per chunk", {1, 260, 1, 64, 63}, false, 0, Vec::kUsed, true);
+  // query backward: 2 thread groups, whose scratch takes the shared memory above 48 KiB (opt-in)
+  run_case<double, double>("opt-in shared memory", {1, 150, 1, 64, 28}, true, 0, Vec::kUsed);
   pair_case<float, float>({2, 130, 2, 16, 16}, true);
   run_case<__nv_bfloat16, float>("16-byte path", {2, 150, 2, 16, 16}, true, 0, Vec::kUsed);
   run_case<__nv_bfloat16, float>("scalar fallback", {1, 70, 2, 8, 8}, false, 1, Vec::kNone);
