@@ -224,6 +224,30 @@ def device_busy_ms(fn, *, pre=None, flush: _L2Flush | None = None, calls: int = 
     return (busy - excluded) / calls / 1e3
 
 
+def copy_bandwidth(device, mib: int, calls: int = 20) -> dict:
+    """The device's copy rate, the floor the bandwidth-bound ops are judged against (issue: linear attention
+    forward >= 70 % of it): ``dst.copy_(src)`` of ``mib`` MiB, bytes read + written counted. Median of the
+    timed copies (events on CUDA, perf_counter on CPU); on CUDA also from the GPU busy time (profiler)."""
+    src = torch.ones(mib * MiB // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    res = measure(lambda: dst.copy_(src), device, warmup=3, repeat=calls, max_s=5.0, sync_each=False, flush=None,
+                  cpu_memory=False)
+    moved = 2 * src.numel() * src.element_size()
+    out = {"mib": mib, "bytes_moved": moved, "median_ms": res["median_ms"], "p10_ms": res["p10_ms"],
+           "p90_ms": res["p90_ms"], "gbps": moved / (res["median_ms"] * 1e-3) / 1e9}
+    if device.type == "cuda":
+        busy = device_busy_ms(lambda: dst.copy_(src), calls=calls)
+        out.update(busy_ms=busy, gbps_busy=moved / (busy * 1e-3) / 1e9)
+    return out
+
+
+def _copy_share(gbps: float | None, copy: dict | None, key: str) -> str:
+    """`` = N % of copy`` for a GB/s figure against the measured copy rate ``copy[key]`` (empty without one)."""
+    if not gbps or not copy or not copy.get(key):
+        return ""
+    return f" = {100 * gbps / copy[key]:.0f} % of copy"
+
+
 def _pct(sorted_vals, p):
     if len(sorted_vals) == 1:
         return sorted_vals[0]
@@ -638,6 +662,15 @@ def render_markdown(meta: dict, cells: list[Cell], providers: list[str], device)
     lines.append(f"- run: sizes={a['sizes']}, op dtype={a['dtype']}, model fp32, repeats model {a['model_repeat']} / "
                  f"ops {a['op_repeat']} (max {a['max_cell_s']} s per cell), warm-up model {a['model_warmup']} / "
                  f"ops {a['op_warmup']}, seed {a['seed']}" + (", L2 flushed before each op call" if cuda and a["flush_l2"] else ""))
+    copy = meta.get("copy_bandwidth")
+    if copy and copy.get("error"):
+        lines.append(f"- copy rate: not measured ({copy['error']})")
+    elif copy:
+        line = (f"- copy rate (`dst.copy_(src)`, {copy['mib']} MiB, read + write counted): {copy['gbps']:.0f} GB/s "
+                f"(median {_fmt_ms(copy['median_ms'])} ms, p10–p90 {_fmt_ms(copy['p10_ms'])}–{_fmt_ms(copy['p90_ms'])})")
+        if copy.get("gbps_busy"):
+            line += f"; from GPU busy time {copy['gbps_busy']:.0f} GB/s"
+        lines.append(line + " — the `% of copy` figures below are against it")
     lines.append(f"- wall time {meta.get('wall_s', 0):.0f} s" + (f"; **{meta['interrupted']}**" if meta.get("interrupted") else ""))
     lines.append("")
     lines.append("Cells: median ms (p10–p90). `×` = eager median / provider median (>1 is faster). "
@@ -728,12 +761,14 @@ def render_markdown(meta: dict, cells: list[Cell], providers: list[str], device)
                 fastest = min((c for c in row_cells.values() if c.skip is None and c.result.get("status") == "ok"),
                               key=lambda c: c.result["median_ms"], default=None)
                 if fastest is not None and fastest.result.get("gbps_min_bytes"):
-                    row.append(f"{fastest.result['gbps_min_bytes']:.0f} ({fastest.provider})")
+                    gbps = fastest.result["gbps_min_bytes"]
+                    row.append(f"{gbps:.0f}{_copy_share(gbps, copy, 'gbps')} ({fastest.provider})")
                 else:
                     row.append("–")
                 if cuda:
                     busy = [f"{p} {_fmt_ms(c.result['device_ms'])}"
-                            + (f" ({c.result['gbps_device']:.0f})" if c.result.get("gbps_device") else "")
+                            + (f" ({c.result['gbps_device']:.0f}{_copy_share(c.result['gbps_device'], copy, 'gbps_busy')})"
+                               if c.result.get("gbps_device") else "")
                             for p, c in row_cells.items()
                             if c.skip is None and c.result.get("status") == "ok" and c.result.get("device_ms")]
                     busy += [f"{p} n/a" + notes.ref(f"{p} {_size_label(size)}: profiler: {c.result['device_ms_error']}")
@@ -836,6 +871,9 @@ def parse_args(argv=None):
                    help="CUDA: overwrite a 256 MiB buffer before each timed op call (default on)")
     p.add_argument("--device-time-calls", type=int, default=10,
                    help="CUDA op cells: calls profiled for the GPU-busy-time column (torch profiler; 0: off)")
+    p.add_argument("--copy-mib", type=int, default=256,
+                   help="MiB of the device-to-device copy measured once as the bandwidth reference of the op "
+                        "GB/s columns (0: not measured)")
     p.add_argument("--cpu-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU: one extra profiled call per cell for the peak-memory column (default on)")
     p.add_argument("--tf32", choices=("default", "on", "off"), default="default",
@@ -925,6 +963,13 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     cells, plan_notes = plan(args, device)
     meta = {"env": environment(device), "args": {k: v for k, v in vars(args).items()}, "plan": plan_notes}
+    if args.copy_mib > 0 and "ops" in args.what:
+        try:
+            meta["copy_bandwidth"] = copy_bandwidth(device, args.copy_mib)
+            print(f"# copy rate: {meta['copy_bandwidth']['gbps']:.0f} GB/s ({args.copy_mib} MiB)", flush=True)
+        except Exception as exc:  # a failed reference must not lose the benchmark
+            meta["copy_bandwidth"] = {"error": _error_string(exc)}
+        _cleanup(device, compiled=False)
     print(f"# {len(cells)} cells ({sum(c.skip is None for c in cells)} to run) -> {args.out}", flush=True)
     for k in ("gpu", "cpu", "torch", "triton", "git_commit"):
         if meta["env"].get(k):
