@@ -91,6 +91,17 @@ def test_native_cpu_forward_and_grads(native, shape, dtype, masked):
     assert rel_err(kv_state, kv_ref) <= tol and rel_err(key_sum, ks_ref) <= tol
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_native_cpu_16bit_inputs_keep_an_fp32_state(native, dtype):
+    """The state of 16-bit inputs is fp32 and accumulated in fp32: fp32 error against the float64 state of the
+    same (rounded) inputs, where a 16-bit accumulation would be off by ~1e-3."""
+    q, k, v, mask = make_inputs(2, 63, 2, 16, 16, dtype=dtype, masked=True)
+    _, kv_state, key_sum = native.linear_attention(q, k, v, mask, EPS)
+    kv_ref, ks_ref = state_reference(k.double(), v.double(), mask)
+    assert kv_state.dtype == key_sum.dtype == torch.float32
+    assert rel_err(kv_state, kv_ref) <= 1e-6 and rel_err(key_sum, ks_ref) <= 1e-6
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["published", "masked"])
 def test_native_cpu_non_contiguous_inputs(native, masked):
     N, T, H, D, E = 2, 63, 4, 5, 7

@@ -88,6 +88,12 @@ def test_triton_state_outputs(masked):
     _, kv32, ks32 = tl_la.linear_attention_fwd(q.float(), k.float(), v.float(), mask, EPS)
     assert kv32.dtype == ks32.dtype == torch.float32
     assert rel_err(kv32, kv_ref) <= 1e-6 and rel_err(ks32, ks_ref) <= 1e-6
+    # fp16 inputs keep an fp32 state too (accumulated in fp32: fp32 error on the fp16-rounded inputs)
+    q16, k16, v16 = (t.half() for t in (q, k, v))
+    _, kv16, ks16 = tl_la.linear_attention_fwd(q16, k16, v16, mask, EPS)
+    kv16_ref, ks16_ref = state_reference(k16.double(), v16.double(), mask)
+    assert kv16.dtype == ks16.dtype == torch.float32
+    assert rel_err(kv16, kv16_ref) <= 1e-6 and rel_err(ks16, ks16_ref) <= 1e-6
 
 
 def test_triton_fp16():
