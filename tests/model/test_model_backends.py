@@ -1,21 +1,46 @@
-"""The model on every usable backend: same numbers as the reference, and one graph under torch.compile."""
+"""The model on every usable backend: same numbers as the reference, and one graph under torch.compile.
+
+Tests without the ``gpu`` marker run on the GPU when there is one (Triton compiled for real), else on CPU
+(Triton's interpreter, the native module's C++ CPU kernels)."""
 import pytest
 import torch
 
-from trgnet_fast import _native
 from trgnet_fast import backend as backend_module
 from trgnet_fast.backend import backend_status, model_backend
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP
-from trgnet_fast.ops.multiscale_graph_conv import OP_NAME
+from trgnet_fast.ops.linear_attention import OP_NAME as ATTENTION_OP
+from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP
 
-NATIVE_OK, NATIVE_WHY = _native.available()
-BACKENDS = ["torch", pytest.param("cuda", marks=pytest.mark.skipif(
-    not NATIVE_OK, reason=f"native extension unavailable: {NATIVE_WHY}"))]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FUSED_OPS = (MULTISCALE_OP, ADAPTIVE_OP, ATTENTION_OP)
+# A train-mode BatchNorm right after SP's 1x1 conv cancels that conv's bias: its gradient is rounding
+# noise on every backend, so it has no meaningful relative error.
+CANCELLED_GRAD = "SP.mlp.layers.0.bias"
+# Every kind of layer of the model (SP, encoder layers with an SFI fusion, a refinement decoder stage, a
+# boundary TCN stage) with 4 attention layers instead of 20: small enough for Triton's interpreter.
+SMALL_CONFIG = dict(n_layers=2, n_refine_layers=2, n_stages=2, SFI_layer=[1])
+
+
+def needs(backend, device=DEVICE):
+    """Skip mark for when ``backend`` is not usable on ``device`` (the reason printed)."""
+    ok, why = backend_status(device)[backend]
+    return pytest.mark.skipif(not ok, reason=f"{backend} backend unusable on {device}: {why}")
 
 
 def rel_error(out, ref):
     out, ref = out.detach().double(), ref.detach().double()
     return float((out - ref).norm() / ref.norm())
+
+
+def _model_and_inputs(make_model, make_inputs, lengths, device=DEVICE, **config):
+    """A TCG-15 TRGNet (torch backend, default config updated with ``config``) and its (x, mask,
+    joint_graph) of the given valid lengths, on ``device``. SP's alpha and beta are set non-zero: at their
+    initial 0 the adaptive graph conv's learned graph terms would not reach its output."""
+    model = make_model("TCG-15", backend="torch", **config).to(device)
+    with torch.no_grad():
+        model.SP.alpha.fill_(0.3)
+        model.SP.beta.fill_(-0.2)
+    return model, [t.to(device) for t in make_inputs("TCG-15", lengths=lengths)]
 
 
 def _train_step(model, inputs):
@@ -24,8 +49,8 @@ def _train_step(model, inputs):
     model.zero_grad()
     logits, boundaries, features, logit_scale = model.train()(*inputs)
     outputs = logits + boundaries + features
-    loss = sum((o * torch.linspace(-1, 1, o.shape[-1])).sum() for o in outputs) * logit_scale.sum()
-    loss.backward()
+    loss = sum((o * torch.linspace(-1, 1, o.shape[-1], device=o.device)).sum() for o in outputs)
+    (loss * logit_scale.sum()).backward()
     return outputs, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
@@ -38,8 +63,6 @@ def assert_fused_as_close_as_torch_fp32(model, inputs, results, fused):
     def errors(backend):
         out, grads = results[backend]
         errs = {f"out{i}": rel_error(o, r) for i, (o, r) in enumerate(zip(out, ref_out))}
-        # A train-mode BatchNorm right after SP's 1x1 conv cancels that conv's bias: its gradient
-        # is rounding noise on every backend, so it has no meaningful relative error.
         errs.update({n: rel_error(g, ref_grads[n]) for n, g in grads.items() if n != CANCELLED_GRAD})
         return errs
 
@@ -48,60 +71,70 @@ def assert_fused_as_close_as_torch_fp32(model, inputs, results, fused):
     assert not worse, worse
 
 
-@pytest.mark.skipif(not NATIVE_OK, reason=f"native extension unavailable: {NATIVE_WHY}")
-def test_native_backend_matches_the_float64_reference(make_model, make_inputs):
-    """Float32 on the native backend is as close to the float64 reference as float32 on torch
-    (within 2x, or 1e-5 relative), for every train-mode output and parameter gradient."""
-    model = make_model("TCG-15", backend="torch")
-    with torch.no_grad():
-        model.SP.alpha.fill_(0.3)
-        model.SP.beta.fill_(-0.2)
-    inputs = make_inputs("TCG-15", lengths=(23, 17))
+def assert_backend_matches_the_float64_reference(model, inputs, backend):
+    """Every fused op of the model resolves to ``backend`` on the inputs' device (no silent torch run),
+    and float32 train steps on torch and on ``backend`` pass ``assert_fused_as_close_as_torch_fp32``."""
+    device = inputs[0].device.type
+    assert {op: model_backend(op, backend, device) for op in FUSED_OPS} == dict.fromkeys(FUSED_OPS, backend)
     results = {}
-    for backend in ("torch", "cuda"):
-        model.set_backend(backend)
-        results[backend] = _train_step(model, inputs)
-    assert_fused_as_close_as_torch_fp32(model, inputs, results, "cuda")
+    for name in ("torch", backend):
+        model.set_backend(name)
+        results[name] = _train_step(model, inputs)
+    assert_fused_as_close_as_torch_fp32(model, inputs, results, backend)
 
 
-CANCELLED_GRAD = "SP.mlp.layers.0.bias"
+@needs("cuda", device="cpu")
+def test_native_backend_matches_the_float64_reference(make_model, make_inputs):
+    """The whole model, float32, on the native backend's C++ CPU kernels (graph convs and linear
+    attention) is as close to the float64 reference as float32 on torch (within 2x, or 1e-5 relative),
+    for every train-mode output and parameter gradient."""
+    model, inputs = _model_and_inputs(make_model, make_inputs, (23, 17), device="cpu")
+    assert_backend_matches_the_float64_reference(model, inputs, "cuda")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@needs("triton")
+def test_triton_backend_matches_the_float64_reference(make_model, make_inputs):
+    """The whole model, float32, on the Triton backend (SP's multi-scale and adaptive graph convs and
+    every linear attention; Triton's interpreter on CPU) is as close to the float64 reference as float32
+    on torch (within 2x, or 1e-5 relative), for every train-mode output and parameter gradient. A batch
+    of 2 with one padded sample, on ``SMALL_CONFIG``."""
+    model, inputs = _model_and_inputs(make_model, make_inputs, (6, 4), **SMALL_CONFIG)
+    assert_backend_matches_the_float64_reference(model, inputs, "triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=needs(b, "cuda")) for b in ("triton", "cuda")])
+def test_gpu_backend_matches_the_float64_reference(backend, make_model, make_inputs, monkeypatch):
+    """The published TCG-15 model, float32, on the GPU kernels of ``backend`` (Triton compiled, or the
+    native CUDA kernels) at lengths of several frame tiles, 300 and 213: every train-mode output and
+    parameter gradient is as close to the float64 reference as float32 torch on the GPU (within 2x, or
+    1e-5 relative). cuDNN's TF32 convolutions are off, so torch's errors are those of float32."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    model, inputs = _model_and_inputs(make_model, make_inputs, (300, 213), device="cuda")
+    assert_backend_matches_the_float64_reference(model, inputs, backend)
+
+
+@pytest.mark.parametrize("backend", [
+    "torch",
+    pytest.param("cuda", marks=needs("cuda")),
+    pytest.param("triton", marks=[pytest.mark.gpu, needs("triton")]),
+])
 def test_model_traces_as_one_graph(backend, make_model, make_inputs):
-    """No graph break (fullgraph=True) in eval mode: backend choice and input checks stay out of the graph."""
+    """No graph break (fullgraph=True) in eval mode: backend choice and input checks stay out of the graph,
+    and the compiled model gives the eager outputs.
+
+    "triton" runs on the GPU only: under Triton's CPU interpreter the launchers cannot run on the fake
+    tensors torch.compile traces with (Dynamo: "Cannot access data pointer of Tensor (e.g. FakeTensor,
+    FunctionalTensor)")."""
     torch._dynamo.reset()
-    model = make_model("TCG-15", backend=backend).eval()
-    inputs = make_inputs("TCG-15", lengths=(19, 19))
+    model, inputs = _model_and_inputs(make_model, make_inputs, (19, 19))
+    model.set_backend(backend)
+    model.eval()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad():
         got, ref = compiled(*inputs), model(*inputs)
     for g, r in zip(got, ref):
         assert torch.allclose(g, r, rtol=1e-5, atol=1e-6)
-
-
-TRITON_OK, TRITON_WHY = backend_status("cpu")["triton"]
-
-
-@pytest.mark.skipif(not TRITON_OK, reason=f"triton unusable on CPU: {TRITON_WHY}")
-def test_triton_spatial_front_end_matches_the_float64_reference(make_model, make_inputs):
-    """SP's multi-scale and adaptive graph convs on the Triton backend (CPU interpreter): every train-mode
-    output and parameter gradient is as close to the float64 reference as float32 on torch (within 2x,
-    or 1e-5).
-
-    Only SP is switched (its ``backend`` attribute, which ``TRGNet.set_backend`` sets), so the test
-    isolates the graph convs from the linear attention's backend."""
-    model = make_model("TCG-15", backend="torch")
-    with torch.no_grad():
-        model.SP.alpha.fill_(0.3)
-        model.SP.beta.fill_(-0.2)
-    inputs = make_inputs("TCG-15", lengths=(11, 8))
-    results = {"torch": _train_step(model, inputs)}
-    model.SP.backend = "triton"  # SP only: the attention layers stay on torch
-    assert model_backend(OP_NAME, model.SP.backend, "cpu") == "triton"
-    assert model_backend(ADAPTIVE_OP, model.SP.backend, "cpu") == "triton"
-    results["triton"] = _train_step(model, inputs)
-    assert_fused_as_close_as_torch_fp32(model, inputs, results, "triton")
 
 
 def test_sp_backend_follows_the_model(make_model, monkeypatch):
