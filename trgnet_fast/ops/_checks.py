@@ -1,8 +1,11 @@
-"""Input checks shared by the fused ops' Python wrappers (``ValueError`` naming the op and argument,
-what is expected and what was received)."""
+"""Input checks shared by the fused ops' Python wrappers and raw Triton ops (``ValueError`` naming the op
+and argument, what is expected and what was received; the wording of csrc/checks.h)."""
 from __future__ import annotations
 
 import torch
+
+# The dtypes the fused kernels are written for (accumulation in fp32, fp64 for fp64).
+SUPPORTED_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def shape_of(t) -> tuple:
@@ -21,12 +24,37 @@ def check_leading_tensor(op: str, named, layout: str) -> None:
         raise ValueError(f"{op}: {name}: expected a floating dtype, got {first.dtype}")
 
 
+def check_supported_float(op: str, name: str, t: torch.Tensor) -> None:
+    """t has one of ``SUPPORTED_FLOAT_DTYPES``."""
+    if t.dtype not in SUPPORTED_FLOAT_DTYPES:
+        raise ValueError(f"{op}: {name}: expected dtype float32, float64, float16 or bfloat16, got {t.dtype}")
+
+
+def check_dtype_device(op: str, name: str, t: torch.Tensor, dtype: torch.dtype, ref_name: str,
+                       ref: torch.Tensor, dtype_rule: str | None = None) -> None:
+    """t has ``dtype`` (``dtype_rule`` says why; default: that of ``ref``) and the device of ``ref``."""
+    if t.dtype != dtype:
+        rule = dtype_rule or f"same as {ref_name}"
+        raise ValueError(f"{op}: {name}: expected dtype {dtype} ({rule}), got {t.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{op}: {name}: expected device {ref.device} (same as {ref_name}), got {t.device}")
+
+
 def check_same_dtype_device(op: str, named) -> None:
     """The tensors of ``named[1:]`` have the dtype and device of ``named[0]``."""
     first_name, first = named[0]
     for name, t in named[1:]:
-        if t.dtype != first.dtype:
-            raise ValueError(f"{op}: {name}: expected dtype {first.dtype} (same as {first_name}), got {t.dtype}")
-        if t.device != first.device:
-            raise ValueError(f"{op}: {name}: expected device {first.device} (same as {first_name}), "
-                             f"got {t.device}")
+        check_dtype_device(op, name, t, first.dtype, first_name, first)
+
+
+def check_shape(op: str, name: str, t: torch.Tensor, expected, layout: str) -> None:
+    """t has shape ``expected`` (``layout`` names its dimensions)."""
+    if t.shape != expected:
+        raise ValueError(f"{op}: {name}: expected shape {layout} = {tuple(expected)}, got {shape_of(t)}")
+
+
+def check_contiguous(op: str, name: str, t: torch.Tensor) -> None:
+    """t is contiguous (kernels that index a flat row-major layout)."""
+    if not t.is_contiguous():
+        raise ValueError(f"{op}: {name}: expected a contiguous tensor, got shape {shape_of(t)} with strides "
+                         f"{t.stride()} (call .contiguous() first)")

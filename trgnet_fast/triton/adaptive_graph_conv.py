@@ -41,6 +41,8 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from trgnet_fast.ops._autograd import make_backward
+from trgnet_fast.ops._checks import (
+    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, check_supported_float, shape_of)
 from trgnet_fast.ops.adaptive_graph_conv import save_backward_context
 from trgnet_fast.triton._precision import dot_precision
 
@@ -181,11 +183,38 @@ def _frames_per_program(t: int, other_programs: int, target: int) -> int:
     return triton.cdiv(t, chunks)
 
 
+def _check_inputs(op: str, x, p, q, beta, channel_graph, joint_graph, grad_out=None) -> None:
+    """The layout the kernels index (flat offsets): x (N, C, T, V) with N, C, V >= 1, p, q (N, T, V), beta (1,),
+    channel_graph (N, C, V, V), joint_graph (V, V) and grad_out (N, C, T, V) (when given), all contiguous, one
+    supported dtype and device. Shape, dtype, device and contiguity only, so the checks also run on the
+    FakeTensors of torch.compile."""
+    check_leading_tensor(op, (("x", x),), "(N, C, T, V)")
+    check_supported_float(op, "x", x)
+    n, c, t, v = x.shape
+    if n == 0 or c == 0 or v == 0:
+        raise ValueError(f"{op}: x: expected N, C, V >= 1 in (N, C, T, V), got shape {shape_of(x)}")
+    check_shape(op, "p", p, (n, t, v), "(N, T, V)")
+    check_shape(op, "q", q, (n, t, v), "(N, T, V)")
+    check_shape(op, "beta", beta, (1,), "(1,)")
+    check_shape(op, "channel_graph", channel_graph, (n, c, v, v), "(N, C, V, V)")
+    check_shape(op, "joint_graph", joint_graph, (v, v), "(V, V)")
+    named = [("x", x), ("p", p), ("q", q), ("beta", beta), ("channel_graph", channel_graph),
+             ("joint_graph", joint_graph)]
+    if grad_out is not None:
+        check_shape(op, "grad_out", grad_out, x.shape, "(N, C, T, V) of x")
+        named.append(("grad_out", grad_out))
+    check_same_dtype_device(op, named)
+    for name, tensor in named:
+        check_contiguous(op, name, tensor)
+
+
 @triton_op("trgnet_triton::adaptive_graph_conv", mutates_args=())
 def adaptive_graph_conv_triton(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, beta: torch.Tensor,
                                channel_graph: torch.Tensor, joint_graph: torch.Tensor) -> torch.Tensor:
     """Forward. Contiguous x (N, C, T, V), p, q (N, T, V), beta (1,), channel_graph (N, C, V, V),
-    joint_graph (V, V). Returns (N, C, T, V), dtype of x."""
+    joint_graph (V, V). Returns (N, C, T, V), dtype of x. Raises ``ValueError`` for inputs the kernels
+    cannot index (``_check_inputs``)."""
+    _check_inputs("trgnet_triton::adaptive_graph_conv", x, p, q, beta, channel_graph, joint_graph)
     n, c, t, v = x.shape
     y = torch.empty_like(x)
     channel_block, warps = CONFIGS["forward"][x.dtype.itemsize]
@@ -204,7 +233,10 @@ def adaptive_graph_conv_backward_triton(
         channel_graph: torch.Tensor, joint_graph: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward. grad_out (N, C, T, V) contiguous; the rest as in the forward. Returns the gradients of
-    (x, p, q, beta, channel_graph, joint_graph), each with its input's shape and dtype."""
+    (x, p, q, beta, channel_graph, joint_graph), each with its input's shape and dtype. Raises ``ValueError``
+    as the forward, or for a grad_out unlike x."""
+    _check_inputs("trgnet_triton::adaptive_graph_conv_backward", x, p, q, beta, channel_graph, joint_graph,
+                  grad_out)
     n, c, t, v = x.shape
     vp = _pad(v)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -198,6 +198,9 @@ def block_sizes(T: int, D: int, E: int) -> tuple[int, int, int]:
 import torch  # noqa: E402
 from torch.library import triton_op, wrap_triton  # noqa: E402
 
+from trgnet_fast.ops._checks import (  # noqa: E402
+    check_contiguous, check_dtype_device, check_leading_tensor, check_same_dtype_device, check_shape,
+    check_supported_float, shape_of)
 from trgnet_fast.ops.linear_attention import save_backward_context  # noqa: E402
 
 
@@ -216,6 +219,43 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _check_inputs(op: str, q, k, v, key_mask) -> None:
+    """The layout the kernels index (flat offsets, no strides): q, k (N, T, H, D), v (N, T, H, E) contiguous,
+    one supported dtype and device; key_mask None or (N, T) bool, contiguous. Shape, dtype, device and
+    contiguity only, so the checks also run on the FakeTensors of torch.compile."""
+    check_leading_tensor(op, (("q", q),), "(N, T, H, D)")
+    check_supported_float(op, "q", q)
+    check_shape(op, "k", k, q.shape, "(N, T, H, D) of q")
+    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"{op}: v: expected shape (N, T, H, E) with (N, T, H) = {shape_of(q)[:3]} of q, "
+                         f"got {shape_of(v)}")
+    named = (("q", q), ("k", k), ("v", v))
+    check_same_dtype_device(op, named)
+    for name, t in named:
+        check_contiguous(op, name, t)
+    if key_mask is not None:
+        check_shape(op, "key_mask", key_mask, q.shape[:2], "(N, T)")
+        check_dtype_device(op, "key_mask", key_mask, torch.bool, "q", q, "a bool mask, True = valid frame")
+        check_contiguous(op, "key_mask", key_mask)
+
+
+def _check_backward_inputs(op: str, grad_out, q, k, v, key_mask, kv_state, key_sum) -> None:
+    """As ``_check_inputs``, and grad_out (N, T, H, E) like v; kv_state (N, H, D, E) and key_sum (N, H, D)
+    in the state dtype, all contiguous."""
+    _check_inputs(op, q, k, v, key_mask)
+    N, T, H, D = q.shape
+    E = v.shape[3]
+    check_shape(op, "grad_out", grad_out, v.shape, "(N, T, H, E) of the output")
+    check_dtype_device(op, "grad_out", grad_out, q.dtype, "q", q)
+    check_contiguous(op, "grad_out", grad_out)
+    state_dtype = _state_dtype(q.dtype)
+    for name, t, shape, layout in (("kv_state", kv_state, (N, H, D, E), "(N, H, D, E)"),
+                                   ("key_sum", key_sum, (N, H, D), "(N, H, D)")):
+        check_shape(op, name, t, shape, layout)
+        check_dtype_device(op, name, t, state_dtype, "q", q, "float64 for float64 inputs, else float32")
+        check_contiguous(op, name, t)
+
+
 def _reduce_over_tiles(kv_ws, ks_ws, NH, D, E, n_tiles, block_d, block_e):
     kv = _empty((NH, D, E), kv_ws.dtype, kv_ws.device)
     ks = _empty((NH, D), kv_ws.dtype, kv_ws.device)
@@ -230,7 +270,9 @@ def linear_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k: (N, T, H, D), v: (N, T, H, E) contiguous, one dtype and device; key_mask (N, T) bool or
     None. Returns out (N, T, H, E) (dtype of q), kv_state (N, H, D, E) and key_sum (N, H, D) without
-    eps (fp32, fp64 for float64 inputs), as ``trgnet::linear_attention``."""
+    eps (fp32, fp64 for float64 inputs), as ``trgnet::linear_attention``. Raises ``ValueError`` for
+    inputs the kernels cannot index (``_check_inputs``)."""
+    _check_inputs("trgnet_triton::linear_attention", q, k, v, key_mask)
     N, T, H, D = q.shape
     E = v.shape[3]
     NH = N * H
@@ -261,7 +303,10 @@ def linear_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
                          key_sum: torch.Tensor, eps: float
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (dq, dk, dv) of ``linear_attention_fwd``'s out, given grad_out (N, T, H, E)
-    contiguous and the saved state; same schema as ``trgnet::linear_attention_backward``."""
+    contiguous and the saved state kv_state (N, H, D, E), key_sum (N, H, D); same schema as
+    ``trgnet::linear_attention_backward``. Raises ``ValueError`` as ``_check_backward_inputs``."""
+    _check_backward_inputs("trgnet_triton::linear_attention_backward", grad_out, q, k, v, key_mask, kv_state,
+                           key_sum)
     N, T, H, D = q.shape
     E = v.shape[3]
     NH = N * H

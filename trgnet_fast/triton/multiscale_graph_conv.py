@@ -46,6 +46,8 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from trgnet_fast.ops._autograd import make_backward
+from trgnet_fast.ops._checks import (
+    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, check_supported_float, shape_of)
 from trgnet_fast.ops.multiscale_graph_conv import save_backward_context
 from trgnet_fast.triton._precision import dot_precision
 
@@ -206,11 +208,39 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _check_inputs(op: str, x, adjacency, weight, bias=None) -> None:
+    """The layout the kernels index: x (N, C, T, V) with C, V >= 1, any strides (passed to the kernels);
+    adjacency (S*V, V) with S >= 1, weight (C_out, S*C) with C_out >= 1 and bias (C_out,) (when given)
+    contiguous (flat offsets); one supported dtype and device. Shape, dtype, device and contiguity only, so
+    the checks also run on the FakeTensors of torch.compile."""
+    check_leading_tensor(op, (("x", x),), "(N, C, T, V)")
+    check_supported_float(op, "x", x)
+    c, v = x.shape[1], x.shape[3]
+    if c == 0 or v == 0:
+        raise ValueError(f"{op}: x: expected C >= 1 and V >= 1 in (N, C, T, V), got shape {shape_of(x)}")
+    if adjacency.dim() != 2 or adjacency.shape[1] != v or adjacency.shape[0] == 0 or adjacency.shape[0] % v != 0:
+        raise ValueError(f"{op}: adjacency: expected shape (S*V, V) with V = {v} (from x) and S >= 1, "
+                         f"got {shape_of(adjacency)}")
+    s = adjacency.shape[0] // v
+    if weight.dim() != 2 or weight.shape[0] == 0 or weight.shape[1] != s * c:
+        raise ValueError(f"{op}: weight: expected shape (C_out, S*C) = (C_out, {s * c}) with S = {s}, C = {c} "
+                         f"and C_out >= 1, got {shape_of(weight)}")
+    named = [("x", x), ("adjacency", adjacency), ("weight", weight)]
+    if bias is not None:
+        check_shape(op, "bias", bias, weight.shape[:1], "(C_out,)")
+        named.append(("bias", bias))
+    check_same_dtype_device(op, named)
+    for name, t in named[1:]:
+        check_contiguous(op, name, t)
+
+
 @triton_op("trgnet_triton::multiscale_graph_conv", mutates_args=())
 def multiscale_graph_conv_triton(x: torch.Tensor, adjacency: torch.Tensor, weight: torch.Tensor,
                                  bias: torch.Tensor) -> torch.Tensor:
     """Forward. x (N, C, T, V); adjacency (S*V, V) contiguous; weight (C_out, S*C) contiguous;
-    bias (C_out,) contiguous. Returns (N, C_out, T, V) contiguous, dtype of x."""
+    bias (C_out,) contiguous. Returns (N, C_out, T, V) contiguous, dtype of x. Raises ``ValueError`` for
+    inputs the kernels cannot index (``_check_inputs``)."""
+    _check_inputs("trgnet_triton::multiscale_graph_conv", x, adjacency, weight, bias)
     n, c, t, v = x.shape
     c_out = weight.shape[0]
     s = adjacency.shape[0] // v
@@ -231,7 +261,13 @@ def multiscale_graph_conv_backward_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward. grad_out (N, C_out, T, V) any strides; x, adjacency, weight as in the forward.
     Returns (grad_x (N, C, T, V), grad_adjacency (S*V, V), grad_weight (C_out, S*C), grad_bias (C_out,)),
-    each in its input's dtype (grad_bias in the weight's dtype)."""
+    each in its input's dtype (grad_bias in the weight's dtype). Raises ``ValueError`` as ``_check_inputs``,
+    or for a grad_out not (N, C_out, T, V) in the dtype and on the device of x."""
+    op = "trgnet_triton::multiscale_graph_conv_backward"
+    _check_inputs(op, x, adjacency, weight)
+    check_shape(op, "grad_out", grad_out, (x.shape[0], weight.shape[0], x.shape[2], x.shape[3]),
+                "(N, C_out, T, V) of the output")
+    check_same_dtype_device(op, (("x", x), ("grad_out", grad_out)))
     n, c, t, v = x.shape
     c_out = weight.shape[0]
     s = adjacency.shape[0] // v
