@@ -448,6 +448,7 @@ def main(argv=None) -> int:
     text = render(reports, meta)
     if args.out:
         out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         rows = [{**dataclasses.asdict(r), "blocks_per_sm": r.blocks_per_sm} for r in reports]
         out.with_suffix(".json").write_text(json.dumps({"meta": meta, "kernels": rows}, indent=1, default=str))
