@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from op_checks import assert_compiled_matches_eager, rel_err
-from trgnet_fast.ops.linear_attention import gradient_error_floor, linear_attention, linear_attention_reference
+from trgnet_fast.ops.linear_attention import gradient_error_floors, linear_attention, linear_attention_reference
 
 EPS = 1e-6
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -38,8 +38,9 @@ def make_inputs(N, T, H, D, E, dtype=torch.float64, device="cpu", masked=False, 
     return q, k, v, make_mask("random" if masked else "none", N, T, device)
 
 
-def grad_floor(grad_out, q, mask):
-    return max(gradient_error_floor(grad_out, q, mask), 1e-300)
+def grad_floors(grad_out, q, k, v, mask) -> dict[str, float]:
+    """Denominator floor of each gradient's relative error, by name "q", "k", "v" (``gradient_error_floors``)."""
+    return gradient_error_floors(grad_out, q, k, v, mask, EPS)
 
 
 def reference_grads(q, k, v, key_mask, grad_out, dtype=torch.float64):
@@ -64,7 +65,7 @@ def check_forward_backward(q, k, v, mask, tol, backend):
     E = v.shape[3]
     grad_out = torch.randn(N, T, H, E, dtype=torch.float64, device=q.device)
     ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
-    floor = grad_floor(grad_out, q, mask)
+    floors = grad_floors(grad_out, q, k, v, mask)
     out = linear_attention(q, k, v, mask, EPS, backend=backend)
     assert out.dtype == q.dtype and out.shape == ref.shape
     assert torch.isfinite(out).all()
@@ -73,7 +74,7 @@ def check_forward_backward(q, k, v, mask, tol, backend):
     for name, g, r in zip("qkv", grads, ref_grads):
         assert g.dtype == q.dtype and g.shape == r.shape, name
         assert torch.isfinite(g).all(), name
-        assert rel_err(g, r, floor) <= tol, (name, rel_err(g, r, floor))
+        assert rel_err(g, r, floors[name]) <= tol, (name, rel_err(g, r, floors[name]))
 
 
 class TinyAttention(torch.nn.Module):

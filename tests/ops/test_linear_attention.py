@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attention_cases import (EPS, assert_attention_compiles, grad_floor, make_inputs, reference_grads, rel_err,
+from attention_cases import (EPS, assert_attention_compiles, grad_floors, make_inputs, reference_grads, rel_err,
                              state_reference)
 from op_checks import poison_allocator
 from trgnet_fast.backend import implemented_backends
@@ -74,7 +74,7 @@ def test_native_cpu_forward_and_grads(native, shape, dtype, masked):
     grad_out = torch.randn(*shape[:3], shape[4], dtype=torch.float64)
     ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
 
-    floor = grad_floor(grad_out, q, mask)
+    floors = grad_floors(grad_out, q, k, v, mask)
 
     out = linear_attention(q, k, v, mask, EPS, backend="cuda")
     assert out.dtype == dtype and out.shape == ref.shape
@@ -82,7 +82,7 @@ def test_native_cpu_forward_and_grads(native, shape, dtype, masked):
     out.backward(grad_out.to(dtype))
     for name, t, g in zip("qkv", (q, k, v), ref_grads):
         assert t.grad.dtype == dtype, name
-        assert rel_err(t.grad, g, floor) <= tol, name
+        assert rel_err(t.grad, g, floors[name]) <= tol, name
 
     _, kv_state, key_sum = native.linear_attention(q.detach(), k.detach(), v.detach(), mask, EPS)
     state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
@@ -247,7 +247,7 @@ def test_cuda_fp32_parity(native_cuda, shape, masked):
     assert rel_err(out, ref) <= 1e-5
     for name, t, g in zip("qkv", (q, k, v), ref_grads):
         assert torch.isfinite(t.grad).all(), name
-        assert rel_err(t.grad, g, grad_floor(grad_out, q, mask)) <= 1e-5, name
+        assert rel_err(t.grad, g, grad_floors(grad_out, q, k, v, mask)[name]) <= 1e-5, name
     _, kv_state, key_sum = native_cuda.linear_attention(q.detach(), k.detach(), v.detach(), mask, EPS)
     kv_ref, ks_ref = state_reference(k, v, mask)
     assert rel_err(kv_state, kv_ref) <= 1e-5 and rel_err(key_sum, ks_ref) <= 1e-5

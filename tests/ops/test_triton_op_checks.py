@@ -47,7 +47,7 @@ def _non_contiguous(t):
 # ----------------------------------------------------------------------------------------------
 # valid float64 arguments of each op, in schema order
 
-# every sample keeps >= 2 frames, so dq and dk are not O(eps) (see gradient_error_floor)
+# every sample keeps >= 2 frames, so dq and dk are not O(eps) (see gradient_error_floors)
 KEY_MASK = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 1, 0]], dtype=torch.bool, device=DEVICE)
 
 

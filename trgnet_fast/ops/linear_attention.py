@@ -65,20 +65,34 @@ def linear_attention_reference(q, k, v, key_mask=None, eps: float = 1e-6):
 # --------------------------------------------------------------------------------------------
 # Input validation (before any backend runs)
 
-def gradient_error_floor(grad_out: torch.Tensor, q: torch.Tensor, key_mask=None) -> float:
-    """Denominator floor for relative errors of the q/k gradients.
-
-    When the output does not depend on q and k beyond eps — a single frame enters the key sums of every
-    sample (T = 1, or a key mask keeping at most one frame per sample) or D = 1 (phi(q) cancels between
-    numerator and denominator) — dq and dk are O(eps) results of cancelling O(|grad_out|) terms (in the
-    float64 reference too): measure them against |grad_out|. Elsewhere no floor (0).
-    grad_out: (N, T, H, E); q: (N, T, H, D); key_mask: (N, T) bool or None.
-    """
-    n, t, _, d = q.shape
-    keys = key_mask.sum(dim=1) if key_mask is not None else torch.full((n,), t)
-    if d == 1 or bool((keys <= 1).all()):
-        return grad_out.norm().item()
-    return 0.0
+def gradient_error_floors(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          key_mask=None, eps: float = 1e-6) -> dict[str, float]:
+    """Denominator floors for the relative errors of dq, dk and dv: the float64 root-sum-square of the
+    elementary products each gradient sums (g = grad_out, den[l] = phi(q[l]) . ksum, ksum = sum_s m phi(k) + eps):
+        dq[l, d] = phi'(q[l, d]) (sum_{s,e} m phi(k[s, d]) v[s, e] g[l, e] / den[l]
+                                   - ksum[d] sum_{e,d',s} g[l, e] phi(q[l, d']) m phi(k[s, d']) v[s, e] / den[l]^2)
+        dk[s, d] = m phi'(k[s, d]) (sum_{l,e} phi(q[l, d]) g[l, e] v[s, e] / den[l]
+                    - sum_{l,e,d',s'} phi(q[l, d]) g[l, e] phi(q[l, d']) m phi(k[s', d']) v[s', e] / den[l]^2)
+        dv[s, e] = m sum_{d,l} phi(k[s, d]) phi(q[l, d]) g[l, e] / den[l]
+    (the key sums of positive terms count as one factor). Any implementation's rounding scales with these
+    products, not with their sum, which cancels exactly when a sample has one key or D = 1 (dq, dk are then
+    O(eps)) and by chance for a few random-sign terms (small T, E). Shapes as the op: grad_out (N, T, H, E),
+    q, k (N, T, H, D), v (N, T, H, E), key_mask (N, T) bool or None. Returns {"q": ..., "k": ..., "v": ...}."""
+    g2, q, k, v2 = grad_out.detach().double() ** 2, q.detach().double(), k.detach().double(), v.detach().double() ** 2
+    phi_q, phi_k = torch.sigmoid(q), torch.sigmoid(k)
+    m = key_mask[:, :, None, None].double() if key_mask is not None else torch.ones_like(phi_k[..., :1])
+    ksum = (m * phi_k).sum(dim=1) + eps  # (N, H, D)
+    den2 = torch.einsum("nlhd,nhd->nlh", phi_q, ksum)[..., None] ** 2  # (N, T, H, 1)
+    phi_q2, phi_k2 = phi_q ** 2, m * phi_k ** 2
+    w = torch.einsum("nshd,nshe->nhde", phi_k2, v2)  # sum_s (m phi(k) v)^2
+    gw = torch.einsum("nlhe,nhde->nlhd", g2, w)  # sum_{e,s} (m phi(k[s, d]) v[s, e] g[l, e])^2
+    z = (phi_q2 * gw).sum(-1, keepdim=True)  # sum_{e,d',s} (g phi(q[l, d']) m phi(k[s, d']) v[s, e])^2
+    dq2 = (phi_q * (1 - phi_q)) ** 2 * (gw / den2 + ksum[:, None] ** 2 * z / den2 ** 2)
+    p = torch.einsum("nlhd,nlhe->nhde", phi_q2 / den2, g2)  # sum_l (phi(q[l, d]) g[l, e] / den[l])^2
+    dk2 = m * (phi_k * (1 - phi_k)) ** 2 * (torch.einsum("nshe,nhde->nshd", v2, p)
+                                             + torch.einsum("nlhd,nlh->nhd", phi_q2 / den2 ** 2, z[..., 0])[:, None])
+    dv2 = torch.einsum("nshd,nhde->nshe", phi_k2, p)
+    return {name: float(t.sum().sqrt()) for name, t in (("q", dq2), ("k", dk2), ("v", dv2))}
 
 
 def validate_inputs(q, k, v, key_mask=None, eps: float = 1e-6) -> None:

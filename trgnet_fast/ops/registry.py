@@ -61,8 +61,8 @@ LINEAR_ATTENTION = OpSpec(
     fused=_linear_attention.linear_attention,
     make_inputs=_linear_attention_inputs,
     grad_inputs=("q", "k", "v"),
-    grad_error_floor=lambda inputs, grad_out: _linear_attention.gradient_error_floor(
-        grad_out, inputs["q"], inputs["key_mask"]),
+    grad_error_floor=lambda inputs, grad_out: _linear_attention.gradient_error_floors(
+        grad_out, inputs["q"], inputs["k"], inputs["v"], inputs["key_mask"]),
     parity_sizes={
         "cpu": [_la_size(2, 63), _la_size(3, 7, h=1, d=5, e=9, masked=True), _la_size(1, 1),
                 _la_size(2, 300, h=2, d=64, e=64, masked=True)],
