@@ -31,8 +31,10 @@ def test_a_wrong_implementation_fails(monkeypatch):
 
     monkeypatch.setitem(OPS, spec.name, dataclasses.replace(spec, fused=off_by_a_bit))
     size = {"N": 2, "T": 9, "H": 2, "D": 4, "E": 3, "masked": True}
+    # A fixed seed: random key lengths of 1 make dq, dk O(eps) (they cannot show an output scaled by 1 + 1e-4;
+    # 5 of 300 seeds draw such lengths); seed 0 keeps several keys in both samples.
     rows = parity.run_parity("cpu", ops=[spec.name], backends=["torch"], dtypes=[torch.float32],
-                            sizes=[size])
+                            sizes=[size], seed=0)
     assert len(rows) == 4 and all(not r.ok for r in rows)
 
 
