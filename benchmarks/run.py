@@ -884,6 +884,8 @@ def parse_args(argv=None):
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm bar (default: when stderr is a terminal)")
     args = p.parse_args(argv)
+    if args.copy_mib < 0:
+        p.error(f"--copy-mib: expected MiB >= 0 (0: no copy-rate reference), got {args.copy_mib}")
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
