@@ -6,18 +6,22 @@ IGN = 255
 
 
 def scan_published(labels):
-    """The published per-frame scan (reference-spec §3.5): list of (video, start, end, label)."""
+    """The published per-frame scan (docs/model.md#aris-segments), literally: a running (label, start) per
+    row; at a change of label the running segment is emitted only if the new label is not 255, and the
+    new label always starts a new running segment; the final one is emitted only if the row ends with a
+    real label. Returns a list of (video, start, end, label); segments labelled 255 (which the published
+    code would use to index its K-row tables out of range) are dropped."""
     segs = []
     for n in range(labels.shape[0]):
         row = [int(v) for v in labels[n]]
-        cur, start = row[0], 0
-        for t in range(1, len(row)):
-            if row[t] != cur and row[t] != IGN:
-                segs.append((n, start, t - 1, cur))
-                cur, start = row[t], t
-        if row[-1] != IGN:
+        cur, start = None, 0
+        for t, lab in enumerate(row):
+            if lab != cur:
+                if cur is not None and lab != IGN:
+                    segs.append((n, start, t - 1, cur))
+                cur, start = lab, t
+        if cur is not None and row[-1] != IGN:
             segs.append((n, start, len(row) - 1, cur))
-    # a leading 255 run would be emitted with label 255 (out of range in the published code): dropped
     return [s for s in segs if s[3] != IGN]
 
 
@@ -85,22 +89,27 @@ def aris_rel_loop(f, labels, tag):
     return kl_rows(p, sub)
 
 
-def gstmse_loop(logits, x, labels):
+def gstmse_loop(logits, x, labels, over="time"):
+    """GS-TMSE as the published code computes it, one sample and one (class, pair) term at a time:
+    compact the sample's valid frames to z (K, T'), a = log_softmax(z[:, 1:]), b = log_softmax(z[:, :-1]),
+    both over time ("time", published) or both over classes ("classes")."""
     n, k, _ = logits.shape
     per = []
-    for b in range(n):
-        idx = [t for t in range(labels.shape[1]) if int(labels[b, t]) != IGN]
-        z = logits[b][:, idx]
-        s = x[b].reshape(-1, x.shape[-1])[:, idx]
+    for i in range(n):
+        idx = [t for t in range(labels.shape[1]) if int(labels[i, t]) != IGN]
         if len(idx) < 2:
             per.append(logits.new_zeros(()))
             continue
-        lp = torch.log_softmax(z, dim=0)
+        z = logits[i][:, idx]
+        s = x[i].reshape(-1, x.shape[-1])[:, idx]
+        dim = 1 if over == "time" else 0
+        a = torch.log_softmax(z[:, 1:], dim=dim)
+        b = torch.log_softmax(z[:, :-1], dim=dim)
         terms = []
         for t in range(len(idx) - 1):
             w = torch.exp(-(s[:, t + 1] - s[:, t]).norm() / 2)
             for c in range(k):
-                terms.append(w * torch.clamp((lp[c, t + 1] - lp[c, t]) ** 2, max=16))
+                terms.append(w * torch.clamp((a[c, t] - b[c, t]) ** 2, max=16))
         per.append(torch.stack(terms).mean())
     return torch.stack(per).mean()
 

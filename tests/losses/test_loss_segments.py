@@ -20,7 +20,7 @@ def test_segments_match_scan(ref, gen, quirks, mid_ignore, n, t):
     segs = extract_segments(labels, published_quirks=quirks)
     expect = ref.scan_published(labels) if quirks else ref.scan_corrected(labels)
     assert _as_list(segs) == expect
-    # counts: corrected → run length; published → whole [start, end] (255 inside included)
+    # segments hold no ignored frame in either mode: count = run length
     assert segs.count.tolist() == [float(e - s + 1) for _, s, e, _ in expect]
 
 
@@ -40,19 +40,24 @@ def test_segments_any_rows(ref, rows, quirks):
     assert _as_list(segs) == expect
 
 
-def test_published_drops_last_segment_of_padded_videos(ref):
-    """§8.3: the last real segment of every padded video is dropped; full-length videos keep it."""
+def test_published_scan_drops_segments_before_ignored_frames(ref):
+    """The published scan: the last real segment of every padded video is dropped, and so is the segment
+    right before a 255 run inside a video; a 255 run followed by a label is dropped (the published code
+    would emit it with label 255); full-length videos keep every segment."""
     labels = torch.tensor([[0, 0, 1, 1, 2, 2],        # full length: 3 segments
                            [3, 3, 4, 255, 255, 255],   # padded: 4 is dropped
                            [5, 255, 255, 255, 255, 255],  # padded one-segment video: nothing emitted
-                           [1, 255, 1, 2, 2, 2]])      # 255 inside: absorbed, [0..1] one segment
+                           [1, 255, 1, 2, 2, 2],       # 255 inside: the 1 before it is dropped
+                           [255, 255, 4, 4, 255, 0]])  # leading 255 run and a 255 run before the last
     pub = extract_segments(labels, published_quirks=True)
-    assert _as_list(pub) == [(0, 0, 1, 0), (0, 2, 3, 1), (0, 4, 5, 2), (1, 0, 1, 3), (3, 0, 2, 1),
-                             (3, 3, 5, 2)]
+    assert _as_list(pub) == [(0, 0, 1, 0), (0, 2, 3, 1), (0, 4, 5, 2), (1, 0, 1, 3), (3, 2, 2, 1),
+                             (3, 3, 5, 2), (4, 5, 5, 0)]
     assert _as_list(pub) == ref.scan_published(labels)
-    cor = extract_segments(labels)
+    assert _as_list(extract_segments(labels)) == _as_list(pub)  # the default
+    cor = extract_segments(labels, published_quirks=False)
     assert _as_list(cor) == [(0, 0, 1, 0), (0, 2, 3, 1), (0, 4, 5, 2), (1, 0, 1, 3), (1, 2, 2, 4),
-                             (2, 0, 0, 5), (3, 0, 0, 1), (3, 2, 2, 1), (3, 3, 5, 2)]
+                             (2, 0, 0, 5), (3, 0, 0, 1), (3, 2, 2, 1), (3, 3, 5, 2), (4, 2, 3, 4),
+                             (4, 5, 5, 0)]
 
 
 @pytest.mark.parametrize("method", ["scatter", "index_add"])
@@ -72,7 +77,7 @@ def test_segment_means_match_slices(ref, gen, quirks, n, t, d, method):
 def test_segment_means_float32_and_grad(ref, gen, method):
     labels, _ = ref.random_labels(4, 50, 3, gen)
     feats = torch.randn(4, 8, 50, generator=gen, requires_grad=True)
-    segs = extract_segments(labels)
+    segs = extract_segments(labels, published_quirks=False)
     got = segment_means(feats, segs, method=method)
     expect = ref.slice_means(feats.detach().double(), ref.scan_corrected(labels))
     assert torch.linalg.vector_norm(got.double() - expect) / torch.linalg.vector_norm(expect) < 1e-6

@@ -34,10 +34,12 @@ def _tables(gen, dtype=torch.float64):
 
 
 def _loop_terms(ref, outputs, x, labels, boundary, mask, emb, tag, pw, quirks):
+    """Every term by the loop implementations: the published loss when quirks, else the corrected one."""
     logits, bounds, feats, scale = outputs
     import torch.nn.functional as F  # noqa: local, only the loop reference needs it
+    over = "time" if quirks else "classes"
     ce = sum(F.cross_entropy(z, labels, ignore_index=IGN) for z in logits) / 2
-    gst = sum(ref.gstmse_loop(z, x, labels) for z in logits) / 2
+    gst = sum(ref.gstmse_loop(z, x, labels, over=over) for z in logits) / 2
     bce = sum(ref.bce_loop(b, boundary, mask, pw) for b in bounds) / 3
     segs = ref.scan_published(labels) if quirks else ref.scan_corrected(labels)
     f = ref.slice_means(feats[0], segs)
@@ -45,23 +47,71 @@ def _loop_terms(ref, outputs, x, labels, boundary, mask, emb, tag, pw, quirks):
     return ce, gst, bce, ref.aris_abs_loop(f, lab, emb, scale), ref.aris_rel_loop(f, lab, tag)
 
 
-@pytest.mark.parametrize("quirks", [False, True])
-@pytest.mark.parametrize("n,t,mid", [(1, 9, False), (3, 25, False), (4, 30, True)])
-def test_total_matches_loop_with_published_weights(ref, gen, quirks, n, t, mid):
+def _leaves(outputs):
+    logits, bounds, feats, scale = outputs
+    return [*logits, *bounds, feats[0], scale]
+
+
+def _grads(value, outputs):
+    """d value / d each model output (None where it does not depend on it; a constant value — e.g. no
+    segment, or no sample with two labelled frames — depends on none)."""
+    leaves = _leaves(outputs)
+    if not value.requires_grad:
+        return [None] * len(leaves)
+    return torch.autograd.grad(value, leaves, retain_graph=True, allow_unused=True)
+
+
+@pytest.mark.parametrize("quirks", [True, False])
+@pytest.mark.parametrize("n,t,mid", [(1, 9, False), (3, 25, False), (4, 30, True), (5, 61, True)])
+def test_every_term_and_gradient_matches_loop(ref, gen, quirks, n, t, mid):
+    """TRGNetLoss vs the loop implementation of the same loss, float64, random padded batches with many
+    segments (runs of 1-5 frames; ignored runs inside videos when mid): every term and the gradient of
+    every term w.r.t. every model output within 1e-12 relative. quirks=True is the published objective."""
     outputs, x, labels, boundary, mask = _batch(ref, gen, n, t, mid_ignore=mid)
+    copies = _batch_copy(outputs)
     emb, tag = _tables(gen)
-    pw = 12.5
+    pw = 12.5 + float(torch.rand((), generator=gen, dtype=torch.float64))  # not a float32 value
     loss = TRGNetLoss(emb, tag, pw, published_quirks=quirks).double()
     out = loss(outputs, x, labels, boundary, mask)
-    ce, gst, bce, a_abs, a_rel = _loop_terms(ref, outputs, x, labels, boundary, mask, emb, tag, pw, quirks)
-    tol = dict(rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(out["ce"], ce, **tol)
-    torch.testing.assert_close(out["gstmse"], gst, **tol)
-    torch.testing.assert_close(out["boundary"], bce, **tol)
-    torch.testing.assert_close(out["aris_abs"], a_abs, **tol)
-    torch.testing.assert_close(out["aris_rel"], a_rel, **tol)
-    # §3.1: ½Σ(CE + 1.0·GSTMSE) + 0.1·⅓Σ BCE + 0.8·½(KL+KL) + 1.0·KL
-    torch.testing.assert_close(out["total"], ce + gst + 0.1 * bce + 0.8 * a_abs + 1.0 * a_rel, **tol)
+    expect = dict(zip(("ce", "gstmse", "boundary", "aris_abs", "aris_rel"),
+                      _loop_terms(ref, copies, x, labels, boundary, mask, emb, tag, pw, quirks)))
+    # ½Σ(CE + 1.0·GSTMSE) + 0.1·⅓Σ BCE + 0.8·½(KL+KL) + 1.0·KL
+    expect["total"] = (expect["ce"] + expect["gstmse"] + 0.1 * expect["boundary"] + 0.8 * expect["aris_abs"]
+                       + 1.0 * expect["aris_rel"])
+    for name, value in expect.items():
+        # relative; a term that is exactly 0 by structure (no or one segment) within rounding of 0
+        bound = 1e-12 * abs(float(value.detach())) or 1e-15
+        assert abs(float((out[name] - value).detach())) <= bound, name
+        got_grads, ref_grads = _grads(out[name], outputs), _grads(value, copies)
+        for i, (g, r, leaf) in enumerate(zip(got_grads, ref_grads, _leaves(outputs))):
+            g = torch.zeros_like(leaf) if g is None else g
+            r = torch.zeros_like(leaf) if r is None else r
+            # relative, plus an absolute floor far below any real gradient of these O(1) terms but above
+            # rounding: some gradients are 0 by structure (e.g. ARIS relative with two segments, whose
+            # P = 1 - d / max d is constant) and both sides then hold rounding noise (~1e-17)
+            err = float(torch.linalg.vector_norm(g - r))
+            assert err <= 1e-12 * float(torch.linalg.vector_norm(r)) + 1e-14, (name, i, err)
+
+
+def _batch_copy(outputs):
+    """Independent leaves with the same values (so the two graphs share nothing)."""
+    logits, bounds, feats, scale = outputs
+    leaf = lambda v: v.detach().clone().requires_grad_(True)  # noqa: E731
+    return [leaf(z) for z in logits], [leaf(b) for b in bounds], [leaf(e) for e in feats], leaf(scale)
+
+
+def test_published_quirks_is_the_default(gen):
+    emb, tag = _tables(gen)
+    loss = TRGNetLoss(emb, tag, 10.0)
+    assert loss.published_quirks is True
+
+
+def test_pos_weight_is_kept_unrounded(gen):
+    """pos_weight is not rounded to float32 on the way: a float64 loss uses the exact value."""
+    emb, tag = _tables(gen)
+    pw = 1 / 3 * 100  # not representable in float32
+    for loss in (TRGNetLoss(emb.float(), tag.float(), pw).double(), TRGNetLoss(emb, tag, pw)):
+        assert loss.pos_weight.dtype == torch.float64 and float(loss.pos_weight) == pw
 
 
 def test_weights_and_switches(ref, gen):

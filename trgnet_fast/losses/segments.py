@@ -5,32 +5,23 @@ synchronisation is the one ``torch.nonzero`` that fixes the number of segments M
 shape that every M×M ARIS matrix needs); there is no ``.item()``/``.tolist()`` and no Python loop
 over frames, segments or videos.
 
-Two emission rules (reference-spec §3.5, §8.3):
+Two emission rules (docs/model.md#aris-segments):
 
-* ``published_quirks=False`` (default, corrected): a segment is a maximal run of equal labels
-  ≠ ``ignore_index``; ignored frames (padding, or 255 inside a video) belong to no segment and split
-  runs. Every real segment of every video is emitted; segment means average its frames only.
+* ``published_quirks=False``: a segment is a maximal run of equal labels ≠ ``ignore_index``; ignored
+  frames (padding, or 255 inside a video) belong to no segment and split runs. Every real segment of
+  every video is emitted.
 
-* ``published_quirks=True``: the published per-frame scan, read as follows (per video row of the
-  padded (N, T) label tensor)::
-
-      cur, start = labels[0], 0
-      for t in 1 .. T-1:
-          if labels[t] != cur and labels[t] != 255:     # change to a real label
-              emit(start, t - 1, cur); cur, start = labels[t], t
-          # a change to 255 does nothing: the running segment keeps its label and start
-      if labels[T-1] != 255:
-          emit(start, T - 1, cur)
-
-  Consequences, all reproduced here: (a) the last real segment of every padded (shorter) video is
-  never emitted (its running segment would only be emitted by the final check, which sees the 255
-  padding); (b) a 255 run inside a video is absorbed by the running segment — it extends that
-  segment's [start, end] and its frames enter the segment mean — and if the label after it equals
-  the running label, the two parts are one segment; (c) a run of 255 at the very start of a row
-  would be emitted with label 255 (the published code would then index the K-row embedding / TAG
-  tables out of range); we drop such segments instead of failing. Equivalently: forward-fill 255
-  frames with the previous real label, split the row into runs of equal filled labels, emit every
-  run except the last one of a row whose final label is 255, and drop runs whose label is 255.
+* ``published_quirks=True``: the segments of the published per-frame scan. Per video row of the padded
+  (N, T) label tensor it keeps a running label and start; at every frame whose label differs from the
+  running one, it emits the running segment (start .. t−1) only if the new label is not 255, and then, in
+  either case, starts a new running segment at t with the new label. After the last frame it emits the
+  running segment only if the row's last label is not 255. Consequences, reproduced here:
+  (a) a real run directly followed by a 255 frame is never emitted — so the last real segment of every
+  padded (shorter) video is dropped, and so is the real segment just before a run of 255 inside a video;
+  (b) a run of 255 followed by a real label is emitted with label 255 (the published code then indexes
+  its K-row embedding and TAG tables out of range); we drop those instead of failing. Equivalently: the
+  runs of the corrected rule, minus every run whose next frame is an ignored one. Runs never contain
+  ignored frames in either mode, so segment means average real frames only.
 """
 from __future__ import annotations
 
@@ -62,22 +53,13 @@ class Segments(NamedTuple):
         return self.label.shape[0]
 
 
-def _forward_fill(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Replace every invalid frame by the last valid label before it (kept as is if there is none)."""
-    t = torch.arange(labels.shape[1], device=labels.device)
-    last_valid = torch.where(valid, t, torch.zeros_like(t)).cummax(dim=1).values  # (N, T)
-    filled = labels.gather(1, last_valid)
-    # frames before the first valid frame of a row keep their own (ignored) label
-    return torch.where(valid.cumsum(dim=1) > 0, filled, labels)
-
-
-def extract_segments(labels: torch.Tensor, *, published_quirks: bool = False,
+def extract_segments(labels: torch.Tensor, *, published_quirks: bool = True,
                      ignore_index: int = IGNORE_INDEX) -> Segments:
     """Run-length encode a padded label batch.
 
     labels: (N, T) integer tensor, ``ignore_index`` on padding / ignored frames.
-    published_quirks: reproduce the published emission rule (module docstring) instead of emitting
-        every real segment.
+    published_quirks: True (default): the published emission rule; False: every real segment (module
+        docstring).
     """
     if labels.dim() != 2:
         raise ValueError(f"labels: expected shape (N, T), got {tuple(labels.shape)}")
@@ -85,24 +67,24 @@ def extract_segments(labels: torch.Tensor, *, published_quirks: bool = False,
         raise ValueError(f"labels: expected an integer dtype, got {labels.dtype}")
     labels = labels.long()
     n, t = labels.shape
-    valid = labels != ignore_index
-    if published_quirks:
-        seg_label = _forward_fill(labels, valid)
-        member = torch.ones_like(valid)
-    else:
-        seg_label = labels
-        member = valid
+    member = labels != ignore_index
     # run starts: a member frame whose predecessor is not a member or has another label
     start = member.clone()
     if t > 1:
-        start[:, 1:] &= (seg_label[:, 1:] != seg_label[:, :-1]) | ~member[:, :-1]
-    if published_quirks:
-        # runs that the scan never emits: the last run of a row whose final label is ignored, and
-        # runs that still carry the ignore label (a leading ignored run)
-        runs_after = start.flip(1).cumsum(1).flip(1) - start.long()  # starts strictly after t
-        dropped = (runs_after == 0) & ~valid[:, -1:]
-        dropped |= seg_label == ignore_index
-        member = member & ~dropped
+        start[:, 1:] &= (labels[:, 1:] != labels[:, :-1]) | ~member[:, :-1]
+    if published_quirks and t > 1:
+        # drop the runs whose next frame is ignored: flag each run's last frame, then spread the flag
+        # to the run's frames through the index of the next run end at or after every frame
+        follows = torch.zeros_like(member)
+        follows[:, :-1] = start[:, 1:] | ~member[:, 1:]
+        follows[:, -1] = True
+        run_end = member & follows
+        dropped_end = run_end.clone()
+        dropped_end[:, :-1] &= ~member[:, 1:]
+        dropped_end[:, -1] = False
+        idx = torch.arange(t, device=labels.device).expand(n, t)
+        next_end = torch.where(run_end, idx, torch.full_like(idx, t - 1)).flip(1).cummin(1).values.flip(1)
+        member = member & ~dropped_end.gather(1, next_end)
         start = start & member
 
     flat_start = start.reshape(-1)
@@ -114,8 +96,8 @@ def extract_segments(labels: torch.Tensor, *, published_quirks: bool = False,
     count = count.index_add(0, frame_segment, torch.ones_like(frame_segment, dtype=torch.float32))[:m]
     video = starts // t
     start_t = starts - video * t
-    end_t = start_t + count.long() - 1  # members of a segment are contiguous in both modes
-    label = seg_label.reshape(-1)[starts]
+    end_t = start_t + count.long() - 1  # a segment's frames are contiguous
+    label = labels.reshape(-1)[starts]
     return Segments(video, start_t, end_t, label, frame_segment.reshape(n, t), count)
 
 

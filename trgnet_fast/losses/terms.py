@@ -1,11 +1,11 @@
-"""The individual TRG-Net loss terms (reference-spec §3.2–§3.6), vectorized on the device.
+"""The individual TRG-Net loss terms (docs/model.md#losses), vectorized on the device.
 
 No function here calls ``.item()``/``.tolist()`` or loops over frames, pairs or segments in Python.
 Every term is computed in float32 (or float64 if given float64) whatever the input dtype.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 from trgnet_fast.losses.segments import IGNORE_INDEX
 
-__all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "boundary_bce", "boundary_pos_weight", "kl_loss",
-           "aris_absolute", "aris_relative", "pairwise_distance", "relative_similarity"]
+__all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "GsTmsePairs", "boundary_bce",
+           "boundary_pos_weight", "kl_loss", "aris_absolute", "aris_relative", "pairwise_distance",
+           "relative_similarity"]
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +31,8 @@ def frame_log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None = None,
                   ignore_index: int = IGNORE_INDEX, log_probs: torch.Tensor | None = None) -> torch.Tensor:
-    """§3.2: CE over classes, mean over the non-ignored frames of the batch (weighted mean with weights).
+    """Cross-entropy (docs/model.md#cross-entropy): CE over classes, mean over the non-ignored frames of
+    the batch (weighted mean with weights).
 
     logits: (N, K, T); labels: (N, T) long; class_weight: optional (K,);
     log_probs: optional precomputed ``frame_log_probs(logits)`` (shared with GS-TMSE).
@@ -53,15 +55,27 @@ def _next_valid_index(valid: torch.Tensor) -> torch.Tensor:
     return nxt
 
 
-def gs_tmse_pairs(x: torch.Tensor, labels: torch.Tensor, sigma: float = 1.0,
-                  ignore_index: int = IGNORE_INDEX):
-    """The logits-independent part of GS-TMSE, shared by all logit stages.
+class GsTmsePairs(NamedTuple):
+    """The logits-independent part of GS-TMSE (see :func:`gs_tmse_pairs`); N·T frames, frame-major.
 
-    x: (N, C, V, T); labels: (N, T). Returns (next_flat (N·T,) long: flat index of the next valid
-    frame of the same row (the frame itself where there is none), weight (N·T,): the Gaussian
-    similarity w of the pair (frame, next valid frame), 0 where the frame starts no pair,
-    pairs (N,): number of pairs per sample).
+    next_flat (N·T,) long: flat index of the next valid frame of the same row (the frame itself where there
+    is none); weight (N·T,): Gaussian similarity of the pair (frame, next valid frame), 0 where the frame
+    starts no pair; count (N,) long: pairs per sample; first (N, T) bool: frames that start a pair (every
+    valid frame but a row's last); second (N, T) bool: frames that end a pair (every valid frame but a row's
+    first).
     """
+
+    next_flat: torch.Tensor
+    weight: torch.Tensor
+    count: torch.Tensor
+    first: torch.Tensor
+    second: torch.Tensor
+
+
+def gs_tmse_pairs(x: torch.Tensor, labels: torch.Tensor, sigma: float = 1.0,
+                  ignore_index: int = IGNORE_INDEX) -> GsTmsePairs:
+    """The pairs of consecutive valid frames of each sample and their Gaussian similarity weights, shared
+    by all logit stages. x: (N, C, V, T) raw model input; labels: (N, T)."""
     n, t = labels.shape
     valid = labels != ignore_index
     nxt = _next_valid_index(valid)
@@ -72,35 +86,62 @@ def gs_tmse_pairs(x: torch.Tensor, labels: torch.Tensor, sigma: float = 1.0,
     s = _acc(x).detach().reshape(n, -1, t).transpose(1, 2).reshape(n * t, -1)  # (N·T, C·V)
     dist = torch.linalg.vector_norm(s.index_select(0, next_flat) - s, dim=1)
     w = torch.exp(-dist / (2.0 * sigma * sigma)) * has_pair.reshape(-1)
-    return next_flat, w, has_pair.sum(1)
+    second = valid & (valid.long().cumsum(1) > 1)
+    return GsTmsePairs(next_flat, w, has_pair.sum(1), has_pair, second)
+
+
+def _masked_logsumexp(z: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """(N, K): logsumexp over the frames of ``frames`` (N, T) of z (N, K, T). A row without frames takes
+    every frame instead (finite, and only ever used with weight 0), so no -inf enters a gradient."""
+    frames = frames | ~frames.any(1, keepdim=True)
+    return z.masked_fill(~frames[:, None, :], float("-inf")).logsumexp(2)
 
 
 def gs_tmse(logits: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, threshold: float = 4.0,
-            sigma: float = 1.0, ignore_index: int = IGNORE_INDEX, log_probs: torch.Tensor | None = None,
-            pairs=None) -> torch.Tensor:
-    """§3.3 GS-TMSE: Gaussian-similarity-weighted, clamped temporal MSE of log-probabilities.
+            sigma: float = 1.0, ignore_index: int = IGNORE_INDEX, log_softmax_over: str = "time",
+            log_probs: torch.Tensor | None = None, pairs: GsTmsePairs | None = None) -> torch.Tensor:
+    """GS-TMSE: Gaussian-similarity-weighted, clamped temporal MSE of log-softmaxed logits
+    (docs/model.md#gs-tmse).
 
-    logits: (N, K, T); x: (N, C, V, T) raw (augmented) model input, the similarity source (no
-    gradient flows into x); labels: (N, T) long, ``ignore_index`` frames are removed per sample
-    (compaction, order kept). Per sample: for each pair of consecutive *valid* frames (u, v) after
-    compaction, w = exp(-‖x[:, :, v] - x[:, :, u]‖₂ / (2σ²)), ℓ_k = min((log p_v,k - log p_u,k)², threshold²);
-    loss_n = mean over (k, pair) of w·ℓ_k; result = mean over the batch. A sample with fewer than two
-    valid frames has no pair and contributes 0 (the published code would produce NaN).
-    log_probs / pairs: optional precomputed ``frame_log_probs(logits)`` / ``gs_tmse_pairs(x, labels)``.
+    logits: (N, K, T); x: (N, C, V, T) raw (augmented) model input, the similarity source (no gradient
+    flows into x); labels: (N, T) long, ``ignore_index`` frames are removed per sample (compaction, order
+    kept). Per sample, with z (K, T') its compacted logits and (u, v) the T'−1 pairs of consecutive
+    compacted frames: w = exp(-‖x[:, :, v] - x[:, :, u]‖₂ / (2σ²)), ℓ_k = min((a_k,v - b_k,u)², threshold²),
+    loss_n = mean over (k, pair) of w·ℓ_k; result = mean over the batch. a and b are log-softmaxes:
+
+    * ``log_softmax_over="time"`` (the published code): a = log_softmax of z[:, 1:] and b = log_softmax of
+      z[:, :-1], each over its own frames (time), per class row — two different normalisers;
+    * ``log_softmax_over="classes"``: a = b = log_softmax of z over classes, per frame (MS-TCN's TMSE).
+
+    A sample with fewer than two valid frames has no pair and contributes 0 (the published code would
+    produce NaN). log_probs: optional precomputed ``frame_log_probs(logits)`` (classes only); pairs:
+    optional precomputed ``gs_tmse_pairs(x, labels, sigma, ignore_index)``.
     """
     n, k, t = logits.shape
-    if log_probs is None:
-        log_probs = frame_log_probs(logits)
-    next_flat, w, n_pairs = gs_tmse_pairs(x, labels, sigma, ignore_index) if pairs is None else pairs
-    sq = (log_probs.index_select(0, next_flat) - log_probs).pow(2).clamp(max=threshold * threshold)
-    per_frame = (sq.sum(1) * w.to(sq.dtype)).reshape(n, t)
-    per_sample = per_frame.sum(1) / (n_pairs.clamp(min=1).to(sq.dtype) * k)
+    if pairs is None:
+        pairs = gs_tmse_pairs(x, labels, sigma, ignore_index)
+    if log_softmax_over == "classes":
+        lp = frame_log_probs(logits) if log_probs is None else log_probs
+        diff = lp.index_select(0, pairs.next_flat) - lp
+    elif log_softmax_over == "time":
+        z = _acc(logits)
+        # a_k,v - b_k,u = (z_k,v - z_k,u) - (lse over the second frames - lse over the first frames)
+        shift = _masked_logsumexp(z, pairs.second) - _masked_logsumexp(z, pairs.first)  # (N, K)
+        zf = z.transpose(1, 2).reshape(n * t, k)
+        diff = (zf.index_select(0, pairs.next_flat) - zf).reshape(n, t, k) - shift[:, None, :]
+        diff = diff.reshape(n * t, k)
+    else:
+        raise ValueError(f"log_softmax_over: expected 'time' or 'classes', got {log_softmax_over!r}")
+    sq = diff.pow(2).clamp(max=threshold * threshold)
+    per_frame = (sq.sum(1) * pairs.weight.to(sq.dtype)).reshape(n, t)
+    per_sample = per_frame.sum(1) / (pairs.count.clamp(min=1).to(sq.dtype) * k)
     return per_sample.mean()
 
 
 def boundary_bce(boundary_logits: torch.Tensor, boundary: torch.Tensor, mask: torch.Tensor,
                  pos_weight: torch.Tensor | float) -> torch.Tensor:
-    """§3.4: BCEWithLogits(pos_weight), mean over each sample's valid frames, summed and divided by N.
+    """Boundary loss (docs/model.md#boundary-loss): BCEWithLogits(pos_weight), mean over each sample's
+    valid frames, summed and divided by N.
 
     boundary_logits, boundary, mask: (N, 1, T); pos_weight: scalar (float or 0-d / (1,) tensor).
     """
@@ -114,19 +155,36 @@ def boundary_bce(boundary_logits: torch.Tensor, boundary: torch.Tensor, mask: to
     return per_sample.sum() / z.shape[0]
 
 
-def boundary_pos_weight(boundary_arrays: Iterable) -> float:
-    """§3.4: (total frames) / (positive frames) over a training set's boundary arrays.
+def boundary_pos_weight(boundary_arrays: Iterable, sources: Iterable[str] | None = None) -> float:
+    """BCE ``pos_weight`` = (total frames) / (positive frames) over a training set's boundary arrays
+    (docs/model.md#boundary-loss).
 
-    boundary_arrays: iterable of 1-D (or any shape) 0/1 arrays or tensors, one per video; positives
-    are counted as the array sum (ASRF's rule, equal to the number of ones for 0/1 arrays).
-    Raises ValueError if there are no frames or no positives.
+    boundary_arrays: iterable of arrays or tensors (any shape), one per video — the published code counts
+    the full-rate ``gt_boundary_arr`` files of the training csv (before any temporal downsampling).
+    sources: optional names (e.g. file paths), one per array, used in error messages.
+
+    As published, every value is cast to int64 (truncation toward zero: 0.5 → 0, 1.7 → 1) and the frames
+    equal to 1 are the positives; every frame counts towards the total. Values whose cast is neither 0 nor
+    1 (≤ −1, ≥ 2, NaN, ±inf) raise ValueError naming the source: the published count crashes on most of
+    them (and silently counts −1 as a positive, −2 as a negative). Raises ValueError if there are no frames
+    or no positives.
     """
-    total, positive = 0, 0.0
-    for b in boundary_arrays:
+    names = None if sources is None else list(sources)
+    total = positive = count = 0
+    for count, b in enumerate(boundary_arrays, 1):
+        where = f"boundary array {count - 1}" if names is None or count > len(names) else names[count - 1]
         a = b.detach().cpu().numpy() if torch.is_tensor(b) else np.asarray(b)
+        if not (a.dtype == bool or np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise ValueError(f"{where}: expected numeric boundary values, got dtype {a.dtype}")
+        bad = ~((a > -1) & (a < 2))  # exactly the values whose int64 cast is not 0 or 1 (±inf included), NaN
+        if bad.any():
+            raise ValueError(f"{where}: expected boundary values that cast to 0 or 1 (in (-1, 2)), got "
+                             f"{np.unique(a[bad])[:5].tolist()}")
         total += a.size
-        positive += float(a.astype(np.float64).sum())
-    if total == 0 or positive <= 0:
+        positive += int(np.count_nonzero(a.astype(np.int64)))
+    if names is not None and count != len(names):
+        raise ValueError(f"sources: expected one name per boundary array ({count}), got {len(names)}")
+    if total == 0 or positive == 0:
         raise ValueError(f"boundary_arrays: need frames and positive frames, got {total} frames, "
                          f"{positive} positives")
     return total / positive
@@ -144,7 +202,8 @@ def kl_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 10.0)
 
 def aris_absolute(segment_features: torch.Tensor, segment_labels: torch.Tensor,
                   action_embeddings: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """§3.5 ARIS absolute term *without* its 0.8 weight: (KL(L_img, G) + KL(L_txt, G)) / 2.
+    """ARIS absolute term (docs/model.md#aris-absolute) *without* its 0.8 weight:
+    (KL(L_img, G) + KL(L_txt, G)) / 2.
 
     segment_features: (M, D) segment means of e0; segment_labels: (M,) long; action_embeddings:
     (K, D); logit_scale: (1,) or 0-d, used linearly. L_img = s·f̂ t̂ᵀ, L_txt = L_imgᵀ,
@@ -164,7 +223,8 @@ def pairwise_distance(f: torch.Tensor) -> torch.Tensor:
 
 
 def relative_similarity(segment_features: torch.Tensor) -> torch.Tensor:
-    """P = 1 - d / max d with d the pairwise distances of the un-normalised features (§3.6).
+    """P = 1 - d / max d with d the pairwise distances of the un-normalised features
+    (docs/model.md#aris-relative).
 
     If max d = 0 (M = 1, or all features equal) the division is by a tiny positive number instead,
     so P = 1 everywhere (every segment is maximally similar to itself) and nothing is NaN.
@@ -177,7 +237,8 @@ def relative_similarity(segment_features: torch.Tensor) -> torch.Tensor:
 
 def aris_relative(segment_features: torch.Tensor, segment_labels: torch.Tensor,
                   action_graph: torch.Tensor) -> torch.Tensor:
-    """§3.6 ARIS relative term *without* its 1.0 weight: KL(P, TAG_sub), TAG_sub = TAG[label_i, label_j].
+    """ARIS relative term (docs/model.md#aris-relative) *without* its 1.0 weight: KL(P, TAG_sub),
+    TAG_sub = TAG[label_i, label_j].
 
     segment_features: (M, D); segment_labels: (M,) long; action_graph: (K, K) TAG.
     """

@@ -1,4 +1,4 @@
-"""TRGNetLoss: the full published training loss (reference-spec §3.1), vectorized on the device."""
+"""TRGNetLoss: the full published training loss (docs/model.md#total-loss), vectorized on the device."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -40,15 +40,17 @@ class TRGNetLoss(nn.Module):
         pos_weight: BCE positive weight (see ``boundary_pos_weight``).
         lambda_b, gstmse_weight, aris_abs_weight, aris_rel_weight: term weights (published 0.1, 1, 0.8, 1).
         use_aris_abs, use_aris_rel: switch the ARIS terms off (reported as 0, no segment work if both off).
-        published_quirks: segment emission of the published scan (drops the last segment of every
-            padded video, §8.3); default: every real segment.
+        published_quirks: True (default) reproduces the published objective: GS-TMSE's log-softmax runs
+            over time (docs/model.md#gs-tmse) and the ARIS segments follow the published scan, which drops
+            the last segment of every padded video and the segment before every ignored run
+            (docs/model.md#aris-segments). False: class-axis GS-TMSE and every real segment.
         class_weight: optional (K,) CE class weights (published: none).
     """
 
     def __init__(self, action_embeddings: torch.Tensor, action_graph: torch.Tensor, pos_weight: float,
                  lambda_b: float = 0.1, gstmse_weight: float = 1.0, aris_abs_weight: float = 0.8,
                  aris_rel_weight: float = 1.0, use_aris_abs: bool = True, use_aris_rel: bool = True,
-                 published_quirks: bool = False, class_weight: torch.Tensor | None = None,
+                 published_quirks: bool = True, class_weight: torch.Tensor | None = None,
                  ignore_index: int = IGNORE_INDEX):
         super().__init__()
         action_embeddings = torch.as_tensor(action_embeddings)
@@ -68,7 +70,9 @@ class TRGNetLoss(nn.Module):
         # kept in the given floating dtype (float32 for others); the terms compute in float32/float64
         self.register_buffer("action_embeddings", _floating(action_embeddings).clone())
         self.register_buffer("action_graph", _floating(action_graph).clone())
-        self.register_buffer("pos_weight", torch.tensor(pos_weight, dtype=torch.float32))
+        # float64, i.e. unrounded: each BCE casts it to its compute dtype, so a float64 loss uses the
+        # exact value and a float32 one the same float32 rounding as the logits
+        self.register_buffer("pos_weight", torch.tensor(pos_weight, dtype=torch.float64))
         self.register_buffer("class_weight", class_weight)
         self.lambda_b = float(lambda_b)
         self.gstmse_weight = float(gstmse_weight)
@@ -141,12 +145,13 @@ class TRGNetLoss(nn.Module):
         logits, bounds, feats, logit_scale = outputs
         labels = labels.long()
         pairs = gs_tmse_pairs(x, labels, ignore_index=self.ignore_index)  # shared by the stages
+        gs_axis = "time" if self.published_quirks else "classes"
         ce, gst = 0.0, 0.0
         for z in logits:
-            log_probs = frame_log_probs(z)  # shared by CE and GS-TMSE
+            log_probs = frame_log_probs(z)  # shared by CE and the class-axis GS-TMSE
             ce = ce + cross_entropy(z, labels, self.class_weight, self.ignore_index, log_probs=log_probs)
-            gst = gst + gs_tmse(z, x, labels, ignore_index=self.ignore_index, log_probs=log_probs,
-                                pairs=pairs)
+            gst = gst + gs_tmse(z, x, labels, ignore_index=self.ignore_index, log_softmax_over=gs_axis,
+                                log_probs=log_probs, pairs=pairs)
         ce, gst = ce / len(logits), gst / len(logits)
         bce = sum(boundary_bce(b, boundary, mask, self.pos_weight) for b in bounds) / len(bounds)
 
