@@ -1,4 +1,4 @@
-"""SAEP augmentation (reference-spec §1.4, §8.13)."""
+"""SAEP augmentation (docs/model.md#saep-augmentation)."""
 import math
 
 import pytest

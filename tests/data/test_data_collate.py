@@ -1,4 +1,4 @@
-"""collate (reference-spec §1.5)."""
+"""collate (docs/model.md#batching-padding-and-masks)."""
 import pytest
 import torch
 

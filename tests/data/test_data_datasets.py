@@ -1,9 +1,12 @@
 """CsvSegmentationDataset and MSTCNDataset on tiny fixtures written in the exact on-disk formats."""
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from trgnet_fast.data.datasets import CsvSegmentationDataset, MSTCNDataset
+from trgnet_fast.data.collate import collate
+from trgnet_fast.data.datasets import CsvSegmentationDataset, MSTCNDataset, carve_validation
 from trgnet_fast.data.features import build_features
 from trgnet_fast.data.labels import boundary_from_labels
 
@@ -163,3 +166,80 @@ def test_mstcn_errors(tmp_path):
     (root / "features" / "v1.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"features/v1\.npy"):
         ds[0]
+
+
+def test_csv_dataset_keeps_ignored_frames(tmp_path):
+    """Frames labelled 255 (ignored) load as they are: a run at the start, in the middle and at the end."""
+    T = 12
+    labels = np.array([255, 255, 0, 0, 255, 255, 255, 51, 51, 3, 255, 255], np.int64)
+    boundary = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0], np.float32)
+    raw = np.random.default_rng().standard_normal((T, 150)).astype(np.float32)
+    rows = [write_csv_layout(tmp_path, "ign", raw, labels, boundary=boundary),
+            write_csv_layout(tmp_path, "ignf", raw, labels.astype(np.float64), boundary=boundary)]
+    ds = CsvSegmentationDataset(make_csv(tmp_path, rows), tmp_path, "PKU-subject", num_classes=52)
+    for i in range(2):
+        item = ds[i]
+        assert item["label"].dtype == torch.int64 and item["label"].tolist() == labels.tolist()
+        assert item["boundary"].tolist() == boundary.tolist() and item["feature"].shape == (12, 25, T)
+    batch = collate([ds[0], ds[1]])
+    assert batch["labels"].tolist() == [labels.tolist()] * 2
+
+
+@pytest.mark.parametrize("bad, shown", [(52, "[52]"), (300, "[300]"), (-1, "[-1]"), (254, "[254]")])
+def test_csv_dataset_out_of_range_label(tmp_path, bad, shown):
+    labels = np.array([255, 0, 1, bad, bad, 255], np.int64)
+    row = write_csv_layout(tmp_path, "bad", np.random.default_rng().standard_normal((6, 150)).astype(np.float32),
+                           labels)
+    ds = CsvSegmentationDataset(make_csv(tmp_path, [row]), tmp_path, "PKU-subject", num_classes=52)
+    with pytest.raises(ValueError, match=rf"gt_arr/bad\.npy: expected class ids in 0\.\.51 or 255 \(ignored "
+                                         rf"frame\), got {re.escape(shown)}"):
+        ds[0]
+
+
+def test_class_count_must_stay_below_the_ignore_label(tmp_path):
+    row = write_csv_layout(tmp_path, "v", np.zeros((4, 150), np.float32), np.zeros(4, np.int64))
+    csv = make_csv(tmp_path, [row])
+    assert CsvSegmentationDataset(csv, tmp_path, "PKU-subject", num_classes=255).num_classes == 255
+    with pytest.raises(ValueError, match=r"num_classes: at most 255 classes are supported .*got 256"):
+        CsvSegmentationDataset(csv, tmp_path, "PKU-subject", num_classes=256)
+    root, _ = make_mstcn(tmp_path)
+    (root / "mapping.txt").write_text("".join(f"{i} c{i}\n" for i in range(256)))
+    with pytest.raises(ValueError, match=r"mapping\.txt: at most 255 classes are supported .*got 256"):
+        MSTCNDataset(root, "train.split1.bundle", "TCG-15")
+
+
+def test_full_rate_boundary_without_features(tmp_path):
+    """The stored (full-rate, undownsampled) boundary array, read without touching the feature file."""
+    d = tmp_path / "LARA"
+    for sub in ("gt_arr", "gt_boundary_arr"):
+        (d / sub).mkdir(parents=True)
+    stored = np.array([1, 0.5, 0, 0, 0, 1, 1, 0, 0.25], np.float64)
+    np.save(d / "gt_boundary_arr/L01.npy", stored)
+    np.save(d / "gt_boundary_arr/L02.npy", np.zeros((2, 3)))
+    csv = make_csv(tmp_path, ["/LARA/features/L01.npy,/LARA/gt_arr/L01.npy,/LARA/gt_boundary_arr/L01.npy\n",
+                              "/LARA/features/L02.npy,/LARA/gt_arr/L02.npy,/LARA/gt_boundary_arr/L02.npy\n"])
+    ds = CsvSegmentationDataset(csv, tmp_path, "LARA")  # no feature file exists at all
+    got = ds.full_rate_boundary(0)
+    assert got.dtype == np.float64 and got.tolist() == stored.tolist()
+    assert ds.boundary_source(0) == str(tmp_path) + "/LARA/gt_boundary_arr/L01.npy"
+    with pytest.raises(ValueError, match=r"gt_boundary_arr/L02\.npy: expected boundary \(T,\)"):
+        ds.full_rate_boundary(1)
+    root, _ = make_mstcn(tmp_path)
+    for v in ("v1", "v2"):
+        (root / "features" / f"{v}.npy").unlink()
+    ds = MSTCNDataset(root, "train.split1.bundle", "TCG-15", rate=4)  # derived from the labels, not downsampled
+    assert ds.full_rate_boundary(0).tolist() == [1, 0, 0, 1, 1, 0, 0]
+    assert ds.full_rate_boundary(1).tolist() == [1, 0, 0, 0, 0]
+    assert ds.boundary_source(1) == str(root / "groundTruth" / "v2.txt")
+
+
+def test_carve_validation_published_rule():
+    # make_csv_files: 0-based position j → validation when j % 10 == 9
+    train, val = carve_validation(25, 10)
+    assert val == [9, 19] and train == [j for j in range(25) if j not in (9, 19)]
+    assert carve_validation(8, 4) == ([0, 1, 2, 4, 5, 6], [3, 7])
+    assert carve_validation(10, 10) == (list(range(9)), [9])
+    assert carve_validation(9, 10) == (list(range(9)), [])  # too short: no validation video
+    assert carve_validation(0, 10) == ([], [])
+    with pytest.raises(ValueError, match=r"every: expected ≥ 2 .*got 1"):
+        carve_validation(5, 1)

@@ -1,4 +1,4 @@
-"""Feature construction (reference-spec §1.2) against straightforward loop implementations."""
+"""Feature construction (docs/model.md#features) against straightforward loop implementations."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""Mappings, boundaries and temporal downsampling (reference-spec §1.3)."""
+"""Mappings, boundaries and temporal downsampling (docs/model.md#labels-and-boundaries)."""
 import numpy as np
 import pytest
 import torch
@@ -84,6 +84,19 @@ def test_downsample_numpy_and_torch():
     ft, lt, bt = downsample(torch.from_numpy(feats), torch.from_numpy(labels), torch.from_numpy(boundary), 4)
     np.testing.assert_array_equal(bt.numpy(), expect)
     assert downsample(feats, labels, boundary, 1)[0] is feats
+
+
+def test_downsample_marks_only_exact_ones():
+    """Published TempDownSamp: only full-rate values equal to 1.0 leave a mark at idx // rate (a boundary on
+    a dropped frame moves to the kept one); 0.5, 0.999 or 2 leave none."""
+    labels = np.arange(10)
+    boundary = np.array([0, 1, 0, 0, 0.5, 0, 0.999, 2, 0, 1.0], np.float32)
+    _, lab, b = downsample(np.zeros((3, 10)), labels, boundary, 4)
+    assert lab.tolist() == [0, 4, 8] and b.dtype == np.float32 and b.tolist() == [1, 0, 1]  # from frames 1, 9
+    _, _, bt = downsample(torch.zeros(3, 10), torch.from_numpy(labels), torch.from_numpy(boundary), 4)
+    assert bt.dtype == torch.float32 and bt.tolist() == [1, 0, 1]
+    _, _, bi = downsample(np.zeros((3, 10)), labels, np.array([0, 0, 0, 0, 1, 0, 0, 0, 2, 0]), 4)
+    assert bi.tolist() == [0, 1, 0]
 
 
 def test_rates():

@@ -45,13 +45,28 @@ def test_convert_and_read_back(tmp_path):
     train_val = [r.split(",")[0].split("/")[-1]
                  for f in ("train1", "val1") for r in open(view[f]).read().splitlines()[1:]]
     assert sorted(train_val) == ["0002-M.npy", "0002-R.npy", "0003-M.npy", "0003-R.npy"]
-    assert len(open(view["val1"]).read().splitlines()) == 2  # every 10th training video → val (here the first)
+    assert open(view["val1"]).read().splitlines() == ["feature,label,boundary"]  # < 10 training videos: none
     subj = res["csv"]["PKU-subject"]
     assert "0003" not in open(subj["train1"]).read() + open(subj["val1"]).read()
     assert len(open(subj["test1"]).read().splitlines()) == 1 + 3  # header + 0003-L/M/R
     ds = CsvSegmentationDataset(view["test1"], out, "PKU-view", num_classes=52)
     item = ds[0]
     assert item["feature"].shape == (12, 25, 12) and item["label"].tolist() == expect.tolist()
+
+
+def test_validation_is_every_tenth_sorted_training_video(tmp_path):
+    """make_csv_files' rule on the name-sorted training list: 0-based positions 9, 19, … go to val1."""
+    ids = [f"{i:04d}" for i in (7, 3, 12, 5, 9, 4, 11, 8, 2, 6, 10)]  # 11 ids → 22 training videos (M, R)
+    skel, lab, _ = fake_release(tmp_path, ids=ids, T=4)
+    view = convert_pku_mmd(skel, lab, tmp_path / "out")["csv"]["PKU-view"]
+
+    def videos(split):
+        return [r.split(",")[0].split("/")[-1][:-4] for r in open(view[split]).read().splitlines()[1:]]
+
+    ordered = [f"{i:04d}-{v}" for i in range(2, 13) for v in "MR"]
+    assert videos("val1") == [ordered[9], ordered[19]] == ["0006-R", "0011-R"]
+    assert videos("train1") == [v for j, v in enumerate(ordered) if j not in (9, 19)]
+    assert videos("test1") == [f"{i:04d}-L" for i in range(2, 13)]
 
 
 def test_no_cross_subject_file_only_view_split(tmp_path):

@@ -38,7 +38,7 @@ def f1(tp, fp, fn):
 
 
 # ----------------------------------------------------------------------- independent reference (loops)
-def ref_segments(y, bg=()):
+def ref_segments(y, bg=(), final_end=None):
     labels, starts, ends = [], [], []
     last = y[0]
     if last not in bg:
@@ -53,7 +53,7 @@ def ref_segments(y, bg=()):
                 ends.append(i)
             last = y[i]
     if last not in bg:
-        ends.append(len(y) - 1)
+        ends.append(len(y) - 1 if final_end is None else final_end)
     return labels, starts, ends
 
 
@@ -161,6 +161,76 @@ def test_ignore_index_frames_dropped():
     assert frame_accuracy(pred, gt) == pytest.approx(100 * 2 / 3)
 
 
+def test_ignored_frames_excluded_from_every_metric():
+    """GT 255 runs at the start, in the middle and at the end: those frames leave every metric; the rest is
+    joined (pred 0 0 1 1 1 2 0 vs gt 0 0 0 1 1 2 2)."""
+    I = 255
+    gt = np.array([I, 0, 0, I, I, 0, 1, 1, I, 2, 2, I])
+    pred = np.array([1, 0, 0, 2, 2, 1, 1, 1, 0, 2, 0, 0])
+    # gt segs A[0,3) B[3,5) C[5,6]; pred A[0,2) B[2,5) C[5,6) A[6,6]
+    # IoU: A 2/3, B 2/3, C 1, final A: [-0.5, -0.0, 0.0] -> argmax = 1 (B, IoU -0.0) -> FP at every tau
+    assert frame_accuracy(pred, gt) == 100 * 5 / 7
+    assert edit_score(pred, gt) == 75.0  # lev(ABCA, ABC) = 1 over 4
+    assert segment_counts(pred, gt, THS).tolist() == [[3, 1, 0]] * 3 + [[1, 3, 2]] * 2
+    m = SegmentationMetrics(num_classes=3)
+    row = m.update(pred, gt, "v")
+    s = m.summary()
+    assert s["n_frames"] == row["n_frames"] == 7 and s["Acc"] == 100 * 5 / 7 and s["Edit"] == 75.0
+    assert s["F1@10"] == s["F1@50"] == pytest.approx(100 * 2 * 0.75 / (1.75 + 1e-7), abs=1e-12)
+    assert s["F1@75"] == s["F1@90"] == pytest.approx(100 * 2 * (1 / 12) / (7 / 12 + 1e-7), abs=1e-12)
+    # rows = GT: the 5 ignored frames are nowhere in the confusion matrix
+    assert m.confusion.tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_class_count_must_stay_below_the_ignore_index():
+    assert SegmentationMetrics(num_classes=255).num_classes == 255
+    with pytest.raises(ValueError, match=r"num_classes: 256 classes include the ignore_index 255"):
+        SegmentationMetrics(num_classes=256)
+    assert SegmentationMetrics(num_classes=300, ignore_index=None).num_classes == 300
+
+
+def _p(tp, fp, fn):  # published F1 in percent, with its epsilon
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    return 100 * 2 * p * r / (p + r + 1e-7)
+
+
+@pytest.mark.parametrize("f1_end, final_end", [("published", 4), ("mstcn", 5)])
+def test_f1_end_one_frame_final_segments_both_conventions(f1_end, final_end):
+    gt, pred = lab("AAAAB"), lab("AAAAB")
+    assert [x.tolist() for x in get_segments(gt, f1_end=f1_end)] == [[0, 1], [0, 4], [4, final_end]]
+    # published: final B [4,4] vs [4,4] -> 0/0 = nan -> FP, GT B unmatched; mstcn: [4,5) vs [4,5) -> IoU 1
+    counts = {"published": (1, 1, 1), "mstcn": (2, 0, 0)}[f1_end]
+    assert segment_counts(pred, gt, (0.1, 0.5), f1_end=f1_end).tolist() == [list(counts)] * 2
+    assert f1_scores(pred, gt, (0.5,), f1_end=f1_end)["F1@50"] == pytest.approx(_p(*counts), rel=1e-12)
+    assert edit_score(pred, gt) == 100.0 and frame_accuracy(pred, gt) == 100.0
+
+
+def test_f1_end_one_frame_final_prediction_vs_longer_gt():
+    gt, pred = lab("AAABBB"), lab("AAAAAB")
+    # published: gt A[0,3) B[3,5]; pred A[0,5) B[5,5]: IoU A 3/5, B (5-5)/(5-3) = 0 -> FP at every tau
+    # mstcn:     gt A[0,3) B[3,6); pred A[0,5) B[5,6): IoU A 3/5, B 1/3
+    expect = {"published": {0.1: (1, 1, 1), 0.25: (1, 1, 1), 0.5: (1, 1, 1)},
+              "mstcn": {0.1: (2, 0, 0), 0.25: (2, 0, 0), 0.5: (1, 1, 1)}}
+    for f1_end, by_tau in expect.items():
+        m = SegmentationMetrics(num_classes=2, iou_thresholds=(0.1, 0.25, 0.5), f1_end=f1_end)
+        m.update(pred, gt)
+        assert m.seg_counts.tolist() == [list(by_tau[t]) for t in (0.1, 0.25, 0.5)]
+        assert m.summary()["F1@25"] == pytest.approx(_p(*by_tau[0.25]), rel=1e-12)
+        assert m.summary()["F1@50"] == pytest.approx(_p(*by_tau[0.5]), rel=1e-12)
+    assert _p(2, 0, 0) == pytest.approx(100 * 2 / (2 + 1e-7), rel=1e-12)
+    assert _p(1, 1, 1) == pytest.approx(100 * 0.5 / (1 + 1e-7), rel=1e-12)
+
+
+def test_f1_end_is_validated_and_part_of_the_config():
+    for bad in ("MSTCN", None, "T"):
+        with pytest.raises(ValueError, match=r"f1_end: expected one of \('published', 'mstcn'\), got"):
+            SegmentationMetrics(f1_end=bad)
+        with pytest.raises(ValueError, match="f1_end"):
+            f1_scores([0, 1], [0, 1], f1_end=bad)
+    with pytest.raises(ValueError, match="cannot merge metrics with different f1_end"):
+        SegmentationMetrics(num_classes=2).merge(SegmentationMetrics(num_classes=2, f1_end="mstcn"))
+
+
 def test_f1_from_counts_published_epsilon():
     assert f1_from_counts(0, 0, 0) == 0.0
     assert f1_from_counts(1, 0, 0) == pytest.approx(100 * 2 / (2 + 1e-7), rel=1e-12)
@@ -215,6 +285,8 @@ def test_random_against_reference(pg, bg):
         ref = ref_segments(list(y), bg)
         got = get_segments(y, bg)
         assert [x.tolist() for x in got] == [list(map(int, r)) for r in ref]
+        got = get_segments(y, bg, f1_end="mstcn")
+        assert [x.tolist() for x in got] == [list(map(int, r)) for r in ref_segments(list(y), bg, len(y))]
     pl, gl = ref_segments(list(p), bg)[0], ref_segments(list(g), bg)[0]
     assert levenshtein(pl, gl) == ref_lev(pl, gl)
     if max(len(pl), len(gl)):

@@ -60,3 +60,23 @@ def test_write_predictions_mstcn_format(tmp_path):
     assert open(p).read().splitlines() == ["run", "run", "walk", "jump"]
     with pytest.raises(ValueError, match="labels"):
         write_predictions(tmp_path / "bad.txt", np.array([3]), ["walk", "run", "jump"])
+
+
+def test_barcode_draws_ignored_gt_frames_white(tmp_path):
+    """GT frames labelled 255 are white in the GT row; the prediction row shows every frame's class."""
+    import matplotlib.image as mpimg
+
+    gt = np.array([0, 0, 0, 255, 255, 255, 255, 1, 1, 255])
+    pred = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    out = plot_barcode(tmp_path / "v.png", gt, pred, num_classes=2, width_px=1000, row_height_px=60, dpi=100)
+    img = mpimg.imread(out)[..., :3]  # rows: GT centred at 1/3 of the height, prediction at 2/3
+    h, w = img.shape[:2]
+
+    def px(row_frac, t):  # centre of frame t in the barcode axes (x from 0.14 to 0.80 of the width)
+        return img[int(row_frac * h), int((0.14 + (t + 0.5) / 10 * 0.66) * w)]
+
+    colors = class_colors(2)[:, :3]
+    for t in range(10):
+        expect_gt = np.ones(3) if gt[t] == 255 else colors[gt[t]]
+        np.testing.assert_allclose(px(1 / 3, t), expect_gt, atol=0.01)
+        np.testing.assert_allclose(px(2 / 3, t), colors[pred[t]], atol=0.01)

@@ -17,7 +17,8 @@ from trgnet_fast.evaluation import (
 
 # ----------------------------------------------------------------------- direct loop reference
 def ref_refine(outputs, boundaries, masks, th=0.5):
-    """Straight loop transcription of §4.2 (published semantics incl. stale tie-break variable)."""
+    """Straight loop transcription of docs/model.md#inference-and-post-processing (published semantics incl.
+    stale tie-break variable)."""
     outputs = np.asarray(outputs)
     preds = outputs.argmax(axis=1)
     b = np.asarray(boundaries)

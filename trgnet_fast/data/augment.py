@@ -1,4 +1,5 @@
-"""SAEP augmentation (random joint occlusion / axial rotation) on a batch, on its device (reference-spec §1.4).
+"""SAEP augmentation (random joint occlusion / axial rotation) on a batch, on its device
+(docs/model.md#saep-augmentation).
 
 Per sample one uniform draw r ∈ [0, 1):
 

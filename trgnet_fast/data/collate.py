@@ -1,4 +1,4 @@
-"""Batching with right padding and validity masks (reference-spec §1.5)."""
+"""Batching with right padding and validity masks (docs/model.md#batching-padding-and-masks)."""
 from __future__ import annotations
 
 import torch

@@ -1,11 +1,16 @@
-"""Map-style datasets yielding one video per item (reference-spec §1.1–§1.3, §1.6).
+"""Map-style datasets yielding one video per item (docs/model.md#input-data).
 
 Every item is a dict::
 
     feature   float32 tensor (C_in, V, T)   model input, after feature construction and downsampling
-    label     int64 tensor (T,)             class ids 0..K-1
+    label     int64 tensor (T,)             class ids 0..K-1, or 255 for an ignored frame
     boundary  float32 tensor (T,)           boundary target (1 at frame 0 and around every label change)
     name      str                           video name (file stem)
+
+Frames labelled 255 in ``gt_arr`` are ignored frames, as in the published pipeline: 255 is the ignore index
+of the classification losses, of the training accuracy and of every metric (and the label padding of
+:func:`~trgnet_fast.data.collate.collate`). Class counts above 255 are refused, since class 255 would then be
+ignored everywhere.
 
 Two on-disk layouts are read:
 
@@ -15,8 +20,12 @@ Two on-disk layouts are read:
 * :class:`MSTCNDataset` — the MS-TCN layout: ``groundTruth/<video>.txt``, ``mapping.txt``,
   ``splits/*.bundle``, ``features/<video>.npy``.
 
+Both classes also give a video's full-frame-rate boundary array without reading its features
+(``full_rate_boundary`` / ``boundary_source``): the boundary BCE ``pos_weight`` is counted on those.
+
 Feature and label lengths must agree exactly (ValueError otherwise): the published loader's length alignment
-slices the joint axis instead of time (§8.8), so we refuse mismatches rather than silently slicing.
+slices the joint axis instead of time, so we refuse mismatches rather than silently slicing
+(docs/model.md#published-quirks).
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from trgnet_fast.data.collate import IGNORE_INDEX
 from trgnet_fast.data.features import BUILT_SHAPE, features_from_array, features_from_ctvm
 from trgnet_fast.data.labels import (boundary_from_labels, downsample, read_ground_truth, read_mapping,
                                      temporal_rate)
@@ -55,10 +65,32 @@ def _check_labels(labels: np.ndarray, path: str, num_classes: int | None) -> np.
     elif not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path}: expected integer class ids, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
-    if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
+    bad = labels < 0
+    if num_classes is not None:
+        bad |= (labels >= num_classes) & (labels != IGNORE_INDEX)
+    if bad.any():
         bound = f"0..{num_classes - 1}" if num_classes is not None else "≥ 0"
-        raise ValueError(f"{path}: expected class ids in {bound}, got range {labels.min()}..{labels.max()}")
+        raise ValueError(f"{path}: expected class ids in {bound} or {IGNORE_INDEX} (ignored frame), got "
+                         f"{np.unique(labels[bad])[:8].tolist()}")
     return labels
+
+
+def check_num_classes(num_classes: int, where: str) -> None:
+    """Refuse class counts whose ids would reach the ignore label 255 (class 255 would be ignored)."""
+    if num_classes > IGNORE_INDEX:
+        raise ValueError(f"{where}: at most {IGNORE_INDEX} classes are supported (label {IGNORE_INDEX} marks "
+                         f"ignored frames), got {num_classes}")
+
+
+def read_boundary(path: str) -> np.ndarray:
+    """A ``gt_boundary_arr`` file as stored (full frame rate, dtype kept): a finite numeric (T,) array."""
+    boundary = load_npy(path)
+    if boundary.ndim != 1:
+        raise ValueError(f"{path}: expected boundary (T,), got shape {boundary.shape}")
+    numeric = np.issubdtype(boundary.dtype, np.number) or boundary.dtype == bool
+    if not numeric or not np.all(np.isfinite(boundary)):
+        raise ValueError(f"{path}: expected finite numeric boundary values")
+    return boundary
 
 
 def _check_features(feat: np.ndarray, path: str) -> None:
@@ -134,11 +166,11 @@ class CsvSegmentationDataset(_CachedDataset):
 
     csv_path: the csv; dataset_dir: prefix of the row paths (joined as in :func:`join_dataset_path`);
     dataset: dataset key ("PKU-subject", "PKU-view", "LARA", "TCG-15", "MCFS-130", "MCFS-22").
-    feature_format: how ``features/*.npy`` is stored — "raw" (the per-dataset raw shape of §1.2, e.g. PKU
+    feature_format: how ``features/*.npy`` is stored — "raw" (docs/model.md#features: the raw shape, e.g. PKU
     (T, 150), built here with ``build_features``), "built" (already (C_in, V, T)), or "auto" (decided per file
     by shape; see ``features_from_array``). Labels ``gt_arr/*.npy`` are (T,) ints, boundaries
     ``gt_boundary_arr/*.npy`` (T,) floats; their lengths must equal the feature length T.
-    num_classes: when given, labels must lie in 0..num_classes-1.
+    num_classes: when given (at most 255), labels must lie in 0..num_classes-1 or be 255 (ignored frame).
     rate: temporal downsampling (default per dataset: LARA 4, others 1).
     cache: keep loaded items in memory.
     """
@@ -151,6 +183,8 @@ class CsvSegmentationDataset(_CachedDataset):
         self.dataset_dir = os.fspath(dataset_dir)
         self.dataset = dataset
         self.feature_format = feature_format
+        if num_classes is not None:
+            check_num_classes(num_classes, "num_classes")
         self.num_classes = num_classes
         self.rate = temporal_rate(dataset) if rate is None else int(rate)
         self.rows = [tuple(join_dataset_path(self.dataset_dir, c) for c in row) for row in read_csv_rows(self.csv_path)]
@@ -162,17 +196,20 @@ class CsvSegmentationDataset(_CachedDataset):
     def names(self) -> list[str]:
         return [os.path.splitext(os.path.basename(r[0]))[0] for r in self.rows]
 
+    def boundary_source(self, index: int) -> str:
+        """Path of video ``index``'s ``gt_boundary_arr`` file."""
+        return self.rows[index][2]
+
+    def full_rate_boundary(self, index: int) -> np.ndarray:
+        """Video ``index``'s boundary array as stored (before temporal downsampling); features are not read."""
+        return read_boundary(self.boundary_source(index))
+
     def _load(self, index: int) -> dict:
         feat_path, label_path, boundary_path = self.rows[index]
         feature = features_from_array(load_npy(feat_path), self.dataset, feat_path, self.feature_format)
         _check_features(feature, feat_path)
         labels = _check_labels(load_npy(label_path), label_path, self.num_classes)
-        boundary = load_npy(boundary_path)
-        if boundary.ndim != 1:
-            raise ValueError(f"{boundary_path}: expected boundary (T,), got shape {boundary.shape}")
-        numeric = np.issubdtype(boundary.dtype, np.number) or boundary.dtype == bool
-        if not numeric or not np.all(np.isfinite(boundary)):
-            raise ValueError(f"{boundary_path}: expected finite numeric boundary values")
+        boundary = read_boundary(boundary_path)
         T = feature.shape[-1]
         if labels.shape[0] != T:
             raise ValueError(f"length mismatch: {feat_path} has {T} frames but {label_path} has "
@@ -182,6 +219,20 @@ class CsvSegmentationDataset(_CachedDataset):
                              f"{boundary.shape[0]} boundary values")
         name = os.path.splitext(os.path.basename(feat_path))[0]
         return _make_item(feature, labels, boundary.astype(np.float32), name, self.rate)
+
+
+def carve_validation(n: int, every: int) -> tuple[list[int], list[int]]:
+    """Positions (train, val) of a training list of ``n`` videos, by the published ``make_csv_files`` rule
+    (docs/model.md#csv-layout):
+    position j (0-based, in list order) goes to validation when ``j % every == every - 1`` — with the
+    published every = 10 that is j = 9, 19, 29, … (the 10th, 20th, … video) — all others stay in training.
+    Both lists keep the list order. A list shorter than ``every`` yields no validation video (as published).
+    every must be ≥ 2: with 1 every video would go to validation.
+    """
+    if every < 2:
+        raise ValueError(f"every: expected ≥ 2 (1 would move every training video to validation), got {every}")
+    val = list(range(every - 1, n, every))
+    return [j for j in range(n) if j % every != every - 1], val
 
 
 def read_bundle(path: str) -> list[str]:
@@ -222,7 +273,9 @@ class MSTCNDataset(_CachedDataset):
             split_file = os.path.join(self.root, "splits", split_file)
         self.split_file = split_file
         self.videos = read_bundle(split_file)
-        self.classes = read_mapping(os.path.join(self.root, "mapping.txt"))
+        mapping = os.path.join(self.root, "mapping.txt")
+        self.classes = read_mapping(mapping)
+        check_num_classes(len(self.classes), mapping)
         self.class_to_id = {n: i for i, n in enumerate(self.classes)}
 
     def __len__(self) -> int:
@@ -232,10 +285,19 @@ class MSTCNDataset(_CachedDataset):
     def names(self) -> list[str]:
         return list(self.videos)
 
+    def boundary_source(self, index: int) -> str:
+        """Path of video ``index``'s ``groundTruth`` file (its boundary target is derived from the labels)."""
+        return os.path.join(self.root, "groundTruth", self.videos[index] + ".txt")
+
+    def full_rate_boundary(self, index: int) -> np.ndarray:
+        """Video ``index``'s boundary target at the full frame rate (derived from its labels; features are
+        not read)."""
+        return boundary_from_labels(read_ground_truth(self.boundary_source(index), self.class_to_id))
+
     def _load(self, index: int) -> dict:
         video = self.videos[index]
         feat_path = os.path.join(self.root, "features", video + ".npy")
-        gt_path = os.path.join(self.root, "groundTruth", video + ".txt")
+        gt_path = self.boundary_source(index)
         arr = load_npy(feat_path)
         if self.feature_layout == "CTVM":
             if arr.ndim != 4:

@@ -1,4 +1,4 @@
-"""Model-input features from raw skeleton arrays (reference-spec §1.2).
+"""Model-input features from raw skeleton arrays (docs/model.md#features).
 
 Two helpers work on raw skeletons shaped ``(C, T, V, M)`` (channels, frames, joints, persons):
 

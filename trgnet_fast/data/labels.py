@@ -1,4 +1,5 @@
-"""Class mappings, frame labels, boundary targets and temporal downsampling (reference-spec §1.3)."""
+"""Class mappings, frame labels, boundary targets and temporal downsampling
+(docs/model.md#labels-and-boundaries)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import numpy as np
 
 from trgnet_fast.model.graph import skeleton_layout
 
-# Temporal downsampling rate per skeleton layout (§1.3: LARA ×4, all others 1).
+# Temporal downsampling rate per skeleton layout (LARA ×4, all others 1; docs/model.md#temporal-downsampling).
 _RATE = {"PKU": 1, "LARA": 4, "TCG-15": 1, "BODY_25": 1}
 
 
@@ -82,11 +83,11 @@ def read_ground_truth(path: str | os.PathLike, class_to_id: dict[str, int]) -> n
 
 
 def boundary_from_labels(labels: np.ndarray) -> np.ndarray:
-    """Boundary target of a label sequence (DeST utility, §1.3).
+    """Boundary target of a label sequence (DeST utility, docs/model.md#labels-and-boundaries).
 
     labels: (T,) ints → (T,) float32 with 1 at frame 0 and, for every change ``labels[i] != labels[i-1]``,
     at frames i and i+1 (two positives per transition). The i+1 write is skipped when i is the last frame
-    (the published generator would index out of range there, §8.16).
+    (the published generator would index out of range there, docs/model.md#published-quirks).
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0:
@@ -102,11 +103,12 @@ def boundary_from_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def downsample(features: np.ndarray, labels: np.ndarray, boundary: np.ndarray, rate: int):
-    """Temporal downsampling TempDownSamp (§1.3).
+    """Temporal downsampling, the published TempDownSamp (docs/model.md#temporal-downsampling).
 
     features: (..., T) → (..., ceil(T/rate)) = features[..., ::rate]; labels: (T,) → labels[::rate];
-    boundary: (T,) → zeros of the new length with 1 at ``idx // rate`` for every idx where boundary > 0.
-    rate 1 returns the inputs unchanged. Works on numpy arrays and torch tensors.
+    boundary: (T,) → zeros of the new length with 1 at ``idx // rate`` for every idx where the full-rate
+    boundary is exactly 1.0 (as published: other values, e.g. a smoothed 0.5, leave no mark), so a boundary
+    on a dropped frame is kept. rate 1 returns the inputs unchanged. Works on numpy arrays and torch tensors.
     """
     if rate == 1:
         return features, labels, boundary
@@ -115,8 +117,8 @@ def downsample(features: np.ndarray, labels: np.ndarray, boundary: np.ndarray, r
     new_labels = labels[::rate]
     if hasattr(boundary, "new_zeros"):  # torch tensor
         new_boundary = boundary.new_zeros(new_labels.shape[0])
-        new_boundary[(boundary > 0).nonzero().flatten() // rate] = 1.0
+        new_boundary[(boundary == 1.0).nonzero().flatten() // rate] = 1.0
     else:
         new_boundary = np.zeros(new_labels.shape[0], dtype=np.asarray(boundary).dtype)
-        new_boundary[np.flatnonzero(np.asarray(boundary) > 0) // rate] = 1.0
+        new_boundary[np.flatnonzero(np.asarray(boundary) == 1.0) // rate] = 1.0
     return features[..., ::rate], new_labels, new_boundary

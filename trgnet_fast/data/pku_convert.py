@@ -1,4 +1,4 @@
-"""Convert the raw PKU-MMD phase-1 release into the published csv layout (reference-spec §1.1, §1.6).
+"""Convert the raw PKU-MMD phase-1 release into the published csv layout (docs/model.md#csv-layout).
 
 Input (raw release):
 
@@ -19,8 +19,12 @@ Decisions (documented, **unverified** against the DeST release):
   needs the official split file (not downloadable here): pass ``cross_subject_file``, a text file with a
   section whose heading line contains "train" followed by video ids, and one whose heading contains "test" or
   "valid", ids separated by commas and/or whitespace; an id without a view suffix (``0002``) stands for all its
-  views. Every 10th training video (in sorted order, starting with the first) goes to val1 instead of train1
-  (our reading of ``make_csv_files.py``).
+  views.
+* Validation: the published ``make_csv_files`` rule (:func:`~trgnet_fast.data.datasets.carve_validation`):
+  the training video at 0-based position j goes to val1 instead of train1 when j % 10 == 9 (the 10th, 20th,
+  … video). The published script applies it in the order of the DeST release's ``splits/train.*`` files; the
+  raw release has no such list (and directory listings have no defined order), so here the training list is
+  sorted by video name. Fewer than 10 training videos give an empty val1.
 
 Output (under ``out_dir``; one copy of the data shared by both splits)::
 
@@ -40,6 +44,7 @@ import re
 
 import numpy as np
 
+from trgnet_fast.data.datasets import carve_validation
 from trgnet_fast.data.features import build_features
 from trgnet_fast.data.labels import boundary_from_labels, write_mapping
 
@@ -148,9 +153,10 @@ def _write_csv(path: str, videos: list[str]) -> None:
 
 def _split_csvs(csv_dir: str, train: list[str], test: list[str]) -> dict:
     train = sorted(train)
-    val = train[::10]
+    keep, held = carve_validation(len(train), 10)
     paths = {}
-    for name, vids in (("train1", [v for v in train if v not in set(val)]), ("val1", val), ("test1", sorted(test))):
+    for name, vids in (("train1", [train[j] for j in keep]), ("val1", [train[j] for j in held]),
+                       ("test1", sorted(test))):
         paths[name] = os.path.join(csv_dir, f"{name}.csv")
         _write_csv(paths[name], vids)
     return paths

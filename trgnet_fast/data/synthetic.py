@@ -10,9 +10,10 @@ noise. Optionally a second person (idling nearby) is present.
 
 Coordinates follow Kinect camera space: metres, y up, the person about 3 m in front of the camera.
 
-On disk (:func:`make_synthetic`) the data uses the published csv layout (§1.6) with **raw PKU-format
-features** ``(T, 150)`` = (T, 2 persons, 25 joints, xyz) — so the real PKU feature path (displacement +
-root-relative, §1.2) is exercised — read with ``CsvSegmentationDataset(csv, out_dir, SYNTHETIC_DATASET)``::
+On disk (:func:`make_synthetic`) the data uses the published csv layout (docs/model.md#csv-layout) with
+**raw PKU-format features** ``(T, 150)`` = (T, 2 persons, 25 joints, xyz) — so the real PKU feature path
+(displacement + root-relative; docs/model.md#features) is exercised — read with
+``CsvSegmentationDataset(csv, out_dir, SYNTHETIC_DATASET)``::
 
     out_dir/features/<video>.npy         float32 (T, 150)
     out_dir/gt_arr/<video>.npy           int64 (T,)

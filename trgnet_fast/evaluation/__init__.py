@@ -1,4 +1,5 @@
-"""Evaluation: post-processing (§4.2), MS-TCN/ASRF metrics (§4.3), plots and prediction files.
+"""Evaluation: post-processing (docs/model.md#inference-and-post-processing), MS-TCN/ASRF metrics
+(docs/model.md#metrics), plots and prediction files.
 
 Typical use for one video (batch 1)::
 
@@ -10,6 +11,7 @@ Typical use for one video (batch 1)::
 """
 from trgnet_fast.evaluation.metrics import (
     DEFAULT_IOU_THRESHOLDS,
+    F1_ENDS,
     SegmentationMetrics,
     average_splits,
     boundary_counts,
@@ -35,6 +37,7 @@ from trgnet_fast.evaluation.postprocess import (
 
 __all__ = [
     "DEFAULT_IOU_THRESHOLDS",
+    "F1_ENDS",
     "SegmentationMetrics",
     "argmax_prediction",
     "average_splits",

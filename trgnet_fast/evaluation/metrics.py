@@ -1,19 +1,23 @@
-"""Temporal action segmentation metrics with the MS-TCN/ASRF conventions (reference-spec §4.3, §8 item 15).
+"""Temporal action segmentation metrics with the MS-TCN/ASRF conventions (docs/model.md#metrics).
 
 Single-video functions work on 1-D int label sequences ``(T,)`` (numpy, torch or lists);
 :class:`SegmentationMetrics` accumulates raw counts over videos (and across processes).
 
 Conventions reproduced from the published code:
 
-* frames whose ground truth equals ``ignore_index`` (255, the padding label) are dropped from both
-  sequences before anything else;
+* frames whose ground truth equals ``ignore_index`` (255: the padding label, and the label of ignored
+  frames inside a video) are dropped from both sequences before anything else (accuracy, confusion matrix,
+  segments, Edit, F1); the remaining frames are joined, so two same-label runs either side of an ignored
+  run form one segment. Boundary scores use every frame (the published meter masks padding only);
 * accuracy is micro (correct frames / all frames, all videos); Edit is macro (mean over videos);
   F1@τ counts (TP/FP/FN) are summed over videos before the F1 is formed;
-* segment ends use the MS-TCN index convention: a segment's ``end`` is the **start of the next
-  segment** (whether or not that one is background), and ``T - 1`` for the final segment. IoU is
-  ``(min(end) - max(start)) / (max(end) - min(start))`` without ``+1``. Consequently a final segment of
-  a single frame has ``start == end``; its IoU with a final single-frame GT segment is ``0/0 = nan``,
-  which is never ``>= τ`` (and ``argmax`` picks the first nan), exactly as published;
+* segment ends: a segment's ``end`` is the **start of the next segment** (whether or not that one is
+  background); the final segment of a sequence ends at ``T - 1`` by default (``f1_end="published"``: the
+  published metric, from ASRF/DeST) or at ``T`` with ``f1_end="mstcn"`` (MS-TCN's current ``eval.py``).
+  IoU is ``(min(end) - max(start)) / (max(end) - min(start))`` without ``+1``. With the published end a
+  final segment of a single frame has ``start == end``: its IoU with a final single-frame GT segment is
+  ``0/0 = nan``, which is never ``>= τ`` (and ``argmax`` picks the first nan), and with a longer final GT
+  segment it is 0; with the MS-TCN end both are > 0. The two conventions differ only there;
 * F1 = ``100 · 2PR / (P + R + 1e-7)`` (published epsilon; ``eps`` configurable), 0 when undefined;
 * the published code excludes segments of a class literally **named** ``"background"``; here the
   background set is explicit (class indices and/or names), default: nothing excluded.
@@ -37,6 +41,7 @@ from trgnet_fast.fileio import prepared_path
 
 __all__ = [
     "DEFAULT_IOU_THRESHOLDS",
+    "F1_ENDS",
     "resolve_background",
     "frame_accuracy",
     "get_segments",
@@ -53,6 +58,7 @@ __all__ = [
 
 DEFAULT_IOU_THRESHOLDS: Tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 F1_EPS = 1e-7
+F1_ENDS: Tuple[str, ...] = ("published", "mstcn")  # end of a sequence's final segment: T - 1 | T
 
 BackgroundSpec = Union[None, str, int, Iterable[Union[int, str]]]
 
@@ -81,6 +87,12 @@ def _pair(pred, gt, ignore_index: Optional[int] = 255) -> Tuple[np.ndarray, np.n
         keep = g != ignore_index
         p, g = p[keep], g[keep]
     return p, g
+
+
+def _check_f1_end(f1_end) -> str:
+    if f1_end not in F1_ENDS:
+        raise ValueError(f"f1_end: expected one of {F1_ENDS}, got {f1_end!r}")
+    return f1_end
 
 
 def resolve_background(background: BackgroundSpec, class_names: Optional[Sequence[str]] = None) -> frozenset:
@@ -123,16 +135,21 @@ def frame_accuracy(pred, gt, ignore_index: Optional[int] = 255) -> float:
 
 
 # ----------------------------------------------------------------------------------------- segments
-def get_segments(labels, background: Iterable[int] = ()) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of identical labels, MS-TCN index convention.
+def get_segments(
+    labels, background: Iterable[int] = (), f1_end: str = "published"
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of identical labels, MS-TCN/ASRF index convention.
 
     Args:
         labels: int ``(T,)``.
         background: class indices whose runs are dropped.
+        f1_end: end of the final run: ``"published"`` → ``T - 1``, ``"mstcn"`` → ``T``.
     Returns:
-        ``(seg_labels, starts, ends)`` int64 arrays ``(S,)``: ``end`` = start of the next run, or
-        ``T - 1`` for the final run (so ``end - start`` is the length, minus one for the last run).
+        ``(seg_labels, starts, ends)`` int64 arrays ``(S,)``: ``end`` = start of the next run, or the
+        final end above for the last run (so ``end - start`` is the run length, except for the last run
+        under ``"published"``: length minus one).
     """
+    _check_f1_end(f1_end)
     a = _labels_1d(labels, "labels")
     t = a.shape[0]
     if t == 0:
@@ -140,7 +157,7 @@ def get_segments(labels, background: Iterable[int] = ()) -> Tuple[np.ndarray, np
         return e, e.copy(), e.copy()
     change = np.nonzero(a[1:] != a[:-1])[0] + 1
     starts = np.concatenate([[0], change]).astype(np.int64)
-    ends = np.concatenate([change, [t - 1]]).astype(np.int64)
+    ends = np.concatenate([change, [t if f1_end == "mstcn" else t - 1]]).astype(np.int64)
     seg = a[starts]
     bg = np.asarray(sorted(background), dtype=np.int64)
     if bg.size:
@@ -213,18 +230,21 @@ def segment_counts(
     thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
     background: Iterable[int] = (),
     ignore_index: Optional[int] = 255,
+    f1_end: str = "published",
 ) -> np.ndarray:
     """MS-TCN segment matching counts of one video.
 
     Each predicted segment (in temporal order) takes the same-label GT segment of highest IoU
     (``argmax``; different-label entries count as 0); it is a TP if that IoU ``>= τ`` and the GT segment is
-    unused, else a FP (no fallback to the second best). FN = unused GT segments.
+    unused, else a FP (no fallback to the second best). FN = unused GT segments. ``f1_end``: end of the
+    final segment, see :func:`get_segments`.
 
     Returns:
         int64 ``(len(thresholds), 3)`` rows ``(tp, fp, fn)``.
     """
     p, g = _pair(pred, gt, ignore_index)
-    return _counts_from_segments(get_segments(p, background), get_segments(g, background), thresholds)
+    return _counts_from_segments(get_segments(p, background, f1_end), get_segments(g, background, f1_end),
+                                 thresholds)
 
 
 def f1_from_counts(tp, fp, fn, eps: float = F1_EPS) -> float:
@@ -246,9 +266,11 @@ def f1_scores(
     thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
     background: Iterable[int] = (),
     ignore_index: Optional[int] = 255,
+    f1_end: str = "published",
 ) -> Dict[str, float]:
-    """F1@τ of one video, keys ``"F1@10"``, ``"F1@25"``, … (τ · 100, rounded)."""
-    c = segment_counts(pred, gt, thresholds, background, ignore_index)
+    """F1@τ of one video, keys ``"F1@10"``, ``"F1@25"``, … (τ · 100, rounded); ``f1_end`` as in
+    :func:`get_segments`."""
+    c = segment_counts(pred, gt, thresholds, background, ignore_index, f1_end)
     return {_f1_key(th): f1_from_counts(*c[k]) for k, th in enumerate(thresholds)}
 
 
@@ -319,8 +341,11 @@ class SegmentationMetrics:
         class_names: optional K names (used to resolve background names and in CSV/plots).
         background: see :func:`resolve_background` (default: nothing excluded).
         iou_thresholds: F1 thresholds (default 0.1, 0.25, 0.5, 0.75, 0.9).
-        ignore_index: GT label of frames to drop (padding, 255).
+        ignore_index: GT label of frames to drop (padding and ignored frames, 255); class ids must stay
+            below it (num_classes ≤ ignore_index).
         boundary_threshold, boundary_tolerance: boundary metric parameters (0.5, 5 frames).
+        f1_end: end of a sequence's final segment for F1, ``"published"`` (T − 1) or ``"mstcn"`` (T); see
+            :func:`get_segments`.
 
     Raw counts (summable across processes): ``n_videos, n_frames, n_correct, edit_sum``, per-threshold
     ``tp/fp/fn``, boundary ``b_videos, b_frames, b_tp, b_fp, b_fn`` and the K×K confusion matrix.
@@ -339,6 +364,7 @@ class SegmentationMetrics:
         ignore_index: Optional[int] = 255,
         boundary_threshold: float = 0.5,
         boundary_tolerance: int = 5,
+        f1_end: str = "published",
     ) -> None:
         if class_names is not None:
             class_names = list(class_names)
@@ -348,6 +374,9 @@ class SegmentationMetrics:
                 raise ValueError(f"class_names has {len(class_names)} entries but num_classes={num_classes}")
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if num_classes is not None and ignore_index is not None and 0 <= ignore_index < num_classes:
+            raise ValueError(f"num_classes: {num_classes} classes include the ignore_index {ignore_index} "
+                             f"(its frames would be dropped); at most {ignore_index} classes are supported")
         thr = tuple(float(t) for t in iou_thresholds)
         if not thr or any(not (0.0 <= t <= 1.0) for t in thr):
             raise ValueError(f"iou_thresholds must be a non-empty list of values in [0, 1], got {iou_thresholds}")
@@ -358,6 +387,7 @@ class SegmentationMetrics:
         self.ignore_index = ignore_index
         self.boundary_threshold = float(boundary_threshold)
         self.boundary_tolerance = int(boundary_tolerance)
+        self.f1_end = _check_f1_end(f1_end)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -395,8 +425,8 @@ class SegmentationMetrics:
                 if arr.size and (arr.min() < 0 or arr.max() >= k):
                     raise ValueError(f"{nm} has labels outside [0, {k}) (min {arr.min()}, max {arr.max()})")
             self.confusion += np.bincount(g * k + p, minlength=k * k).reshape(k, k)
-        pseg = get_segments(p, self.background)
-        gseg = get_segments(g, self.background)
+        pseg = get_segments(p, self.background, self.f1_end)
+        gseg = get_segments(g, self.background, self.f1_end)
         n_correct = int((p == g).sum())
         denom = max(len(pseg[0]), len(gseg[0]))
         edit = 100.0 if denom == 0 else (1.0 - levenshtein(pseg[0], gseg[0]) / denom) * 100.0
@@ -536,6 +566,7 @@ class SegmentationMetrics:
             "ignore_index": self.ignore_index,
             "boundary_threshold": self.boundary_threshold,
             "boundary_tolerance": self.boundary_tolerance,
+            "f1_end": self.f1_end,
         }
 
     def merge(self, other: Union["SegmentationMetrics", dict]) -> "SegmentationMetrics":

@@ -1,4 +1,4 @@
-"""Post-processing of frame-wise class scores (reference-spec §4.1–4.2, §8 item 14).
+"""Post-processing of frame-wise class scores (docs/model.md#inference-and-post-processing).
 
 Everything here runs on the CPU with numpy; torch tensors are accepted and detached/copied to numpy.
 Inputs follow the model's output layout: class logits ``(K, T)`` for one video or ``(N, K, T)`` for a
@@ -73,7 +73,8 @@ def argmax_prediction(logits):
 
 
 def boundary_probabilities(boundary) -> np.ndarray:
-    """Boundary logits → probabilities with the published detector (§4.2 step 2, §8 item 14).
+    """Boundary logits → probabilities with the published detector
+    (docs/model.md#inference-and-post-processing, step 2).
 
     Args:
         boundary: ``(1, T)``, ``(N, 1, T)`` or ``(T,)`` logits or probabilities.
@@ -147,7 +148,8 @@ def refinement_with_boundary(
     threshold: float = 0.5,
     tie_break: str = "published",
 ):
-    """ASRF-style refinement: majority vote of the argmax labels between boundary peaks (§4.2).
+    """ASRF-style refinement: majority vote of the argmax labels between boundary peaks
+    (docs/model.md#inference-and-post-processing).
 
     Args:
         logits: ``(K, T)`` or ``(N, K, T)`` raw class logits (float).

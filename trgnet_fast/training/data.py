@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from trgnet_fast.data import CsvSegmentationDataset, MSTCNDataset, collate, make_synthetic, read_mapping
+from trgnet_fast.data.datasets import carve_validation
 from trgnet_fast.model import default_config
 from trgnet_fast.model.graph import skeleton_layout
+from trgnet_fast.training.config import ConfigError
 
 
 def ensure_synthetic(out_dir: str, params: dict, log=print) -> str:
@@ -81,25 +85,36 @@ def make_dataset(cfg: dict, split: str, root: str, num_classes: int | None = Non
     return MSTCNDataset(root, path, cfg["dataset"], feature_layout=d["feature_layout"], cache=d["cache"])
 
 
-def carve_validation(n: int, every: int) -> tuple[list[int], list[int]]:
-    """Indices (train, val) of a training list: every ``every``-th video (0, every, 2·every, ...) is held out
-    for validation (DeST make_csv_files); with fewer than 2 videos nothing is held out."""
-    if n < 2:
-        return list(range(n)), []
-    val = list(range(0, n, every))
-    if len(val) == n:
-        val = val[:1]
-    held = set(val)
-    return [i for i in range(n) if i not in held], val
-
-
 def build_splits(cfg: dict, root: str, num_classes: int) -> dict:
-    """{"train": Dataset, "val": Dataset} — validation from data.val_csv or carved from the training list."""
+    """{"train": Dataset, "val": Dataset} — validation from data.val_csv, or carved from the training list
+    (csv rows or bundle lines, in file order) by :func:`~trgnet_fast.data.datasets.carve_validation` with
+    every = data.val_every: the videos at 0-based positions j with j % every == every - 1 (published:
+    every 10th video, starting with the 10th). A list shorter than data.val_every gives an empty validation
+    split; the trainer then trains without validation and keeps the last epoch as best.pt."""
     full = make_dataset(cfg, "train", root, num_classes)
     if cfg["data"]["val_csv"]:
         return {"train": full, "val": make_dataset(cfg, "val", root, num_classes)}
-    tr, va = carve_validation(len(full), cfg["data"]["val_every"])
+    every = cfg["data"]["val_every"]
+    if every < 2:
+        raise ConfigError(f"config key 'data.val_every': expected ≥ 2 when data.val_csv is null (1 would move "
+                          f"every training video to validation), got {every}")
+    tr, va = carve_validation(len(full), every)
     return {"train": Subset(full, tr), "val": Subset(full, va)}
+
+
+def full_rate_boundaries(dataset: Dataset) -> tuple[Iterator[np.ndarray], list[str]]:
+    """(boundary arrays, their source files) of the videos of ``dataset`` — a CsvSegmentationDataset or
+    MSTCNDataset, or a (nested) Subset of one, e.g. the training part of a carved split — at the full frame
+    rate, i.e. before any temporal downsampling (LARA ×4), without reading features. The arrays are read
+    lazily; pass both to ``boundary_pos_weight`` for the published BCE pos_weight."""
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    if not hasattr(dataset, "full_rate_boundary"):
+        raise TypeError(f"dataset: expected a CsvSegmentationDataset or MSTCNDataset (or a Subset of one), got "
+                        f"{type(dataset).__name__}")
+    return (dataset.full_rate_boundary(i) for i in indices), [dataset.boundary_source(i) for i in indices]
 
 
 def _seed_worker(worker_id):  # pragma: no cover - runs in workers
@@ -112,7 +127,7 @@ def _seed_worker(worker_id):  # pragma: no cover - runs in workers
 
 
 def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int) -> tuple[DataLoader, object]:
-    """Shuffled loader (drop_last when batch > 1, §1.5); a DistributedSampler when world > 1. The shuffle
+    """Shuffled loader (drop_last when batch > 1, as published); a DistributedSampler when world > 1. The shuffle
     order is a function of (seed, epoch) only, so resume reproduces it."""
     bs = cfg["train"]["batch_size"]
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,

@@ -1,4 +1,7 @@
-"""Inference over a dataset: refined predictions and the field's metrics (reference-spec §4)."""
+"""Inference over a dataset: refined predictions and the field's metrics (see docs/model.md).
+
+Ground-truth frames labelled 255 (ignored frames, and padding) are predicted and passed to ``on_video`` like
+every other frame, but :class:`~trgnet_fast.evaluation.SegmentationMetrics` leaves them out of every metric."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +14,7 @@ def make_metrics(cfg: dict, class_names) -> SegmentationMetrics:
     e = cfg["eval"]
     return SegmentationMetrics(class_names=class_names, background=e["background"],
                                iou_thresholds=e["iou_thresholds"], boundary_threshold=e["boundary_th"],
-                               boundary_tolerance=e["tolerance"])
+                               boundary_tolerance=e["tolerance"], f1_end=e["f1_end"])
 
 
 def postprocess(cfg: dict, logits: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
