@@ -3,16 +3,28 @@ text-graphs, viz-graphs.
 
 The parser lives here; the sub-command implementations are in ``trgnet_fast.training.commands`` and
 ``trgnet_fast.text.commands``.
-Multi-process training: ``torchrun --standalone --nproc_per_node N $(which trgnet) train ...``."""
+Multi-process training: ``torchrun --standalone --nproc_per_node N $(which trgnet) train ...``.
+
+Errors. A user error prints one line, ``trgnet <verb>: error: <message>``, to stderr and exits with status 2
+(as argparse does for bad usage); the message names the argument or file, what was expected and what was
+received. User errors are the exceptions the package raises for bad input: ``ValueError`` and its subclasses
+(``ConfigError``, ``CheckpointError`` for a checkpoint that is refused, unreadable or of the wrong kind,
+``json.JSONDecodeError``, ``UnicodeDecodeError``) and the file errors ``FileNotFoundError``,
+``FileExistsError``, ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``. Any other exception
+(``TypeError``, ``RuntimeError``, ``KeyError``, ``AssertionError``, ...) is an internal error and keeps its
+traceback. ``--debug`` (before or after the verb) or ``TRGNET_DEBUG=1`` re-raises user errors too.
+Under torchrun every rank that fails prints its line and exits with status 2; torchrun then stops the others."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from trgnet_fast.text import commands as text_commands
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+DEBUG_HELP = "show the full traceback of user errors too (or set TRGNET_DEBUG=1)"
 
 
 def _info(args) -> int:
@@ -27,7 +39,11 @@ def _parity(args) -> int:
     import torch
 
     from trgnet_fast import parity
+    from trgnet_fast.ops.registry import OPS
 
+    unknown = sorted(set(args.op or ()) - set(OPS))
+    if unknown:
+        raise ValueError(f"--op: expected op names from {sorted(OPS)}, got unknown {unknown}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = [getattr(torch, d) for d in args.dtype] if args.dtype else None
     rows = parity.run_parity(device, ops=args.op, backends=args.backend, dtypes=dtypes,
@@ -51,7 +67,9 @@ def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trgnet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="trgnet", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="versions, GPU, native build and usable backends")
@@ -74,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_commands(sub)
     text_commands.add_text_graphs_parser(sub)
     text_commands.add_viz_graphs_parser(sub)
+    for p in sub.choices.values():  # SUPPRESS: a verb without --debug keeps the top-level value
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -119,6 +139,9 @@ def _add_training_commands(sub) -> None:
                                    "and write <out>/metrics_<split>.csv (one row per video + an 'all' row).")
     _add_checkpoint_arguments(p)
     p.add_argument("--out", help="output dir (default: eval_<split> next to the checkpoint)")
+    p.add_argument("--f1-end", choices=("published", "mstcn"),
+                   help="segment F1: a video's final segment ends at T-1 (published, ASRF/DeST) or at T "
+                        "(mstcn, MS-TCN's eval.py); default: the checkpoint's eval.f1_end")
     p.set_defaults(func=_lazy("evaluate"))
 
     p = sub.add_parser("predict", help="per-frame predictions (MS-TCN text) and barcode PNGs per video",
@@ -165,9 +188,29 @@ def _add_training_commands(sub) -> None:
     p.set_defaults(func=_lazy("convert_pku"))
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def _error_message(e: BaseException) -> str:
+    """``e`` as one line (an OSError raised by the OS as "file: reason")."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = args.debug or os.environ.get("TRGNET_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"trgnet {args.command}: error: {_error_message(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Parity of every available backend of every fused op against the float64 reference.
 
 `trgnet parity` prints the table; the tests call :func:`run_parity` and assert on its rows.
-Tolerances follow design.md §5: ‖out − ref‖ / ‖ref‖ ≤ 1e-5 in float32 (1e-12 in float64); in
+Tolerances (docs/architecture.md#parity): ‖out − ref‖ / ‖ref‖ ≤ 1e-5 in float32 (1e-12 in float64); in
 bf16/fp16 at most twice the error of the same-dtype PyTorch reference on the same inputs.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def run_parity(device="cpu", ops=None, backends=None, dtypes=None, sizes=None, s
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' requested but no CUDA device is available")
+        raise ValueError("device: 'cuda' requested but no CUDA device is available")
     generator = torch.Generator().manual_seed(
         seed if seed is not None else int(time.time_ns() % (2**31)))
     dtypes = tuple(dtypes) if dtypes else DEFAULT_DTYPES[device.type]

@@ -106,6 +106,8 @@ def infer_model_kwargs(sd: dict, dataset: str | None = None, n_classes: int | No
                        model_cfg: dict | None = None) -> dict:
     """TRGNet constructor arguments from a state_dict's shapes (``model_cfg`` values win when not None)."""
     model_cfg = {k: v for k, v in (model_cfg or {}).items() if v is not None}
+    if "SP.mlp.layers.0.weight" not in sd:
+        raise ValueError(f"not a TRG-Net state_dict: no 'SP.mlp.layers.0.weight' among its {len(sd)} tensors")
     w = sd["SP.mlp.layers.0.weight"]
     v = sd["SP.A_res"].shape[1] if "SP.A_res" in sd else None
 
@@ -133,17 +135,17 @@ def infer_model_kwargs(sd: dict, dataset: str | None = None, n_classes: int | No
 
 
 def load_model_any(path: str, dataset: str | None = None, n_classes: int | None = None, device="cpu"):
-    """(model in eval mode, info dict) from any accepted checkpoint format (module docstring)."""
+    """(model in eval mode, info dict) from any accepted checkpoint format (module docstring), loaded with the
+    safe loader (``weights_only=True``: a pickled nn.Module or other Python objects are refused)."""
     from trgnet_fast.model.trgnet import TRGNet
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    from trgnet_fast.training.checkpoint import safe_load
+    obj = safe_load(path)
     info = {"config": None, "class_names": None, "joint_graph": None}
-    if isinstance(obj, torch.nn.Module):
-        return obj.to(device).eval(), info
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: unrecognised checkpoint ({type(obj).__name__})")
-    sd = obj.get("model", obj.get("state_dict", obj))
-    if isinstance(sd, torch.nn.Module):
-        sd = sd.state_dict()
+    sd = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else obj
+    if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
+        got = f"a dict of {len(sd)} entries, not all tensors" if isinstance(sd, dict) else f"a {type(sd).__name__}"
+        raise ValueError(f"{path}: unrecognised checkpoint: expected a state_dict (dict of tensors), alone or "
+                         f"under 'model' / 'state_dict' in a dict, got {got}")
     sd = _strip(sd)
     cfg = obj.get("config") if isinstance(obj.get("config"), dict) else None
     info.update(config=cfg, class_names=obj.get("class_names"), joint_graph=obj.get("joint_graph"))
@@ -151,7 +153,11 @@ def load_model_any(path: str, dataset: str | None = None, n_classes: int | None 
         kw = dict(obj["model_kwargs"])
     else:
         mcfg = (cfg or {}).get("model") if isinstance((cfg or {}).get("model"), dict) else {}
-        kw = infer_model_kwargs(sd, dataset or (cfg or {}).get("dataset"), n_classes or mcfg.get("n_classes"), mcfg)
+        try:
+            kw = infer_model_kwargs(sd, dataset or (cfg or {}).get("dataset"), n_classes or mcfg.get("n_classes"),
+                                    mcfg)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     model = TRGNet(**kw)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing:

@@ -1,12 +1,25 @@
-"""Atomic checkpoints and RNG-state capture (for exact ``--resume``)."""
+"""Atomic checkpoints, safe loading and RNG-state capture (for exact ``--resume``).
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a pickle that needs any other Python
+object (which could run arbitrary code while loading) is refused. The trainer therefore stores nothing but
+tensors, numbers, strings, None and dicts/lists/tuples of them; the RNG states are encoded that way by
+:func:`rng_state`."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import tempfile
 
 import numpy as np
 import torch
+
+FORMAT = "trgnet_fast.train/2"  # the "format" entry of trainer checkpoints (/1 pickled numpy objects)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: refused by the safe loader, unreadable, or of the wrong kind."""
 
 
 def atomic_write(path: str, write_fn) -> str:
@@ -46,17 +59,27 @@ def atomic_save(obj, path: str) -> str:
 
 
 def rng_state() -> dict:
-    """RNG states of python, numpy, torch (CPU) and every CUDA device."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states of python, numpy, torch (CPU) and every CUDA device, in forms the safe loader accepts:
+    python's is ``random.getstate()`` as is (a tuple of ints, then None or a float); numpy's legacy
+    ``(name, key, pos, has_gauss, cached_gaussian)`` tuple becomes a dict holding the uint32 key as an int64
+    tensor; torch's and CUDA's are byte tensors."""
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(),
+             "numpy": {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured (tensors may live on any device)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu() if torch.is_tensor(state["torch"]) else state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["bit_generator"], n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         cuda = [s.cpu() for s in state["cuda"]]
         if len(cuda) == torch.cuda.device_count():
@@ -70,9 +93,53 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load a checkpoint written by the trainer (``weights_only=False``: it holds RNG states and the config;
-    only load checkpoints you trust)."""
-    if not os.path.isfile(path):
+def safe_load(path: str, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``. A missing path raises FileNotFoundError; a file that needs
+    a Python object to unpickle (refused: that could run code), or that cannot be read at all (truncated,
+    corrupt, not written by ``torch.save``), raises :class:`CheckpointError` naming the file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: expected a checkpoint file, got a directory")
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    unreadable = f"{path}: cannot read it as a PyTorch checkpoint (truncated, corrupt or not written by torch.save)"
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None:  # not a refused object: bytes that are no pickle the safe loader reads
+            operand = re.search(r"Unsupported operand \d+", str(e))
+            raise CheckpointError(f"{unreadable}: {operand.group(0) if operand else _first_sentence(e)}") from e
+        raise CheckpointError(
+            f"{path}: refused: loading it needs the Python object {found.group(1)}, which the safe loader "
+            "(torch.load with weights_only=True) does not allow because unpickling it could run arbitrary code. "
+            "It was written by an older trgnet_fast (checkpoints before format "
+            f"{FORMAT!r} held numpy objects) or by other code. If you trust its source, load it yourself with "
+            "torch.load(..., weights_only=False) and save the tensors you need (e.g. its 'model' state_dict) "
+            "with torch.save") from e
+    except Exception as e:  # torch.load fails on damaged files with many types (RuntimeError, EOFError, ...)
+        raise CheckpointError(f"{unreadable}: {type(e).__name__} {_first_sentence(e)}".rstrip()) from e
+
+
+def _first_sentence(e: Exception) -> str:
+    """The first sentence of ``e``'s message (torch's errors go on with generic advice)."""
+    lines = str(e).strip().splitlines()
+    return re.split(r"(?<=\.)\s", lines[0], maxsplit=1)[0] if lines else ""
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """A checkpoint written by the trainer (``last.pt`` / ``best.pt``), loaded with :func:`safe_load`;
+    anything else (e.g. a bare model state_dict) raises :class:`CheckpointError` naming the file."""
+    state = safe_load(path, map_location)
+    expected = f"expected a checkpoint written by `trgnet train` (last.pt / best.pt, format {FORMAT!r})"
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a trainer checkpoint: {expected}, got a {type(state).__name__}")
+    fmt = state.get("format")
+    if fmt is None:
+        bare = bool(state) and all(torch.is_tensor(v) for v in state.values())
+        kind = ("a bare state_dict of model weights (`trgnet viz-graphs` reads those)" if bare
+                else f"a dict with keys {sorted(map(str, state))[:6]}")
+        raise CheckpointError(f"{path}: not a trainer checkpoint: {expected}, got {kind}")
+    if fmt != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r} (an older or newer trgnet_fast); {expected}")
+    return state

@@ -64,17 +64,24 @@ def _eval_dataset(state, split: str, data_dir_override):
         cfg["data"]["dir"] = root
     k = len(state["class_names"])
     if split == "val":
-        return cfg, build_splits(cfg, root, k)["val"]
-    if split == "train":
-        return cfg, make_dataset(cfg, "train", root, k)
-    return cfg, make_dataset(cfg, "test", root, k)
+        dataset = build_splits(cfg, root, k)["val"]
+        if len(dataset) == 0:
+            raise ValueError(f"--split val: the run's validation split is empty (no data.val_csv, and the "
+                             f"training list is shorter than data.val_every={cfg['data']['val_every']}); "
+                             f"use --split test or --split train")
+        return cfg, dataset
+    return cfg, make_dataset(cfg, split, root, k)
 
 
-def _evaluate_checkpoint(checkpoint, split, data_dir_override, out_dir, device, on_video=None, quiet=False):
+def _evaluate_checkpoint(checkpoint, split, data_dir_override, out_dir, device, on_video=None, quiet=False,
+                         f1_end=None):
     from trgnet_fast.training.data import eval_loader
     from trgnet_fast.training.evaluate import run_inference
     model, state = load_model(checkpoint, device)
     cfg, dataset = _eval_dataset(state, split, data_dir_override)
+    # f1_end (--f1-end) overrides the checkpoint's eval.f1_end; checkpoints written before that key existed
+    # were evaluated with the published end
+    cfg["eval"] = dict(cfg["eval"], f1_end=f1_end or cfg["eval"].get("f1_end", "published"))
     loader = eval_loader(dataset, cfg)
     metrics = run_inference(model, loader, cfg, state["class_names"], state["joint_graph"], device,
                             on_video=on_video(state) if on_video else None)
@@ -102,7 +109,7 @@ def _device(name):
 
 def evaluate(args) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{args.split}")
-    _evaluate_checkpoint(args.checkpoint, args.split, args.data, out, _device(args.device))
+    _evaluate_checkpoint(args.checkpoint, args.split, args.data, out, _device(args.device), f1_end=args.f1_end)
     return 0
 
 

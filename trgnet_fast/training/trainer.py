@@ -13,12 +13,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trgnet_fast.data import saep
-from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
+from trgnet_fast.losses import IGNORE_INDEX, TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import TRGNet, default_config
 from trgnet_fast.training import checkpoint as ckpt
 from trgnet_fast.training.config import ConfigError, dump_yaml
 from trgnet_fast.training.data import (build_splits, class_names, data_dir, ensure_synthetic, eval_loader,
-                                       output_dir, train_loader)
+                                       full_rate_boundaries, output_dir, train_loader)
 from trgnet_fast.training.distributed import DistInfo, barrier, init_distributed, reduce_metrics
 from trgnet_fast.training.evaluate import make_metrics, run_inference
 from trgnet_fast.training.logger import EpochLogger
@@ -141,7 +141,8 @@ class Trainer:
         o = cfg["optim"]
         self.optimizer = torch.optim.Adam(trained, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
                                           weight_decay=0.0)
-        pos_weight = boundary_pos_weight(item["boundary"] for item in self.splits["train"])
+        # published: counted on the training videos' full-rate boundary files (before LARA's ×4 downsampling)
+        pos_weight = boundary_pos_weight(*full_rate_boundaries(self.splits["train"]))
         lc = cfg["loss"]
         self.criterion = TRGNetLoss(self.text.action_embeddings, self.text.action_graph, pos_weight,
                                     lambda_b=lc["lambda_b"], gstmse_weight=lc["gstmse_weight"],
@@ -189,7 +190,7 @@ class Trainer:
 
     def checkpoint_state(self, epoch: int, val: dict | None, rng_states) -> dict:
         return {
-            "format": "trgnet_fast.train/1", "epoch": epoch, "model": self.model.state_dict(),
+            "format": ckpt.FORMAT, "epoch": epoch, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "best_score": self.best_score, "best_epoch": self.best_epoch,
             "best_metric": self.cfg["train"]["best_metric"], "val": val, "config": self.cfg,
             "model_kwargs": self.model_kwargs, "class_names": self.class_names,
@@ -253,7 +254,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg["optim"]["grad_clip"])
         self.optimizer.step()
         with torch.no_grad():
-            valid = labels != 255
+            valid = labels != IGNORE_INDEX
             correct = ((final_logits.argmax(1) == labels) & valid).sum()
         result = {k: float(v.detach()) for k, v in losses.items()}
         result["_correct"], result["_frames"] = int(correct), int(valid.sum())
