@@ -83,7 +83,7 @@ class BenchOp:
         return tuple(kwargs.pop(name) for name in self.spec.grad_inputs), kwargs
 
 
-# --- linear attention (reference-spec §2.5) -------------------------------------------------------
+# --- linear attention (docs/model.md#linear-attention) ------------------------------------------
 
 def _la_sizes(masked: bool):
     def sizes(n, t):
@@ -133,7 +133,7 @@ register(BenchOp(
     note="mask-correct mode (key_mask, random lengths in [1, T])"))
 
 
-# --- multi-scale graph conv (reference-spec §2.2; issue 5 op 1) -----------------------------------
+# --- multi-scale graph conv (docs/model.md#multi-scale-graph-convolution) -----------------------
 
 def _msgc_sizes(n, t):
     # TRGNet's SP front end on PKU: V = 25 joints, 12 input channels, 13 scales, 64 output channels
@@ -164,7 +164,7 @@ register(BenchOp(
     note="13-scale aggregation + scale-major stack + 1x1 conv 156->64 (SP front end, PKU V=25)"))
 
 
-# --- adaptive graph conv (reference-spec §2.3; issue 5/6 op 2) -------------------------------------
+# --- adaptive graph conv (docs/model.md#ctrgc) --------------------------------------------------
 
 def _agc_sizes(n, t):
     # TRGNet's CTRGC on PKU: V = 25 joints, 64 channels (conv3 output)

@@ -225,9 +225,10 @@ def device_busy_ms(fn, *, pre=None, flush: _L2Flush | None = None, calls: int = 
 
 
 def copy_bandwidth(device, mib: int, calls: int = 20) -> dict:
-    """The device's copy rate, the floor the bandwidth-bound ops are judged against (issue: linear attention
-    forward >= 70 % of it): ``dst.copy_(src)`` of ``mib`` MiB, bytes read + written counted. Median of the
-    timed copies (events on CUDA, perf_counter on CPU); on CUDA also from the GPU busy time (profiler)."""
+    """The device's copy rate, the floor the bandwidth-bound ops are judged against (target: linear
+    attention forward >= 70 % of it, docs/architecture.md#targets): ``dst.copy_(src)`` of ``mib`` MiB, bytes
+    read + written counted. Median of the timed copies (events on CUDA, perf_counter on CPU); on CUDA also
+    from the GPU busy time (profiler)."""
     src = torch.ones(mib * MiB // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     res = measure(lambda: dst.copy_(src), device, warmup=3, repeat=calls, max_s=5.0, sync_each=False, flush=None,

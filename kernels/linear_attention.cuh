@@ -1,4 +1,4 @@
-// Per-element math of the non-causal linear attention of TRG-Net (reference-spec §2.5).
+// Per-element math of the non-causal linear attention of TRG-Net (docs/model.md#linear-attention).
 //
 // Shared by the CUDA kernels (kernels/linear_attention.cu) and the C++ CPU kernels
 // (csrc/linear_attention.cpp), so both run the very same arithmetic. No torch headers here.

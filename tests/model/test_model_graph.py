@@ -1,4 +1,5 @@
-"""Skeleton layouts and the 13-scale adjacency, checked against an independent construction (spec §2.1)."""
+"""Skeleton layouts and the 13-scale adjacency, checked against an independent construction
+(docs/model.md#skeleton-graphs)."""
 from collections import deque
 
 import pytest
@@ -8,7 +9,8 @@ from trgnet_fast.model import DATASETS, default_config, num_joints
 from trgnet_fast.model.graph import binary_adjacency, multiscale_adjacency
 from trgnet_fast.model.spatial import MultiScaleGraphConv
 
-# Edge lists written out from reference-spec §2.1 (MCFS given 1-based there).
+# Edge lists of the published graph code, written out independently of trgnet_fast.model.graph (MCFS 1-based,
+# as published; docs/model.md#skeleton-graphs).
 SPEC_EDGES = {
     "PKU-subject": [(12, 0), (13, 12), (14, 13), (15, 14), (16, 0), (17, 16), (18, 17), (19, 18), (1, 0),
                     (20, 1), (2, 20), (3, 2), (4, 20), (5, 4), (6, 5), (7, 6), (21, 7), (22, 6), (8, 20),
@@ -46,7 +48,7 @@ def hop_distances(edges, v):
 
 
 def expected_multiscale(edges, v, scales=13):
-    """Spec §2.1 built from hop distances: A_k = [dist == k] + I (A_0 = I), D^-1/2 A_k D^-1/2."""
+    """docs/model.md#skeleton-graphs built from hop distances: A_k = [dist == k] + I (A_0 = I), D^-1/2 A_k D^-1/2."""
     dist = hop_distances(edges, v)
     eye = torch.eye(v, dtype=torch.float64)
     blocks = []

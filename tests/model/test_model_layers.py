@@ -1,4 +1,5 @@
-"""Layers of TRG-Net against direct evaluations of the published formulas (spec §2.2-2.6, §2.9), float64."""
+"""Layers of TRG-Net against direct evaluations of the published formulas (docs/model.md#spatial-block-sp
+to docs/model.md#boundary-branch), float64."""
 import math
 
 import pytest
@@ -42,7 +43,7 @@ def batch_norm_eval(bn, x):
 
 
 def ctrgc_loops(module, x, joint_graph, alpha, beta):
-    """Spec §2.3 by explicit loops over samples and joint pairs; x: (N, C, T, V)."""
+    """docs/model.md#ctrgc by explicit loops over samples and joint pairs; x: (N, C, T, V)."""
     n_batch, c, t, v = x.shape
     a, b, x3 = conv1x1(module.conv1, x), conv1x1(module.conv2, x), conv1x1(module.conv3, x)
     w4 = module.conv4.weight[:, :, 0, 0]
@@ -88,7 +89,7 @@ def test_ctrgc_at_init_is_twice_the_joint_graph_aggregation():
 
 
 def test_spatial_block_matches_published_formulas():
-    """Scale-major stacking (channel k*C_in + c), MLP, CTRGC, BN residual and ReLU (§2.2)."""
+    """Scale-major stacking (channel k*C_in + c), MLP, CTRGC, BN residual and ReLU (docs/model.md#spatial-block-sp)."""
     generator = torch.Generator().manual_seed(3)
     torch.manual_seed(3)
     sp = MultiScaleGraphConv(3, 64, "TCG-15").double().eval()
@@ -123,7 +124,8 @@ def instance_norm(x, eps=1e-5):
 
 
 def linear_attention_direct(att, queries, keys, values, mask):
-    """Spec §2.5 head by head with the sums accumulated frame by frame; inputs (N, T, C), mask (N, 1, T)."""
+    """docs/model.md#linear-attention head by head with the sums accumulated frame by frame;
+    inputs (N, T, C), mask (N, 1, T)."""
     def project(linear, z):
         return z @ linear.weight.T + linear.bias
 

@@ -41,12 +41,13 @@ def test_output_structure(dataset, make_model, make_inputs):
 
 
 def test_parameter_counts_match_spec(make_model):
-    """Spec §2.10: PKU ≈ 1.415 M, LARA ≈ 1.372 M, MCFS-130 ≈ 1.422 M, TCG-15 ≈ 1.358 M (text_dim 768)."""
+    """PKU ≈ 1.415 M, LARA ≈ 1.372 M, MCFS-130 ≈ 1.422 M, TCG-15 ≈ 1.358 M (text_dim 768;
+    docs/model.md#parameter-names-and-checkpoints)."""
     counts = {d: sum(p.numel() for p in make_model(d).parameters()) for d in MAIN_DATASETS}
     assert counts == {"PKU-subject": 1_415_115, "LARA": 1_372_427, "MCFS-130": 1_421_927, "TCG-15": 1_357_617}
 
 
-# The published state_dict layout, reference-spec §11, as written there.
+# The published state_dict layout, as listed in docs/model.md#parameter-names-and-checkpoints.
 PUBLISHED_KEY_PATTERNS = """
 logit_scale
 SP.A_res  SP.alpha  SP.beta
@@ -270,8 +271,8 @@ def test_eval_skips_the_text_feature_heads(make_model, make_inputs):
 
 
 def test_padding_leaks_into_valid_frames(pku_model, make_inputs):
-    """Published quirk (spec §8.2): padded frames enter the InstanceNorm statistics, the linear-attention
-    sums and the CTRGC temporal mean, so the valid frames' outputs change when a sequence is padded,
+    """Published quirk (docs/model.md#published-quirks): padded frames enter the InstanceNorm statistics, the
+    linear-attention sums and the CTRGC temporal mean, so the valid frames' outputs change when a sequence is padded,
     even in eval. Samples of an eval batch stay independent of each other."""
     x, mask, joint_graph = make_inputs("PKU-subject", lengths=(16, 24))
     with torch.no_grad():

@@ -54,8 +54,8 @@ def msgc_grad_errors(grads, ref_grads, inputs, grad_out) -> dict[str, float]:
 def assert_16bit_parity(fused, reference, reference64, grad_errors, inputs, grad_out, poison=lambda: None,
                         slack=0.0):
     """A fused graph conv on 16-bit ``inputs``: output and gradients finite, in that dtype, and each within 2x
-    the error (against float64) of the plain-PyTorch ``reference`` run in the same dtype (design.md §5), plus
-    ``slack`` (small shapes, where the reference's own error can be tiny by chance).
+    the error (against float64) of the plain-PyTorch ``reference`` run in the same dtype
+    (docs/architecture.md#parity), plus ``slack`` (small shapes, where the reference's own error can be tiny by chance).
     ``grad_errors(grads, ref_grads, inputs, grad_out) -> {name: error}``; ``poison()`` runs right before the
     fused call (NaN-filled memory for its outputs)."""
     dtype = inputs[0].dtype

@@ -5,7 +5,7 @@ import contextlib
 
 import torch
 
-# fp32 parity tolerance against float64 by PyTorch's float32 matmul precision (design.md §5): IEEE fp32
+# fp32 parity tolerance against float64 by PyTorch's float32 matmul precision (docs/architecture.md#parity): IEEE fp32
 # dots ("highest", the default) or TF32 tensor-core dots ("high"; the Triton graph convs follow it)
 FP32_TOL = {"highest": 1e-5, "high": 1e-3}
 # a TF32 dot of random normal data is off by ~1e-4 relative; IEEE fp32 by ~1e-7: above this, TF32 ran

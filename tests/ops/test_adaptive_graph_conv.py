@@ -1,6 +1,6 @@
-"""Parity tests of trgnet_fast.ops.adaptive_graph_conv (issue 5, op 2).
+"""Parity tests of trgnet_fast.ops.adaptive_graph_conv.
 
-* the reference against the published CTRGC formulas (reference-spec §2.3) evaluated element by element,
+* the reference against the published CTRGC formulas (docs/model.md#ctrgc) evaluated element by element,
   and against the model's CTRGC module;
 * the Triton backend (CPU interpreter here, CUDA on the GPU machine) against the float64 reference:
   forward and the gradients of all six inputs; non-contiguous inputs; poisoned outputs; determinism;
@@ -8,7 +8,7 @@
 * input validation (ValueError naming the argument);
 * GPU tests (marked ``gpu``): PKU-sized fp32 / bf16 parity, torch.compile of a module using the op.
 
-Tolerances (design.md §5): ||out - ref|| / ||ref|| against float64: fp64 <= 1e-10, fp32 <= 1e-5,
+Tolerances (docs/architecture.md#parity): ||out - ref|| / ||ref|| against float64: fp64 <= 1e-10, fp32 <= 1e-5,
 bf16 <= 2x the error of the bf16 PyTorch reference. Fresh random inputs every run. The beta gradient
 is measured against the root-sum-square of its terms (``gradient_error_floors``).
 """
@@ -57,7 +57,7 @@ SHAPES = [  # N, C, T, V
 # reference
 
 def test_reference_matches_published_formula():
-    """§2.3: G_f[n,t,u,v] = beta tanh(p[n,t,u] - q[n,t,v]) + J[u,v];
+    """docs/model.md#ctrgc: G_f[n,t,u,v] = beta tanh(p[n,t,u] - q[n,t,v]) + J[u,v];
     y[n,c,t,u] = sum_v G_f[n,t,u,v] x[n,c,t,v] + sum_v G_c[n,c,u,v] x[n,c,t,v], element by element."""
     N, C, T, V = 2, 3, 4, 5
     x, p, q, beta, G, J = make_inputs(N, C, T, V)
@@ -135,8 +135,8 @@ def test_triton_writes_every_element_and_is_deterministic():
 
 @needs_triton
 def test_triton_fp16_close_to_reference():
-    """fp16 output and gradients within 2x the error of the fp16 PyTorch reference (design.md §5; + 1e-4 for
-    this small shape)."""
+    """fp16 output and gradients within 2x the error of the fp16 PyTorch reference
+    (docs/architecture.md#parity; + 1e-4 for this small shape)."""
     shape = (1, 5, 4, 17)
     inputs = make_inputs(*shape, dtype=torch.float16, device=DEVICE)
     grad_out = torch.randn(shape, dtype=torch.float16, device=DEVICE)
@@ -150,7 +150,7 @@ def test_triton_opcheck():
 
     inputs = make_inputs(1, 2, 3, 5, device=DEVICE)
     # Under the CPU interpreter a triton_op's fake implementation runs the interpreter on fake
-    # tensors and fails (design.md §3): schema only there.
+    # tensors and fails (docs/architecture.md#triton-interpreter): schema only there.
     utils = ("test_schema", "test_faketensor") if DEVICE == "cuda" else ("test_schema",)
     torch.library.opcheck(torch.ops.trgnet_triton.adaptive_graph_conv.default, tuple(inputs), test_utils=utils)
     g = torch.randn(1, 2, 3, 5, dtype=torch.float64, device=DEVICE)

@@ -1,5 +1,5 @@
 """Property-based parity tests (hypothesis) of the fused graph convolutions:
-``multiscale_graph_conv`` (issue 5, op 1) and ``adaptive_graph_conv`` (issue 5/6, op 2).
+``multiscale_graph_conv`` and ``adaptive_graph_conv``.
 
 Hypothesis draws the shapes (N 1-3, C 1-6, T 1-13, V in {17, 19, 25} or a small random V; S 1-3 and C_out 1-9
 for the multi-scale op; beta of shape (1,) or () for the adaptive op), the memory layout of every input
@@ -17,8 +17,7 @@ on this device (``backend_status``).
 Dtypes: float64 and float32 (one test per op); float16 and bfloat16 (another), bfloat16 not for triton under
 its CPU interpreter, which cannot run it (skipped with that reason; it runs on a GPU).
 
-Tolerances (design.md §5: "compare against a float64 reference by ||out-ref||/||ref||: fp32 <= 1e-5 [...],
-bf16 <= 2x the error of the same-dtype PyTorch reference", and the op tests' convention for fp64): fp64 <=
+Tolerances (||out-ref||/||ref|| against float64, docs/architecture.md#parity; fp64 as in the op tests): fp64 <=
 1e-10, fp32 <= 1e-5; float16 and bfloat16: <= 2x the error (against the same float64 reference) of the op
 module's plain-PyTorch reference run in that dtype on the same inputs and cotangent, and never below fp32's
 1e-5 (the fused kernels accumulate in fp32: where the 16-bit reference is exact, e.g. a gradient that is a

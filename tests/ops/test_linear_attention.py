@@ -7,7 +7,7 @@
 * GPU tests (marked ``gpu``): CUDA kernels vs the float64 reference at larger shapes, fp32 and bf16,
   poisoned outputs, determinism, torch.compile.
 
-Tolerances (design.md §5): ||out - ref|| / ||ref|| against a float64 reference, fp32 <= 1e-5,
+Tolerances (docs/architecture.md#parity): ||out - ref|| / ||ref|| against a float64 reference, fp32 <= 1e-5,
 bf16 / fp16 <= 2x the error of the same-dtype PyTorch reference. Fresh random inputs every run.
 """
 from __future__ import annotations

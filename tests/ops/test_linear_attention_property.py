@@ -13,11 +13,10 @@ backend not usable here is skipped with the reason. Dtypes: float64 and float32 
 bfloat16 for the native op, and for triton on a GPU only (Triton's CPU interpreter cannot run bfloat16:
 skipped with that reason).
 
-Tolerances (design.md §5: "compare against a float64 reference by ||out-ref||/||ref||: fp32 <= 1e-5 [...],
-bf16 <= 2x the error of the same-dtype PyTorch reference" and the op tests' convention for fp64):
-fp64 <= 1e-10, fp32 <= 1e-5 relative; float16 and bfloat16: <= 2x the error
+Tolerances (||out-ref||/||ref|| against a float64 reference, docs/architecture.md#parity; fp64 as in the op
+tests): fp64 <= 1e-10, fp32 <= 1e-5 relative; float16 and bfloat16: <= 2x the error
 (against the same float64 reference) of ``linear_attention_reference`` run in that 16-bit dtype on the same
-inputs and cotangent (design.md's rule), and never below fp32's 1e-5: the fused kernels compute in fp32, and
+inputs and cotangent (the parity rule), and never below fp32's 1e-5: the fused kernels compute in fp32, and
 where the 16-bit reference is exact by structure (D = 1: dq = 0 exactly; one key: dq, dk O(eps)) their fp32
 rounding is all that is left. The float64 reference sees exactly the 16-bit values (inputs and
 cotangent are drawn, then rounded, then widened). The gradients are measured against max(||ref||, floor)

@@ -1,4 +1,4 @@
-"""Parity tests of trgnet_fast.ops.multiscale_graph_conv (issue 5, op 1).
+"""Parity tests of trgnet_fast.ops.multiscale_graph_conv.
 
 * the reference against an explicit evaluation of the published formula written here;
 * the Triton backend (CPU interpreter here, CUDA on the GPU machine) against the float64
@@ -7,7 +7,7 @@
 * input validation (ValueError naming the argument);
 * GPU tests (marked ``gpu``): PKU-sized fp32 / bf16 parity, torch.compile of a module using the op.
 
-Tolerances (design.md §5): ||out - ref|| / ||ref|| against float64: fp64 <= 1e-10, fp32 <= 1e-5,
+Tolerances (docs/architecture.md#parity): ||out - ref|| / ||ref|| against float64: fp64 <= 1e-10, fp32 <= 1e-5,
 bf16 <= 2x the error of the bf16 PyTorch reference. Fresh random inputs every run.
 """
 from __future__ import annotations
@@ -152,8 +152,8 @@ def test_triton_writes_every_element_and_is_deterministic():
 
 @needs_triton
 def test_triton_fp16_close_to_reference():
-    """fp16 output and gradients within 2x the error of the fp16 PyTorch reference (design.md §5; + 1e-4 for
-    this small shape)."""
+    """fp16 output and gradients within 2x the error of the fp16 PyTorch reference
+    (docs/architecture.md#parity; + 1e-4 for this small shape)."""
     shape = (1, 3, 5, 17, 2, 8)
     inputs = make_inputs(*shape, dtype=torch.float16, device=DEVICE)
     grad_out = torch.randn(1, 8, 5, 17, dtype=torch.float16, device=DEVICE)
@@ -167,7 +167,8 @@ def test_triton_opcheck():
 
     x, a, w, b = make_inputs(1, 2, 3, 5, 2, 4, dtype=torch.float64, device=DEVICE)
     # Under the CPU interpreter a triton_op's fake implementation runs the interpreter on fake
-    # tensors and fails (design.md §3: triton_op under torch.compile fails on CPU): schema only there.
+    # tensors and fails (triton_op under torch.compile fails on CPU, docs/architecture.md#triton-interpreter):
+    # schema only there.
     utils = ("test_schema", "test_faketensor") if DEVICE == "cuda" else ("test_schema",)
     torch.library.opcheck(torch.ops.trgnet_triton.multiscale_graph_conv.default, (x, a, w, b),
                           test_utils=utils)

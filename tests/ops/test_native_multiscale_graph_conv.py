@@ -7,7 +7,7 @@
 * GPU tests (marked ``gpu``): CUDA kernels at the PKU-MMD size in fp32 and bf16, poisoned
   (NaN-filled) allocator memory, determinism, CPU/GPU agreement, torch.compile.
 
-Tolerances (design.md §5): ||out - ref|| / ||ref|| against float64: fp64 <= 1e-10, fp32 <= 1e-5,
+Tolerances (docs/architecture.md#parity): ||out - ref|| / ||ref|| against float64: fp64 <= 1e-10, fp32 <= 1e-5,
 bf16 <= 2x the error of the bf16 PyTorch reference. Fresh random inputs every run.
 """
 from __future__ import annotations

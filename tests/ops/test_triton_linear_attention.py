@@ -4,7 +4,7 @@ On a CPU-only machine the kernels run in Triton's interpreter (``TRITON_INTERPRE
 tests/conftest.py), which is slow (~2 ms per program): shapes here are tiny. GPU tests (marked
 ``gpu``) check the TRG-Net sizes in fp32 and bf16 and torch.compile.
 
-Tolerances (design.md §5): ||out - ref|| / ||ref|| against a float64 reference: fp64 <= 1e-10,
+Tolerances (docs/architecture.md#parity): ||out - ref|| / ||ref|| against a float64 reference: fp64 <= 1e-10,
 fp32 <= 1e-5, bf16 <= 2x the error of the same-dtype PyTorch reference. Fresh random inputs every run.
 """
 from __future__ import annotations
@@ -226,6 +226,6 @@ def test_triton_opcheck(masked):
 @pytest.mark.gpu
 def test_triton_torch_compile_matches_eager():
     """torch.compile(fullgraph=True) traces the triton_op (no graph break); CPU interpreter: skipped
-    (design.md §3: triton_op under torch.compile fails on CPU)."""
+    (triton_op under torch.compile fails on CPU: docs/architecture.md#triton-interpreter)."""
     assert_attention_compiles(
         lambda q, k, v, mask: linear_attention(q, k, v, mask, EPS, backend="triton"), "cuda")

@@ -2,7 +2,7 @@
 Trainer reads RANK/WORLD_SIZE from the environment and initialises the process group itself).
 
 Exact comparison with one process: the per-rank batch is half the single-process batch, all videos have the
-same length (no padding, which would leak into valid frames, §8.2), dropout is disabled, BatchNorm uses its
+same length (no padding, which would leak into valid frames, a published quirk), dropout is disabled, BatchNorm uses its
 running statistics (``model.freeze_bn``: batch statistics are per process in DDP unless SyncBatchNorm, which
 needs GPUs) and the ARIS terms are off (they couple all segments of a batch, so they do not decompose over
 processes; they are off anyway without text inputs). Then the mean of the per-rank losses equals the

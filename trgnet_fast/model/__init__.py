@@ -1,4 +1,4 @@
-"""Plain-PyTorch reference TRG-Net (reference-spec §2) with the published parameter names."""
+"""Plain-PyTorch reference TRG-Net (docs/model.md#data-flow) with the published parameter names."""
 from trgnet_fast.model.config import default_config
 from trgnet_fast.model.graph import DATASETS, num_joints
 from trgnet_fast.model.trgnet import TRGNet

@@ -1,4 +1,5 @@
-"""Linear attention and the attention module of TRG-Net's encoder and decoder (reference-spec §2.5, §2.6)."""
+"""Linear attention and the attention module of TRG-Net's encoder and decoder (docs/model.md#linear-attention,
+docs/model.md#attmodule)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Published constructor arguments of TRGNet per dataset (reference-spec §5)."""
+"""Published constructor arguments of TRGNet per dataset (docs/model.md#training-protocol-and-configs)."""
 from __future__ import annotations
 
 from trgnet_fast.model.graph import skeleton_layout

@@ -1,4 +1,4 @@
-"""Skeleton layouts and the 13-scale k-hop adjacency of TRG-Net's spatial block (reference-spec §2.1).
+"""Skeleton layouts and the 13-scale k-hop adjacency of TRG-Net's spatial block (docs/model.md#skeleton-graphs).
 
 A dataset name selects a skeleton layout:
 
@@ -89,8 +89,10 @@ def k_hop_adjacency(adjacency: torch.Tensor, k: int) -> torch.Tensor:
 
 def symmetric_normalize(adjacency: torch.Tensor) -> torch.Tensor:
     """D^-1/2 A D^-1/2 with D = diag(row sums): (V, V) float64 in, (V, V) float32 out."""
-    # D^-1/2 is rounded to float32 before the product, as the published graph code does,
-    # so that A_powers matches the published values bit for bit.
+    # D^-1/2 is rounded to float32 before the product, as the published graph code does, so that
+    # A_powers equals the published values wherever the published float32 power is correctly rounded;
+    # numpy's SIMD np.power (numpy 2.x on AVX-512) can be 1 float32 ulp off, so a few published entries
+    # can differ by <= 3e-8 relative depending on the numpy build (docs/model.md#skeleton-graphs).
     inv_sqrt_degree = adjacency.sum(dim=1).pow(-0.5).float().double()
     return (inv_sqrt_degree[:, None] * adjacency * inv_sqrt_degree[None, :]).float()
 

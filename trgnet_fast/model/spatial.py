@@ -1,5 +1,5 @@
 """Spatial block "SP": 13-scale graph convolution followed by CTRGC with the text-derived joint graph
-(reference-spec §2.2, §2.3)."""
+(docs/model.md#spatial-block-sp)."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Temporal parts of TRG-Net: the STI encoder with its SFI fusions, the refinement decoder and the
-boundary TCN (reference-spec §2.4, §2.8, §2.9)."""
+boundary TCN (docs/model.md#temporal-encoder-sti, docs/model.md#decoder-refinement,
+docs/model.md#boundary-branch)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,5 +1,5 @@
 """TRG-Net: text-derived relational graph-enhanced network for skeleton action segmentation
-(arXiv 2503.15126; reference-spec §2)."""
+(arXiv 2503.15126; docs/model.md#data-flow)."""
 from __future__ import annotations
 
 import math

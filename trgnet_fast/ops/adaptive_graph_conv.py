@@ -1,5 +1,5 @@
 """Fused adaptive graph convolution: the aggregation core of TRG-Net's CTRGC with the text-derived
-joint graph (reference-spec §2.3; issue 5/6, op 2).
+joint graph (docs/model.md#ctrgc).
 
     F[n, t, u, v] = beta * tanh(p[n, t, u] - q[n, t, v]) + J[u, v]          frame graph (N, T, V, V)
     Y[n, c, t, u] = sum_v (F[n, t, u, v] + G[n, c, u, v]) * X[n, c, t, v]

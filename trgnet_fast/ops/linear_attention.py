@@ -1,4 +1,4 @@
-"""Non-causal linear attention core of TRG-Net (reference-spec §2.5).
+"""Non-causal linear attention core of TRG-Net (docs/model.md#linear-attention).
 
 For every sample n and head h, with phi = sigmoid:
     KV[d, e]  = sum_s m[s] * phi(k[s, d]) * v[s, e]

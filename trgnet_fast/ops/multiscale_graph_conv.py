@@ -1,5 +1,5 @@
-"""Fused multi-scale graph convolution: the front end of TRG-Net's SP block (reference-spec §2.2;
-issue 5, op 1).
+"""Fused multi-scale graph convolution: the front end of TRG-Net's SP block
+(docs/model.md#multi-scale-graph-convolution).
 
     Y[n, o, t, v] = b[o] + sum_{s, c, u} W[o, s*C + c] * A[s*V + v, u] * X[n, c, t, u]
 

@@ -1,5 +1,5 @@
 """Text side of TRG-Net: descriptions → offline BERT-family encoder → embeddings → TJG (V×V) and TAG (K×K)
-(reference-spec §6), their cache, and plots of the priors and of a trained model's adaptive graphs.
+(docs/model.md#text-side), their cache, and plots of the priors and of a trained model's adaptive graphs.
 
 Main entry point: :func:`text_priors`. Heavy imports (transformers, matplotlib) happen lazily.
 """

@@ -12,7 +12,7 @@ model's ``text_dim``.
 
 Pooling of the last hidden layer:
   "mean"    masked mean over real tokens (padding excluded; [CLS]/[SEP] included), the default and the most
-            likely published choice (reference-spec §6);
+            likely published choice (docs/model.md#descriptions-and-encoder);
   "cls"     the [CLS] token state;
   "pooler"  BERT's pooler output tanh(W h_CLS + b) (needs a pooler head in the checkpoint).
 """

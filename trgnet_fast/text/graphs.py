@@ -1,4 +1,4 @@
-"""Text-derived graphs from embeddings (reference-spec §6): Graph = 1 − D / max D, D_ij = ‖E_i − E_j‖₂."""
+"""Text-derived graphs from embeddings (docs/model.md#tjg-and-tag): Graph = 1 − D / max D, D_ij = ‖E_i − E_j‖₂."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +32,7 @@ def distance_graph(embeddings) -> torch.Tensor:
 
 
 def graph_stats(graph) -> dict:
-    """Off-diagonal min / mean / max of a square graph (as quoted in reference-spec §6)."""
+    """Off-diagonal min / mean / max of a square graph (as quoted in docs/model.md#tjg-and-tag)."""
     g = torch.as_tensor(graph, dtype=torch.float64)
     k = g.shape[0]
     if k < 2:

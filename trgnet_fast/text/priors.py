@@ -1,5 +1,5 @@
 """Text priors of TRG-Net: joint/action embeddings, the joint graph TJG (V×V, model input) and the action graph
-TAG (K×K, ARIS-relative target), with an on-disk cache (reference-spec §6, §2.3, §3.5–3.6).
+TAG (K×K, ARIS-relative target), with an on-disk cache (docs/model.md#text-side).
 
 Entry point for training: :func:`text_priors`. Embeddings are cached under ``cache_dir`` (default
 ``$TRGNET_TEXT_CACHE`` or ``~/.cache/trgnet_fast/text``; ``cache_dir=False`` disables the cache) keyed by the

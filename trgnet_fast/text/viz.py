@@ -2,7 +2,7 @@
 
 Adaptive-graph extraction does not modify the model: a forward pre-hook on ``model.SP.CTRGCN`` captures the
 CTRGC input X_m (N, C, T, V), the joint graph J and the scalars α, β, and the graphs are recomputed from the
-module's own conv1/conv2/conv4 (reference-spec §2.3):
+module's own conv1/conv2/conv4 (docs/model.md#ctrgc):
 
     a = conv1(X_m), b = conv2(X_m)                      (N, 8, T, V)
     G_f[n,t,u,v] = β · tanh(mean_r a[n,r,t,u] − mean_r b[n,r,t,v]) + J[u,v]          (N, T, V, V)

@@ -1,4 +1,4 @@
-"""Text-side inputs of training (reference-spec §6): the joint graph TJG fed to the model and the action
+"""Text-side inputs of training (docs/model.md#text-side): the joint graph TJG fed to the model and the action
 embeddings / action graph TAG of the ARIS losses, resolved from ``cfg["text"]`` through
 :func:`trgnet_fast.text.text_priors` (descriptions → offline encoder → graphs, cached on disk).
 

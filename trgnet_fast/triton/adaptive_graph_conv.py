@@ -1,4 +1,4 @@
-"""Triton kernels of the fused adaptive graph conv (issue 5, op 2; formula and gradients in
+"""Triton kernels of the fused adaptive graph conv (formula and gradients in
 ``trgnet_fast.ops.adaptive_graph_conv``).
 
     F[n,t,u,v] = beta * tanh(p[n,t,u] - q[n,t,v]) + J[u,v]

@@ -1,4 +1,5 @@
-"""Triton kernels of the non-causal linear attention (reference-spec §2.5, design.md §4).
+"""Triton kernels of the non-causal linear attention (docs/model.md#linear-attention,
+docs/architecture.md#why-these-ops).
 
 Math and notation as in ``trgnet_fast/ops/linear_attention.py`` and ``kernels/linear_attention.cuh``
 (phi = sigmoid, m = key mask or 1, state S = [KV, ksum]). Layout: q, k (N, T, H, D), v (N, T, H, E),

@@ -1,4 +1,4 @@
-"""Triton kernels of the fused multi-scale graph conv (issue 5, op 1; design.md §4).
+"""Triton kernels of the fused multi-scale graph conv (docs/architecture.md#why-these-ops).
 
     Y[n,o,t,v] = b[o] + sum_{s,c,u} W[o, s*C + c] * A[s*V + v, u] * X[n,c,t,u]
 
