@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from trgnet_fast.evaluation.metrics import F1_ENDS
 from trgnet_fast.text import commands as text_commands
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -139,7 +140,7 @@ def _add_training_commands(sub) -> None:
                                    "and write <out>/metrics_<split>.csv (one row per video + an 'all' row).")
     _add_checkpoint_arguments(p)
     p.add_argument("--out", help="output dir (default: eval_<split> next to the checkpoint)")
-    p.add_argument("--f1-end", choices=("published", "mstcn"),
+    p.add_argument("--f1-end", choices=F1_ENDS,
                    help="segment F1: a video's final segment ends at T-1 (published, ASRF/DeST) or at T "
                         "(mstcn, MS-TCN's eval.py); default: the checkpoint's eval.f1_end")
     p.set_defaults(func=_lazy("evaluate"))

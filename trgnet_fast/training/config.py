@@ -17,6 +17,8 @@ from importlib import resources
 
 import yaml
 
+from trgnet_fast.evaluation.metrics import F1_ENDS
+
 # The schema. Published values (docs/model.md#training-protocol-and-configs) for the PKU settings; presets override per
 # dataset.
 DEFAULTS: dict = {
@@ -188,7 +190,7 @@ def _normalise(cfg: dict) -> dict:
     fix_ints(cfg, DEFAULTS)
     choices = {("data", "format"): ("csv", "mstcn"), ("data", "feature_format"): ("raw", "built", "auto"),
                ("data", "feature_layout"): ("CTVM", "CVT"), ("eval", "refinement"): ("boundary", "argmax"),
-               ("eval", "f1_end"): ("published", "mstcn")}
+               ("eval", "f1_end"): F1_ENDS}
     for (sec, key), allowed in choices.items():
         if cfg[sec][key] not in allowed:
             raise ConfigError(f"config key '{sec}.{key}': expected one of {allowed}, got {cfg[sec][key]!r}")
