@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from trgnet_fast import _native, backend
-from trgnet_fast.ops import linear_attention as la
+from trgnet_fast.ops.registry import OPS
+
+LA = OPS["linear_attention"].name
 
 
 def test_requested_backend_reads_argument_then_env(monkeypatch):
@@ -44,8 +46,8 @@ def test_unusable_backend_is_a_clear_error(monkeypatch):
 def test_auto_on_cpu_falls_back_to_torch_with_one_log_line(monkeypatch, caplog):
     monkeypatch.setattr(backend, "_logged_fallbacks", set())
     with caplog.at_level(logging.INFO, logger="trgnet_fast"):
-        assert backend.resolve_backend(la.OP_NAME, "auto", "cpu") == "torch"
-        assert backend.resolve_backend(la.OP_NAME, None, torch.device("cpu")) == "torch"
+        assert backend.resolve_backend(LA, "auto", "cpu") == "torch"
+        assert backend.resolve_backend(LA, None, torch.device("cpu")) == "torch"
     lines = [r for r in caplog.records if "uses the torch reference" in r.getMessage()]
     assert len(lines) == 1
 

@@ -91,7 +91,8 @@ def test_jit_build_from_the_shipped_sources(tmp_path):
         import json, sys, torch
         sys.modules["trgnet_fast._C"] = None
         from trgnet_fast import _native
-        from trgnet_fast.ops.linear_attention import linear_attention, linear_attention_reference
+        from trgnet_fast.ops.linear_attention import linear_attention
+        from trgnet_fast.ops.linear_attention.reference import linear_attention_reference
         q = torch.randn(2, 7, 2, 3, dtype=torch.float64)
         err = (linear_attention(q, q, q, backend="cuda") - linear_attention_reference(q, q, q)).abs().max()
         print(json.dumps({"info": _native.native_build_info(), "err": err.item()}))

@@ -28,16 +28,29 @@ ENV_NO_JIT = "TRGNET_NO_JIT"
 JIT_NAME = "trgnet_fast_C"
 DEFAULT_CUDA_ARCH_LIST = "9.0"
 
-# Modules whose register_native() adds the Python side (fake kernels, autograd) of their native
-# ops; run once, right after the library is loaded.
-_OP_MODULES = (
-    "trgnet_fast.ops.linear_attention",
-    "trgnet_fast.ops.multiscale_graph_conv",
-    "trgnet_fast.ops.adaptive_graph_conv",
-)
-
 _lock = threading.Lock()
 _state: dict | None = None  # {"module", "reason", "source", "build_dir"}
+# Callbacks adding the Python side (fake kernels, autograd) of native ops, run once the library is loaded.
+# Each op's ``autograd.py`` adds its own when imported; this module knows no op.
+_load_hooks: list = []
+
+
+def on_load(hook) -> None:
+    """Run ``hook()`` once the native library is loaded: at once when it already is, else right after
+    loading. A hook that raises makes the native module unavailable, with the error as the reason."""
+    with _lock:
+        _load_hooks.append(hook)
+        loaded = _state is not None and _state["module"] is not None
+    if loaded:
+        _run_hooks(_state, [hook])
+
+
+def _run_hooks(state: dict, hooks) -> None:
+    try:
+        for hook in hooks:
+            hook()
+    except Exception as exc:
+        state.update(module=None, reason=f"registering the native ops failed: {exc!r}")
 
 
 def _flag(name: str) -> bool:
@@ -176,11 +189,7 @@ def _load_state() -> dict:
                     else:
                         state["reason"] = f"{reason}; {jit_reason}"
         if state["module"] is not None:
-            try:
-                for name in _OP_MODULES:
-                    importlib.import_module(name).register_native()
-            except Exception as exc:
-                state.update(module=None, reason=f"registering the native ops failed: {exc!r}")
+            _run_hooks(state, _load_hooks)  # before publishing: no caller sees the ops without autograd
         _state = state
         return state
 

@@ -41,10 +41,6 @@ def implemented_backends(op: str) -> set[str]:
     return set(_IMPLEMENTED[op])
 
 
-def registered_ops() -> list[str]:
-    return sorted(_IMPLEMENTED)
-
-
 def _triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 

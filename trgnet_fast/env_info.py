@@ -7,7 +7,8 @@ import sys
 import torch
 
 from trgnet_fast import __version__, _native
-from trgnet_fast.backend import backend_status, implemented_backends, registered_ops
+from trgnet_fast.backend import backend_status
+from trgnet_fast.ops.registry import OPS
 
 
 def _triton_version() -> str:
@@ -20,8 +21,6 @@ def _triton_version() -> str:
 
 def collect() -> dict:
     """A JSON-serialisable description of this environment."""
-    import trgnet_fast.ops.registry  # noqa: F401  (imports every op module, so all ops are registered)
-
     gpus = [{"name": torch.cuda.get_device_name(i),
              "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
              "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
@@ -39,7 +38,7 @@ def collect() -> dict:
         "gpus": gpus,
         "native": _native.native_build_info(),
         "backends": backends,
-        "ops": {op: sorted(implemented_backends(op)) for op in registered_ops()},
+        "ops": {name: sorted(spec.implemented) for name, spec in OPS.items()},
     }
 
 

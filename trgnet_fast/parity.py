@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from trgnet_fast.backend import backend_status, implemented_backends
-from trgnet_fast.ops.registry import OPS, OpSpec
+from trgnet_fast.backend import backend_status
+from trgnet_fast.ops.registry import OPS
+from trgnet_fast.ops.spec import OpSpec
 
 ABS_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -121,7 +122,7 @@ def run_parity(device="cpu", ops=None, backends=None, dtypes=None, sizes=None, s
     for name, spec in OPS.items():
         if ops and name not in ops:
             continue
-        usable = [b for b in sorted(implemented_backends(name)) if status[b][0]
+        usable = [b for b in sorted(spec.implemented) if status[b][0]
                   and (backends is None or b in backends)]
         for size in sizes or spec.parity_sizes[size_set or device.type]:
             for dtype in dtypes:

@@ -7,12 +7,10 @@ import torch
 
 from trgnet_fast import backend as backend_module
 from trgnet_fast.backend import backend_status, model_backend
-from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP
-from trgnet_fast.ops.linear_attention import OP_NAME as ATTENTION_OP
-from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP
+from trgnet_fast.ops.registry import OPS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-FUSED_OPS = (MULTISCALE_OP, ADAPTIVE_OP, ATTENTION_OP)
+FUSED_OPS = tuple(OPS)  # the model runs every fused op
 # A train-mode BatchNorm right after SP's 1x1 conv cancels that conv's bias: its gradient is rounding
 # noise on every backend, so it has no meaningful relative error.
 CANCELLED_GRAD = "SP.mlp.layers.0.bias"

@@ -11,7 +11,7 @@ from trgnet_fast import TRGNet
 from trgnet_fast.model import attention as attention_module
 from trgnet_fast.model import default_config
 from trgnet_fast.model.attention import LinearAttention
-from trgnet_fast.ops.linear_attention import linear_attention_reference
+from trgnet_fast.ops.linear_attention.reference import linear_attention_reference
 
 MAIN_DATASETS = ["PKU-subject", "LARA", "MCFS-130", "TCG-15"]
 N_CLASSES = {"PKU-subject": 52, "LARA": 8, "MCFS-130": 130, "TCG-15": 15}

@@ -1,7 +1,11 @@
-"""Fixtures of the op tests: the native extension (skips with the reason when unavailable)."""
+"""Fixtures of the op tests (``tests/ops/<op>/``): the native extension and the raw ops of a fused backend.
+
+pytest's default (``prepend``) import mode puts this folder on ``sys.path`` when it loads this file, so the op
+tests of the sub-folders import the shared drivers (``op_checks``, ``hypothesis_cases``) by name."""
 import pytest
 import torch
 
+from op_checks import raw_ops
 from trgnet_fast import _native
 
 
@@ -22,3 +26,11 @@ def native_cuda(native):
     if not _native.has_cuda():
         pytest.skip("trgnet_fast._C was built without the CUDA kernels")
     return native
+
+
+@pytest.fixture
+def ops(backend):
+    """The raw ops of the test's ``backend`` parameter (``torch.ops.trgnet`` for "cuda", ``torch.ops.trgnet_triton``
+    for "triton"; one schema), for tests parametrised with ``op_checks.fused_backends`` (which skips a backend
+    that cannot run here)."""
+    return raw_ops(backend)

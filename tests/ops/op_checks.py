@@ -1,15 +1,128 @@
-"""Error measure, gradient runner and precision switch shared by the fused-op tests."""
+"""Drivers shared by the fused-op tests of every op (``tests/ops/<op>/``): which fused backends run here and
+on which device, their raw ops, the error measure, the gradient runner, the precision switch, and the
+determinism, poisoned-memory, 16-bit parity and torch.compile checks.
+
+The op tests import this module by name: ``tests/ops`` is on ``sys.path`` because pytest's default
+(``prepend``) import mode puts the folder of ``tests/ops/conftest.py`` there (test modules and helpers are
+named uniquely, e.g. ``test_linear_attention_backends.py``, since every folder is a top-level entry).
+"""
 from __future__ import annotations
 
 import contextlib
+import importlib
+import re
 
+import pytest
 import torch
 
+from trgnet_fast import _native
+from trgnet_fast.backend import backend_status
+from trgnet_fast.ops.registry import OPS
+
+# where the tests run the Triton kernels: on the GPU, or in Triton's CPU interpreter (tests/conftest.py)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRETED = DEVICE == "cpu"
+NO_BF16 = "Triton's CPU interpreter cannot run bfloat16 (numpy has no bfloat16); it runs on a GPU"
+# the device of each fused backend's CPU-runnable tests: the native op's C++ kernels take CPU tensors (its CUDA
+# kernels have the ``gpu`` tests), Triton runs where DEVICE says
+BACKEND_DEVICE = {"cuda": "cpu", "triton": DEVICE}
+
+# parity tolerances against float64 (docs/architecture.md#parity): fp64 and fp32 (IEEE fp32 dots)
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 # fp32 parity tolerance against float64 by PyTorch's float32 matmul precision (docs/architecture.md#parity): IEEE fp32
 # dots ("highest", the default) or TF32 tensor-core dots ("high"; the Triton graph convs follow it)
 FP32_TOL = {"highest": 1e-5, "high": 1e-3}
 # a TF32 dot of random normal data is off by ~1e-4 relative; IEEE fp32 by ~1e-7: above this, TF32 ran
 TF32_ENGAGED = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# fused backends: where they run, why not, their raw ops
+
+def unusable(backend: str, device: str | None = None, dtype: torch.dtype | None = None) -> str | None:
+    """Why ``backend`` cannot run an op on ``device`` (default: ``BACKEND_DEVICE``) in ``dtype`` here (None: it
+    can)."""
+    device = device or BACKEND_DEVICE[backend]
+    ok, why = backend_status(device)[backend]
+    if not ok:
+        return f"{backend} backend unusable on {device}: {why}"
+    if backend == "triton" and device == "cpu" and dtype == torch.bfloat16:
+        return NO_BF16
+    return None
+
+
+def _dtype_id(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def fused_backends(spec, dtypes=None, device: str | None = None, only: tuple[str, ...] | None = None):
+    """pytest params of ``spec``'s fused backends (``OpSpec.backends``; those of ``only`` when given), crossed with
+    ``dtypes`` when given (then params ``(backend, dtype)``), each skipped with the reason where it cannot run
+    here (on ``device``, default ``BACKEND_DEVICE``). ``device="cuda"`` (the ``gpu`` tests): the usability on the
+    GPU, judged only where one is present (without one the ``gpu`` marker skips the test with its own reason)."""
+    params = []
+    for backend in (b for b in spec.backends if only is None or b in only):
+        for dtype in (dtypes if dtypes is not None else (None,)):
+            if device == "cuda" and not torch.cuda.is_available():
+                why = None
+            else:
+                why = unusable(backend, device, dtype)
+            values = (backend,) if dtype is None else (backend, dtype)
+            name = backend if dtype is None else f"{backend}-{_dtype_id(dtype)}"
+            params.append(pytest.param(*values, id=name, marks=pytest.mark.skipif(why is not None, reason=str(why))))
+    return params
+
+
+def backend_on(backend: str, device: str):
+    """pytest param ``(backend, device)`` with the id ``<backend>-<device>``: marked ``gpu`` on "cuda"; skipped with
+    the reason where ``backend`` cannot run on ``device`` here (on "cuda" judged only where a GPU is present)."""
+    marks = [pytest.mark.gpu] if device == "cuda" else []
+    why = None if device == "cuda" and not torch.cuda.is_available() else unusable(backend, device)
+    marks.append(pytest.mark.skipif(why is not None, reason=str(why)))
+    return pytest.param(backend, device, id=f"{backend}-{device}", marks=marks)
+
+
+def backends_and_devices(spec, exclude=()):
+    """``backend_on`` params of each of ``spec``'s fused backends on the device of its CPU-runnable tests
+    (``BACKEND_DEVICE``) and on the GPU, less the ``(backend, device)`` pairs of ``exclude``."""
+    return [backend_on(b, d) for b in spec.backends for d in dict.fromkeys((BACKEND_DEVICE[b], "cuda"))
+            if (b, d) not in exclude]
+
+
+def needs(backend: str, device: str | None = None):
+    """skipif mark: ``backend`` cannot run on ``device`` (default ``BACKEND_DEVICE``) here, with the reason."""
+    why = unusable(backend, device)
+    return pytest.mark.skipif(why is not None, reason=str(why))
+
+
+def api_backends(spec):
+    """pytest params of the public function's ``backend=`` values: "auto" and every backend implementing the op
+    (``OpSpec.implemented``), each on CPU tensors (Triton: where the Triton tests run), skipped with the reason
+    where it cannot run there."""
+    params = []
+    for backend in ("auto", *spec.implemented):
+        why = unusable(backend) if backend in BACKEND_DEVICE else None
+        params.append(pytest.param(backend, id=backend, marks=pytest.mark.skipif(why is not None, reason=str(why))))
+    return params
+
+
+def triton_ops():
+    """``torch.ops.trgnet_triton`` with every registry op's Triton ops registered (importing each
+    ``OpSpec.triton_module`` registers them; done on first use, not at collection)."""
+    for spec in OPS.values():
+        importlib.import_module(spec.triton_module)
+    return torch.ops.trgnet_triton
+
+
+def raw_ops(backend: str):
+    """The raw ops of a fused backend, one schema for both: ``torch.ops.trgnet`` (native) or
+    ``torch.ops.trgnet_triton``."""
+    return _native.ops() if backend == "cuda" else triton_ops()
+
+
+def non_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """The values of t in a non-contiguous layout (last two dims stored transposed)."""
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
 @contextlib.contextmanager
@@ -22,6 +135,9 @@ def float32_matmul_precision(value: str):
     finally:
         torch.set_float32_matmul_precision(before)
 
+
+# ----------------------------------------------------------------------------------------------
+# errors and gradients
 
 def rel_err(x, ref, floor=0.0):
     """||x - ref|| / max(||ref||, floor), in float64."""
@@ -37,6 +153,9 @@ def run_with_grads(fn, inputs, grad_out):
     grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
     return out.detach(), grads
 
+
+# ----------------------------------------------------------------------------------------------
+# checks
 
 def assert_bitwise_deterministic(forward, backward, inputs, backward_inputs):
     """Two runs of ``forward(*inputs)`` and of ``backward(grad_out, *backward_inputs)`` agree bit for bit and
@@ -67,3 +186,54 @@ def assert_compiled_matches_eager(model, inputs, tol):
     assert rel_err(out, eager) <= tol
     for i, (g, e) in enumerate(zip(grads, eager_grads)):
         assert rel_err(g, e) <= tol, f"gradient {i} of {len(leaves)}"
+
+
+def assert_16bit_parity(fused, reference, reference64, grad_errors, inputs, grad_out, poison=lambda: None,
+                        slack=0.0):
+    """A fused op on 16-bit ``inputs``: output and gradients finite, in that dtype, and each within 2x the error
+    (against float64) of the plain-PyTorch ``reference`` run in the same dtype (docs/architecture.md#parity),
+    plus ``slack`` (small shapes, where the reference's own error can be tiny by chance).
+    ``reference64(inputs, grad_out) -> (out, grads)`` in float64; ``grad_errors(grads, ref_grads, inputs,
+    grad_out) -> {name: error}``; ``poison()`` runs right before the fused call (NaN-filled memory for its
+    outputs)."""
+    dtype = inputs[0].dtype
+    ref_out, ref_grads = reference64(inputs, grad_out)
+    low_out, low_grads = run_with_grads(reference, inputs, grad_out)
+    poison()
+    out, grads = run_with_grads(fused, inputs, grad_out)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out) + slack
+    errs = grad_errors(grads, ref_grads, inputs, grad_out)
+    low_errs = grad_errors(low_grads, ref_grads, inputs, grad_out)
+    for (name, err), g in zip(errs.items(), grads):
+        assert g.dtype == dtype and torch.isfinite(g).all(), name
+        assert err <= 2 * low_errs[name] + slack, (name, err, low_errs[name])
+
+
+def assert_fp64_or_fp16_parity(errors, reference, reference64, inputs, grad_out):
+    """``errors(inputs, grad_out) -> (out, {name: error})`` of a fused op: fp64 inputs within 1e-10
+    everywhere; fp16 inputs: the output within 2x the fp16 reference's error (+1e-3)."""
+    _, errs = errors(inputs, grad_out)
+    if inputs[0].dtype == torch.float64:
+        assert max(errs.values()) <= 1e-10, errs
+        return
+    low_out, _ = run_with_grads(reference, inputs, grad_out)
+    ref_out, _ = reference64(inputs, grad_out)
+    assert errs["out"] <= 2 * rel_err(low_out, ref_out) + 1e-3, errs
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks of the raw Triton ops
+
+def with_arg(name: str, change):
+    """``args -> args`` with argument ``name`` replaced by ``change(args[name])`` (a bad-argument case)."""
+    return lambda args: args | {name: change(args[name])}
+
+
+def assert_raw_triton_op_rejects(op: str, args: dict, name: str, expected: str) -> None:
+    """``torch.ops.trgnet_triton.<op>(*args)`` (``args`` in schema order) raises a ``ValueError`` reading
+    ``trgnet_triton::<op>: <name>: expected <expected>...``."""
+    message = re.escape(f"trgnet_triton::{op}: {name}: expected {expected}")
+    with pytest.raises(ValueError, match=message):
+        getattr(triton_ops(), op)(*args.values())
+

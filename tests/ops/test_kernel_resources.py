@@ -1,11 +1,11 @@
 """Compile-time checks of the Triton kernels for the GPU we target (sm_90), made without a GPU.
 
-``benchmarks/kernel_report.py`` runs each op's Triton forward and backward at the benchmark shape
-(N=8, T=6000) with the launches replaced by offline compiles, and reads the compiler's resource usage and
-the disassembly. Every kernel must compile in every dtype (the CPU interpreter never runs the GPU
-compiler: a Triton lowering failure, such as an fp64 dot with a large K, only shows here), and the fp32 and
-16-bit launch configurations must not spill registers (spills turn these kernels from compute- or
-bandwidth-bound into local-memory-bound).
+``benchmarks/kernel_report.py`` runs the Triton forward and backward of each benchmark variant of the op
+registry (``trgnet_fast/ops/registry.py``) at the benchmark shape (N=8, T=6000) with the launches replaced by
+offline compiles, and reads the compiler's resource usage and the disassembly. Every kernel must compile in
+every dtype (the CPU interpreter never runs the GPU compiler: a Triton lowering failure, such as an fp64 dot
+with a large K, only shows here), and the fp32 and 16-bit launch configurations must not spill registers
+(spills turn these kernels from compute- or bandwidth-bound into local-memory-bound).
 """
 from __future__ import annotations
 
@@ -18,27 +18,24 @@ from pathlib import Path
 
 import pytest
 
+from trgnet_fast.ops.registry import BENCH_VARIANTS
+
 REPO = Path(__file__).resolve().parents[2]
 REPORT_SCRIPT = REPO / "benchmarks" / "kernel_report.py"
+CUBIN_MODULE = REPO / "benchmarks" / "bench" / "cubin.py"
 
-# the kernels each op's forward + backward launches (the LA state reduction runs once per direction);
-# "linear_attention.masked" is the mask-correct mode (HAS_MASK kernels)
-LA_KERNELS = ["_state_partial_kernel", "_reduce_tiles_kernel", "_output_kernel",
-              "_backward_query_kernel", "_reduce_tiles_kernel", "_backward_key_kernel"]
-EXPECTED_KERNELS = {
-    "linear_attention": LA_KERNELS,
-    "linear_attention.masked": LA_KERNELS,
-    "multiscale_graph_conv": ["_msgc_fwd_kernel", "_msgc_bwd_input_kernel", "_msgc_bwd_param_kernel"],
-    "adaptive_graph_conv": ["_agc_fwd_kernel", "_agc_bwd_frame_kernel", "_agc_bwd_channel_kernel"],
-}
+# the kernels each benchmark variant's forward + backward launches, in launch order (the op registry's
+# ``triton_kernels``; the LA state reduction runs once per direction)
+EXPECTED_KERNELS = {variant: list(spec.triton_kernels) for variant, (spec, _) in BENCH_VARIANTS.items()}
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 # float64 is a parity dtype (no speed target): it must compile, spilling is allowed (the fp64 LA frame-axis
-# products are explicit sums, see trgnet_fast/triton/linear_attention.py)
+# products are explicit sums, see trgnet_fast/ops/linear_attention/triton_kernels.py)
 NO_SPILL_DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _load_report_module():
-    spec = importlib.util.spec_from_file_location("kernel_report", REPORT_SCRIPT)
+def _load_cubin_module():
+    """benchmarks/bench/cubin.py (the report's kernel reading: ``classify``, ``KernelReport``) by its path."""
+    spec = importlib.util.spec_from_file_location("kernel_report_cubin", CUBIN_MODULE)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -81,12 +78,12 @@ def test_triton_kernels_fit_an_sm(report):
 def test_16bit_linear_attention_uses_16_byte_loads(report):
     # q, k, v rows of one head are 16 elements = 32 bytes in bf16: two 16-byte loads each
     for k in report["kernels"]:
-        if k["op"] == "linear_attention bfloat16" and k["name"] != "_reduce_tiles_kernel":
+        if k["op"] == "linear_attention bfloat16" and k["name"] != "_la_reduce_tiles_kernel":
             assert k["sass"].get("LDG.128", 0) > 0, f"{k['name']}: no 16-byte global loads"
 
 
 def test_sass_opcode_classes():
-    kr = _load_report_module()
+    kr = _load_cubin_module()
     assert kr.classify("LDG.E.128.CONSTANT") == "LDG.128"
     assert kr.classify("LDG.E.64") == "LDG.64"
     assert kr.classify("LDG.E") == "LDG.32"
@@ -99,7 +96,7 @@ def test_sass_opcode_classes():
 
 
 def test_occupancy_bound():
-    kr = _load_report_module()
+    kr = _load_cubin_module()
     k = kr.KernelReport(backend="triton", op="x", name="k", registers=128, local_bytes=0, stack_bytes=0,
                         static_smem=0, dynamic_smem=24576, threads=256)
     # 128 regs x 256 threads = 32768 of 65536 registers: 2 blocks; smem 2 x 25.6 KB fits

@@ -1,4 +1,4 @@
-"""Input checks shared by the fused ops' Python wrappers and raw Triton ops (``ValueError`` naming the op
+"""Input checks shared by the fused ops' validation functions (``trgnet_fast/ops/<op>/validation.py``) (``ValueError`` naming the op
 and argument, what is expected and what was received; the wording of csrc/checks.h)."""
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ def shape_of(t) -> tuple:
     return tuple(t.shape)
 
 
-def check_leading_tensor(op: str, named, layout: str) -> None:
-    """Every ``(name, value)`` of ``named`` is a tensor; the first is 4-D (``layout``) and floating."""
+def check_tensor_arguments(op: str, named) -> None:
+    """Every ``(name, value)`` of ``named`` is a tensor: the cheap part of the checks, run before the backend is
+    chosen (from the first tensor's device)."""
     for name, t in named:
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{op}: {name}: expected a torch.Tensor, got {type(t).__name__}")
+
+
+def check_leading_tensor(op: str, named, layout: str) -> None:
+    """Every ``(name, value)`` of ``named`` is a tensor; the first is 4-D (``layout``) and floating."""
+    check_tensor_arguments(op, named)
     name, first = named[0]
     if first.dim() != 4:
         raise ValueError(f"{op}: {name}: expected a 4-D tensor {layout}, got shape {shape_of(first)}")

@@ -8,10 +8,10 @@ transposed storage (q, k, v head-major (N, H, T, D) storage as in the model; the
 strided slice (the odd elements of a buffer twice as long in the last dim, the gaps poisoned: NaN, or the
 negated mask); the seed of the input values. Forward and the gradients of q, k and v are checked.
 
-Backends: triton (CPU interpreter here) and the native op (C++ CPU kernels here, CUDA kernels on a GPU); a
-backend not usable here is skipped with the reason. Dtypes: float64 and float32 for both; float16 for both;
-bfloat16 for the native op, and for triton on a GPU only (Triton's CPU interpreter cannot run bfloat16:
-skipped with that reason).
+Backends (the op's ``OpSpec.backends``): triton (CPU interpreter here) and the native op ``cuda`` (C++ CPU kernels
+here, CUDA kernels on a GPU); a backend not usable here is skipped with the reason. Dtypes: float64 and float32
+for both; float16 for both; bfloat16 for the native op, and for triton on a GPU only (Triton's CPU interpreter
+cannot run bfloat16: skipped with that reason).
 
 Tolerances (||out-ref||/||ref|| against a float64 reference, docs/architecture.md#parity; fp64 as in the op
 tests): fp64 <= 1e-10, fp32 <= 1e-5 relative; float16 and bfloat16: <= 2x the error
@@ -28,39 +28,18 @@ The interpreter is slow (~ms per program): few examples for triton on CPU, more 
 """
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attention_cases import EPS, TOL, grad_floors, make_inputs, make_mask, reference_grads
-from hypothesis_cases import DEVICE, INTERPRETED, NO_BF16, examples, with_layout
-from op_checks import rel_err
-from trgnet_fast.backend import backend_status, implemented_backends
+from attention_cases import EPS, grad_floors, make_inputs, make_mask, reference_grads
+from hypothesis_cases import examples, seeded, with_layout
+from op_checks import DEVICE, TOL, fused_backends, rel_err
 from trgnet_fast.ops.linear_attention import OP_NAME, linear_attention
+from trgnet_fast.ops.registry import OPS
 
-STATUS = backend_status(DEVICE)
-FUSED = sorted(implemented_backends(OP_NAME) - {"torch"})
-
-
-def unusable(backend: str, dtype: torch.dtype | None = None) -> str | None:
-    """Why ``backend`` cannot run the op in ``dtype`` here (None: it can)."""
-    if not STATUS[backend][0]:
-        return f"{backend} unusable: {STATUS[backend][1]}"
-    if backend == "triton" and INTERPRETED and dtype == torch.bfloat16:
-        return NO_BF16
-    return None
-
-
-def param(backend: str, dtype: torch.dtype | None = None):
-    """pytest param of ``backend`` (and ``dtype``), skipped with the reason where it cannot run here."""
-    why = unusable(backend, dtype)
-    values, name = (backend,) if dtype is None else (backend, dtype), backend
-    if dtype is not None:
-        name += "-" + str(dtype).removeprefix("torch.")
-    return pytest.param(*values, id=name, marks=pytest.mark.skipif(why is not None, reason=str(why)))
+SPEC = OPS[OP_NAME]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,15 +66,6 @@ def draw_inputs(N, T, H, D, E, mask_kind, layouts, dtype):
     if mask is not None:
         mask = with_layout(mask, layouts[3], (0, 1))
     return q, k, v, mask
-
-
-@contextlib.contextmanager
-def seeded(seed: int):
-    """The block runs on a fork of the RNGs (CPU, and the current GPU) seeded with ``seed``: a drawn seed
-    reproduces the input values, and the global RNG state is left as it was."""
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if DEVICE == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 def bound(dtype, low, ref, floor=0.0) -> float:
@@ -135,7 +105,7 @@ def check(q, k, v, mask, backend):
 # ----------------------------------------------------------------------------------------------
 # tests
 
-@pytest.mark.parametrize("backend", [param(b) for b in FUSED])
+@pytest.mark.parametrize("backend", fused_backends(SPEC, device=DEVICE))
 def test_fused_backend_property(backend):
     """fp64 / fp32: forward and gradients within TOL of the float64 reference."""
     @settings(max_examples=examples(backend, 16, 40), deadline=None)
@@ -147,7 +117,7 @@ def test_fused_backend_property(backend):
     case()
 
 
-@pytest.mark.parametrize("backend, dtype", [param(b, dt) for b in FUSED for dt in (torch.float16, torch.bfloat16)])
+@pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, (torch.float16, torch.bfloat16), device=DEVICE))
 def test_fused_backend_property_16bit(backend, dtype):
     """fp16 / bf16: forward and gradients within 2x the error of the same-dtype PyTorch reference."""
     @settings(max_examples=examples(backend, 16, 40), deadline=None)

@@ -1,7 +1,7 @@
 """Triton kernels of the non-causal linear attention (docs/model.md#linear-attention,
 docs/architecture.md#why-these-ops).
 
-Math and notation as in ``trgnet_fast/ops/linear_attention.py`` and ``kernels/linear_attention.cuh``
+Math and notation as in ``trgnet_fast/ops/linear_attention/__init__.py`` and ``kernels/linear_attention.cuh``
 (phi = sigmoid, m = key mask or 1, state S = [KV, ksum]). Layout: q, k (N, T, H, D), v (N, T, H, E),
 contiguous; one program handles one (n, h) pair and one tile of BLOCK_T frames. The state is kept
 in fp32 (fp64 for float64 inputs) whatever the input dtype; every reduction over T is a fixed-order
@@ -10,16 +10,16 @@ bit-wise deterministic.
 
 Kernels (what each one fuses):
 
-* ``_state_partial_kernel`` (forward pass 1): load k, v, mask of a tile, phi(k) * m, the tile's
+* ``_la_fwd_state_kernel`` (forward pass 1): load k, v, mask of a tile, phi(k) * m, the tile's
   partial KV = phi(k)^T v (one ``tl.dot``) and partial ksum = sum_t phi(k) -> workspace.
-* ``_reduce_tiles_kernel`` (forward pass 2 and backward reduce): sum of the tile partials in tile
+* ``_la_reduce_tiles_kernel`` (forward pass 2 and backward reduce): sum of the tile partials in tile
   order -> state (N, H, D, E) and (N, H, D) (KV / ksum in the forward, dKV / dksum in the backward).
-* ``_output_kernel`` (forward pass 3): phi(q), numerator phi(q) KV (``tl.dot``), denominator
+* ``_la_fwd_output_kernel`` (forward pass 3): phi(q), numerator phi(q) KV (``tl.dot``), denominator
   phi(q).(ksum + eps), division, cast and store of out.
-* ``_backward_query_kernel`` (backward pass A): phi(q), numerator and denominator recomputed from
+* ``_la_bwd_query_kernel`` (backward pass A): phi(q), numerator and denominator recomputed from
   the saved state, dN = [g / den, dden], dq = phi'(q) (dN S^T) and the tile's partial
   dS = phi(q)^T dN -> workspace, all in one pass over q and g.
-* ``_backward_key_kernel`` (backward pass B): dk = m phi'(k) (v dKV^T + dksum), dv = m phi(k) dKV,
+* ``_la_bwd_key_kernel`` (backward pass B): dk = m phi'(k) (v dKV^T + dksum), dv = m phi(k) dKV,
   one pass over k, v, mask.
 
 The launchers are registered as ``torch.ops.trgnet_triton.linear_attention`` and
@@ -35,8 +35,13 @@ bandwidth-bound); in fp64 the two products over the frame axis are explicit sums
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from trgnet_fast.ops.linear_attention.autograd import make_backward, setup_context
+from trgnet_fast.ops.linear_attention.validation import state_dtype, validate_backward_inputs, validate_inputs
 
 
 @triton.jit
@@ -69,7 +74,7 @@ def _frames_dot(a, b, ACC: tl.constexpr):
 
 
 @triton.jit
-def _state_partial_kernel(k_ptr, v_ptr, mask_ptr, kv_ws_ptr, ks_ws_ptr,
+def _la_fwd_state_kernel(k_ptr, v_ptr, mask_ptr, kv_ws_ptr, ks_ws_ptr,
                           T, H, D, E, n_tiles,
                           HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
                           BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
@@ -91,7 +96,7 @@ def _state_partial_kernel(k_ptr, v_ptr, mask_ptr, kv_ws_ptr, ks_ws_ptr,
 
 
 @triton.jit
-def _reduce_tiles_kernel(kv_ws_ptr, ks_ws_ptr, kv_ptr, ks_ptr, D, E, n_tiles,
+def _la_reduce_tiles_kernel(kv_ws_ptr, ks_ws_ptr, kv_ptr, ks_ptr, D, E, n_tiles,
                          BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
     nh = tl.program_id(0)
     ACC = kv_ws_ptr.dtype.element_ty
@@ -110,7 +115,7 @@ def _reduce_tiles_kernel(kv_ws_ptr, ks_ws_ptr, kv_ptr, ks_ptr, D, E, n_tiles,
 
 
 @triton.jit
-def _output_kernel(q_ptr, kv_ptr, kse_ptr, out_ptr, T, H, D, E,
+def _la_fwd_output_kernel(q_ptr, kv_ptr, kse_ptr, out_ptr, T, H, D, E,
                    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
     nh, tile, n, h, rt, rd, re, t_ok, d_ok, e_ok = _tile_indices(T, H, D, E, BLOCK_T, BLOCK_D, BLOCK_E)
     ACC = kv_ptr.dtype.element_ty
@@ -127,7 +132,7 @@ def _output_kernel(q_ptr, kv_ptr, kse_ptr, out_ptr, T, H, D, E,
 
 
 @triton.jit
-def _backward_query_kernel(g_ptr, q_ptr, kv_ptr, kse_ptr, dq_ptr, dkv_ws_ptr, dks_ws_ptr,
+def _la_bwd_query_kernel(g_ptr, q_ptr, kv_ptr, kse_ptr, dq_ptr, dkv_ws_ptr, dks_ws_ptr,
                            T, H, D, E, n_tiles,
                            BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
     nh, tile, n, h, rt, rd, re, t_ok, d_ok, e_ok = _tile_indices(T, H, D, E, BLOCK_T, BLOCK_D, BLOCK_E)
@@ -157,7 +162,7 @@ def _backward_query_kernel(g_ptr, q_ptr, kv_ptr, kse_ptr, dq_ptr, dkv_ws_ptr, dk
 
 
 @triton.jit
-def _backward_key_kernel(k_ptr, v_ptr, mask_ptr, dkv_ptr, dks_ptr, dk_ptr, dv_ptr, T, H, D, E,
+def _la_bwd_key_kernel(k_ptr, v_ptr, mask_ptr, dkv_ptr, dks_ptr, dk_ptr, dv_ptr, T, H, D, E,
                          HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
     nh, tile, n, h, rt, rd, re, t_ok, d_ok, e_ok = _tile_indices(T, H, D, E, BLOCK_T, BLOCK_D, BLOCK_E)
@@ -196,15 +201,6 @@ def block_sizes(T: int, D: int, E: int) -> tuple[int, int, int]:
 # ------------------------------------------------------------------------------------------------
 # Launchers, registered as torch.library.triton_op so torch.compile traces them (no graph break)
 
-import torch  # noqa: E402
-from torch.library import triton_op, wrap_triton  # noqa: E402
-
-from trgnet_fast.ops._checks import (  # noqa: E402
-    check_contiguous, check_dtype_device, check_leading_tensor, check_same_dtype_device, check_shape,
-    check_supported_float, shape_of)
-from trgnet_fast.ops.linear_attention import save_backward_context  # noqa: E402
-
-
 # Debug switch for tests: when True every buffer the launchers allocate (outputs, state, workspace)
 # starts filled with NaN, so an element a kernel fails to write shows up in the results.
 POISON_OUTPUTS = False
@@ -216,68 +212,27 @@ def _empty(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _state_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _check_inputs(op: str, q, k, v, key_mask) -> None:
-    """The layout the kernels index (flat offsets, no strides): q, k (N, T, H, D), v (N, T, H, E) contiguous,
-    one supported dtype and device; key_mask None or (N, T) bool, contiguous. Shape, dtype, device and
-    contiguity only, so the checks also run on the FakeTensors of torch.compile."""
-    check_leading_tensor(op, (("q", q),), "(N, T, H, D)")
-    check_supported_float(op, "q", q)
-    check_shape(op, "k", k, q.shape, "(N, T, H, D) of q")
-    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"{op}: v: expected shape (N, T, H, E) with (N, T, H) = {shape_of(q)[:3]} of q, "
-                         f"got {shape_of(v)}")
-    named = (("q", q), ("k", k), ("v", v))
-    check_same_dtype_device(op, named)
-    for name, t in named:
-        check_contiguous(op, name, t)
-    if key_mask is not None:
-        check_shape(op, "key_mask", key_mask, q.shape[:2], "(N, T)")
-        check_dtype_device(op, "key_mask", key_mask, torch.bool, "q", q, "a bool mask, True = valid frame")
-        check_contiguous(op, "key_mask", key_mask)
-
-
-def _check_backward_inputs(op: str, grad_out, q, k, v, key_mask, kv_state, key_sum) -> None:
-    """As ``_check_inputs``, and grad_out (N, T, H, E) like v; kv_state (N, H, D, E) and key_sum (N, H, D)
-    in the state dtype, all contiguous."""
-    _check_inputs(op, q, k, v, key_mask)
-    N, T, H, D = q.shape
-    E = v.shape[3]
-    check_shape(op, "grad_out", grad_out, v.shape, "(N, T, H, E) of the output")
-    check_dtype_device(op, "grad_out", grad_out, q.dtype, "q", q)
-    check_contiguous(op, "grad_out", grad_out)
-    state_dtype = _state_dtype(q.dtype)
-    for name, t, shape, layout in (("kv_state", kv_state, (N, H, D, E), "(N, H, D, E)"),
-                                   ("key_sum", key_sum, (N, H, D), "(N, H, D)")):
-        check_shape(op, name, t, shape, layout)
-        check_dtype_device(op, name, t, state_dtype, "q", q, "float64 for float64 inputs, else float32")
-        check_contiguous(op, name, t)
-
-
 def _reduce_over_tiles(kv_ws, ks_ws, NH, D, E, n_tiles, block_d, block_e):
     kv = _empty((NH, D, E), kv_ws.dtype, kv_ws.device)
     ks = _empty((NH, D), kv_ws.dtype, kv_ws.device)
-    wrap_triton(_reduce_tiles_kernel)[(NH,)](kv_ws, ks_ws, kv, ks, D, E, n_tiles,
-                                             BLOCK_D=block_d, BLOCK_E=block_e)
+    wrap_triton(_la_reduce_tiles_kernel)[(NH,)](kv_ws, ks_ws, kv, ks, D, E, n_tiles,
+                                                BLOCK_D=block_d, BLOCK_E=block_e)
     return kv, ks
 
 
 @triton_op("trgnet_triton::linear_attention", mutates_args=())
-def linear_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         key_mask: torch.Tensor | None, eps: float
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def linear_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            key_mask: torch.Tensor | None, eps: float
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k: (N, T, H, D), v: (N, T, H, E) contiguous, one dtype and device; key_mask (N, T) bool or
     None. Returns out (N, T, H, E) (dtype of q), kv_state (N, H, D, E) and key_sum (N, H, D) without
     eps (fp32, fp64 for float64 inputs), as ``trgnet::linear_attention``. Raises ``ValueError`` for
-    inputs the kernels cannot index (``_check_inputs``)."""
-    _check_inputs("trgnet_triton::linear_attention", q, k, v, key_mask)
+    inputs the kernels cannot index (``validation.validate_inputs`` with ``kernel=True``)."""
+    validate_inputs("trgnet_triton::linear_attention", q, k, v, key_mask, eps, kernel=True)
     N, T, H, D = q.shape
     E = v.shape[3]
     NH = N * H
-    sdt = _state_dtype(q.dtype)
+    sdt = state_dtype(q.dtype)
     out = _empty((N, T, H, E), q.dtype, q.device)
     if NH == 0 or T == 0 or D == 0 or E == 0:
         return (out.zero_(), torch.zeros((N, H, D, E), dtype=sdt, device=q.device),
@@ -288,26 +243,26 @@ def linear_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ks_ws = _empty((NH, n_tiles, bd), sdt, q.device)
     has_mask = key_mask is not None
     mask_arg = key_mask if has_mask else k  # never read without a mask
-    wrap_triton(_state_partial_kernel)[(NH, n_tiles)](
+    wrap_triton(_la_fwd_state_kernel)[(NH, n_tiles)](
         k, v, mask_arg, kv_ws, ks_ws, T, H, D, E, n_tiles,
         HAS_MASK=has_mask, BLOCK_T=bt, BLOCK_D=bd, BLOCK_E=be)
     kv, ks = _reduce_over_tiles(kv_ws, ks_ws, NH, D, E, n_tiles, bd, be)
     kse = ks + eps  # eps added in the state dtype (exact for float64)
-    wrap_triton(_output_kernel)[(NH, n_tiles)](
+    wrap_triton(_la_fwd_output_kernel)[(NH, n_tiles)](
         q, kv, kse, out, T, H, D, E, BLOCK_T=bt, BLOCK_D=bd, BLOCK_E=be)
     return out, kv.view(N, H, D, E), ks.view(N, H, D)
 
 
 @triton_op("trgnet_triton::linear_attention_backward", mutates_args=())
-def linear_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         key_mask: torch.Tensor | None, kv_state: torch.Tensor,
-                         key_sum: torch.Tensor, eps: float
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dq, dk, dv) of ``linear_attention_fwd``'s out, given grad_out (N, T, H, E)
+def linear_attention_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                     key_mask: torch.Tensor | None, kv_state: torch.Tensor,
+                                     key_sum: torch.Tensor, eps: float
+                                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (dq, dk, dv) of ``linear_attention_triton``'s out, given grad_out (N, T, H, E)
     contiguous and the saved state kv_state (N, H, D, E), key_sum (N, H, D); same schema as
-    ``trgnet::linear_attention_backward``. Raises ``ValueError`` as ``_check_backward_inputs``."""
-    _check_backward_inputs("trgnet_triton::linear_attention_backward", grad_out, q, k, v, key_mask, kv_state,
-                           key_sum)
+    ``trgnet::linear_attention_backward``. Raises ``ValueError`` as ``validation.validate_backward_inputs``."""
+    validate_backward_inputs("trgnet_triton::linear_attention_backward", grad_out, q, k, v, key_mask, kv_state,
+                             key_sum, eps)
     N, T, H, D = q.shape
     E = v.shape[3]
     NH = N * H
@@ -323,32 +278,17 @@ def linear_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
     kse = key_sum.reshape(NH, D) + eps
     dkv_ws = _empty((NH, n_tiles, bd, be), sdt, q.device)
     dks_ws = _empty((NH, n_tiles, bd), sdt, q.device)
-    wrap_triton(_backward_query_kernel)[(NH, n_tiles)](
+    wrap_triton(_la_bwd_query_kernel)[(NH, n_tiles)](
         grad_out, q, kv, kse, dq, dkv_ws, dks_ws, T, H, D, E, n_tiles,
         BLOCK_T=bt, BLOCK_D=bd, BLOCK_E=be)
     dkv, dks = _reduce_over_tiles(dkv_ws, dks_ws, NH, D, E, n_tiles, bd, be)
     has_mask = key_mask is not None
     mask_arg = key_mask if has_mask else k
-    wrap_triton(_backward_key_kernel)[(NH, n_tiles)](
+    wrap_triton(_la_bwd_key_kernel)[(NH, n_tiles)](
         k, v, mask_arg, dkv, dks, dk, dv, T, H, D, E,
         HAS_MASK=has_mask, BLOCK_T=bt, BLOCK_D=bd, BLOCK_E=be)
     return dq, dk, dv
 
 
-def _backward(ctx, grad_out, _grad_kv_state, _grad_key_sum):
-    q, k, v, key_mask, kv_state, key_sum = ctx.saved_tensors
-    dq, dk, dv = linear_attention_bwd(grad_out.contiguous(), q, k, v, key_mask, kv_state, key_sum,
-                                      ctx.eps)
-    return dq, dk, dv, None, None
-
-
-linear_attention_fwd.register_autograd(_backward, setup_context=save_backward_context)
-
-
-def linear_attention_triton(q, k, v, key_mask=None, eps: float = 1e-6):
-    """out (N, T, H, E) through ``torch.ops.trgnet_triton.linear_attention``; inputs are made
-    contiguous (a copy when they are not). Differentiable w.r.t. q, k, v."""
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    if key_mask is not None:
-        key_mask = key_mask.contiguous()
-    return linear_attention_fwd(q, k, v, key_mask, float(eps))[0]
+linear_attention_triton.register_autograd(make_backward(linear_attention_backward_triton),
+                                          setup_context=setup_context)

@@ -1,13 +1,14 @@
-"""Inputs, references and checks shared by the linear-attention tests (native, Triton, property-based)."""
+"""Inputs, references and checks shared by the linear-attention tests (``tests/ops/linear_attention/``: reference,
+fused backends, validation, property-based)."""
 from __future__ import annotations
 
 import torch
 
 from op_checks import assert_compiled_matches_eager, rel_err
-from trgnet_fast.ops.linear_attention import gradient_error_floors, linear_attention, linear_attention_reference
+from trgnet_fast.ops.linear_attention import linear_attention
+from trgnet_fast.ops.linear_attention.reference import gradient_error_floors, linear_attention_reference
 
 EPS = 1e-6
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
 def make_mask(kind: str, N: int, T: int, device="cpu"):
@@ -59,13 +60,16 @@ def state_reference(k, v, key_mask=None):
     return torch.einsum("nshd,nshe->nhde", pk, v.double()), pk.sum(1)
 
 
-def check_forward_backward(q, k, v, mask, tol, backend):
-    """``backend``'s output and gradients vs the float64 reference (finite, dtype kept, within tol)."""
+def check_forward_backward(q, k, v, mask, tol, backend, poison=lambda: None):
+    """``backend``'s output and gradients vs the float64 reference (finite, dtype kept, within tol; the gradient
+    errors against max(||ref||, ``grad_floors``)). ``poison()`` runs right before the fused call (NaN-filled memory
+    for its outputs)."""
     N, T, H, D = q.shape
     E = v.shape[3]
     grad_out = torch.randn(N, T, H, E, dtype=torch.float64, device=q.device)
     ref, ref_grads = reference_grads(q, k, v, mask, grad_out)
     floors = grad_floors(grad_out, q, k, v, mask)
+    poison()
     out = linear_attention(q, k, v, mask, EPS, backend=backend)
     assert out.dtype == q.dtype and out.shape == ref.shape
     assert torch.isfinite(out).all()

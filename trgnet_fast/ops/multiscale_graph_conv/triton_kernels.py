@@ -32,7 +32,7 @@ of Y in the forward and add one to the backward), and ReLU comes after BN.
 Padding: V -> VP (power of two >= 16), C -> CP (>= 16), C_out -> OP (>= 16) with masked loads
 (zeros), so every ``tl.dot`` has K >= 16. Accumulation is fp32 (fp64 for fp64 inputs); matmul
 operands stay in the input dtype (tensor cores for fp16/bf16); fp32 dots are IEEE, or TF32 when PyTorch's
-float32 matmul precision allows it (``trgnet_fast.triton._precision``: the ``DOT`` constexpr).
+float32 matmul precision allows it (``trgnet_fast.ops._precision``: the ``DOT`` constexpr).
 
 Registered as ``torch.ops.trgnet_triton.multiscale_graph_conv`` and
 ``torch.ops.trgnet_triton.multiscale_graph_conv_backward`` (``torch.library.triton_op`` +
@@ -45,11 +45,10 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._precision import dot_precision
 from trgnet_fast.ops._autograd import make_backward
-from trgnet_fast.ops._checks import (
-    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, check_supported_float, shape_of)
-from trgnet_fast.ops.multiscale_graph_conv import save_backward_context
-from trgnet_fast.triton._precision import dot_precision
+from trgnet_fast.ops.multiscale_graph_conv.autograd import setup_context
+from trgnet_fast.ops.multiscale_graph_conv.validation import validate_backward_inputs, validate_inputs
 
 # (frames per tile BT, warps) per kernel and element size (4: fp32, 2: fp16/bf16, 8: fp64), picked with
 # benchmarks/kernel_report.py so that no kernel spills registers on sm_90 at the benchmark shape (fp32 "ieee"
@@ -208,39 +207,13 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_inputs(op: str, x, adjacency, weight, bias=None) -> None:
-    """The layout the kernels index: x (N, C, T, V) with C, V >= 1, any strides (passed to the kernels);
-    adjacency (S*V, V) with S >= 1, weight (C_out, S*C) with C_out >= 1 and bias (C_out,) (when given)
-    contiguous (flat offsets); one supported dtype and device. Shape, dtype, device and contiguity only, so
-    the checks also run on the FakeTensors of torch.compile."""
-    check_leading_tensor(op, (("x", x),), "(N, C, T, V)")
-    check_supported_float(op, "x", x)
-    c, v = x.shape[1], x.shape[3]
-    if c == 0 or v == 0:
-        raise ValueError(f"{op}: x: expected C >= 1 and V >= 1 in (N, C, T, V), got shape {shape_of(x)}")
-    if adjacency.dim() != 2 or adjacency.shape[1] != v or adjacency.shape[0] == 0 or adjacency.shape[0] % v != 0:
-        raise ValueError(f"{op}: adjacency: expected shape (S*V, V) with V = {v} (from x) and S >= 1, "
-                         f"got {shape_of(adjacency)}")
-    s = adjacency.shape[0] // v
-    if weight.dim() != 2 or weight.shape[0] == 0 or weight.shape[1] != s * c:
-        raise ValueError(f"{op}: weight: expected shape (C_out, S*C) = (C_out, {s * c}) with S = {s}, C = {c} "
-                         f"and C_out >= 1, got {shape_of(weight)}")
-    named = [("x", x), ("adjacency", adjacency), ("weight", weight)]
-    if bias is not None:
-        check_shape(op, "bias", bias, weight.shape[:1], "(C_out,)")
-        named.append(("bias", bias))
-    check_same_dtype_device(op, named)
-    for name, t in named[1:]:
-        check_contiguous(op, name, t)
-
-
 @triton_op("trgnet_triton::multiscale_graph_conv", mutates_args=())
 def multiscale_graph_conv_triton(x: torch.Tensor, adjacency: torch.Tensor, weight: torch.Tensor,
                                  bias: torch.Tensor) -> torch.Tensor:
     """Forward. x (N, C, T, V); adjacency (S*V, V) contiguous; weight (C_out, S*C) contiguous;
     bias (C_out,) contiguous. Returns (N, C_out, T, V) contiguous, dtype of x. Raises ``ValueError`` for
-    inputs the kernels cannot index (``_check_inputs``)."""
-    _check_inputs("trgnet_triton::multiscale_graph_conv", x, adjacency, weight, bias)
+    inputs the kernels cannot index (``validation.validate_inputs`` with ``kernel=True``)."""
+    validate_inputs("trgnet_triton::multiscale_graph_conv", x, adjacency, weight, bias, kernel=True)
     n, c, t, v = x.shape
     c_out = weight.shape[0]
     s = adjacency.shape[0] // v
@@ -261,13 +234,9 @@ def multiscale_graph_conv_backward_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward. grad_out (N, C_out, T, V) any strides; x, adjacency, weight as in the forward.
     Returns (grad_x (N, C, T, V), grad_adjacency (S*V, V), grad_weight (C_out, S*C), grad_bias (C_out,)),
-    each in its input's dtype (grad_bias in the weight's dtype). Raises ``ValueError`` as ``_check_inputs``,
-    or for a grad_out not (N, C_out, T, V) in the dtype and on the device of x."""
-    op = "trgnet_triton::multiscale_graph_conv_backward"
-    _check_inputs(op, x, adjacency, weight)
-    check_shape(op, "grad_out", grad_out, (x.shape[0], weight.shape[0], x.shape[2], x.shape[3]),
-                "(N, C_out, T, V) of the output")
-    check_same_dtype_device(op, (("x", x), ("grad_out", grad_out)))
+    each in its input's dtype (grad_bias in the weight's dtype). Raises ``ValueError`` as
+    ``validation.validate_backward_inputs``."""
+    validate_backward_inputs("trgnet_triton::multiscale_graph_conv_backward", grad_out, x, adjacency, weight)
     n, c, t, v = x.shape
     c_out = weight.shape[0]
     s = adjacency.shape[0] // v
@@ -302,5 +271,5 @@ def multiscale_graph_conv_backward_triton(
     return dx, da, dw, db
 
 
-multiscale_graph_conv_triton.register_autograd(
-    make_backward(torch.ops.trgnet_triton.multiscale_graph_conv_backward), setup_context=save_backward_context)
+multiscale_graph_conv_triton.register_autograd(make_backward(multiscale_graph_conv_backward_triton),
+                                               setup_context=setup_context)

@@ -1,5 +1,5 @@
 """Triton kernels of the fused adaptive graph conv (formula and gradients in
-``trgnet_fast.ops.adaptive_graph_conv``).
+``trgnet_fast/ops/adaptive_graph_conv/__init__.py``).
 
     F[n,t,u,v] = beta * tanh(p[n,t,u] - q[n,t,v]) + J[u,v]
     Y[n,c,t,u] = sum_v (F[n,t,u,v] + G[n,c,u,v]) * X[n,c,t,v]
@@ -17,7 +17,7 @@ masked loads, so padded joints contribute zeros):
   outputs to global memory).
 * ``_agc_bwd_frame_kernel`` — one program per (chunk of frames, n), all C channels. Per frame:
   dF_t = dY_t^T . X_t (a (VP x C) by (C x VP) dot; IEEE fp32, or TF32 when PyTorch's float32 matmul precision
-  allows it, ``trgnet_fast.triton._precision``), then th = tanh(p_u - q_v) recomputed, dp_t and dq_t
+  allows it, ``trgnet_fast/ops/_precision.py``), then th = tanh(p_u - q_v) recomputed, dp_t and dq_t
   stored, dbeta and dJ accumulated into this program's partial slot. dF never reaches global memory.
 * ``_agc_bwd_channel_kernel`` — one program per (chunk of frames, channel block, n). Per frame:
   dX_t = sum_u (F_t + G) * dY_t (F_t rebuilt), dG accumulated in registers into this program's
@@ -40,11 +40,10 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._precision import dot_precision
 from trgnet_fast.ops._autograd import make_backward
-from trgnet_fast.ops._checks import (
-    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, check_supported_float, shape_of)
-from trgnet_fast.ops.adaptive_graph_conv import save_backward_context
-from trgnet_fast.triton._precision import dot_precision
+from trgnet_fast.ops.adaptive_graph_conv.autograd import setup_context
+from trgnet_fast.ops.adaptive_graph_conv.validation import validate_backward_inputs, validate_inputs
 
 # (channels per program CB, warps) per kernel and element size (4: fp32, 2: fp16/bf16, 8: fp64): a CB x 32 x 32
 # register tile; picked with benchmarks/kernel_report.py so that no kernel spills registers on sm_90 at the
@@ -183,40 +182,17 @@ def _frames_per_program(t: int, other_programs: int, target: int) -> int:
     return triton.cdiv(t, chunks)
 
 
-def _check_inputs(op: str, x, p, q, beta, channel_graph, joint_graph, grad_out=None) -> None:
-    """The layout the kernels index (flat offsets): x (N, C, T, V) with N, C, V >= 1, p, q (N, T, V), beta (1,),
-    channel_graph (N, C, V, V), joint_graph (V, V) and grad_out (N, C, T, V) (when given), all contiguous, one
-    supported dtype and device. Shape, dtype, device and contiguity only, so the checks also run on the
-    FakeTensors of torch.compile."""
-    check_leading_tensor(op, (("x", x),), "(N, C, T, V)")
-    check_supported_float(op, "x", x)
-    n, c, t, v = x.shape
-    if n == 0 or c == 0 or v == 0:
-        raise ValueError(f"{op}: x: expected N, C, V >= 1 in (N, C, T, V), got shape {shape_of(x)}")
-    check_shape(op, "p", p, (n, t, v), "(N, T, V)")
-    check_shape(op, "q", q, (n, t, v), "(N, T, V)")
-    check_shape(op, "beta", beta, (1,), "(1,)")
-    check_shape(op, "channel_graph", channel_graph, (n, c, v, v), "(N, C, V, V)")
-    check_shape(op, "joint_graph", joint_graph, (v, v), "(V, V)")
-    named = [("x", x), ("p", p), ("q", q), ("beta", beta), ("channel_graph", channel_graph),
-             ("joint_graph", joint_graph)]
-    if grad_out is not None:
-        check_shape(op, "grad_out", grad_out, x.shape, "(N, C, T, V) of x")
-        named.append(("grad_out", grad_out))
-    check_same_dtype_device(op, named)
-    for name, tensor in named:
-        check_contiguous(op, name, tensor)
-
-
 @triton_op("trgnet_triton::adaptive_graph_conv", mutates_args=())
 def adaptive_graph_conv_triton(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, beta: torch.Tensor,
                                channel_graph: torch.Tensor, joint_graph: torch.Tensor) -> torch.Tensor:
     """Forward. Contiguous x (N, C, T, V), p, q (N, T, V), beta (1,), channel_graph (N, C, V, V),
     joint_graph (V, V). Returns (N, C, T, V), dtype of x. Raises ``ValueError`` for inputs the kernels
-    cannot index (``_check_inputs``)."""
-    _check_inputs("trgnet_triton::adaptive_graph_conv", x, p, q, beta, channel_graph, joint_graph)
+    cannot index (``validation.validate_inputs`` with ``kernel=True``)."""
+    validate_inputs("trgnet_triton::adaptive_graph_conv", x, p, q, beta, channel_graph, joint_graph, kernel=True)
     n, c, t, v = x.shape
     y = torch.empty_like(x)
+    if t == 0:
+        return y  # no frames: nothing to launch (the grid would be empty)
     channel_block, warps = CONFIGS["forward"][x.dtype.itemsize]
     c_blocks = triton.cdiv(c, channel_block)
     frames = _frames_per_program(t, n * c_blocks, TARGET_PROGRAMS_FORWARD)
@@ -235,12 +211,15 @@ def adaptive_graph_conv_backward_triton(
     """Backward. grad_out (N, C, T, V) contiguous; the rest as in the forward. Returns the gradients of
     (x, p, q, beta, channel_graph, joint_graph), each with its input's shape and dtype. Raises ``ValueError``
     as the forward, or for a grad_out unlike x."""
-    _check_inputs("trgnet_triton::adaptive_graph_conv_backward", x, p, q, beta, channel_graph, joint_graph,
-                  grad_out)
+    validate_backward_inputs("trgnet_triton::adaptive_graph_conv_backward", grad_out, x, p, q, beta, channel_graph,
+                             joint_graph)
     n, c, t, v = x.shape
     vp = _pad(v)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     fp64 = x.dtype == torch.float64
+    if t == 0:  # no frames: the gradients of x, p, q are empty, those of the graphs and beta zero
+        return (torch.empty_like(x), torch.empty_like(p), torch.empty_like(q), torch.zeros_like(beta),
+                torch.zeros_like(channel_graph), torch.zeros_like(joint_graph))
 
     frames = _frames_per_program(t, n, TARGET_PROGRAMS_BACKWARD)
     nchunk = triton.cdiv(t, frames)
@@ -268,5 +247,5 @@ def adaptive_graph_conv_backward_triton(
     return dx, dp, dq, dbeta, dg, dj
 
 
-adaptive_graph_conv_triton.register_autograd(
-    make_backward(torch.ops.trgnet_triton.adaptive_graph_conv_backward), setup_context=save_backward_context)
+adaptive_graph_conv_triton.register_autograd(make_backward(adaptive_graph_conv_backward_triton),
+                                             setup_context=setup_context)
