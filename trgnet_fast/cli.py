@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_parity)
     _add_training_commands(sub)
     text_commands.add_text_graphs_parser(sub)
-    text_commands.add_viz_graphs_parser(sub)
+    _add_viz_graphs_parser(sub)
     for p in sub.choices.values():  # SUPPRESS: a verb without --debug keeps the top-level value
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
@@ -187,6 +187,31 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--class-names", help="file with the 51 action names (or an 'id name' mapping)")
     p.add_argument("--frame-base", type=int, default=1, help="number of the first frame in label files")
     p.set_defaults(func=_lazy("convert_pku"))
+
+
+def _add_viz_graphs_parser(sub) -> None:
+    p = sub.add_parser(
+        "viz-graphs", help="plot a trained model's adaptive graphs (G_f per segment, G_c) for one video",
+        description="Run a checkpoint on one video, extract the CTRGC frame-level graph G_f (T, V, V) and the "
+                    "channel-averaged channel-level graph G_c (V, V) and plot them per action segment.")
+    p.add_argument("--checkpoint", required=True, help="trainer checkpoint, {'model', 'config'} dict or state_dict")
+    p.add_argument("--video", required=True,
+                   help="a video name of the checkpoint's dataset split (see --split/--data), or a feature .npy "
+                        "(raw dataset format or built (C_in, V, T))")
+    p.add_argument("--labels", help="per-frame label .npy for a --video file (default: the model's prediction)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--data", help="dataset root (overrides the checkpoint config's data.dir)")
+    p.add_argument("--dataset", help="dataset key for a bare state_dict (default: inferred from V)")
+    p.add_argument("--n-classes", type=int, help="number of classes for a bare state_dict (default: inferred)")
+    p.add_argument("--joint-graph", help="text | physical | identity | .npy (default: the checkpoint's, else text)")
+    p.add_argument("--encoder", help="local text encoder for --joint-graph text")
+    p.add_argument("--frames", help="comma-separated frame indices whose G_f is also saved/plotted")
+    p.add_argument("--residual", action="store_true", help="plot G_f - J (the input-dependent part) per segment")
+    p.add_argument("--predicted", action="store_true", help="segment by the model's prediction, not ground truth")
+    p.add_argument("--max-segments", type=int, default=12)
+    p.add_argument("--out", default="graph_viz", help="output folder (default: ./graph_viz)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_lazy("viz_graphs"))
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from trgnet_fast.data.collate import collate
+from trgnet_fast.data.labels import IGNORE_INDEX
 
 
 def item(T, C=3, V=4, name="v"):
@@ -20,7 +21,7 @@ def test_collate_padding_and_mask():
     for i, it in enumerate(items):
         L = it["feature"].shape[2]
         assert torch.equal(b["x"][i, :, :, :L], it["feature"]) and not b["x"][i, :, :, L:].any()
-        assert torch.equal(b["labels"][i, :L], it["label"]) and (b["labels"][i, L:] == 255).all()
+        assert torch.equal(b["labels"][i, :L], it["label"]) and (b["labels"][i, L:] == IGNORE_INDEX).all()
         assert torch.equal(b["boundary"][i, 0, :L], it["boundary"]) and not b["boundary"][i, 0, L:].any()
         assert b["mask"][i, 0, :L].all() and not b["mask"][i, 0, L:].any()
 

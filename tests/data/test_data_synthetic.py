@@ -9,7 +9,7 @@ from trgnet_fast.data.datasets import CsvSegmentationDataset
 from trgnet_fast.data.labels import boundary_from_labels, read_mapping
 from trgnet_fast.data.synthetic import (ACTIONS, CLASS_NAMES, REST, SYNTHETIC_DATASET, forward_kinematics,
                                         generate_video, make_synthetic, sample_segments)
-from trgnet_fast.model.graph import LAYOUT_EDGES
+from trgnet_fast.skeletons import LAYOUT_EDGES
 
 
 def digest(folder):

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.evaluation import (
     SegmentationMetrics,
     average_splits,
@@ -164,7 +165,7 @@ def test_ignore_index_frames_dropped():
 def test_ignored_frames_excluded_from_every_metric():
     """GT 255 runs at the start, in the middle and at the end: those frames leave every metric; the rest is
     joined (pred 0 0 1 1 1 2 0 vs gt 0 0 0 1 1 2 2)."""
-    I = 255
+    I = IGNORE_INDEX
     gt = np.array([I, 0, 0, I, I, 0, 1, 1, I, 2, 2, I])
     pred = np.array([1, 0, 0, 2, 2, 1, 1, 1, 0, 2, 0, 0])
     # gt segs A[0,3) B[3,5) C[5,6]; pred A[0,2) B[2,5) C[5,6) A[6,6]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.evaluation import SegmentationMetrics, class_colors, plot_barcode, plot_per_class, write_predictions
 
 
@@ -66,7 +67,8 @@ def test_barcode_draws_ignored_gt_frames_white(tmp_path):
     """GT frames labelled 255 are white in the GT row; the prediction row shows every frame's class."""
     import matplotlib.image as mpimg
 
-    gt = np.array([0, 0, 0, 255, 255, 255, 255, 1, 1, 255])
+    I = IGNORE_INDEX
+    gt = np.array([0, 0, 0, I, I, I, I, 1, 1, I])
     pred = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
     out = plot_barcode(tmp_path / "v.png", gt, pred, num_classes=2, width_px=1000, row_height_px=60, dpi=100)
     img = mpimg.imread(out)[..., :3]  # rows: GT centred at 1/3 of the height, prediction at 2/3
@@ -77,6 +79,6 @@ def test_barcode_draws_ignored_gt_frames_white(tmp_path):
 
     colors = class_colors(2)[:, :3]
     for t in range(10):
-        expect_gt = np.ones(3) if gt[t] == 255 else colors[gt[t]]
+        expect_gt = np.ones(3) if gt[t] == I else colors[gt[t]]
         np.testing.assert_allclose(px(1 / 3, t), expect_gt, atol=0.01)
         np.testing.assert_allclose(px(2 / 3, t), colors[pred[t]], atol=0.01)

@@ -2,7 +2,7 @@
 the vectorized ones. Loops are per frame / per segment / per pair on purpose: slow but obvious."""
 import torch
 
-IGN = 255
+from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 
 
 def scan_published(labels):

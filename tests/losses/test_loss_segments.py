@@ -3,9 +3,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 from trgnet_fast.losses import extract_segments, segment_means
 
-IGN = 255
 
 
 def _as_list(segs):

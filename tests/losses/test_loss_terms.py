@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 from trgnet_fast.losses import (aris_absolute, aris_relative, boundary_bce, boundary_pos_weight,
                                 cross_entropy, extract_segments, gs_tmse, kl_loss, relative_similarity,
                                 segment_means)
 
-IGN = 255
 F64 = dict(dtype=torch.float64)
 
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 from trgnet_fast.losses import TRGNetLoss
 
-IGN = 255
 K, D = 6, 16
 
 
@@ -195,7 +195,8 @@ def one_thread():
 def test_real_model_outputs(ref, gen, one_thread):
     """End to end on the model's train-mode tuple (small T, LARA config)."""
     from trgnet_fast import TRGNet
-    from trgnet_fast.model import default_config, num_joints
+    from trgnet_fast.model import default_config
+    from trgnet_fast.skeletons import num_joints
     cfg = default_config("LARA")
     model = TRGNet(**cfg, backend="torch").train()
     n, t = 2, 16

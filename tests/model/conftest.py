@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from trgnet_fast.model import TRGNet, default_config, num_joints
+from trgnet_fast.model import TRGNet, default_config
+from trgnet_fast.skeletons import num_joints
 
 
 def text_joint_graph(v: int, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:

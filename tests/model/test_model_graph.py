@@ -5,11 +5,12 @@ from collections import deque
 import pytest
 import torch
 
-from trgnet_fast.model import DATASETS, default_config, num_joints
+from trgnet_fast.model import default_config
 from trgnet_fast.model.graph import binary_adjacency, multiscale_adjacency
 from trgnet_fast.model.spatial import MultiScaleGraphConv
+from trgnet_fast.skeletons import DATASETS, num_joints
 
-# Edge lists of the published graph code, written out independently of trgnet_fast.model.graph (MCFS 1-based,
+# Edge lists of the published graph code, written out independently of trgnet_fast.skeletons (MCFS 1-based,
 # as published; docs/model.md#skeleton-graphs).
 SPEC_EDGES = {
     "PKU-subject": [(12, 0), (13, 12), (14, 13), (15, 14), (16, 0), (17, 16), (18, 17), (19, 18), (1, 0),

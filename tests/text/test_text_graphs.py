@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trgnet_fast.model.graph import LAYOUT_EDGES, LAYOUT_JOINTS
+from trgnet_fast.skeletons import LAYOUT_EDGES, LAYOUT_JOINTS
 from trgnet_fast.text import descriptions as D
 from trgnet_fast.text.graphs import distance_graph, graph_stats, pairwise_l2
 from trgnet_fast.text.priors import text_priors

@@ -8,13 +8,13 @@ import torch
 
 from train_helpers import tiny_overrides
 from trgnet_fast import cli
+from trgnet_fast.data import IGNORE_INDEX as IGN
 from trgnet_fast.data import collate, make_synthetic
 from trgnet_fast.evaluation import F1_ENDS, SegmentationMetrics
 from trgnet_fast.training import Trainer, load_checkpoint, load_config
 from trgnet_fast.training import evaluate as evaluate_module
 from trgnet_fast.training.config import ConfigError
 
-IGN = 255
 WITH_IGNORED = ("train_0000", "train_0003", "test_0000")
 
 pytestmark = pytest.mark.filterwarnings("ignore:no text inputs")

@@ -1,10 +1,10 @@
 """Data: feature construction, labels, datasets, batching, SAEP augmentation, converters, synthetic data."""
 from trgnet_fast.data.augment import axis_rotation, rotation_axis, saep, saep_batch
-from trgnet_fast.data.collate import IGNORE_INDEX, collate
+from trgnet_fast.data.collate import collate
 from trgnet_fast.data.datasets import CsvSegmentationDataset, MSTCNDataset, load_npy, read_bundle
 from trgnet_fast.data.features import (build_features, displacement, features_from_array, features_from_ctvm,
                                        root_relative)
-from trgnet_fast.data.labels import (boundary_from_labels, downsample, read_ground_truth, read_mapping,
+from trgnet_fast.data.labels import (IGNORE_INDEX, boundary_from_labels, downsample, read_ground_truth, read_mapping,
                                      temporal_rate, write_mapping)
 from trgnet_fast.data.pku_convert import convert_pku_mmd
 from trgnet_fast.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES

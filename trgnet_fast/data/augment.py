@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from trgnet_fast.model.graph import skeleton_layout
+from trgnet_fast.skeletons import skeleton_layout
 
 ROTATION_AXIS = {"PKU": "y", "LARA": "z", "TCG-15": "z", "BODY_25": None}
 

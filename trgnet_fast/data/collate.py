@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = 255
+from trgnet_fast.data.labels import IGNORE_INDEX
 
 
 def collate(batch: list[dict]) -> dict:

@@ -36,11 +36,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trgnet_fast.data.collate import IGNORE_INDEX
 from trgnet_fast.data.features import BUILT_SHAPE, features_from_array, features_from_ctvm
-from trgnet_fast.data.labels import (boundary_from_labels, downsample, read_ground_truth, read_mapping,
+from trgnet_fast.data.labels import (IGNORE_INDEX, boundary_from_labels, downsample, read_ground_truth, read_mapping,
                                      temporal_rate)
-from trgnet_fast.model.graph import skeleton_layout
+from trgnet_fast.skeletons import skeleton_layout
 
 
 def load_npy(path: str) -> np.ndarray:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trgnet_fast.model.graph import skeleton_layout
+from trgnet_fast.skeletons import skeleton_layout
 
 # Per skeleton layout: reference joint of the root-relative coordinates.
 REF_JOINT = {"PKU": 0, "LARA": 0, "TCG-15": 2, "BODY_25": 8}

@@ -6,7 +6,11 @@ import os
 
 import numpy as np
 
-from trgnet_fast.model.graph import skeleton_layout
+from trgnet_fast.skeletons import skeleton_layout
+
+# The label of frames that count nowhere: padding (collate) and ignored frames inside a video (so labelled in
+# gt_arr). Losses and metrics skip them; class ids must stay below it.
+IGNORE_INDEX = 255
 
 # Temporal downsampling rate per skeleton layout (LARA ×4, all others 1; docs/model.md#temporal-downsampling).
 _RATE = {"PKU": 1, "LARA": 4, "TCG-15": 1, "BODY_25": 1}

@@ -1,7 +1,7 @@
 """Built-in synthetic skeleton action-segmentation dataset (the default dataset of ``trgnet train``).
 
 Each video is a sequence of action segments performed by a 25-joint Kinect-v2 skeleton (PKU-MMD joint order
-and bones, ``trgnet_fast.model.graph``). A pose is a set of per-joint local rotations (Euler angles) plus a
+and bones, ``trgnet_fast.skeletons``). A pose is a set of per-joint local rotations (Euler angles) plus a
 root translation; forward kinematics along the skeleton tree turns it into joint positions. Every action is a
 parametric motion of the rest pose (see :data:`ACTIONS`); segments have random durations, the angle/translation
 tracks are smoothed with a short Gaussian so that consecutive segments blend over a few frames, and each video

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from trgnet_fast.evaluation.postprocess import boundary_peaks
+from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.fileio import prepared_path
 
 __all__ = [
@@ -78,7 +79,7 @@ def _labels_1d(x, name: str) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
-def _pair(pred, gt, ignore_index: Optional[int] = 255) -> Tuple[np.ndarray, np.ndarray]:
+def _pair(pred, gt, ignore_index: Optional[int] = IGNORE_INDEX) -> Tuple[np.ndarray, np.ndarray]:
     p = _labels_1d(pred, "pred")
     g = _labels_1d(gt, "gt")
     if p.shape[0] != g.shape[0]:
@@ -125,7 +126,7 @@ def resolve_background(background: BackgroundSpec, class_names: Optional[Sequenc
 
 
 # ----------------------------------------------------------------------------------------- frame level
-def frame_accuracy(pred, gt, ignore_index: Optional[int] = 255) -> float:
+def frame_accuracy(pred, gt, ignore_index: Optional[int] = IGNORE_INDEX) -> float:
     """Frame accuracy in percent of one video (frames with ``gt == ignore_index`` dropped).
 
     Args: pred, gt: int labels ``(T,)``. Returns 0.0 for a video without valid frames.
@@ -185,7 +186,7 @@ def levenshtein(a: Sequence, b: Sequence) -> int:
     return int(prev[-1])
 
 
-def edit_score(pred, gt, background: Iterable[int] = (), ignore_index: Optional[int] = 255) -> float:
+def edit_score(pred, gt, background: Iterable[int] = (), ignore_index: Optional[int] = IGNORE_INDEX) -> float:
     """Segmental edit score of one video: ``100 · (1 − lev(pred_segs, gt_segs) / max(len))``.
 
     Returns 100.0 when neither sequence has a segment (published code divides by zero there).
@@ -229,7 +230,7 @@ def segment_counts(
     gt,
     thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
     background: Iterable[int] = (),
-    ignore_index: Optional[int] = 255,
+    ignore_index: Optional[int] = IGNORE_INDEX,
     f1_end: str = "published",
 ) -> np.ndarray:
     """MS-TCN segment matching counts of one video.
@@ -265,7 +266,7 @@ def f1_scores(
     gt,
     thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
     background: Iterable[int] = (),
-    ignore_index: Optional[int] = 255,
+    ignore_index: Optional[int] = IGNORE_INDEX,
     f1_end: str = "published",
 ) -> Dict[str, float]:
     """F1@τ of one video, keys ``"F1@10"``, ``"F1@25"``, … (τ · 100, rounded); ``f1_end`` as in
@@ -361,7 +362,7 @@ class SegmentationMetrics:
         class_names: Optional[Sequence[str]] = None,
         background: BackgroundSpec = None,
         iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
-        ignore_index: Optional[int] = 255,
+        ignore_index: Optional[int] = IGNORE_INDEX,
         boundary_threshold: float = 0.5,
         boundary_tolerance: int = 5,
         f1_end: str = "published",

@@ -11,6 +11,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.fileio import prepared_path
 
 __all__ = ["class_colors", "plot_barcode", "plot_per_class", "write_predictions"]
@@ -72,7 +73,7 @@ def plot_barcode(
     width_px: int = 1200,
     row_height_px: int = 60,
     dpi: int = 100,
-    ignore_index: Optional[int] = 255,
+    ignore_index: Optional[int] = IGNORE_INDEX,
 ) -> str:
     """Write a PNG of GT vs prediction(s) as colour barcodes (one row each, time on x).
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-IGNORE_INDEX = 255
+from trgnet_fast.data.labels import IGNORE_INDEX
 
 
 class Segments(NamedTuple):

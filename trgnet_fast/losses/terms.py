@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trgnet_fast.losses.segments import IGNORE_INDEX
+from trgnet_fast.data.labels import IGNORE_INDEX
 
 __all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "GsTmsePairs", "boundary_bce",
            "boundary_pos_weight", "kl_loss", "aris_absolute", "aris_relative", "pairwise_distance",

@@ -6,7 +6,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from trgnet_fast.losses.segments import IGNORE_INDEX, extract_segments, segment_means
+from trgnet_fast.data.labels import IGNORE_INDEX
+from trgnet_fast.losses.segments import extract_segments, segment_means
 from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy,
                                       frame_log_probs, gs_tmse, gs_tmse_pairs)
 

@@ -10,10 +10,10 @@ from torch import nn
 
 from trgnet_fast.backend import requested_backend
 from trgnet_fast.model.attention import LinearAttention
-from trgnet_fast.model.graph import num_joints
 from trgnet_fast.model.spatial import MultiScaleGraphConv
 from trgnet_fast.model.temporal import RefinementDecoder, SingleStageTCN, SpatioTemporalEncoder
 from trgnet_fast.model.validation import validate_inputs
+from trgnet_fast.skeletons import num_joints
 
 
 def decoder_alpha(stage: int) -> float:
@@ -38,8 +38,8 @@ class TRGNet(nn.Module):
         dataset: "PKU-subject" | "PKU-view" | "LARA" | "MCFS-130" | "MCFS-22" | "TCG-15"; selects the
             skeleton (V = 25, 25, 19, 25, 25, 17).
         text_dim: width of the text-embedding feature heads (768 for BERT-base embeddings).
-        backend: linear-attention backend ("auto" | "torch" | "triton" | "cuda"); None reads
-            $TRGNET_BACKEND at every call, else "auto".
+        backend: backend of every fused op (linear attention, multi-scale graph conv, adaptive graph conv):
+            "auto" | "torch" | "triton" | "cuda"; None reads $TRGNET_BACKEND at every call, else "auto".
 
     forward(x, mask, joint_graph):
         x: (N, C_in, V, T) floating; mask: (N, 1, T) bool or 0/1; joint_graph: (V, V) floating TJG.

@@ -2,7 +2,7 @@
 
 Files (``trgnet_fast/text/descriptions/``), written for this project:
 
-    joints_PKU.txt        25  Kinect v2 order (PKU-MMD, NTU RGB+D), matches the PKU bones of model/graph.py
+    joints_PKU.txt        25  Kinect v2 order (PKU-MMD, NTU RGB+D), matches the PKU bones of skeletons.py
     joints_BODY_25.txt    25  OpenPose BODY_25 order (MCFS), matches graph.py's BODY_25 bones
     joints_LARA.txt       19  LARa order: **inferred** from graph.py's LARA bones (root 0 with two 4-joint
                               legs 1-4 / 5-8 and the upper back 9, which carries a 4-joint arm chain 10-12-13-14,
@@ -29,7 +29,7 @@ import re
 import warnings
 from importlib import resources
 
-from trgnet_fast.model.graph import DATASET_LAYOUTS, LAYOUT_JOINTS
+from trgnet_fast.skeletons import DATASET_LAYOUTS, LAYOUT_JOINTS
 
 SYNTHETIC = "synthetic"
 

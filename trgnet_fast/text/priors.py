@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from trgnet_fast.model.graph import LAYOUT_EDGES, LAYOUT_JOINTS
+from trgnet_fast.skeletons import LAYOUT_EDGES, LAYOUT_JOINTS
 from trgnet_fast.text.descriptions import action_texts, joint_layout, joint_texts, split_description
 from trgnet_fast.text.encoder import TextEncoder
 from trgnet_fast.text.graphs import distance_graph, graph_stats

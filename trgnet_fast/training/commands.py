@@ -1,9 +1,11 @@
-"""Implementations of the ``trgnet`` sub-commands train, eval, predict, average-splits, make-synthetic and
-convert-pku (the parser lives in ``trgnet_fast.cli``)."""
+"""Implementations of the ``trgnet`` sub-commands train, eval, predict, average-splits, make-synthetic,
+convert-pku and viz-graphs (the parser lives in ``trgnet_fast.cli``)."""
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 import torch
 
 
@@ -158,4 +160,86 @@ def convert_pku(args) -> int:
     _log(f"converted {len(res['videos'])} videos into {args.out}")
     for split, files in res["csv"].items():
         _log(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in files.items()))
+    return 0
+
+
+def _load_video(args, model, info):
+    """(feature (C_in, V, T) tensor, labels (T,) np.ndarray or None, name)."""
+    from trgnet_fast.data.features import features_from_array
+    if os.path.isfile(args.video):
+        name = os.path.splitext(os.path.basename(args.video))[0]
+        feat = features_from_array(np.load(args.video, allow_pickle=False), model.dataset, args.video)
+        labels = np.load(args.labels, allow_pickle=False).reshape(-1) if args.labels else None
+        return torch.as_tensor(feat, dtype=torch.float32), labels, name
+    cfg = info.get("config")
+    if not cfg:
+        raise ValueError(f"--video {args.video!r} is not a file and the checkpoint has no config to find its "
+                         "dataset; pass a feature .npy")
+    from trgnet_fast.training.data import build_splits, data_dir, make_dataset
+    cfg = dict(cfg)
+    cfg["data"] = dict(cfg["data"])
+    if args.data:
+        cfg["data"]["dir"] = args.data
+    root = data_dir(cfg)
+    k = model.n_classes
+    ds = build_splits(cfg, root, k)["val"] if args.split == "val" else make_dataset(cfg, args.split, root, k)
+    names = list(ds.names) if hasattr(ds, "names") else [ds[i]["name"] for i in range(len(ds))]
+    if args.video not in names:
+        raise ValueError(f"video {args.video!r} not in the {args.split} split of {root} "
+                         f"({len(names)} videos, e.g. {names[:3]})")
+    item = ds[names.index(args.video)]
+    return item["feature"].float(), np.asarray(item["label"]).reshape(-1), args.video
+
+
+def viz_graphs(args) -> int:
+    """Run a checkpoint (any format of ``trgnet_fast.training.published``) on one video and plot the adaptive
+    graphs of its SP block."""
+    from trgnet_fast.text.descriptions import joint_names
+    from trgnet_fast.text.viz import extract_adaptive_graphs, plot_segment_graphs
+    from trgnet_fast.training.published import load_model_any
+    model, info = load_model_any(args.checkpoint, getattr(args, "dataset", None), getattr(args, "n_classes", None),
+                                 args.device)
+    spec = getattr(args, "joint_graph", None)
+    if spec is None and info.get("joint_graph") is not None:
+        jg = torch.as_tensor(info["joint_graph"]).float()
+    else:
+        from trgnet_fast.text.priors import text_priors
+        jg = text_priors(model.dataset, encoder=getattr(args, "encoder", None), joint_graph=spec or "text",
+                         include_actions=False).joint_graph
+    feat, labels, name = _load_video(args, model, info)
+    x = feat[None].to(args.device)
+    mask = torch.ones(1, 1, x.shape[-1], device=args.device)
+    res = extract_adaptive_graphs(model, x, mask, jg.to(args.device))
+    pred = res["logits"][0].argmax(0).cpu().numpy()
+    if labels is None or args.predicted:
+        labels = pred
+    class_names = info.get("class_names") or [f"class_{i}" for i in range(model.n_classes)]
+    jnames = joint_names(model.dataset)
+    os.makedirs(args.out, exist_ok=True)
+    files = plot_segment_graphs(res["frame_graph"][0], res["channel_graph"][0], labels, class_names, jnames,
+                                args.out, prefix=name, max_segments=args.max_segments, joint_graph=res["joint_graph"],
+                                residual=getattr(args, "residual", False))
+    frames = [int(f) for f in args.frames.split(",")] if getattr(args, "frames", None) else []
+    t = res["frame_graph"].shape[1]
+    bad = [f for f in frames if not 0 <= f < t]
+    if bad:
+        raise ValueError(f"--frames {bad} outside [0, {t})")
+    if frames:
+        from trgnet_fast.text.viz import plot_graph
+        for f in frames:
+            files.append(plot_graph(res["frame_graph"][0, f].cpu().numpy(), jnames,
+                                    os.path.join(args.out, f"{name}_frame{f}.png"), f"{name}: G_f at frame {f}",
+                                    float(res["frame_graph"].min()), float(res["frame_graph"].max()) + 1e-6))
+    npz = os.path.join(args.out, f"{name}_graphs.npz")
+    np.savez_compressed(npz, frame_graph=res["frame_graph"][0].cpu().numpy(),
+                        channel_graph=res["channel_graph"][0].cpu().numpy(), joint_graph=jg.cpu().numpy(),
+                        labels=np.asarray(labels), prediction=pred, alpha=res["alpha"], beta=res["beta"],
+                        frames=np.asarray(frames, dtype=np.int64))
+    files.append(npz)
+    with open(os.path.join(args.out, f"{name}_graphs.json"), "w", encoding="utf-8") as f:
+        json.dump({"video": name, "alpha": res["alpha"], "beta": res["beta"], "T": int(t),
+                   "model_kwargs": info.get("model_kwargs"), "files": files}, f, indent=1, default=str)
+    print(f"{name}: T={t} alpha={res['alpha']:.4g} beta={res['beta']:.4g}")
+    for p in files:
+        print("  wrote", p)
     return 0

@@ -18,6 +18,8 @@ from importlib import resources
 import yaml
 
 from trgnet_fast.evaluation.metrics import F1_ENDS
+from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS
+from trgnet_fast.skeletons import DATASETS
 
 # The schema. Published values (docs/model.md#training-protocol-and-configs) for the PKU settings; presets override per
 # dataset.
@@ -48,14 +50,11 @@ DEFAULTS: dict = {
     "model": {
         "in_channel": None,        # null: the dataset's published value
         "n_classes": None,         # null: number of classes in the mapping (else the dataset's published value)
-        "n_features": 64,
-        "n_stages": 4,
-        "n_layers": 10,
-        "n_refine_layers": 10,
-        "n_stages_asb": 2,
-        "n_stages_brb": 3,
+        **ARCHITECTURE_DEFAULTS,   # n_features, n_stages, n_layers, n_refine_layers, n_stages_asb, n_stages_brb
         "SFI_layer": None,         # null: 1..n_layers-1 (published [1..9])
-        "backend": None,           # linear-attention backend: auto | torch | triton | cuda (null: $TRGNET_BACKEND)
+        # backend of every fused op (linear attention, multi-scale graph conv, adaptive graph conv):
+        # auto | torch | triton | cuda (null: $TRGNET_BACKEND)
+        "backend": None,
         "dropout": True,           # false: every Dropout p = 0 (for exact comparisons)
         "sync_bn": False,          # DDP: convert BatchNorm to SyncBatchNorm (GPU/NCCL only)
         "freeze_bn": False,        # BatchNorm uses its running statistics while training (no batch stats):
@@ -199,7 +198,6 @@ def _normalise(cfg: dict) -> dict:
             raise ConfigError(f"config key '{sec}.{key}': expected ≥ 1, got {cfg[sec][key]}")
     if not cfg["optim"]["lr"] > 0:
         raise ConfigError(f"config key 'optim.lr': expected > 0, got {cfg['optim']['lr']}")
-    from trgnet_fast.model.graph import DATASETS
     if cfg["dataset"] not in DATASETS:
         raise ConfigError(f"config key 'dataset': expected one of {DATASETS}, got {cfg['dataset']!r}")
     return cfg

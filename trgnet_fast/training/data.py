@@ -14,7 +14,7 @@ from torch.utils.data.distributed import DistributedSampler
 from trgnet_fast.data import CsvSegmentationDataset, MSTCNDataset, collate, make_synthetic, read_mapping
 from trgnet_fast.data.datasets import carve_validation
 from trgnet_fast.model import default_config
-from trgnet_fast.model.graph import skeleton_layout
+from trgnet_fast.skeletons import skeleton_layout
 from trgnet_fast.training.config import ConfigError
 
 

@@ -12,9 +12,10 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from trgnet_fast.data import saep
-from trgnet_fast.losses import IGNORE_INDEX, TRGNetLoss, boundary_pos_weight
+from trgnet_fast.data import IGNORE_INDEX, saep
+from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import TRGNet, default_config
+from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS, default_sfi_layers
 from trgnet_fast.training import checkpoint as ckpt
 from trgnet_fast.training.config import ConfigError, dump_yaml
 from trgnet_fast.training.data import (build_splits, class_names, data_dir, ensure_synthetic, eval_loader,
@@ -31,11 +32,10 @@ def model_kwargs(cfg: dict, n_classes: int, text_dim: int) -> dict:
     """TRGNet constructor arguments: the dataset's published defaults updated by ``cfg["model"]``."""
     kw = default_config(cfg["dataset"])
     m = cfg["model"]
-    for key in ("in_channel", "n_features", "n_stages", "n_layers", "n_refine_layers", "n_stages_asb",
-                "n_stages_brb", "backend"):
+    for key in ("in_channel", *ARCHITECTURE_DEFAULTS, "backend"):
         if m[key] is not None:
             kw[key] = m[key]
-    kw["SFI_layer"] = list(m["SFI_layer"]) if m["SFI_layer"] is not None else list(range(1, kw["n_layers"]))
+    kw["SFI_layer"] = list(m["SFI_layer"]) if m["SFI_layer"] is not None else default_sfi_layers(kw["n_layers"])
     kw["n_classes"] = n_classes
     kw["text_dim"] = text_dim
     return kw
