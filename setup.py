@@ -15,7 +15,11 @@ cannot be built). Environment:
     TRGNET_NO_NATIVE=1       skip the native build (pure-Python install)
     TRGNET_FORCE_CUDA=1      require the CUDA kernels
     TORCH_CUDA_ARCH_LIST     CUDA archs (default "9.0": H100 / H200)
-    MAX_JOBS                 parallel compile jobs (ninja)
+    MAX_JOBS                 parallel compile jobs: ninja runs that many compilers (nvcc / c++) at once
+                             (default: the number of CPUs this process may use, so that each compiler has a
+                             core; ninja's own default would start CPUs + 2)
+The translation units are compiled in parallel by ninja; the kernels of one op may be split over several
+(kernels/<op>.cu, kernels/<op>_<part>.cu) so that no single nvcc run bounds the build.
 The csrc/ and kernels/ sources are always shipped as trgnet_fast/_sources/ for the JIT build.
 """
 from __future__ import annotations
@@ -54,6 +58,13 @@ class BuildPyWithSources(build_py):
                 if src.is_file() and src.suffix in SOURCE_SUFFIXES:
                     (dest / sub).mkdir(parents=True, exist_ok=True)
                     self.copy_file(str(src), str(dest / sub / src.name))
+
+
+def _default_max_jobs() -> None:
+    """MAX_JOBS (read by torch.utils.cpp_extension for ninja -j), when unset: the usable CPUs."""
+    if not os.environ.get("MAX_JOBS", "").strip():
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        os.environ["MAX_JOBS"] = str(max(1, cpus))
 
 
 def _sources(with_cuda: bool) -> list[str]:
@@ -105,6 +116,8 @@ def _native_extension():
             extra_compile_args={"cxx": cxx_flags})
         why = "torch has no CUDA" if not has_cuda_torch else "no CUDA toolkit found"
         _say(f"building trgnet_fast._C with the CPU kernels only ({why})")
+    _default_max_jobs()
+    _say(f"compiling with ninja, MAX_JOBS={os.environ['MAX_JOBS']} parallel jobs")
     build_ext = cpp_extension.BuildExtension.with_options(use_ninja=True, no_python_abi_suffix=False)
     return [ext], {"build_ext": build_ext}
 

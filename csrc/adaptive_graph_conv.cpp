@@ -1,4 +1,5 @@
-// trgnet::adaptive_graph_conv: op schemas, argument checks and the CPU kernels.
+// trgnet::adaptive_graph_conv: op schemas, the argument setup shared with the CUDA dispatch
+// (adaptive_graph_conv.h), and the CPU kernels.
 //
 // The CPU kernels run the frame-level math of kernels/adaptive_graph_conv.cuh (the same per-element
 // functions the CUDA kernels use). Forward: one (n, t) frame per task of at::parallel_for, the frame
@@ -23,12 +24,16 @@
 #include "checks.h"
 
 namespace trgnet {
+namespace {
+
+constexpr const char* kForwardOp = "trgnet::adaptive_graph_conv";
+constexpr const char* kBackwardOp = "trgnet::adaptive_graph_conv_backward";
 
 using checks::shape_str;
 
-void check_adaptive_graph_conv_inputs(const char* op, const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
-                                      const at::Tensor& beta, const at::Tensor& channel_graph,
-                                      const at::Tensor& joint_graph) {
+// x (N, C, T, V), p, q (N, T, V), beta (1,), channel_graph (N, C, V, V), joint_graph (V, V).
+void check_forward_inputs(const char* op, const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
+                          const at::Tensor& beta, const at::Tensor& channel_graph, const at::Tensor& joint_graph) {
   checks::check_dim(op, "x", x, 4, "(N, C, T, V)");
   checks::check_supported_float(op, "x", x);
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
@@ -47,19 +52,38 @@ void check_adaptive_graph_conv_inputs(const char* op, const at::Tensor& x, const
   checks::check_like(op, "joint_graph", joint_graph, x, "x");
 }
 
-void check_adaptive_graph_conv_backward_inputs(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
-                                               const at::Tensor& p, const at::Tensor& q, const at::Tensor& beta,
-                                               const at::Tensor& channel_graph, const at::Tensor& joint_graph) {
-  check_adaptive_graph_conv_inputs(op, x, p, q, beta, channel_graph, joint_graph);
+void check_backward_inputs(const char* op, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& p,
+                           const at::Tensor& q, const at::Tensor& beta, const at::Tensor& channel_graph,
+                           const at::Tensor& joint_graph) {
+  check_forward_inputs(op, x, p, q, beta, channel_graph, joint_graph);
   checks::check_shape(op, "grad_out", grad_out, x.sizes(), "(N, C, T, V) of x");
   checks::check_like(op, "grad_out", grad_out, x, "x");
 }
 
-AdaptiveGraphConvGrads empty_adaptive_graph_conv_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
-                                                       const at::Tensor& beta, const at::Tensor& channel_graph,
-                                                       const at::Tensor& joint_graph) {
-  auto like = [](const at::Tensor& t) { return at::empty(t.sizes(), t.options()); };
-  return {like(x), like(p), like(q), like(beta), like(channel_graph), like(joint_graph)};
+at::Tensor empty_like_input(const at::Tensor& t) { return at::empty(t.sizes(), t.options()); }
+
+}  // namespace
+
+AdaptiveGraphConvForwardSetup adaptive_graph_conv_forward_setup(c10::DeviceType device, const at::Tensor& x,
+                                                                const at::Tensor& p, const at::Tensor& q,
+                                                                const at::Tensor& beta,
+                                                                const at::Tensor& channel_graph,
+                                                                const at::Tensor& joint_graph) {
+  check_forward_inputs(kForwardOp, x, p, q, beta, channel_graph, joint_graph);
+  checks::check_device_type(kForwardOp, "x", x, device);
+  return {kForwardOp, x.size(0), x.size(1), x.size(2), x.size(3), empty_like_input(x)};
+}
+
+AdaptiveGraphConvBackwardSetup adaptive_graph_conv_backward_setup(c10::DeviceType device, const at::Tensor& grad_out,
+                                                                  const at::Tensor& x, const at::Tensor& p,
+                                                                  const at::Tensor& q, const at::Tensor& beta,
+                                                                  const at::Tensor& channel_graph,
+                                                                  const at::Tensor& joint_graph) {
+  check_backward_inputs(kBackwardOp, grad_out, x, p, q, beta, channel_graph, joint_graph);
+  checks::check_device_type(kBackwardOp, "x", x, device);
+  return {kBackwardOp, x.size(0), x.size(1), x.size(2), x.size(3),
+          empty_like_input(x), empty_like_input(p), empty_like_input(q), empty_like_input(beta),
+          empty_like_input(channel_graph), empty_like_input(joint_graph)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,39 +213,33 @@ void backward_cpu_kernel(const scalar_t* g, const scalar_t* x, const scalar_t* p
 
 }  // namespace
 
-at::Tensor adaptive_graph_conv_cpu(const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
-                                   const at::Tensor& beta, const at::Tensor& channel_graph,
-                                   const at::Tensor& joint_graph) {
-  const char* op = "trgnet::adaptive_graph_conv";
-  check_adaptive_graph_conv_inputs(op, x, p, q, beta, channel_graph, joint_graph);
-  TORCH_CHECK(x.device().is_cpu(), op, ": CPU kernel called with tensors on ", x.device());
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adaptive_graph_conv_cpu", [&] {
+at::Tensor adaptive_graph_conv_forward_cpu(const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
+                                           const at::Tensor& beta, const at::Tensor& channel_graph,
+                                           const at::Tensor& joint_graph) {
+  const AdaptiveGraphConvForwardSetup s =
+      adaptive_graph_conv_forward_setup(c10::DeviceType::CPU, x, p, q, beta, channel_graph, joint_graph);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adaptive_graph_conv_forward_cpu", [&] {
     forward_cpu_kernel<scalar_t>(x.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(),
                                  beta.data_ptr<scalar_t>(), channel_graph.data_ptr<scalar_t>(),
-                                 joint_graph.data_ptr<scalar_t>(), N, C, T, V, out.data_ptr<scalar_t>());
+                                 joint_graph.data_ptr<scalar_t>(), s.N, s.C, s.T, s.V, s.out.data_ptr<scalar_t>());
   });
-  return out;
+  return s.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adaptive_graph_conv_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& p, const at::Tensor& q, const at::Tensor& beta,
     const at::Tensor& channel_graph, const at::Tensor& joint_graph) {
-  const char* op = "trgnet::adaptive_graph_conv_backward";
-  check_adaptive_graph_conv_backward_inputs(op, grad_out, x, p, q, beta, channel_graph, joint_graph);
-  TORCH_CHECK(x.device().is_cpu(), op, ": CPU kernel called with tensors on ", x.device());
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
-  AdaptiveGraphConvGrads d = empty_adaptive_graph_conv_grads(x, p, q, beta, channel_graph, joint_graph);
+  const AdaptiveGraphConvBackwardSetup s =
+      adaptive_graph_conv_backward_setup(c10::DeviceType::CPU, grad_out, x, p, q, beta, channel_graph, joint_graph);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adaptive_graph_conv_backward_cpu", [&] {
     backward_cpu_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
                                   q.data_ptr<scalar_t>(), beta.data_ptr<scalar_t>(),
-                                  channel_graph.data_ptr<scalar_t>(), joint_graph.data_ptr<scalar_t>(), N, C, T, V,
-                                  d.x.data_ptr<scalar_t>(), d.p.data_ptr<scalar_t>(), d.q.data_ptr<scalar_t>(),
-                                  d.beta.data_ptr<scalar_t>(), d.channel_graph.data_ptr<scalar_t>(),
-                                  d.joint_graph.data_ptr<scalar_t>());
+                                  channel_graph.data_ptr<scalar_t>(), joint_graph.data_ptr<scalar_t>(), s.N, s.C, s.T,
+                                  s.V, s.grad_x.data_ptr<scalar_t>(), s.grad_p.data_ptr<scalar_t>(),
+                                  s.grad_q.data_ptr<scalar_t>(), s.grad_beta.data_ptr<scalar_t>(),
+                                  s.grad_channel_graph.data_ptr<scalar_t>(), s.grad_joint_graph.data_ptr<scalar_t>());
   });
-  return d.tuple();
+  return s.outputs();
 }
 
 }  // namespace trgnet
@@ -238,6 +256,6 @@ TORCH_LIBRARY_FRAGMENT(trgnet, m) {
 }
 
 TORCH_LIBRARY_IMPL(trgnet, CPU, m) {
-  m.impl("adaptive_graph_conv", &trgnet::adaptive_graph_conv_cpu);
+  m.impl("adaptive_graph_conv", &trgnet::adaptive_graph_conv_forward_cpu);
   m.impl("adaptive_graph_conv_backward", &trgnet::adaptive_graph_conv_backward_cpu);
 }

@@ -1,5 +1,6 @@
-// CUDA dispatch of trgnet::adaptive_graph_conv: checks, allocation, and a call of the plain
-// launchers of kernels/adaptive_graph_conv.cu on the current stream. CUDA builds only.
+// CUDA dispatch of trgnet::adaptive_graph_conv: the argument setup of adaptive_graph_conv.h (shared with the
+// CPU implementation), the CUDA kernels' size limits and workspace, and a call of the launchers of
+// kernels/adaptive_graph_conv.h on the current stream. Compiled in CUDA builds only.
 #include "adaptive_graph_conv.h"
 
 #include <string>
@@ -21,66 +22,62 @@ namespace {
 
 size_t acc_bytes(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? sizeof(double) : sizeof(float); }
 
-void check_cuda_sizes(const char* op, const at::Tensor& x) {
-  TORCH_CHECK(x.is_cuda(), op, ": argument 'x': expected a CUDA tensor, got device ", x.device());
+// The sizes the CUDA kernels take (the CPU kernels take any).
+void check_cuda_limits(const char* op, const at::Tensor& x, int64_t C, int64_t V) {
   // numbers as strings: see checks.h
-  TORCH_CHECK(x.size(3) <= agc::kMaxJoints, op, ": the CUDA kernels support V <= ", std::to_string(agc::kMaxJoints),
-              " joints, got V = ", std::to_string(x.size(3)), " (x)");
-  TORCH_CHECK(agc::supported(x.size(1), x.size(3), acc_bytes(x)), op, ": V = ", std::to_string(x.size(3)),
+  TORCH_CHECK(V <= agc::kMaxJoints, op, ": the CUDA kernels support V <= ", std::to_string(agc::kMaxJoints),
+              " joints, got V = ", std::to_string(V), " (x)");
+  TORCH_CHECK(agc::supported(C, V, acc_bytes(x)), op, ": V = ", std::to_string(V),
               " exceeds the shared memory of the CUDA kernels (", std::to_string(agc::kSmemBudget),
               " bytes) for dtype ", x.scalar_type());
 }
 
-at::Tensor adaptive_graph_conv_cuda(const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
-                                    const at::Tensor& beta, const at::Tensor& channel_graph,
-                                    const at::Tensor& joint_graph) {
-  const char* op = "trgnet::adaptive_graph_conv";
-  check_adaptive_graph_conv_inputs(op, x, p, q, beta, channel_graph, joint_graph);
-  check_cuda_sizes(op, x);
+at::Tensor adaptive_graph_conv_forward_cuda(const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
+                                            const at::Tensor& beta, const at::Tensor& channel_graph,
+                                            const at::Tensor& joint_graph) {
+  AdaptiveGraphConvForwardSetup s =
+      adaptive_graph_conv_forward_setup(c10::DeviceType::CUDA, x, p, q, beta, channel_graph, joint_graph);
+  check_cuda_limits(s.op, x, s.C, s.V);
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
-  at::Tensor out = at::empty(x.sizes(), x.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   cudaError_t err = cudaSuccess;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adaptive_graph_conv_cuda", [&] {
-    err = adaptive_graph_conv_forward(cptr<scalar_t>(x), cptr<scalar_t>(p), cptr<scalar_t>(q), cptr<scalar_t>(beta),
-                                      cptr<scalar_t>(channel_graph), cptr<scalar_t>(joint_graph), N, C, T, V,
-                                      mptr<scalar_t>(out), stream);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adaptive_graph_conv_forward_cuda", [&] {
+    err = launch_adaptive_graph_conv_forward(cptr<scalar_t>(x), cptr<scalar_t>(p), cptr<scalar_t>(q),
+                                             cptr<scalar_t>(beta), cptr<scalar_t>(channel_graph),
+                                             cptr<scalar_t>(joint_graph), s.N, s.C, s.T, s.V, mptr<scalar_t>(s.out),
+                                             stream);
   });
-  check_launch(op, err);
-  return out;
+  check_launch(s.op, err);
+  return s.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adaptive_graph_conv_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& p, const at::Tensor& q, const at::Tensor& beta,
     const at::Tensor& channel_graph, const at::Tensor& joint_graph) {
-  const char* op = "trgnet::adaptive_graph_conv_backward";
-  check_adaptive_graph_conv_backward_inputs(op, grad_out, x, p, q, beta, channel_graph, joint_graph);
-  check_cuda_sizes(op, x);
+  AdaptiveGraphConvBackwardSetup s =
+      adaptive_graph_conv_backward_setup(c10::DeviceType::CUDA, grad_out, x, p, q, beta, channel_graph, joint_graph);
+  check_cuda_limits(s.op, x, s.C, s.V);
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
-  const at::ScalarType acc_dtype = checks::accumulator_dtype(x.scalar_type());
-  AdaptiveGraphConvGrads d = empty_adaptive_graph_conv_grads(x, p, q, beta, channel_graph, joint_graph);
-  at::Tensor ws = at::empty({agc::backward_workspace_elems(N, C, T, V, acc_bytes(x))}, x.options().dtype(acc_dtype));
+  const at::Tensor ws = at::empty({agc::backward_workspace_elems(s.N, s.C, s.T, s.V, acc_bytes(x))},
+                                  x.options().dtype(checks::accumulator_dtype(x.scalar_type())));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   cudaError_t err = cudaSuccess;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adaptive_graph_conv_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    err = adaptive_graph_conv_backward(cptr<scalar_t>(grad_out), cptr<scalar_t>(x), cptr<scalar_t>(p),
-                                       cptr<scalar_t>(q), cptr<scalar_t>(beta), cptr<scalar_t>(channel_graph),
-                                       cptr<scalar_t>(joint_graph), N, C, T, V, mptr<scalar_t>(d.x),
-                                       mptr<scalar_t>(d.p), mptr<scalar_t>(d.q), mptr<scalar_t>(d.beta),
-                                       mptr<scalar_t>(d.channel_graph), mptr<scalar_t>(d.joint_graph),
-                                       ws.data_ptr<acc_t>(), stream);
+    err = launch_adaptive_graph_conv_backward(
+        cptr<scalar_t>(grad_out), cptr<scalar_t>(x), cptr<scalar_t>(p), cptr<scalar_t>(q), cptr<scalar_t>(beta),
+        cptr<scalar_t>(channel_graph), cptr<scalar_t>(joint_graph), s.N, s.C, s.T, s.V, mptr<scalar_t>(s.grad_x),
+        mptr<scalar_t>(s.grad_p), mptr<scalar_t>(s.grad_q), mptr<scalar_t>(s.grad_beta),
+        mptr<scalar_t>(s.grad_channel_graph), mptr<scalar_t>(s.grad_joint_graph), ws.data_ptr<acc_t>(), stream);
   });
-  check_launch(op, err);
-  return d.tuple();
+  check_launch(s.op, err);
+  return s.outputs();
 }
 
 }  // namespace
 }  // namespace trgnet
 
 TORCH_LIBRARY_IMPL(trgnet, CUDA, m) {
-  m.impl("adaptive_graph_conv", &trgnet::adaptive_graph_conv_cuda);
+  m.impl("adaptive_graph_conv", &trgnet::adaptive_graph_conv_forward_cuda);
   m.impl("adaptive_graph_conv_backward", &trgnet::adaptive_graph_conv_backward_cuda);
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
 #include <c10/util/Exception.h>
 
 namespace trgnet {
@@ -58,6 +59,13 @@ inline void check_shape(const char* op, const char* name, const at::Tensor& t, a
 inline void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim, const char* layout) {
   TORCH_CHECK(t.dim() == dim, op, ": argument '", name, "': expected a ", std::to_string(dim),
               "-D tensor of shape ", layout, ", got shape ", shape_str(t.sizes()));
+}
+
+// t on a device of type `type`: the CPU implementations take CPU tensors, the CUDA dispatch CUDA tensors
+// (the dispatcher only routes them so; this guards direct C++ calls such as the ctest's).
+inline void check_device_type(const char* op, const char* name, const at::Tensor& t, c10::DeviceType type) {
+  TORCH_CHECK(t.device().type() == type, op, ": argument '", name, "': expected a ", c10::DeviceTypeName(type),
+              " tensor, got device ", t.device());
 }
 
 // Same device, same dtype as ref, contiguous: the common case of the ops' inputs.

@@ -1,4 +1,5 @@
-// trgnet::linear_attention: op schemas, argument checks and the CPU kernels.
+// trgnet::linear_attention: op schemas, the argument setup shared with the CUDA dispatch (linear_attention.h),
+// and the CPU kernels.
 //
 // The CPU kernels run the per-element math of kernels/linear_attention.cuh (the same code the
 // CUDA kernels use), one (n, h) pair per task of at::parallel_for, frames in order (deterministic).
@@ -18,17 +19,20 @@
 #include "checks.h"
 
 namespace trgnet {
+namespace {
 
-at::ScalarType linear_attention_state_dtype(at::ScalarType input) {
-  return checks::accumulator_dtype(input);
-}
+constexpr const char* kForwardOp = "trgnet::linear_attention";
+constexpr const char* kBackwardOp = "trgnet::linear_attention_backward";
 
 using checks::check_contiguous;
 using checks::check_shape;
 using checks::shape_str;
 
-void check_linear_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                   const std::optional<at::Tensor>& key_mask) {
+// Accumulator / state dtype for an input dtype: double for double, float otherwise.
+at::ScalarType state_dtype(at::ScalarType input) { return checks::accumulator_dtype(input); }
+
+void check_forward_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const std::optional<at::Tensor>& key_mask) {
   TORCH_CHECK(q.dim() == 4, op, ": argument 'q': expected a 4-D tensor of shape (N, T, H, D), got shape ",
               shape_str(q.sizes()));
   checks::check_supported_float(op, "q", q);
@@ -51,13 +55,12 @@ void check_linear_attention_inputs(const char* op, const at::Tensor& q, const at
   }
 }
 
-void check_linear_attention_backward_inputs(const char* op, const at::Tensor& grad_out, const at::Tensor& q,
-                                            const at::Tensor& k, const at::Tensor& v,
-                                            const std::optional<at::Tensor>& key_mask, const at::Tensor& kv_state,
-                                            const at::Tensor& key_sum) {
-  check_linear_attention_inputs(op, q, k, v, key_mask);
+void check_backward_inputs(const char* op, const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, const std::optional<at::Tensor>& key_mask,
+                           const at::Tensor& kv_state, const at::Tensor& key_sum) {
+  check_forward_inputs(op, q, k, v, key_mask);
   const int64_t N = q.size(0), H = q.size(2), D = q.size(3), E = v.size(3);
-  const at::ScalarType state = linear_attention_state_dtype(q.scalar_type());
+  const at::ScalarType state = state_dtype(q.scalar_type());
   check_shape(op, "grad_out", grad_out, v.sizes(), "(N, T, H, E) of the output");
   checks::check_same_device_dtype(op, "grad_out", grad_out, q, "q", q.scalar_type(), "same as q");
   check_contiguous(op, "grad_out", grad_out);
@@ -67,6 +70,35 @@ void check_linear_attention_backward_inputs(const char* op, const at::Tensor& gr
   check_shape(op, "key_sum", key_sum, {N, H, D}, "(N, H, D)");
   checks::check_same_device_dtype(op, "key_sum", key_sum, q, "q", state, "float64 for float64 inputs, else float32");
   check_contiguous(op, "key_sum", key_sum);
+}
+
+const bool* mask_ptr(const std::optional<at::Tensor>& key_mask) {
+  return key_mask.has_value() ? key_mask->data_ptr<bool>() : nullptr;
+}
+
+}  // namespace
+
+LinearAttentionForwardSetup linear_attention_forward_setup(c10::DeviceType device, const at::Tensor& q,
+                                                           const at::Tensor& k, const at::Tensor& v,
+                                                           const std::optional<at::Tensor>& key_mask) {
+  check_forward_inputs(kForwardOp, q, k, v, key_mask);
+  checks::check_device_type(kForwardOp, "q", q, device);
+  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), E = v.size(3);
+  const auto state_opts = q.options().dtype(state_dtype(q.scalar_type()));
+  return {kForwardOp, N, T, H, D, E, mask_ptr(key_mask), at::empty({N, T, H, E}, q.options()),
+          at::empty({N, H, D, E}, state_opts), at::empty({N, H, D}, state_opts)};
+}
+
+LinearAttentionBackwardSetup linear_attention_backward_setup(c10::DeviceType device, const at::Tensor& grad_out,
+                                                             const at::Tensor& q, const at::Tensor& k,
+                                                             const at::Tensor& v,
+                                                             const std::optional<at::Tensor>& key_mask,
+                                                             const at::Tensor& kv_state, const at::Tensor& key_sum) {
+  check_backward_inputs(kBackwardOp, grad_out, q, k, v, key_mask, kv_state, key_sum);
+  checks::check_device_type(kBackwardOp, "q", q, device);
+  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), E = v.size(3);
+  return {kBackwardOp, N, T, H, D, E, mask_ptr(key_mask), at::empty(q.sizes(), q.options()), at::empty(k.sizes(), k.options()),
+          at::empty(v.sizes(), v.options())};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,52 +169,40 @@ void backward_cpu_kernel(const scalar_t* g, const scalar_t* q, const scalar_t* k
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_cpu(const at::Tensor& q, const at::Tensor& k,
-                                                                    const at::Tensor& v,
-                                                                    const std::optional<at::Tensor>& key_mask,
-                                                                    double eps) {
-  const char* op = "trgnet::linear_attention";
-  check_linear_attention_inputs(op, q, k, v, key_mask);
-  TORCH_CHECK(q.device().is_cpu(), op, ": CPU kernel called with tensors on ", q.device());
-  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), E = v.size(3);
-  const auto state_opts = q.options().dtype(linear_attention_state_dtype(q.scalar_type()));
-  at::Tensor out = at::empty({N, T, H, E}, q.options());
-  at::Tensor kv = at::empty({N, H, D, E}, state_opts);
-  at::Tensor ks = at::empty({N, H, D}, state_opts);
-  const bool* mask = key_mask.has_value() ? key_mask->data_ptr<bool>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "linear_attention_cpu", [&] {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_forward_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                                            const at::Tensor& v,
+                                                                            const std::optional<at::Tensor>& key_mask,
+                                                                            double eps) {
+  const LinearAttentionForwardSetup s = linear_attention_forward_setup(c10::DeviceType::CPU, q, k, v, key_mask);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "linear_attention_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_cpu_kernel<scalar_t>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), mask, N, T,
-                                 H, static_cast<int>(D), static_cast<int>(E), eps, out.data_ptr<scalar_t>(),
-                                 kv.data_ptr<acc_t>(), ks.data_ptr<acc_t>());
+    forward_cpu_kernel<scalar_t>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), s.key_mask,
+                                 s.N, s.T, s.H, static_cast<int>(s.D), static_cast<int>(s.E), eps,
+                                 s.out.data_ptr<scalar_t>(), s.kv_state.data_ptr<acc_t>(),
+                                 s.key_sum.data_ptr<acc_t>());
   });
-  return {out, kv, ks};
+  return s.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const std::optional<at::Tensor>& key_mask, const at::Tensor& kv_state, const at::Tensor& key_sum, double eps) {
-  const char* op = "trgnet::linear_attention_backward";
-  check_linear_attention_backward_inputs(op, grad_out, q, k, v, key_mask, kv_state, key_sum);
-  TORCH_CHECK(q.device().is_cpu(), op, ": CPU kernel called with tensors on ", q.device());
-  const int64_t N = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), E = v.size(3);
-  at::Tensor dq = at::empty(q.sizes(), q.options());
-  at::Tensor dk = at::empty(k.sizes(), k.options());
-  at::Tensor dv = at::empty(v.sizes(), v.options());
-  const bool* mask = key_mask.has_value() ? key_mask->data_ptr<bool>() : nullptr;
+  const LinearAttentionBackwardSetup s =
+      linear_attention_backward_setup(c10::DeviceType::CPU, grad_out, q, k, v, key_mask, kv_state, key_sum);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "linear_attention_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     backward_cpu_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                                  v.data_ptr<scalar_t>(), mask, kv_state.data_ptr<acc_t>(),
-                                  key_sum.data_ptr<acc_t>(), N, T, H, static_cast<int>(D), static_cast<int>(E), eps,
-                                  dq.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>());
+                                  v.data_ptr<scalar_t>(), s.key_mask, kv_state.data_ptr<acc_t>(),
+                                  key_sum.data_ptr<acc_t>(), s.N, s.T, s.H, static_cast<int>(s.D),
+                                  static_cast<int>(s.E), eps, s.grad_q.data_ptr<scalar_t>(),
+                                  s.grad_k.data_ptr<scalar_t>(), s.grad_v.data_ptr<scalar_t>());
   });
-  return {dq, dk, dv};
+  return s.outputs();
 }
 
 }  // namespace trgnet
 
-TORCH_LIBRARY(trgnet, m) {
+TORCH_LIBRARY_FRAGMENT(trgnet, m) {
   m.def(
       "linear_attention(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float eps)"
       " -> (Tensor out, Tensor kv_state, Tensor key_sum)",
@@ -194,6 +214,6 @@ TORCH_LIBRARY(trgnet, m) {
 }
 
 TORCH_LIBRARY_IMPL(trgnet, CPU, m) {
-  m.impl("linear_attention", &trgnet::linear_attention_cpu);
+  m.impl("linear_attention", &trgnet::linear_attention_forward_cpu);
   m.impl("linear_attention_backward", &trgnet::linear_attention_backward_cpu);
 }

@@ -1,6 +1,7 @@
-// Python module trgnet_fast._C. The ops register themselves with the dispatcher (TORCH_LIBRARY
-// in the other translation units) when the shared library is loaded; this module only makes the
-// library importable and reports how it was built. Import torch before importing it.
+// Python module trgnet_fast._C. The ops register themselves with the dispatcher when the shared
+// library is loaded (the library opened in library.cpp, each op's schemas in csrc/<op>.cpp); this
+// module only makes the library importable and reports how it was built. Import torch before
+// importing it.
 #include <Python.h>
 
 #ifdef TRGNET_WITH_CUDA

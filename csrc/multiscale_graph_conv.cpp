@@ -1,4 +1,5 @@
-// trgnet::multiscale_graph_conv: op schemas, argument checks and the CPU kernels.
+// trgnet::multiscale_graph_conv: op schemas, the argument setup shared with the CUDA dispatch
+// (multiscale_graph_conv.h), and the CPU kernels.
 //
 // The CPU kernels run the frame-level math of kernels/multiscale_graph_conv.cuh (the same code the
 // CUDA kernels' per-element functions come from), one (n, t) frame per task of at::parallel_for.
@@ -22,11 +23,16 @@
 #include "checks.h"
 
 namespace trgnet {
+namespace {
+
+constexpr const char* kForwardOp = "trgnet::multiscale_graph_conv";
+constexpr const char* kBackwardOp = "trgnet::multiscale_graph_conv_backward";
 
 using checks::shape_str;
 
-void check_multiscale_graph_conv_inputs(const char* op, const at::Tensor& x, const at::Tensor& adjacency,
-                                        const at::Tensor& weight, const at::Tensor* bias) {
+// x (N, C, T, V), adjacency (S*V, V), weight (C_out, S*C), bias (C_out) unless null.
+void check_forward_inputs(const char* op, const at::Tensor& x, const at::Tensor& adjacency, const at::Tensor& weight,
+                          const at::Tensor* bias) {
   checks::check_dim(op, "x", x, 4, "(N, C, T, V)");
   checks::check_supported_float(op, "x", x);
   const int64_t C = x.size(1), V = x.size(3);
@@ -49,12 +55,37 @@ void check_multiscale_graph_conv_inputs(const char* op, const at::Tensor& x, con
   }
 }
 
-void check_multiscale_graph_conv_backward_inputs(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
-                                                 const at::Tensor& adjacency, const at::Tensor& weight) {
-  check_multiscale_graph_conv_inputs(op, x, adjacency, weight, nullptr);
+void check_backward_inputs(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                           const at::Tensor& adjacency, const at::Tensor& weight) {
+  check_forward_inputs(op, x, adjacency, weight, nullptr);
   checks::check_shape(op, "grad_out", grad_out, {x.size(0), weight.size(0), x.size(2), x.size(3)},
                       "(N, C_out, T, V) of the output");
   checks::check_like(op, "grad_out", grad_out, x, "x");
+}
+
+}  // namespace
+
+MultiscaleGraphConvForwardSetup multiscale_graph_conv_forward_setup(c10::DeviceType device, const at::Tensor& x,
+                                                                    const at::Tensor& adjacency,
+                                                                    const at::Tensor& weight, const at::Tensor& bias) {
+  check_forward_inputs(kForwardOp, x, adjacency, weight, &bias);
+  checks::check_device_type(kForwardOp, "x", x, device);
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
+  const int64_t S = adjacency.size(0) / V, O = weight.size(0);
+  return {kForwardOp, N, C, T, V, S, O, at::empty({N, O, T, V}, x.options())};
+}
+
+MultiscaleGraphConvBackwardSetup multiscale_graph_conv_backward_setup(c10::DeviceType device,
+                                                                      const at::Tensor& grad_out, const at::Tensor& x,
+                                                                      const at::Tensor& adjacency,
+                                                                      const at::Tensor& weight) {
+  check_backward_inputs(kBackwardOp, grad_out, x, adjacency, weight);
+  checks::check_device_type(kBackwardOp, "x", x, device);
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
+  const int64_t S = adjacency.size(0) / V, O = weight.size(0);
+  return {kBackwardOp, N, C, T, V, S, O, at::empty(x.sizes(), x.options()),
+          at::empty(adjacency.sizes(), adjacency.options()), at::empty(weight.sizes(), weight.options()),
+          at::empty({O}, weight.options())};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,39 +184,28 @@ void backward_cpu_kernel(const scalar_t* g, const scalar_t* x, const scalar_t* a
 
 }  // namespace
 
-at::Tensor multiscale_graph_conv_cpu(const at::Tensor& x, const at::Tensor& adjacency, const at::Tensor& weight,
-                                     const at::Tensor& bias) {
-  const char* op = "trgnet::multiscale_graph_conv";
-  check_multiscale_graph_conv_inputs(op, x, adjacency, weight, &bias);
-  TORCH_CHECK(x.device().is_cpu(), op, ": CPU kernel called with tensors on ", x.device());
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
-  const int64_t S = adjacency.size(0) / V, O = weight.size(0);
-  at::Tensor out = at::empty({N, O, T, V}, x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "multiscale_graph_conv_cpu", [&] {
+at::Tensor multiscale_graph_conv_forward_cpu(const at::Tensor& x, const at::Tensor& adjacency,
+                                             const at::Tensor& weight, const at::Tensor& bias) {
+  const MultiscaleGraphConvForwardSetup s =
+      multiscale_graph_conv_forward_setup(c10::DeviceType::CPU, x, adjacency, weight, bias);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "multiscale_graph_conv_forward_cpu", [&] {
     forward_cpu_kernel<scalar_t>(x.data_ptr<scalar_t>(), adjacency.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
-                                 bias.data_ptr<scalar_t>(), N, C, T, V, S, O, out.data_ptr<scalar_t>());
+                                 bias.data_ptr<scalar_t>(), s.N, s.C, s.T, s.V, s.S, s.O, s.out.data_ptr<scalar_t>());
   });
-  return out;
+  return s.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiscale_graph_conv_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& adjacency, const at::Tensor& weight) {
-  const char* op = "trgnet::multiscale_graph_conv_backward";
-  check_multiscale_graph_conv_backward_inputs(op, grad_out, x, adjacency, weight);
-  TORCH_CHECK(x.device().is_cpu(), op, ": CPU kernel called with tensors on ", x.device());
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
-  const int64_t S = adjacency.size(0) / V, O = weight.size(0);
-  at::Tensor dx = at::empty(x.sizes(), x.options());
-  at::Tensor da = at::empty(adjacency.sizes(), adjacency.options());
-  at::Tensor dw = at::empty(weight.sizes(), weight.options());
-  at::Tensor db = at::empty({O}, weight.options());
+  const MultiscaleGraphConvBackwardSetup s =
+      multiscale_graph_conv_backward_setup(c10::DeviceType::CPU, grad_out, x, adjacency, weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "multiscale_graph_conv_backward_cpu", [&] {
     backward_cpu_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-                                  adjacency.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), N, C, T, V, S, O,
-                                  dx.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), dw.data_ptr<scalar_t>(),
-                                  db.data_ptr<scalar_t>());
+                                  adjacency.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), s.N, s.C, s.T, s.V, s.S,
+                                  s.O, s.grad_x.data_ptr<scalar_t>(), s.grad_adjacency.data_ptr<scalar_t>(),
+                                  s.grad_weight.data_ptr<scalar_t>(), s.grad_bias.data_ptr<scalar_t>());
   });
-  return {dx, da, dw, db};
+  return s.outputs();
 }
 
 }  // namespace trgnet
@@ -200,6 +220,6 @@ TORCH_LIBRARY_FRAGMENT(trgnet, m) {
 }
 
 TORCH_LIBRARY_IMPL(trgnet, CPU, m) {
-  m.impl("multiscale_graph_conv", &trgnet::multiscale_graph_conv_cpu);
+  m.impl("multiscale_graph_conv", &trgnet::multiscale_graph_conv_forward_cpu);
   m.impl("multiscale_graph_conv_backward", &trgnet::multiscale_graph_conv_backward_cpu);
 }

@@ -318,26 +318,19 @@ cudaError_t backward_impl(const In* g, const In* x, const In* p, const In* q, co
 }  // namespace
 }  // namespace agc
 
-#define TRGNET_AGC_DEFINE(T_IN, T_ACC)                                                                            \
-  cudaError_t adaptive_graph_conv_forward(const T_IN* x, const T_IN* p, const T_IN* q, const T_IN* beta,          \
-                                          const T_IN* channel_graph, const T_IN* joint_graph, int64_t N,          \
-                                          int64_t C, int64_t T, int64_t V, T_IN* out, cudaStream_t stream) {      \
-    return agc::forward_impl<T_IN, T_ACC>(x, p, q, beta, channel_graph, joint_graph, N, C, T, V, out, stream);    \
-  }                                                                                                                \
-  cudaError_t adaptive_graph_conv_backward(const T_IN* grad_out, const T_IN* x, const T_IN* p, const T_IN* q,     \
-                                           const T_IN* beta, const T_IN* channel_graph, const T_IN* joint_graph,  \
-                                           int64_t N, int64_t C, int64_t T, int64_t V, T_IN* grad_x,              \
-                                           T_IN* grad_p, T_IN* grad_q, T_IN* grad_beta,                           \
-                                           T_IN* grad_channel_graph, T_IN* grad_joint_graph, T_ACC* workspace,    \
-                                           cudaStream_t stream) {                                                 \
-    return agc::backward_impl<T_IN, T_ACC>(grad_out, x, p, q, beta, channel_graph, joint_graph, N, C, T, V,       \
-                                           grad_x, grad_p, grad_q, grad_beta, grad_channel_graph,                 \
-                                           grad_joint_graph, workspace, stream);                                  \
+#define TRGNET_AGC_DEFINE_LAUNCHERS(T_IN, T_ACC)                                                               \
+  TRGNET_AGC_FORWARD_LAUNCHER(T_IN, T_ACC) {                                                                   \
+    return agc::forward_impl<T_IN, T_ACC>(x, p, q, beta, channel_graph, joint_graph, N, C, T, V, out, stream); \
+  }                                                                                                            \
+  TRGNET_AGC_BACKWARD_LAUNCHER(T_IN, T_ACC) {                                                                  \
+    return agc::backward_impl<T_IN, T_ACC>(grad_out, x, p, q, beta, channel_graph, joint_graph, N, C, T, V,    \
+                                           grad_x, grad_p, grad_q, grad_beta, grad_channel_graph,              \
+                                           grad_joint_graph, workspace, stream);                               \
   }
 
-TRGNET_AGC_DEFINE(float, float)
-TRGNET_AGC_DEFINE(double, double)
-TRGNET_AGC_DEFINE(__half, float)
-TRGNET_AGC_DEFINE(__nv_bfloat16, float)
+TRGNET_AGC_DEFINE_LAUNCHERS(float, float)
+TRGNET_AGC_DEFINE_LAUNCHERS(double, double)
+TRGNET_AGC_DEFINE_LAUNCHERS(__half, float)
+TRGNET_AGC_DEFINE_LAUNCHERS(__nv_bfloat16, float)
 
 }  // namespace trgnet

@@ -19,13 +19,7 @@
 
 #include <cmath>
 
-#include "host_device.h"
-
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define AGC_HD __host__ __device__ __forceinline__
-#else
-#define AGC_HD inline
-#endif
+#include "host_device.h"  // TRGNET_HD, dot_strided
 
 namespace trgnet {
 namespace agc {
@@ -33,31 +27,31 @@ namespace agc {
 // Largest number of joints V the CUDA kernels take (the CPU kernels take any V).
 constexpr int kMaxJoints = 64;
 
-AGC_HD float tanh_acc(float x) { return tanhf(x); }
-AGC_HD double tanh_acc(double x) { return tanh(x); }
+TRGNET_HD float tanh_acc(float x) { return tanhf(x); }
+TRGNET_HD double tanh_acc(double x) { return tanh(x); }
 
 // th = tanh(p_u - q_v).
 template <typename Acc>
-AGC_HD Acc frame_tanh(Acc p_u, Acc q_v) {
+TRGNET_HD Acc frame_tanh(Acc p_u, Acc q_v) {
   return tanh_acc(p_u - q_v);
 }
 
 // beta * th: the frame graph without J.
 template <typename Acc>
-AGC_HD Acc frame_graph(Acc beta, Acc p_u, Acc q_v) {
+TRGNET_HD Acc frame_graph(Acc beta, Acc p_u, Acc q_v) {
   return beta * frame_tanh(p_u, q_v);
 }
 
 // dL/dp_u contribution of one entry (the dL/dq_v contribution is its negative): dF beta (1 - th^2).
 template <typename Acc>
-AGC_HD Acc tanh_input_grad(Acc dF, Acc beta, Acc th) {
+TRGNET_HD Acc tanh_input_grad(Acc dF, Acc beta, Acc th) {
   return dF * beta * (Acc(1) - th * th);
 }
 
 // sum_i (a[i * s] + b[i * s]) * x[i], i in increasing order: one output (a = F row / column, b =
 // the same row / column of G + J, x = X[c, t, :] or dY[c, t, :]).
 template <typename Acc>
-AGC_HD Acc aggregate(const Acc* a, const Acc* b, int s, const Acc* x, int n) {
+TRGNET_HD Acc aggregate(const Acc* a, const Acc* b, int s, const Acc* x, int n) {
   Acc acc = Acc(0);
   for (int i = 0; i < n; ++i) acc += (a[i * s] + b[i * s]) * x[i];
   return acc;
@@ -67,7 +61,7 @@ AGC_HD Acc aggregate(const Acc* a, const Acc* b, int s, const Acc* x, int n) {
 
 // sum_i a[i * s], i in increasing order.
 template <typename Acc>
-AGC_HD Acc sum_strided(const Acc* a, int s, int n) {
+TRGNET_HD Acc sum_strided(const Acc* a, int s, int n) {
   Acc acc = Acc(0);
   for (int i = 0; i < n; ++i) acc += a[i * s];
   return acc;
@@ -79,7 +73,7 @@ AGC_HD Acc sum_strided(const Acc* a, int s, int n) {
 
 // bf (V x V) = beta * tanh(p_u - q_v) and th (V x V) = tanh(p_u - q_v) (th may be null).
 template <typename Acc>
-AGC_HD void build_frame_graph(const Acc* p, const Acc* q, Acc beta, int V, Acc* bf, Acc* th) {
+TRGNET_HD void build_frame_graph(const Acc* p, const Acc* q, Acc beta, int V, Acc* bf, Acc* th) {
   for (int u = 0; u < V; ++u)
     for (int v = 0; v < V; ++v) {
       const Acc h = frame_tanh(p[u], q[v]);
@@ -90,13 +84,13 @@ AGC_HD void build_frame_graph(const Acc* p, const Acc* q, Acc beta, int V, Acc* 
 
 // y[u] = sum_v (bf + gj)[u, v] x[v]  (gj = G[c] + J).
 template <typename Acc>
-AGC_HD void aggregate_frame(const Acc* bf, const Acc* gj, const Acc* x, int V, Acc* y) {
+TRGNET_HD void aggregate_frame(const Acc* bf, const Acc* gj, const Acc* x, int V, Acc* y) {
   for (int u = 0; u < V; ++u) y[u] = aggregate(bf + u * V, gj + u * V, 1, x, V);
 }
 
 // dx[v] = sum_u (bf + gj)[u, v] dy[u].
 template <typename Acc>
-AGC_HD void aggregate_frame_transposed(const Acc* bf, const Acc* gj, const Acc* dy, int V, Acc* dx) {
+TRGNET_HD void aggregate_frame_transposed(const Acc* bf, const Acc* gj, const Acc* dy, int V, Acc* dx) {
   for (int v = 0; v < V; ++v) dx[v] = aggregate(bf + v, gj + v, V, dy, V);
 }
 
@@ -104,7 +98,7 @@ AGC_HD void aggregate_frame_transposed(const Acc* bf, const Acc* gj, const Acc* 
 // double: dbeta adds N*T*V*V terms of both signs that largely cancel, so it is accumulated in double
 // everywhere, on the GPU too, whatever the input dtype).
 template <typename Acc>
-AGC_HD double frame_graph_backward(const Acc* dF, const Acc* th, Acc beta, int V, Acc* dp, Acc* dq) {
+TRGNET_HD double frame_graph_backward(const Acc* dF, const Acc* th, Acc beta, int V, Acc* dp, Acc* dq) {
   double dbeta = 0.0;
   for (int v = 0; v < V; ++v) dq[v] = Acc(0);
   for (int u = 0; u < V; ++u) {

@@ -106,22 +106,34 @@ inline int64_t backward_workspace_elems(int64_t N, int64_t C, int64_t T, int64_t
 }  // namespace agc
 }  // namespace trgnet
 
-#define TRGNET_AGC_DECLARE(T_IN, T_ACC)                                                                          \
-  cudaError_t adaptive_graph_conv_forward(const T_IN* x, const T_IN* p, const T_IN* q, const T_IN* beta,         \
-                                          const T_IN* channel_graph, const T_IN* joint_graph, int64_t N,         \
-                                          int64_t C, int64_t T, int64_t V, T_IN* out, cudaStream_t stream);      \
-  cudaError_t adaptive_graph_conv_backward(const T_IN* grad_out, const T_IN* x, const T_IN* p, const T_IN* q,    \
-                                           const T_IN* beta, const T_IN* channel_graph, const T_IN* joint_graph, \
-                                           int64_t N, int64_t C, int64_t T, int64_t V, T_IN* grad_x,             \
-                                           T_IN* grad_p, T_IN* grad_q, T_IN* grad_beta,                          \
-                                           T_IN* grad_channel_graph, T_IN* grad_joint_graph, T_ACC* workspace,   \
-                                           cudaStream_t stream);
+// The launchers, one overload per input dtype (T_IN) and its accumulator (T_ACC). The signature macros
+// serve the declarations below and the definitions of kernels/adaptive_graph_conv.cu.
+//
+// Forward: out.
+#define TRGNET_AGC_FORWARD_LAUNCHER(T_IN, T_ACC)                                                                \
+  cudaError_t launch_adaptive_graph_conv_forward(const T_IN* x, const T_IN* p, const T_IN* q, const T_IN* beta, \
+                                                 const T_IN* channel_graph, const T_IN* joint_graph, int64_t N, \
+                                                 int64_t C, int64_t T, int64_t V, T_IN* out, cudaStream_t stream)
+
+// Backward: grad_x, grad_p, grad_q, grad_beta, grad_channel_graph, grad_joint_graph from grad_out.
+// workspace: agc::backward_workspace_elems(...) accumulators.
+#define TRGNET_AGC_BACKWARD_LAUNCHER(T_IN, T_ACC)                                                     \
+  cudaError_t launch_adaptive_graph_conv_backward(                                                    \
+      const T_IN* grad_out, const T_IN* x, const T_IN* p, const T_IN* q, const T_IN* beta,            \
+      const T_IN* channel_graph, const T_IN* joint_graph, int64_t N, int64_t C, int64_t T, int64_t V, \
+      T_IN* grad_x, T_IN* grad_p, T_IN* grad_q, T_IN* grad_beta, T_IN* grad_channel_graph,            \
+      T_IN* grad_joint_graph, T_ACC* workspace, cudaStream_t stream)
 
 namespace trgnet {
 
-TRGNET_AGC_DECLARE(float, float)
-TRGNET_AGC_DECLARE(double, double)
-TRGNET_AGC_DECLARE(__half, float)
-TRGNET_AGC_DECLARE(__nv_bfloat16, float)
+TRGNET_AGC_FORWARD_LAUNCHER(float, float);
+TRGNET_AGC_FORWARD_LAUNCHER(double, double);
+TRGNET_AGC_FORWARD_LAUNCHER(__half, float);
+TRGNET_AGC_FORWARD_LAUNCHER(__nv_bfloat16, float);
+
+TRGNET_AGC_BACKWARD_LAUNCHER(float, float);
+TRGNET_AGC_BACKWARD_LAUNCHER(double, double);
+TRGNET_AGC_BACKWARD_LAUNCHER(__half, float);
+TRGNET_AGC_BACKWARD_LAUNCHER(__nv_bfloat16, float);
 
 }  // namespace trgnet

@@ -25,11 +25,7 @@
 
 #include <cmath>
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define LA_HD __host__ __device__ __forceinline__
-#else
-#define LA_HD inline
-#endif
+#include "host_device.h"  // TRGNET_HD
 
 namespace trgnet {
 namespace la {
@@ -40,20 +36,20 @@ constexpr int kMaxHeadDim = 64;
 // ---------------------------------------------------------------------------------------------
 // Element math.
 
-LA_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-LA_HD double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+TRGNET_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+TRGNET_HD double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 // d sigmoid(x) / dx expressed through s = sigmoid(x).
 template <typename Acc>
-LA_HD Acc sigmoid_grad(Acc s) { return s * (Acc(1) - s); }
+TRGNET_HD Acc sigmoid_grad(Acc s) { return s * (Acc(1) - s); }
 
 // Feature of one key element: m * phi(x) (exactly 0 for a masked frame).
 template <typename Acc>
-LA_HD Acc key_feature(Acc x, bool m) { return m ? sigmoid(x) : Acc(0); }
+TRGNET_HD Acc key_feature(Acc x, bool m) { return m ? sigmoid(x) : Acc(0); }
 
 // sum_d phi[d] * S[d * W + c]: column c of the extended state seen by one frame's features.
 template <typename Acc>
-LA_HD Acc feature_dot_column(const Acc* phi, const Acc* S, int D, int W, int c) {
+TRGNET_HD Acc feature_dot_column(const Acc* phi, const Acc* S, int D, int W, int c) {
   Acc a = Acc(0);
   for (int d = 0; d < D; ++d) a += phi[d] * S[d * W + c];
   return a;
@@ -61,7 +57,7 @@ LA_HD Acc feature_dot_column(const Acc* phi, const Acc* S, int D, int W, int c) 
 
 // sum_c row[c] * x[c] over W entries (one row of an extended state against an extended vector).
 template <typename Acc>
-LA_HD Acc row_dot(const Acc* row, const Acc* x, int W) {
+TRGNET_HD Acc row_dot(const Acc* row, const Acc* x, int W) {
   Acc a = Acc(0);
   for (int c = 0; c < W; ++c) a += row[c] * x[c];
   return a;
@@ -69,15 +65,15 @@ LA_HD Acc row_dot(const Acc* row, const Acc* x, int W) {
 
 // Output element from the extended numerator: num / den.
 template <typename Acc>
-LA_HD Acc output_value(Acc num, Acc den) { return num / den; }
+TRGNET_HD Acc output_value(Acc num, Acc den) { return num / den; }
 
 // dL/dden for one frame from g_dot_num = sum_e g[e] * num[e]: -g_dot_num / den^2.
 template <typename Acc>
-LA_HD Acc grad_den_from_dot(Acc g_dot_num, Acc den) { return -g_dot_num / (den * den); }
+TRGNET_HD Acc grad_den_from_dot(Acc g_dot_num, Acc den) { return -g_dot_num / (den * den); }
 
 // dL/dden for one frame: -sum_e g[e] * num[e] / den^2.
 template <typename Acc>
-LA_HD Acc grad_den(const Acc* g, const Acc* num, int E, Acc den) {
+TRGNET_HD Acc grad_den(const Acc* g, const Acc* num, int E, Acc den) {
   Acc a = Acc(0);
   for (int e = 0; e < E; ++e) a += g[e] * num[e];
   return grad_den_from_dot(a, den);
@@ -85,19 +81,19 @@ LA_HD Acc grad_den(const Acc* g, const Acc* num, int E, Acc den) {
 
 // dq[l][d] from phi(q[l][d]), row d of S (with eps) and the frame's extended output gradient dN.
 template <typename Acc>
-LA_HD Acc grad_query_value(Acc phiq_d, const Acc* S_row_d, const Acc* dN, int W) {
+TRGNET_HD Acc grad_query_value(Acc phiq_d, const Acc* S_row_d, const Acc* dN, int W) {
   return sigmoid_grad(phiq_d) * row_dot(S_row_d, dN, W);
 }
 
 // dk[s][d] from sigmoid(k[s][d]) (unmasked), row d of dS and the frame's extended value [v_s, 1].
 template <typename Acc>
-LA_HD Acc grad_key_value(Acc sk_d, bool m, const Acc* dS_row_d, const Acc* vext, int W) {
+TRGNET_HD Acc grad_key_value(Acc sk_d, bool m, const Acc* dS_row_d, const Acc* vext, int W) {
   return m ? sigmoid_grad(sk_d) * row_dot(dS_row_d, vext, W) : Acc(0);
 }
 
 // dv[s][e] from sigmoid(k[s]) (unmasked) and column e of dS.
 template <typename Acc>
-LA_HD Acc grad_value_value(const Acc* sk, bool m, const Acc* dS, int D, int W, int e) {
+TRGNET_HD Acc grad_value_value(const Acc* sk, bool m, const Acc* dS, int D, int W, int e) {
   return m ? feature_dot_column(sk, dS, D, W, e) : Acc(0);
 }
 
@@ -108,7 +104,7 @@ LA_HD Acc grad_value_value(const Acc* sk, bool m, const Acc* dS, int D, int W, i
 // Accumulate frame s into the extended state S (D x (E+1)): S += phi(k_s) (x) [v_s, 1].
 // scratch: D + E + 1 Acc.
 template <typename Acc, typename In>
-LA_HD void accumulate_frame(const In* k, const In* v, bool m, int D, int E, Acc* S, Acc* scratch) {
+TRGNET_HD void accumulate_frame(const In* k, const In* v, bool m, int D, int E, Acc* S, Acc* scratch) {
   if (!m) return;
   const int W = E + 1;
   Acc* phik = scratch;
@@ -123,7 +119,7 @@ LA_HD void accumulate_frame(const In* k, const In* v, bool m, int D, int E, Acc*
 // One frame's output from the extended state S whose last column already includes eps.
 // scratch: D + E + 1 Acc.
 template <typename Acc, typename In>
-LA_HD void output_frame(const In* q, const Acc* S, int D, int E, Acc* scratch, In* out) {
+TRGNET_HD void output_frame(const In* q, const Acc* S, int D, int E, Acc* scratch, In* out) {
   const int W = E + 1;
   Acc* phiq = scratch;
   Acc* num = scratch + D;
@@ -135,7 +131,7 @@ LA_HD void output_frame(const In* q, const Acc* S, int D, int E, Acc* scratch, I
 // Backward, query side of one frame l: writes dq[l] and accumulates dS += phi(q_l) (x) dN[l].
 // S includes eps. scratch: D + 2 * (E + 1) + E Acc.
 template <typename Acc, typename In>
-LA_HD void backward_query_frame(const In* g, const In* q, const Acc* S, int D, int E, Acc* scratch,
+TRGNET_HD void backward_query_frame(const In* g, const In* q, const Acc* S, int D, int E, Acc* scratch,
                                 Acc* dS, In* dq) {
   const int W = E + 1;
   Acc* phiq = scratch;
@@ -156,7 +152,7 @@ LA_HD void backward_query_frame(const In* g, const In* q, const Acc* S, int D, i
 
 // Backward, key/value side of one frame s given the reduced dS. scratch: D + E + 1 Acc.
 template <typename Acc, typename In>
-LA_HD void backward_key_frame(const In* k, const In* v, bool m, const Acc* dS, int D, int E,
+TRGNET_HD void backward_key_frame(const In* k, const In* v, bool m, const Acc* dS, int D, int E,
                               Acc* scratch, In* dk, In* dv) {
   const int W = E + 1;
   Acc* sk = scratch;

@@ -63,7 +63,7 @@ inline int state_pass_tile(int64_t D, int64_t E, int acc_bytes) {
 }
 
 // Number of accumulator elements (float, or double for double inputs) the workspace of
-// linear_attention_forward / linear_attention_backward must hold.
+// launch_linear_attention_forward / launch_linear_attention_backward must hold.
 inline int64_t workspace_elems(int64_t N, int64_t T, int64_t H, int64_t D, int64_t E) {
   const int64_t NH = N * H, W = E + 1;
   return NH * reduction_chunks(T) * D * W  // per-chunk partial states
@@ -73,31 +73,34 @@ inline int64_t workspace_elems(int64_t N, int64_t T, int64_t H, int64_t D, int64
 }  // namespace la
 }  // namespace trgnet
 
+// The launchers, one overload per input dtype (T_IN) and its accumulator (T_ACC). The signature macros
+// serve the declarations below and the definitions of kernels/linear_attention_impl.cuh.
+//
 // Forward: out, kv_state, key_sum. workspace: la::workspace_elems(...) accumulators.
-#define TRGNET_LA_DECLARE_FORWARD(T_IN, T_ACC)                                                     \
-  cudaError_t linear_attention_forward(                                                           \
-      const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask, int64_t N, int64_t T,    \
-      int64_t H, int64_t D, int64_t E, double eps, T_IN* out, T_ACC* kv_state, T_ACC* key_sum,    \
-      T_ACC* workspace, cudaStream_t stream);
+#define TRGNET_LA_FORWARD_LAUNCHER(T_IN, T_ACC)                                                           \
+  cudaError_t launch_linear_attention_forward(                                                            \
+      const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask, int64_t N, int64_t T, int64_t H, \
+      int64_t D, int64_t E, double eps, T_IN* out, T_ACC* kv_state, T_ACC* key_sum, T_ACC* workspace,     \
+      cudaStream_t stream)
 
 // Backward: grad_q, grad_k, grad_v from grad_out and the saved kv_state / key_sum.
-#define TRGNET_LA_DECLARE_BACKWARD(T_IN, T_ACC)                                                    \
-  cudaError_t linear_attention_backward(                                                          \
-      const T_IN* grad_out, const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask,    \
-      const T_ACC* kv_state, const T_ACC* key_sum, int64_t N, int64_t T, int64_t H, int64_t D,    \
-      int64_t E, double eps, T_IN* grad_q, T_IN* grad_k, T_IN* grad_v, T_ACC* workspace,          \
-      cudaStream_t stream);
+// workspace: la::workspace_elems(...) accumulators.
+#define TRGNET_LA_BACKWARD_LAUNCHER(T_IN, T_ACC)                                                          \
+  cudaError_t launch_linear_attention_backward(                                                           \
+      const T_IN* grad_out, const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask,            \
+      const T_ACC* kv_state, const T_ACC* key_sum, int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, \
+      double eps, T_IN* grad_q, T_IN* grad_k, T_IN* grad_v, T_ACC* workspace, cudaStream_t stream)
 
 namespace trgnet {
 
-TRGNET_LA_DECLARE_FORWARD(float, float)
-TRGNET_LA_DECLARE_FORWARD(double, double)
-TRGNET_LA_DECLARE_FORWARD(__half, float)
-TRGNET_LA_DECLARE_FORWARD(__nv_bfloat16, float)
+TRGNET_LA_FORWARD_LAUNCHER(float, float);
+TRGNET_LA_FORWARD_LAUNCHER(double, double);
+TRGNET_LA_FORWARD_LAUNCHER(__half, float);
+TRGNET_LA_FORWARD_LAUNCHER(__nv_bfloat16, float);
 
-TRGNET_LA_DECLARE_BACKWARD(float, float)
-TRGNET_LA_DECLARE_BACKWARD(double, double)
-TRGNET_LA_DECLARE_BACKWARD(__half, float)
-TRGNET_LA_DECLARE_BACKWARD(__nv_bfloat16, float)
+TRGNET_LA_BACKWARD_LAUNCHER(float, float);
+TRGNET_LA_BACKWARD_LAUNCHER(double, double);
+TRGNET_LA_BACKWARD_LAUNCHER(__half, float);
+TRGNET_LA_BACKWARD_LAUNCHER(__nv_bfloat16, float);
 
 }  // namespace trgnet

@@ -1,5 +1,12 @@
-// CUDA kernels of the non-causal linear attention (sigmoid features); math in
+// CUDA kernels of the non-causal linear attention (sigmoid features) and their launch code; math in
 // linear_attention.cuh, launchers declared in linear_attention.h. No torch headers.
+//
+// Compiled in several translation units, which expand the TRGNET_LA_DEFINE_* macros at the end of this file,
+// so that no single nvcc run takes much more than half a minute (one file took four):
+//   linear_attention.cu                      the launchers: the forward passes (all dtypes, with their kernels)
+//                                            and the backward's checks, state reduction and dispatch
+//   linear_attention_backward_<dtype>.cu     the backward's query and key passes of one dtype, every width
+//   linear_attention_backward_f64_query64.cu the fp64 query pass at register width 64 (alone: the largest)
 //
 // Forward:   state_partial (per (n,h) and T-chunk: partial [KV | ks])
 //            -> state_reduce (fixed-order sum of the chunk partials -> kv_state, key_sum)
@@ -12,6 +19,8 @@
 // stage tiles of frames in shared memory as Acc and give each thread fixed 4 x 4 blocks of the extended
 // D x (E+1) state and a fixed subset of the frames (accumulate_outer), so the result does not depend on
 // scheduling.
+#pragma once
+
 #include "linear_attention.h"
 
 #include <type_traits>
@@ -21,14 +30,39 @@
 
 namespace trgnet {
 namespace la {
-namespace {
-
-constexpr int kThreads = 256;
 
 struct Dims {
   int64_t N, T, H;
   int D, E;
 };
+
+// The arguments of launch_linear_attention_backward (linear_attention.h).
+template <typename In, typename Acc>
+struct BackwardArgs {
+  const In *grad_out, *q, *k, *v;
+  const bool* key_mask;
+  const Acc *kv_state, *key_sum;
+  int64_t N, T, H, D, E;
+  double eps;
+  In *grad_q, *grad_k, *grad_v;
+  Acc* workspace;
+};
+
+// What the backward's passes share, worked out once by backward_impl: the sizes, the T-chunks of the query
+// pass with its tile of frames and shared memory, and the workspace's parts (the per-chunk partial states,
+// then the reduced dKV and dks).
+template <typename Acc>
+struct BackwardPlan {
+  Dims s;
+  int64_t chunk_len, chunks;
+  int tile;
+  size_t smem;
+  Acc *partial, *dkv, *dks;
+};
+
+namespace {
+
+constexpr int kThreads = 256;
 
 // Flat index of frame t of (n, h) in a (N, T, H, *) tensor, in rows.
 __device__ __forceinline__ int64_t frame_row(const Dims& s, int64_t nh, int64_t t) {
@@ -468,15 +502,13 @@ void with_register_width(int64_t width, F f) {
 }
 
 // Launch of a one-frame-per-thread kernel over (n, h) x T frames: blocks of kThreads frames, a padded D-row
-// state in shared memory, register row width DP for `width`: launch(DP constant, grid, smem bytes, blocks per
-// (n, h)).
+// state in shared memory: launch(grid, smem bytes, blocks per (n, h)).
 template <typename Acc, typename Launch>
-cudaError_t launch_frame_rows(int64_t NH, int64_t T, int64_t D, int64_t E, int64_t width, Launch launch) {
+cudaError_t launch_frame_rows(int64_t NH, int64_t T, int64_t D, int64_t E, Launch launch) {
   const int64_t tiles = (T + kThreads - 1) / kThreads;
   if (!grid_fits(NH * tiles)) return cudaErrorInvalidConfiguration;
   const size_t smem = static_cast<size_t>(D) * padded_state_stride(static_cast<int>(E)) * sizeof(Acc);
-  const dim3 grid(static_cast<unsigned>(NH * tiles));
-  with_register_width(width, [&](auto dp) { launch(dp, grid, smem, tiles); });
+  launch(dim3(static_cast<unsigned>(NH * tiles)), smem, tiles);
   return cudaSuccess;
 }
 
@@ -515,82 +547,133 @@ cudaError_t forward_impl(const In* q, const In* k, const In* v, const bool* mask
   TRGNET_RETURN_IF_LAUNCH_FAILED();
   if (T == 0) return cudaSuccess;
 
-  TRGNET_RETURN_IF_ERROR(launch_frame_rows<Acc>(NH, T, D, E, D, [&](auto dp, dim3 grid, size_t smem, int64_t tiles) {
-    output_kernel<In, Acc, decltype(dp)::value><<<grid, kThreads, smem, stream>>>(q, kv_state, key_sum,
-                                                                                 static_cast<Acc>(eps), s, tiles, out);
-  }));
+  cudaError_t err = cudaSuccess;
+  with_register_width(D, [&](auto dp) {
+    err = launch_frame_rows<Acc>(NH, T, D, E, [&](dim3 grid, size_t smem, int64_t tiles) {
+      output_kernel<In, Acc, decltype(dp)::value><<<grid, kThreads, smem, stream>>>(
+          q, kv_state, key_sum, static_cast<Acc>(eps), s, tiles, out);
+    });
+  });
+  TRGNET_RETURN_IF_ERROR(err);
   TRGNET_RETURN_IF_LAUNCH_FAILED();
   return cudaSuccess;
 }
 
-template <typename In, typename Acc>
-cudaError_t backward_impl(const In* g, const In* q, const In* k, const In* v, const bool* mask, const Acc* kv_state,
-                          const Acc* key_sum, int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, double eps,
-                          In* dq, In* dk, In* dv, Acc* workspace, cudaStream_t stream) {
-  if (!valid_sizes(N, T, H, D, E)) return cudaErrorInvalidValue;
-  const int64_t NH = N * H;
-  if (NH == 0 || T == 0) return cudaSuccess;
-  if (!g || !q || !k || !v || !kv_state || !key_sum || !dq || !dk || !dv || !workspace)
-    return cudaErrorInvalidValue;
-  const Dims s{N, T, H, static_cast<int>(D), static_cast<int>(E)};
-  const int W = s.E + 1;
-  const int64_t chunk_len = reduction_chunk_len(T), chunks = reduction_chunks(T);
-  if (!grid_fits(NH * chunks)) return cudaErrorInvalidConfiguration;
-  Acc* partial = workspace;
-  Acc* dkv = workspace + NH * chunks * D * W;
-  Acc* dks = dkv + NH * D * E;
-
-  // up to one frame per thread; the staged rows within the default 48 KiB (more only for the scratch of
-  // store_outer at large head dims in fp64, with the opt-in)
-  const size_t fixed = static_cast<size_t>(D) * padded_state_stride(s.E) * sizeof(Acc);
-  const size_t row = (staged_stride(s.D, sizeof(Acc)) + staged_stride(W, sizeof(Acc))) * sizeof(Acc);
-  const int tile = fitting_tile(kThreads, fixed, row, kSmemDefault);
-  const size_t smem = reduction_smem<Acc>(fixed, tile, row, s.D, W);
-  cudaError_t err = cudaSuccess;
-  with_register_width(D > E ? D : E, [&](auto dp) {
-    constexpr int DP = decltype(dp)::value;
-    err = allow_smem(query_backward_kernel<In, Acc, DP>, smem);
-    if (err == cudaSuccess)
-      query_backward_kernel<In, Acc, DP><<<static_cast<unsigned>(NH * chunks), kThreads, smem, stream>>>(
-          g, q, kv_state, key_sum, static_cast<Acc>(eps), s, chunk_len, chunks, tile, dq, partial);
-  });
-  TRGNET_RETURN_IF_ERROR(err);
+// The backward's per-frame passes at register width DP (>= D, E), for arguments that backward_impl has checked:
+// dq and the per-chunk partial dS (query pass), then dk and dv from the reduced dS (key pass).
+template <typename In, typename Acc, int DP>
+cudaError_t query_backward_pass(const BackwardArgs<In, Acc>& a, const BackwardPlan<Acc>& p, cudaStream_t stream) {
+  TRGNET_RETURN_IF_ERROR(allow_smem(query_backward_kernel<In, Acc, DP>, p.smem));
+  query_backward_kernel<In, Acc, DP><<<static_cast<unsigned>(a.N * a.H * p.chunks), kThreads, p.smem, stream>>>(
+      a.grad_out, a.q, a.kv_state, a.key_sum, static_cast<Acc>(a.eps), p.s, p.chunk_len, p.chunks, p.tile,
+      a.grad_q, p.partial);
   TRGNET_RETURN_IF_LAUNCH_FAILED();
-  state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(partial, chunks, s.D, s.E, dkv, dks);
-  TRGNET_RETURN_IF_LAUNCH_FAILED();
+  return cudaSuccess;
+}
 
-  TRGNET_RETURN_IF_ERROR(launch_frame_rows<Acc>(NH, T, D, E, D > E ? D : E,
-                                                [&](auto dp, dim3 grid, size_t smem, int64_t tiles) {
-    key_backward_kernel<In, Acc, decltype(dp)::value><<<grid, kThreads, smem, stream>>>(k, v, mask, dkv, dks, s,
-                                                                                       tiles, dk, dv);
+template <typename In, typename Acc, int DP>
+cudaError_t key_backward_pass(const BackwardArgs<In, Acc>& a, const BackwardPlan<Acc>& p, cudaStream_t stream) {
+  TRGNET_RETURN_IF_ERROR(launch_frame_rows<Acc>(a.N * a.H, a.T, a.D, a.E, [&](dim3 grid, size_t smem, int64_t tiles) {
+    key_backward_kernel<In, Acc, DP><<<grid, kThreads, smem, stream>>>(a.k, a.v, a.key_mask, p.dkv, p.dks, p.s, tiles,
+                                                                       a.grad_k, a.grad_v);
   }));
   TRGNET_RETURN_IF_LAUNCH_FAILED();
   return cudaSuccess;
 }
 
 }  // namespace
+
+// la::query_backward(DP, ...) / la::key_backward(DP, ...): query_backward_pass / key_backward_pass at register
+// width DP, one overload per input dtype, width and pass, each compiled in one translation unit
+// (TRGNET_LA_DEFINE_BACKWARD_PASS) and called by backward_impl in another: the backward's kernels are what
+// takes nvcc long, so they can be spread over several files.
+#define TRGNET_LA_BACKWARD_PASS(PASS, T_IN, T_ACC, DP)                                                \
+  cudaError_t PASS##_backward(std::integral_constant<int, DP>, const BackwardArgs<T_IN, T_ACC>& args, \
+                              const BackwardPlan<T_ACC>& plan, cudaStream_t stream)
+#define TRGNET_LA_DECLARE_BACKWARD_PASSES(T_IN, T_ACC) \
+  TRGNET_LA_BACKWARD_PASS(query, T_IN, T_ACC, 16);     \
+  TRGNET_LA_BACKWARD_PASS(query, T_IN, T_ACC, 32);     \
+  TRGNET_LA_BACKWARD_PASS(query, T_IN, T_ACC, 64);     \
+  TRGNET_LA_BACKWARD_PASS(key, T_IN, T_ACC, 16);       \
+  TRGNET_LA_BACKWARD_PASS(key, T_IN, T_ACC, 32);       \
+  TRGNET_LA_BACKWARD_PASS(key, T_IN, T_ACC, 64);
+TRGNET_LA_DECLARE_BACKWARD_PASSES(float, float)
+TRGNET_LA_DECLARE_BACKWARD_PASSES(double, double)
+TRGNET_LA_DECLARE_BACKWARD_PASSES(__half, float)
+TRGNET_LA_DECLARE_BACKWARD_PASSES(__nv_bfloat16, float)
+
+namespace {
+
+template <typename In, typename Acc>
+cudaError_t backward_impl(const BackwardArgs<In, Acc>& a, cudaStream_t stream) {
+  const int64_t N = a.N, T = a.T, H = a.H, D = a.D, E = a.E;
+  if (!valid_sizes(N, T, H, D, E)) return cudaErrorInvalidValue;
+  const int64_t NH = N * H;
+  if (NH == 0 || T == 0) return cudaSuccess;
+  if (!a.grad_out || !a.q || !a.k || !a.v || !a.kv_state || !a.key_sum || !a.grad_q || !a.grad_k || !a.grad_v ||
+      !a.workspace)
+    return cudaErrorInvalidValue;
+  BackwardPlan<Acc> p;
+  p.s = Dims{N, T, H, static_cast<int>(D), static_cast<int>(E)};
+  const int W = p.s.E + 1;
+  p.chunk_len = reduction_chunk_len(T);
+  p.chunks = reduction_chunks(T);
+  if (!grid_fits(NH * p.chunks)) return cudaErrorInvalidConfiguration;
+  p.partial = a.workspace;
+  p.dkv = a.workspace + NH * p.chunks * D * W;
+  p.dks = p.dkv + NH * D * E;
+
+  // up to one frame per thread; the staged rows within the default 48 KiB (more only for the scratch of
+  // store_outer at large head dims in fp64, with the opt-in)
+  const size_t fixed = static_cast<size_t>(D) * padded_state_stride(p.s.E) * sizeof(Acc);
+  const size_t row = (staged_stride(p.s.D, sizeof(Acc)) + staged_stride(W, sizeof(Acc))) * sizeof(Acc);
+  p.tile = fitting_tile(kThreads, fixed, row, kSmemDefault);
+  p.smem = reduction_smem<Acc>(fixed, p.tile, row, p.s.D, W);
+  const int64_t width = D > E ? D : E;
+  cudaError_t err = cudaSuccess;
+  with_register_width(width, [&](auto dp) { err = query_backward(dp, a, p, stream); });
+  TRGNET_RETURN_IF_ERROR(err);
+  state_reduce_kernel<Acc><<<static_cast<unsigned>(NH), kThreads, 0, stream>>>(p.partial, p.chunks, p.s.D, p.s.E,
+                                                                              p.dkv, p.dks);
+  TRGNET_RETURN_IF_LAUNCH_FAILED();
+  with_register_width(width, [&](auto dp) { err = key_backward(dp, a, p, stream); });
+  return err;
+}
+
+}  // namespace
 }  // namespace la
 
-#define TRGNET_LA_DEFINE(T_IN, T_ACC)                                                                      \
-  cudaError_t linear_attention_forward(const T_IN* q, const T_IN* k, const T_IN* v, const bool* key_mask,   \
-                                       int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, double eps,   \
-                                       T_IN* out, T_ACC* kv_state, T_ACC* key_sum, T_ACC* workspace,        \
-                                       cudaStream_t stream) {                                               \
-    return la::forward_impl<T_IN, T_ACC>(q, k, v, key_mask, N, T, H, D, E, eps, out, kv_state, key_sum,     \
-                                         workspace, stream);                                                \
-  }                                                                                                         \
-  cudaError_t linear_attention_backward(const T_IN* grad_out, const T_IN* q, const T_IN* k, const T_IN* v,  \
-                                        const bool* key_mask, const T_ACC* kv_state, const T_ACC* key_sum,  \
-                                        int64_t N, int64_t T, int64_t H, int64_t D, int64_t E, double eps,  \
-                                        T_IN* grad_q, T_IN* grad_k, T_IN* grad_v, T_ACC* workspace,         \
-                                        cudaStream_t stream) {                                              \
-    return la::backward_impl<T_IN, T_ACC>(grad_out, q, k, v, key_mask, kv_state, key_sum, N, T, H, D, E,    \
-                                          eps, grad_q, grad_k, grad_v, workspace, stream);                  \
+// Definitions for one input dtype (T_IN) and its accumulator (T_ACC), expanded inside namespace trgnet by the
+// kernels/linear_attention*.cu files (see the top of this file):
+//   TRGNET_LA_DEFINE_FORWARD                 the forward launcher, with all its kernels
+//   TRGNET_LA_DEFINE_BACKWARD                the backward launcher: its checks, the state reduction and the
+//                                            dispatch of the passes
+//   TRGNET_LA_DEFINE_BACKWARD_PASS(PASS, DP) the kernels of one backward pass (query or key) at one register
+//                                            width DP (16, 32 or 64)
+//   TRGNET_LA_DEFINE_BACKWARD_PASSES         both passes at every width
+#define TRGNET_LA_DEFINE_FORWARD(T_IN, T_ACC)                                                           \
+  TRGNET_LA_FORWARD_LAUNCHER(T_IN, T_ACC) {                                                             \
+    return la::forward_impl<T_IN, T_ACC>(q, k, v, key_mask, N, T, H, D, E, eps, out, kv_state, key_sum, \
+                                         workspace, stream);                                            \
   }
-
-TRGNET_LA_DEFINE(float, float)
-TRGNET_LA_DEFINE(double, double)
-TRGNET_LA_DEFINE(__half, float)
-TRGNET_LA_DEFINE(__nv_bfloat16, float)
+#define TRGNET_LA_DEFINE_BACKWARD(T_IN, T_ACC)                                                            \
+  TRGNET_LA_BACKWARD_LAUNCHER(T_IN, T_ACC) {                                                              \
+    return la::backward_impl<T_IN, T_ACC>({grad_out, q, k, v, key_mask, kv_state, key_sum, N, T, H, D, E, \
+                                           eps, grad_q, grad_k, grad_v, workspace},                       \
+                                          stream);                                                        \
+  }
+#define TRGNET_LA_DEFINE_BACKWARD_PASS(PASS, T_IN, T_ACC, DP)         \
+  namespace la {                                                      \
+  TRGNET_LA_BACKWARD_PASS(PASS, T_IN, T_ACC, DP) {                    \
+    return PASS##_backward_pass<T_IN, T_ACC, DP>(args, plan, stream); \
+  }                                                                   \
+  }
+#define TRGNET_LA_DEFINE_BACKWARD_PASSES(T_IN, T_ACC)    \
+  TRGNET_LA_DEFINE_BACKWARD_PASS(query, T_IN, T_ACC, 16) \
+  TRGNET_LA_DEFINE_BACKWARD_PASS(query, T_IN, T_ACC, 32) \
+  TRGNET_LA_DEFINE_BACKWARD_PASS(query, T_IN, T_ACC, 64) \
+  TRGNET_LA_DEFINE_BACKWARD_PASS(key, T_IN, T_ACC, 16)   \
+  TRGNET_LA_DEFINE_BACKWARD_PASS(key, T_IN, T_ACC, 32)   \
+  TRGNET_LA_DEFINE_BACKWARD_PASS(key, T_IN, T_ACC, 64)
 
 }  // namespace trgnet

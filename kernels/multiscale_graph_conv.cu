@@ -325,24 +325,18 @@ cudaError_t backward_impl(const In* g, const In* x, const In* a, const In* w, in
 }  // namespace
 }  // namespace msgc
 
-#define TRGNET_MSGC_DEFINE(T_IN, T_ACC)                                                                     \
-  cudaError_t multiscale_graph_conv_forward(const T_IN* x, const T_IN* adjacency, const T_IN* weight,       \
-                                            const T_IN* bias, int64_t N, int64_t C, int64_t T, int64_t V,   \
-                                            int64_t S, int64_t O, T_IN* out, cudaStream_t stream) {         \
-    return msgc::forward_impl<T_IN, T_ACC>(x, adjacency, weight, bias, N, C, T, V, S, O, out, stream);       \
-  }                                                                                                          \
-  cudaError_t multiscale_graph_conv_backward(const T_IN* grad_out, const T_IN* x, const T_IN* adjacency,    \
-                                             const T_IN* weight, int64_t N, int64_t C, int64_t T, int64_t V, \
-                                             int64_t S, int64_t O, T_IN* grad_x, T_IN* grad_adjacency,       \
-                                             T_IN* grad_weight, T_IN* grad_bias, T_ACC* workspace,           \
-                                             cudaStream_t stream) {                                          \
-    return msgc::backward_impl<T_IN, T_ACC>(grad_out, x, adjacency, weight, N, C, T, V, S, O, grad_x,         \
-                                            grad_adjacency, grad_weight, grad_bias, workspace, stream);       \
+#define TRGNET_MSGC_DEFINE_LAUNCHERS(T_IN, T_ACC)                                                       \
+  TRGNET_MSGC_FORWARD_LAUNCHER(T_IN, T_ACC) {                                                           \
+    return msgc::forward_impl<T_IN, T_ACC>(x, adjacency, weight, bias, N, C, T, V, S, O, out, stream);  \
+  }                                                                                                     \
+  TRGNET_MSGC_BACKWARD_LAUNCHER(T_IN, T_ACC) {                                                          \
+    return msgc::backward_impl<T_IN, T_ACC>(grad_out, x, adjacency, weight, N, C, T, V, S, O, grad_x,   \
+                                            grad_adjacency, grad_weight, grad_bias, workspace, stream); \
   }
 
-TRGNET_MSGC_DEFINE(float, float)
-TRGNET_MSGC_DEFINE(double, double)
-TRGNET_MSGC_DEFINE(__half, float)
-TRGNET_MSGC_DEFINE(__nv_bfloat16, float)
+TRGNET_MSGC_DEFINE_LAUNCHERS(float, float)
+TRGNET_MSGC_DEFINE_LAUNCHERS(double, double)
+TRGNET_MSGC_DEFINE_LAUNCHERS(__half, float)
+TRGNET_MSGC_DEFINE_LAUNCHERS(__nv_bfloat16, float)
 
 }  // namespace trgnet

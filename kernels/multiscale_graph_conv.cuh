@@ -14,13 +14,7 @@
 // (csrc/multiscale_graph_conv.cpp). No torch headers here.
 #pragma once
 
-#include "host_device.h"
-
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define MSGC_HD __host__ __device__ __forceinline__
-#else
-#define MSGC_HD inline
-#endif
+#include "host_device.h"  // TRGNET_HD, dot_strided
 
 namespace trgnet {
 namespace msgc {
@@ -32,13 +26,13 @@ constexpr int kMaxJoints = 64;
 
 // Z_s[c, t, v] from row v of A_s (stride 1) and the frame's row X[c, t, :].
 template <typename Acc>
-MSGC_HD Acc aggregate_joint(const Acc* a_row_v, const Acc* x_row, int V) {
+TRGNET_HD Acc aggregate_joint(const Acc* a_row_v, const Acc* x_row, int V) {
   return dot_strided(a_row_v, 1, x_row, 1, V);
 }
 
 // dX contribution of one scale: sum_v A_s[v, u] H_s[c, t, v]; a_col_u = &A_s[0][u], rows lda apart.
 template <typename Acc>
-MSGC_HD Acc scatter_joint(const Acc* a_col_u, int lda, const Acc* h_row, int V) {
+TRGNET_HD Acc scatter_joint(const Acc* a_col_u, int lda, const Acc* h_row, int V) {
   return dot_strided(a_col_u, lda, h_row, 1, V);
 }
 
@@ -49,7 +43,7 @@ MSGC_HD Acc scatter_joint(const Acc* a_col_u, int lda, const Acc* h_row, int V) 
 
 // y (O, V) = the frame's output. z: C*V scratch.
 template <typename Acc>
-MSGC_HD void forward_frame(const Acc* xt, const Acc* A, const Acc* W, const Acc* b, int C, int V, int S, int O,
+TRGNET_HD void forward_frame(const Acc* xt, const Acc* A, const Acc* W, const Acc* b, int C, int V, int S, int O,
                            Acc* z, Acc* y) {
   for (int o = 0; o < O; ++o)
     for (int v = 0; v < V; ++v) y[o * V + v] = b[o];
@@ -68,7 +62,7 @@ MSGC_HD void forward_frame(const Acc* xt, const Acc* A, const Acc* W, const Acc*
 // dx (C, V) = the frame's input gradient; accumulates the frame's share of dA (S*V, V),
 // dW (O, S*C) and db (O). h, z: C*V scratch each.
 template <typename Acc>
-MSGC_HD void backward_frame(const Acc* xt, const Acc* gt, const Acc* A, const Acc* W, int C, int V, int S, int O,
+TRGNET_HD void backward_frame(const Acc* xt, const Acc* gt, const Acc* A, const Acc* W, int C, int V, int S, int O,
                             Acc* h, Acc* z, Acc* dx, Acc* dA, Acc* dW, Acc* db) {
   for (int o = 0; o < O; ++o) {
     Acc sum = Acc(0);

@@ -81,21 +81,33 @@ inline int64_t backward_workspace_elems(int64_t N, int64_t C, int64_t T, int64_t
 }  // namespace msgc
 }  // namespace trgnet
 
-#define TRGNET_MSGC_DECLARE(T_IN, T_ACC)                                                                    \
-  cudaError_t multiscale_graph_conv_forward(const T_IN* x, const T_IN* adjacency, const T_IN* weight,       \
-                                            const T_IN* bias, int64_t N, int64_t C, int64_t T, int64_t V,   \
-                                            int64_t S, int64_t O, T_IN* out, cudaStream_t stream);          \
-  cudaError_t multiscale_graph_conv_backward(const T_IN* grad_out, const T_IN* x, const T_IN* adjacency,    \
-                                             const T_IN* weight, int64_t N, int64_t C, int64_t T, int64_t V, \
-                                             int64_t S, int64_t O, T_IN* grad_x, T_IN* grad_adjacency,       \
-                                             T_IN* grad_weight, T_IN* grad_bias, T_ACC* workspace,           \
-                                             cudaStream_t stream);
+// The launchers, one overload per input dtype (T_IN) and its accumulator (T_ACC). The signature macros
+// serve the declarations below and the definitions of kernels/multiscale_graph_conv.cu.
+//
+// Forward: out.
+#define TRGNET_MSGC_FORWARD_LAUNCHER(T_IN, T_ACC)                                                                \
+  cudaError_t launch_multiscale_graph_conv_forward(const T_IN* x, const T_IN* adjacency, const T_IN* weight,     \
+                                                   const T_IN* bias, int64_t N, int64_t C, int64_t T, int64_t V, \
+                                                   int64_t S, int64_t O, T_IN* out, cudaStream_t stream)
+
+// Backward: grad_x, grad_adjacency, grad_weight, grad_bias from grad_out.
+// workspace: msgc::backward_workspace_elems(...) accumulators.
+#define TRGNET_MSGC_BACKWARD_LAUNCHER(T_IN, T_ACC)                                                          \
+  cudaError_t launch_multiscale_graph_conv_backward(                                                        \
+      const T_IN* grad_out, const T_IN* x, const T_IN* adjacency, const T_IN* weight, int64_t N, int64_t C, \
+      int64_t T, int64_t V, int64_t S, int64_t O, T_IN* grad_x, T_IN* grad_adjacency, T_IN* grad_weight,    \
+      T_IN* grad_bias, T_ACC* workspace, cudaStream_t stream)
 
 namespace trgnet {
 
-TRGNET_MSGC_DECLARE(float, float)
-TRGNET_MSGC_DECLARE(double, double)
-TRGNET_MSGC_DECLARE(__half, float)
-TRGNET_MSGC_DECLARE(__nv_bfloat16, float)
+TRGNET_MSGC_FORWARD_LAUNCHER(float, float);
+TRGNET_MSGC_FORWARD_LAUNCHER(double, double);
+TRGNET_MSGC_FORWARD_LAUNCHER(__half, float);
+TRGNET_MSGC_FORWARD_LAUNCHER(__nv_bfloat16, float);
+
+TRGNET_MSGC_BACKWARD_LAUNCHER(float, float);
+TRGNET_MSGC_BACKWARD_LAUNCHER(double, double);
+TRGNET_MSGC_BACKWARD_LAUNCHER(__half, float);
+TRGNET_MSGC_BACKWARD_LAUNCHER(__nv_bfloat16, float);
 
 }  // namespace trgnet

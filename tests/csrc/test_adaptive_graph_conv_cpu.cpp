@@ -96,7 +96,7 @@ void test_problem(const Problem& pr, at::ScalarType dtype, double tol) {
   at::Tensor J = to_tensor(pr.J, {V, V}, dtype);
   at::Tensor g = to_tensor(pr.g, {N, C, T, V}, dtype);
 
-  at::Tensor y = trgnet::adaptive_graph_conv_cpu(x, p, q, beta, G, J);
+  at::Tensor y = trgnet::adaptive_graph_conv_forward_cpu(x, p, q, beta, G, J);
   expect(y.sizes() == x.sizes() && y.scalar_type() == dtype, "output shape/dtype " + name);
   const double ey = rel_err(to_vector(y), ref.y);
   expect(ey <= tol, "forward " + name + " rel err " + fmt(ey));
@@ -131,20 +131,22 @@ void test_problem(const Problem& pr, at::ScalarType dtype, double tol) {
 }
 
 void test_argument_checks() {
+  const auto forward = &trgnet::adaptive_graph_conv_forward_cpu;
+  const auto backward = &trgnet::adaptive_graph_conv_backward_cpu;
   const auto f = at::TensorOptions().dtype(at::kFloat);
   at::Tensor x = at::rand({2, 3, 5, 4}, f), p = at::rand({2, 5, 4}, f), beta = at::rand({1}, f);
   at::Tensor G = at::rand({2, 3, 4, 4}, f), J = at::rand({4, 4}, f);
-  throws_naming([&] { trgnet::adaptive_graph_conv_cpu(x.transpose(2, 3).contiguous().transpose(2, 3), p, p, beta, G, J); },
+  throws_naming([&] { forward(x.transpose(2, 3).contiguous().transpose(2, 3), p, p, beta, G, J); },
                 "argument 'x': expected a contiguous tensor", "non-contiguous x rejected");
-  throws_naming([&] { trgnet::adaptive_graph_conv_cpu(x, p.narrow(1, 0, 4).contiguous(), p, beta, G, J); },
+  throws_naming([&] { forward(x, p.narrow(1, 0, 4).contiguous(), p, beta, G, J); },
                 "argument 'p': expected shape (N, T, V) = [2, 5, 4], got [2, 4, 4]", "p shape rejected");
-  throws_naming([&] { trgnet::adaptive_graph_conv_cpu(x, p, p, beta.reshape({}), G, J); },
+  throws_naming([&] { forward(x, p, p, beta.reshape({}), G, J); },
                 "argument 'beta': expected shape (1,)", "0-d beta rejected by the raw op");
-  throws_naming([&] { trgnet::adaptive_graph_conv_cpu(x, p, p, beta, G.to(at::kDouble), J); },
+  throws_naming([&] { forward(x, p, p, beta, G.to(at::kDouble), J); },
                 "argument 'channel_graph': expected dtype Float", "channel_graph dtype rejected");
-  throws_naming([&] { trgnet::adaptive_graph_conv_cpu(x, p, p, beta, G, J.t().contiguous().t().narrow(0, 0, 4)); },
+  throws_naming([&] { forward(x, p, p, beta, G, J.t().contiguous().t().narrow(0, 0, 4)); },
                 "argument 'joint_graph': expected a contiguous tensor", "non-contiguous joint_graph rejected");
-  throws_naming([&] { trgnet::adaptive_graph_conv_backward_cpu(x.narrow(1, 0, 2).contiguous(), x, p, p, beta, G, J); },
+  throws_naming([&] { backward(x.narrow(1, 0, 2).contiguous(), x, p, p, beta, G, J); },
                 "argument 'grad_out': expected shape", "grad_out shape rejected");
 }
 

@@ -101,7 +101,7 @@ void test_forward(const Problem& p, at::ScalarType dtype, double tol) {
     for (int64_t i = 0; i < p.N * p.T; ++i) m.data_ptr<bool>()[i] = p.mask[i] != 0;
     mask = m;
   }
-  auto [out, kv, ks] = trgnet::linear_attention_cpu(q, k, v, mask, p.eps);
+  auto [out, kv, ks] = trgnet::linear_attention_forward_cpu(q, k, v, mask, p.eps);
   const double err = rel_err(to_vector(out), naive_forward(p, p.q, p.k, p.v));
   expect(err <= tol, "forward " + name + " rel err " + fmt(err));
   expect(kv.sizes() == at::IntArrayRef({p.N, p.H, p.D, p.E}) && ks.sizes() == at::IntArrayRef({p.N, p.H, p.D}) &&
@@ -156,15 +156,16 @@ void test_forward(const Problem& p, at::ScalarType dtype, double tol) {
 }
 
 void test_argument_checks() {
+  const auto forward = &trgnet::linear_attention_forward_cpu;
   at::Tensor q = at::rand({2, 5, 3, 4}, at::TensorOptions().dtype(at::kFloat));
   at::Tensor v = at::rand({2, 5, 3, 6}, at::TensorOptions().dtype(at::kFloat));
-  throws_naming([&] { trgnet::linear_attention_cpu(q.transpose(1, 2).contiguous().transpose(1, 2), q, v, {}, 1e-6); },
+  throws_naming([&] { forward(q.transpose(1, 2).contiguous().transpose(1, 2), q, v, {}, 1e-6); },
                 "argument 'q': expected a contiguous tensor", "non-contiguous q rejected");
-  throws_naming([&] { trgnet::linear_attention_cpu(q, q.narrow(3, 0, 3).contiguous(), v, {}, 1e-6); },
+  throws_naming([&] { forward(q, q.narrow(3, 0, 3).contiguous(), v, {}, 1e-6); },
                 "argument 'k': expected shape", "k shape mismatch rejected");
-  throws_naming([&] { trgnet::linear_attention_cpu(q, q, v.to(at::kDouble), {}, 1e-6); },
+  throws_naming([&] { forward(q, q, v.to(at::kDouble), {}, 1e-6); },
                 "argument 'v': expected dtype Float", "v dtype mismatch rejected");
-  throws_naming([&] { trgnet::linear_attention_cpu(q, q, v, at::ones({2, 5}, at::kFloat), 1e-6); },
+  throws_naming([&] { forward(q, q, v, at::ones({2, 5}, at::kFloat), 1e-6); },
                 "argument 'key_mask': expected dtype Bool", "float key_mask rejected");
 }
 

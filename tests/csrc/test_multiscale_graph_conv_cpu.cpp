@@ -87,7 +87,7 @@ void test_problem(const Problem& p, at::ScalarType dtype, double tol) {
   at::Tensor b = to_tensor(p.b, {p.O}, dtype);
   at::Tensor g = to_tensor(p.g, {p.N, p.O, p.T, p.V}, dtype);
 
-  at::Tensor y = trgnet::multiscale_graph_conv_cpu(x, a, w, b);
+  at::Tensor y = trgnet::multiscale_graph_conv_forward_cpu(x, a, w, b);
   expect(y.sizes() == at::IntArrayRef({p.N, p.O, p.T, p.V}) && y.scalar_type() == dtype, "output shape/dtype " + name);
   const double ey = rel_err(to_vector(y), ref.y);
   expect(ey <= tol, "forward " + name + " rel err " + fmt(ey));
@@ -116,17 +116,19 @@ void test_problem(const Problem& p, at::ScalarType dtype, double tol) {
 }
 
 void test_argument_checks() {
+  const auto forward = &trgnet::multiscale_graph_conv_forward_cpu;
+  const auto backward = &trgnet::multiscale_graph_conv_backward_cpu;
   const auto f = at::TensorOptions().dtype(at::kFloat);
   at::Tensor x = at::rand({2, 3, 5, 4}, f), a = at::rand({8, 4}, f), w = at::rand({6, 6}, f), b = at::rand({6}, f);
-  throws_naming([&] { trgnet::multiscale_graph_conv_cpu(x.transpose(2, 3).contiguous().transpose(2, 3), a, w, b); },
+  throws_naming([&] { forward(x.transpose(2, 3).contiguous().transpose(2, 3), a, w, b); },
                 "argument 'x': expected a contiguous tensor", "non-contiguous x rejected");
-  throws_naming([&] { trgnet::multiscale_graph_conv_cpu(x, a.narrow(0, 0, 6).contiguous(), w, b); },
+  throws_naming([&] { forward(x, a.narrow(0, 0, 6).contiguous(), w, b); },
                 "argument 'adjacency': expected shape (S*V, V)", "adjacency rows rejected");
-  throws_naming([&] { trgnet::multiscale_graph_conv_cpu(x, a, w.narrow(1, 0, 5).contiguous(), b); },
+  throws_naming([&] { forward(x, a, w.narrow(1, 0, 5).contiguous(), b); },
                 "argument 'weight': expected shape (C_out, S*C) = (C_out, 6)", "weight columns rejected");
-  throws_naming([&] { trgnet::multiscale_graph_conv_cpu(x, a, w, b.to(at::kDouble)); },
+  throws_naming([&] { forward(x, a, w, b.to(at::kDouble)); },
                 "argument 'bias': expected dtype Float", "bias dtype rejected");
-  throws_naming([&] { trgnet::multiscale_graph_conv_backward_cpu(at::rand({2, 5, 5, 4}, f), x, a, w); },
+  throws_naming([&] { backward(at::rand({2, 5, 5, 4}, f), x, a, w); },
                 "argument 'grad_out': expected shape (N, C_out, T, V) of the output = [2, 6, 5, 4]",
                 "grad_out shape rejected");
 }

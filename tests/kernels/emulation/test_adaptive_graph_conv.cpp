@@ -94,8 +94,8 @@ void check_reference() {
 }
 
 struct Expect {
-  bool optin = false;        // some kernel needs > 48 KiB of shared memory
-  bool multi_tile = false;   // several T-tiles per block in all three kernels
+  bool optin = false;         // some kernel needs > 48 KiB of shared memory
+  bool multi_tile = false;    // several T-tiles per block in all three kernels
   bool multi_cblock = false;  // several channel blocks in the forward and the channel backward
   bool frame_chunks = false;  // several channel chunks in the frame backward
 };
@@ -103,10 +103,9 @@ struct Expect {
 template <class In, class Acc>
 std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expect ex = {}, uint64_t seed = 1) {
   const int N = sh.N, C = sh.C, T = sh.T, V = sh.V;
-  char title[200];
-  std::snprintf(title, sizeof(title), "%s N=%d C=%d T=%d V=%d offset=%d (%s)", tname<In>(), N, C, T, V, offset,
-                why.c_str());
-  Case c(title);
+  char sizes[120];
+  std::snprintf(sizes, sizeof(sizes), "N=%d C=%d T=%d V=%d", N, C, T, V);
+  Case c(case_title<In>(sizes, offset, why));
   const size_t nx = (size_t)N * C * T * V, np = (size_t)N * T * V, nG = (size_t)N * C * V * V;
   Buf<In> x(nx, offset), p(np, offset), q(np, offset), beta(1, offset), G(nG, offset), J((size_t)V * V, offset),
       y(nx, offset), gy(nx, offset), dx(nx, offset), dp(np, offset), dq(np, offset), dbeta(1, offset),
@@ -117,9 +116,9 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
              Gd = G.fill(rng, -0.3, 0.3), Jd = J.fill(rng, -0.3, 0.3), gd = gy.fill(rng, -1, 1);
 
   const cudaError_t e1 =
-      trgnet::adaptive_graph_conv_forward(x.p, p.p, q.p, beta.p, G.p, J.p, N, C, T, V, y.p, nullptr);
-  const cudaError_t e2 = trgnet::adaptive_graph_conv_backward(gy.p, x.p, p.p, q.p, beta.p, G.p, J.p, N, C, T, V,
-                                                              dx.p, dp.p, dq.p, dbeta.p, dG.p, dJ.p, ws.p, nullptr);
+      trgnet::launch_adaptive_graph_conv_forward(x.p, p.p, q.p, beta.p, G.p, J.p, N, C, T, V, y.p, nullptr);
+  const cudaError_t e2 = trgnet::launch_adaptive_graph_conv_backward(
+      gy.p, x.p, p.p, q.p, beta.p, G.p, J.p, N, C, T, V, dx.p, dp.p, dq.p, dbeta.p, dG.p, dJ.p, ws.p, nullptr);
   c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
   const Ref r = reference(xd, pd, qd, bd[0], Gd, Jd, gd, sh, true);
   Outputs out;
@@ -151,35 +150,25 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
   return out.all;
 }
 
-template <class In, class Acc>
-void pair_case(Shape sh) {
-  aligned_vs_misaligned<In>([&](const char* why, int offset) { return run_case<In, Acc>(why, sh, offset, {}, 99); });
-}
-
-void unsupported_sizes() {
-  Case c("unsupported sizes are rejected without a launch");
-  float dummy[4] = {};
-  c.require(trgnet::adaptive_graph_conv_forward(dummy, dummy, dummy, dummy, dummy, dummy, 1, 1, 1,
-                                                agc::kMaxJoints + 1, dummy, nullptr) == cudaErrorInvalidValue,
-            "V > kMaxJoints must return cudaErrorInvalidValue");
-  c.require(c.delta(&kemu::Stats::launches) == 0, "no launch expected");
-  c.finish();
-}
-
 }  // namespace
 
 int main() {
-  emulator_selftest();
-  check_reference();
-  run_case<float, float>("odd sizes", {2, 3, 7, 5}, 0);
-  run_case<float, float>("channel blocks and chunks, opt-in backward", {1, 19, 21, 25}, 0, {true, false, true, true});
-  run_case<double, double>("opt-in forward and backward", {1, 10, 13, 25}, 0, {true, false, true});
-  run_case<float, float>("several tiles per chunk", {64, 3, 260, 5}, 0, {false, true, false});
-  pair_case<float, float>({2, 5, 11, 7});
-  run_case<double, double>("misaligned by one element", {1, 4, 9, 25}, 1, {true, false, false});
-  run_case<__nv_bfloat16, float>("bf16, channel blocks", {2, 9, 10, 25}, 0, {true, false, true});
-  run_case<float, float>("V = kMaxJoints", {1, 3, 5, agc::kMaxJoints}, 0, {true, false, false});
-  run_case<float, float>("T = 0: zero parameter gradients", {2, 3, 0, 5}, 0);
-  unsupported_sizes();
-  return report("adaptive_graph_conv");
+  return run_driver("adaptive_graph_conv", check_reference, [] {
+    run_case<float, float>("odd sizes", {2, 3, 7, 5}, 0);
+    run_case<float, float>("channel blocks and chunks, opt-in backward", {1, 19, 21, 25}, 0,
+                           {true, false, true, true});
+    run_case<double, double>("opt-in forward and backward", {1, 10, 13, 25}, 0, {true, false, true});
+    run_case<float, float>("several tiles per chunk", {64, 3, 260, 5}, 0, {false, true, false});
+    pair_case<float>(run_case<float, float>, Shape{2, 5, 11, 7});
+    run_case<double, double>("misaligned by one element", {1, 4, 9, 25}, 1, {true, false, false});
+    run_case<__nv_bfloat16, float>("bf16, channel blocks", {2, 9, 10, 25}, 0, {true, false, true});
+    run_case<float, float>("V = kMaxJoints", {1, 3, 5, agc::kMaxJoints}, 0, {true, false, false});
+    run_case<float, float>("T = 0: zero parameter gradients", {2, 3, 0, 5}, 0);
+    unsupported_sizes([](Case& c) {
+      float dummy[4] = {};
+      c.require(trgnet::launch_adaptive_graph_conv_forward(dummy, dummy, dummy, dummy, dummy, dummy, 1, 1, 1,
+                                                           agc::kMaxJoints + 1, dummy, nullptr) == cudaErrorInvalidValue,
+                "V > kMaxJoints must return cudaErrorInvalidValue");
+    });
+  });
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "linear_attention.cuh"  // kMaxHeadDim
 #include "linear_attention.h"
 #include "test_util.h"
 
@@ -106,21 +107,24 @@ void check_reference() {
                   1e-5, 1e-7);
 }
 
-enum class Vec { kAny, kUsed, kNone };
-
 struct Shape {
   int N, T, H, D, E;
+  bool masked;
+};
+
+struct Expect {
+  bool multi_tile = false;  // several tiles of the state pass per reduction chunk
+  Vec vec = Vec::kAny;
 };
 
 template <class In, class Acc>
-std::vector<double> run_case(const std::string& why, Shape sh, bool masked, int offset, Vec vec,
-                             bool expect_multi_tile = false, uint64_t seed = 1) {
+std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expect ex = {}, uint64_t seed = 1) {
   const int N = sh.N, T = sh.T, H = sh.H, D = sh.D, E = sh.E;
+  const bool masked = sh.masked;
   const double eps = 1e-6;
-  char title[200];
-  std::snprintf(title, sizeof(title), "%s N=%d T=%d H=%d D=%d E=%d %s offset=%d (%s)", tname<In>(), N, T, H, D, E,
-                masked ? "masked" : "unmasked", offset, why.c_str());
-  Case c(title);
+  char sizes[120];
+  std::snprintf(sizes, sizeof(sizes), "N=%d T=%d H=%d D=%d E=%d %s", N, T, H, D, E, masked ? "masked" : "unmasked");
+  Case c(case_title<In>(sizes, offset, why));
   const size_t nq = (size_t)N * T * H * D, nv = (size_t)N * T * H * E;
   Buf<In> q(nq, offset), k(nq, offset), v(nv, offset), g(nv, offset), out(nv, offset), dq(nq, offset),
       dk(nq, offset), dv(nv, offset);
@@ -135,80 +139,68 @@ std::vector<double> run_case(const std::string& why, Shape sh, bool masked, int 
   for (size_t i = 0; i < mv.size(); ++i) mask.p[i] = mv[i];
   const bool* mp = masked ? mask.p : nullptr;
 
-  const size_t log0 = kemu::launch_log().size();
-  const cudaError_t e1 = trgnet::linear_attention_forward(q.p, k.p, v.p, mp, N, T, H, D, E, eps, out.p, kv.p, ks.p,
-                                                          ws.p, nullptr);
+  const cudaError_t e1 = trgnet::launch_linear_attention_forward(q.p, k.p, v.p, mp, N, T, H, D, E, eps, out.p, kv.p,
+                                                                 ks.p, ws.p, nullptr);
   ws.poison();
-  const cudaError_t e2 = trgnet::linear_attention_backward(g.p, q.p, k.p, v.p, mp, kv.p, ks.p, N, T, H, D, E, eps,
-                                                           dq.p, dk.p, dv.p, ws.p, nullptr);
+  const cudaError_t e2 = trgnet::launch_linear_attention_backward(g.p, q.p, k.p, v.p, mp, kv.p, ks.p, N, T, H, D, E,
+                                                                  eps, dq.p, dk.p, dv.p, ws.p, nullptr);
   c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
   const Ref r = reference(qd, kd, vd, gd, masked ? &mv : nullptr, N, T, H, D, E, eps, true);
-  long nans = 0;
-  std::vector<double> all;
-  for (auto [b, ref, name] : {std::make_tuple(&out, &r.out, "out"), std::make_tuple(&dq, &r.dq, "dq"),
-                              std::make_tuple(&dk, &r.dk, "dk"), std::make_tuple(&dv, &r.dv, "dv")}) {
-    const auto x = b->values();
-    c.err(name, rel_err(x, *ref, nans), tol<In>());
-    c.require(b->prefix_intact(), std::string(name) + ": written before its start");
-    all.insert(all.end(), x.begin(), x.end());
-  }
-  for (auto [b, ref, name] : {std::make_tuple(&kv, &r.kv, "kv_state"), std::make_tuple(&ks, &r.ks, "key_sum")}) {
-    const auto x = b->values();
-    c.err(name, rel_err(x, *ref, nans), std::is_same<Acc, double>::value ? 1e-10 : 1e-5);
-    all.insert(all.end(), x.begin(), x.end());
-  }
-  c.require(nans == 0, std::to_string(nans) + " NaN outputs (unwritten or read uninitialised memory)");
-  if (vec == Vec::kUsed)
-    c.require(c.delta(&kemu::Stats::vec_loads) > 0 && c.delta(&kemu::Stats::vec_stores) > 0, "16-byte path not taken");
-  if (vec == Vec::kNone)
-    c.require(c.delta(&kemu::Stats::vec_loads) == 0 && c.delta(&kemu::Stats::vec_stores) == 0,
-              "16-byte access on a misaligned tensor");
+  Outputs outs;
+  outs.check(c, out, r.out, "out", tol<In>());
+  outs.check(c, dq, r.dq, "dq", tol<In>());
+  outs.check(c, dk, r.dk, "dk", tol<In>());
+  outs.check(c, dv, r.dv, "dv", tol<In>());
+  outs.check(c, kv, r.kv, "kv_state", tol<Acc>());
+  outs.check(c, ks, r.ks, "key_sum", tol<Acc>());
+  outs.finish(c);
+  c.require_vec(ex.vec);
   if (T > 0) {  // frames per state_partial tile vs frames per chunk
-    bool launched = false;
-    for (size_t i = log0; i < kemu::launch_log().size(); ++i)
-      launched = launched || kemu::launch_log()[i].name == "state_partial_kernel";
-    c.require(launched, "state_partial_kernel not launched");
+    c.require(c.launched("state_partial_kernel"), "state_partial_kernel not launched");
     const size_t ptile = trgnet::la::state_pass_tile(D, E, sizeof(Acc));
     const long long chunk = trgnet::la::reduction_chunk_len(T), chunks = trgnet::la::reduction_chunks(T);
     char b[96];
     std::snprintf(b, sizeof(b), "| chunks %lld of %lld frames, %zu frames per tile", chunks, chunk, ptile);
     c.note(b);
-    if (expect_multi_tile)
+    if (ex.multi_tile)
       c.require(ptile > 0 && (long long)ptile < chunk && T > (long long)ptile, "one tile per chunk");
   }
   c.finish();
-  return all;
-}
-
-template <class In, class Acc>
-void pair_case(Shape sh, bool masked) {
-  aligned_vs_misaligned<In>([&](const char* why, int offset) {
-    return run_case<In, Acc>(why, sh, masked, offset, offset == 0 ? Vec::kUsed : Vec::kNone, false, 99);
-  });
+  return outs.all;
 }
 
 }  // namespace
 
 int main() {
-  emulator_selftest();
-  check_reference();
-  run_case<float, float>("16-byte path", {2, 37, 3, 16, 16}, false, 0, Vec::kUsed);
-  run_case<float, float>("16-byte path", {2, 37, 3, 16, 16}, true, 0, Vec::kUsed);
-  run_case<double, double>("16-byte path, 2 chunks", {2, 129, 2, 16, 16}, true, 0, Vec::kUsed);
-  run_case<double, double>("scalar fallback", {1, 129, 2, 16, 16}, true, 1, Vec::kNone);
-  run_case<float, float>("odd sizes, 2 chunks", {2, 129, 3, 5, 7}, true, 0, Vec::kAny);
-  run_case<float, float>("odd sizes", {1, 45, 1, 3, 1}, false, 0, Vec::kAny);
-  run_case<float, float>("q/k rows 16-byte, v rows scalar", {1, 200, 2, 16, 7}, true, 0, Vec::kUsed);
-  run_case<float, float>("head dims 17..32 (32-wide register rows)", {2, 70, 2, 24, 32}, true, 0, Vec::kUsed);
-  run_case<__nv_bfloat16, float>("head dims 17..32 (32-wide register rows)", {1, 33, 3, 32, 20}, false, 0,
-                                 Vec::kUsed);
-  run_case<float, float>("several tiles per chunk", {1, 300, 1, 64, 64}, true, 0, Vec::kUsed, true);
-  run_case<double, double>("several tiles per chunk", {1, 260, 1, 64, 63}, false, 0, Vec::kUsed, true);
-  // query backward: 2 thread groups, whose scratch takes the shared memory above 48 KiB (opt-in)
-  run_case<double, double>("opt-in shared memory", {1, 150, 1, 64, 28}, true, 0, Vec::kUsed);
-  pair_case<float, float>({2, 130, 2, 16, 16}, true);
-  run_case<__nv_bfloat16, float>("16-byte path", {2, 150, 2, 16, 16}, true, 0, Vec::kUsed);
-  run_case<__nv_bfloat16, float>("scalar fallback", {1, 70, 2, 8, 8}, false, 1, Vec::kNone);
-  run_case<float, float>("T = 0", {2, 0, 2, 4, 3}, true, 0, Vec::kAny);
-  return report("linear_attention");
+  return run_driver("linear_attention", check_reference, [] {
+    const Expect vec{false, Vec::kUsed}, scalar{false, Vec::kNone}, multi_tile{true, Vec::kUsed};
+    run_case<float, float>("16-byte path", {2, 37, 3, 16, 16, false}, 0, vec);
+    run_case<float, float>("16-byte path", {2, 37, 3, 16, 16, true}, 0, vec);
+    run_case<double, double>("16-byte path, 2 chunks", {2, 129, 2, 16, 16, true}, 0, vec);
+    run_case<double, double>("scalar fallback", {1, 129, 2, 16, 16, true}, 1, scalar);
+    run_case<float, float>("odd sizes, 2 chunks", {2, 129, 3, 5, 7, true}, 0);
+    run_case<float, float>("odd sizes", {1, 45, 1, 3, 1, false}, 0);
+    run_case<float, float>("q/k rows 16-byte, v rows scalar", {1, 200, 2, 16, 7, true}, 0, vec);
+    run_case<float, float>("head dims 17..32 (32-wide register rows)", {2, 70, 2, 24, 32, true}, 0, vec);
+    run_case<__nv_bfloat16, float>("head dims 17..32 (32-wide register rows)", {1, 33, 3, 32, 20, false}, 0, vec);
+    run_case<float, float>("several tiles per chunk", {1, 300, 1, 64, 64, true}, 0, multi_tile);
+    run_case<double, double>("several tiles per chunk", {1, 260, 1, 64, 63, false}, 0, multi_tile);
+    // query backward: 2 thread groups, whose scratch takes the shared memory above 48 KiB (opt-in)
+    run_case<double, double>("opt-in shared memory", {1, 150, 1, 64, 28, true}, 0, vec);
+    pair_case<float>(run_case<float, float>, Shape{2, 130, 2, 16, 16, true}, vec, scalar);
+    run_case<__nv_bfloat16, float>("16-byte path", {2, 150, 2, 16, 16, true}, 0, vec);
+    run_case<__nv_bfloat16, float>("scalar fallback", {1, 70, 2, 8, 8, false}, 1, scalar);
+    run_case<float, float>("T = 0", {2, 0, 2, 4, 3, true}, 0);
+    unsupported_sizes([](Case& c) {
+      float dummy[4] = {};
+      const int D = trgnet::la::kMaxHeadDim + 1;
+      c.require(trgnet::launch_linear_attention_forward(dummy, dummy, dummy, nullptr, 1, 1, 1, D, 1, 1e-6, dummy,
+                                                        dummy, dummy, dummy, nullptr) == cudaErrorInvalidValue,
+                "forward with D > kMaxHeadDim must return cudaErrorInvalidValue");
+      c.require(trgnet::launch_linear_attention_backward(dummy, dummy, dummy, dummy, nullptr, dummy, dummy, 1, 1, 1, 1,
+                                                         D, 1e-6, dummy, dummy, dummy, dummy,
+                                                         nullptr) == cudaErrorInvalidValue,
+                "backward with E > kMaxHeadDim must return cudaErrorInvalidValue");
+    });
+  });
 }

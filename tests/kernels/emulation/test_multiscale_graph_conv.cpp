@@ -93,7 +93,7 @@ void check_reference() {
 }
 
 struct Expect {
-  bool backward_optin = false;     // backward needs > 48 KiB of shared memory
+  bool backward_optin = false;       // backward needs > 48 KiB of shared memory
   bool backward_multi_tile = false;  // several T-tiles per backward block
   bool small_backward_tile = false;  // fewer frames per backward tile than kMaxBackwardTile
 };
@@ -102,10 +102,9 @@ template <class In, class Acc>
 std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expect ex = {}, uint64_t seed = 1) {
   const int N = sh.N, C = sh.C, T = sh.T, V = sh.V, S = sh.S, O = sh.O;
   constexpr int OB = std::is_same<Acc, double>::value ? 32 : 64;  // forward: output channels per thread
-  char title[220];
-  std::snprintf(title, sizeof(title), "%s N=%d C=%d T=%d V=%d S=%d O=%d offset=%d (%s)", tname<In>(), N, C, T, V, S,
-                O, offset, why.c_str());
-  Case c(title);
+  char sizes[120];
+  std::snprintf(sizes, sizeof(sizes), "N=%d C=%d T=%d V=%d S=%d O=%d", N, C, T, V, S, O);
+  Case c(case_title<In>(sizes, offset, why));
   const size_t nx = (size_t)N * C * T * V, ny = (size_t)N * O * T * V;
   Buf<In> x(nx, offset), A((size_t)S * V * V, offset), W((size_t)O * S * C, offset), b(O, offset), y(ny, offset),
       g(ny, offset), dx(nx, offset), dA((size_t)S * V * V, offset), dW((size_t)O * S * C, offset), db(O, offset);
@@ -114,10 +113,10 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
   const auto xd = x.fill(rng, -1, 1), Ad = A.fill(rng, -0.5, 0.5), Wd = W.fill(rng, -0.5, 0.5), bd = b.fill(rng, -1, 1),
              gd = g.fill(rng, -1, 1);
 
-  const size_t log0 = kemu::launch_log().size();
-  const cudaError_t e1 = trgnet::multiscale_graph_conv_forward(x.p, A.p, W.p, b.p, N, C, T, V, S, O, y.p, nullptr);
-  const cudaError_t e2 = trgnet::multiscale_graph_conv_backward(g.p, x.p, A.p, W.p, N, C, T, V, S, O, dx.p, dA.p,
-                                                                dW.p, db.p, ws.p, nullptr);
+  const cudaError_t e1 =
+      trgnet::launch_multiscale_graph_conv_forward(x.p, A.p, W.p, b.p, N, C, T, V, S, O, y.p, nullptr);
+  const cudaError_t e2 = trgnet::launch_multiscale_graph_conv_backward(g.p, x.p, A.p, W.p, N, C, T, V, S, O, dx.p,
+                                                                       dA.p, dW.p, db.p, ws.p, nullptr);
   c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
   const Ref r = reference(xd, Ad, Wd, bd, gd, sh, true);
   Outputs out;
@@ -128,12 +127,7 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
   out.check(c, db, r.db, "db", tol<In>());
   out.finish(c);
 
-  size_t fsmem = 0, bsmem = 0;
-  for (size_t i = log0; i < kemu::launch_log().size(); ++i) {
-    const auto& l = kemu::launch_log()[i];
-    if (l.name == "forward_kernel") fsmem = l.smem;
-    if (l.name == "backward_kernel") bsmem = l.smem;
-  }
+  const size_t fsmem = c.smem_of("forward_kernel"), bsmem = c.smem_of("backward_kernel");
   const int tile = msgc::backward_tile(C, V, O, sizeof(Acc));
   const long long per = T > 0 ? msgc::backward_tiles_per_chunk(N, T, tile) : 0;
   const long long chunks = T > 0 ? msgc::backward_chunks(N, T, tile) : 0;
@@ -149,41 +143,31 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
   return out.all;
 }
 
-template <class In, class Acc>
-void pair_case(Shape sh) {
-  aligned_vs_misaligned<In>([&](const char* why, int offset) { return run_case<In, Acc>(why, sh, offset, {}, 99); });
-}
-
-void unsupported_sizes() {
-  Case c("unsupported sizes are rejected without a launch");
-  float dummy[4] = {};
-  c.require(!msgc::backward_supported(200, 25, 200, sizeof(float)), "C = O = 200, V = 25 expected unsupported");
-  c.require(trgnet::multiscale_graph_conv_backward(dummy, dummy, dummy, dummy, 1, 200, 4, 25, 1, 200, dummy, dummy,
-                                                   dummy, dummy, dummy, nullptr) == cudaErrorInvalidValue,
-            "backward with a tile that does not fit must return cudaErrorInvalidValue");
-  c.require(trgnet::multiscale_graph_conv_forward(dummy, dummy, dummy, dummy, 1, 1, 1, msgc::kMaxJoints + 1, 1, 1,
-                                                  dummy, nullptr) == cudaErrorInvalidValue,
-            "V > kMaxJoints must return cudaErrorInvalidValue");
-  c.require(c.delta(&kemu::Stats::launches) == 0, "no launch expected");
-  c.finish();
-}
-
 }  // namespace
 
 int main() {
-  emulator_selftest();
-  check_reference();
-  run_case<float, float>("odd sizes", {2, 3, 7, 5, 3, 5}, 0);
-  run_case<float, float>("2 o-blocks, 2 channel chunks, opt-in backward", {1, 20, 23, 25, 2, 70}, 0,
-                         {true, false, true});
-  run_case<double, double>("2 o-blocks, 2 channel chunks, opt-in backward", {1, 20, 23, 25, 2, 40}, 0,
+  return run_driver("multiscale_graph_conv", check_reference, [] {
+    run_case<float, float>("odd sizes", {2, 3, 7, 5, 3, 5}, 0);
+    run_case<float, float>("2 o-blocks, 2 channel chunks, opt-in backward", {1, 20, 23, 25, 2, 70}, 0,
                            {true, false, true});
-  run_case<float, float>("several tiles per backward chunk", {64, 2, 150, 5, 2, 3}, 0, {false, true, false});
-  pair_case<float, float>({2, 5, 19, 7, 2, 9});
-  run_case<double, double>("misaligned by one element", {2, 4, 11, 25, 3, 6}, 1);
-  run_case<__nv_bfloat16, float>("bf16, opt-in backward", {2, 8, 21, 25, 3, 10}, 0, {true, false, false});
-  run_case<float, float>("V = kMaxJoints", {1, 4, 9, msgc::kMaxJoints, 1, 6}, 0, {true, false, false});
-  run_case<float, float>("T = 0: zero parameter gradients", {2, 3, 0, 5, 2, 4}, 0);
-  unsupported_sizes();
-  return report("multiscale_graph_conv");
+    run_case<double, double>("2 o-blocks, 2 channel chunks, opt-in backward", {1, 20, 23, 25, 2, 40}, 0,
+                             {true, false, true});
+    run_case<float, float>("several tiles per backward chunk", {64, 2, 150, 5, 2, 3}, 0, {false, true, false});
+    pair_case<float>(run_case<float, float>, Shape{2, 5, 19, 7, 2, 9});
+    run_case<double, double>("misaligned by one element", {2, 4, 11, 25, 3, 6}, 1);
+    run_case<__nv_bfloat16, float>("bf16, opt-in backward", {2, 8, 21, 25, 3, 10}, 0, {true, false, false});
+    run_case<float, float>("V = kMaxJoints", {1, 4, 9, msgc::kMaxJoints, 1, 6}, 0, {true, false, false});
+    run_case<float, float>("T = 0: zero parameter gradients", {2, 3, 0, 5, 2, 4}, 0);
+    unsupported_sizes([](Case& c) {
+      float dummy[4] = {};
+      c.require(!msgc::backward_supported(200, 25, 200, sizeof(float)), "C = O = 200, V = 25 expected unsupported");
+      c.require(trgnet::launch_multiscale_graph_conv_backward(dummy, dummy, dummy, dummy, 1, 200, 4, 25, 1, 200,
+                                                              dummy, dummy, dummy, dummy, dummy,
+                                                              nullptr) == cudaErrorInvalidValue,
+                "backward with a tile that does not fit must return cudaErrorInvalidValue");
+      c.require(trgnet::launch_multiscale_graph_conv_forward(dummy, dummy, dummy, dummy, 1, 1, 1, msgc::kMaxJoints + 1,
+                                                             1, 1, dummy, nullptr) == cudaErrorInvalidValue,
+                "V > kMaxJoints must return cudaErrorInvalidValue");
+    });
+  });
 }

@@ -1,6 +1,13 @@
-// Helpers shared by the emulated-kernel drivers (test_<op>.cpp): element conversions, exactly sized
-// NaN-filled buffers (optionally offset by some elements from a 64-byte aligned allocation), the
-// relative error against a double reference, per-case reporting, and a self-test of the emulator.
+// What the emulated-kernel drivers (test_<op>.cpp) share: element conversions, exactly sized NaN-filled
+// buffers (optionally offset by some elements from a 64-byte aligned allocation), the relative error against
+// a double reference, per-case reporting and checks (outputs, 16-byte path, launch log), a self-test of the
+// emulator, the reference's gradient check, the aligned / misaligned pair, the unsupported-sizes case and
+// the driver's main.
+//
+// A driver defines, for its op: Shape (the sizes), Ref and reference() (the double-precision reference),
+// check_reference(), Expect (the code paths a case must take) and
+// run_case<In, Acc>(why, shape, offset, expect, seed) -> all outputs of the case; its main is
+//   return run_driver("<op>", check_reference, [] { run_case<...>(...); pair_case<...>(...); ...; });
 #pragma once
 
 #include <algorithm>
@@ -131,6 +138,15 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
 
 inline int g_pass = 0, g_fail = 0;
 
+// The 16-byte access path a case must take: not checked, taken (16-byte loads and stores), not taken.
+enum class Vec { kAny, kUsed, kNone };
+
+// "<dtype> <sizes> offset=<offset> (<why>)": the title of a launcher case.
+template <class In>
+std::string case_title(const std::string& sizes, int offset, const std::string& why) {
+  return std::string(tname<In>()) + " " + sizes + " offset=" + std::to_string(offset) + " (" + why + ")";
+}
+
 // One test case: collects errors / conditions and the emulator's counters over its lifetime, and
 // prints one "PASS ..." or "FAIL ..." line.
 struct Case {
@@ -158,6 +174,24 @@ struct Case {
     size_t m = 0;
     for (size_t i = log0; i < kemu::launch_log().size(); ++i) m = std::max(m, kemu::launch_log()[i].smem);
     return m;
+  }
+  // Whether kernel `name` was launched since the case began, and the dynamic shared memory of its last
+  // launch (0 when it was not).
+  bool launched(const std::string& name) const {
+    for (size_t i = log0; i < kemu::launch_log().size(); ++i)
+      if (kemu::launch_log()[i].name == name) return true;
+    return false;
+  }
+  size_t smem_of(const std::string& name) const {
+    size_t s = 0;
+    for (size_t i = log0; i < kemu::launch_log().size(); ++i)
+      if (kemu::launch_log()[i].name == name) s = kemu::launch_log()[i].smem;
+    return s;
+  }
+  void require_vec(Vec vec) {
+    const bool loads = delta(&kemu::Stats::vec_loads) > 0, stores = delta(&kemu::Stats::vec_stores) > 0;
+    if (vec == Vec::kUsed) require(loads && stores, "16-byte path not taken");
+    if (vec == Vec::kNone) require(!loads && !stores, "16-byte access on a misaligned tensor");
   }
   bool finish() {
     require(delta(&kemu::Stats::barrier_mismatches) == 0, "barrier count mismatch");
@@ -321,6 +355,38 @@ void aligned_vs_misaligned(Run run) {
   Case c(std::string(tname<In>()) + " pair: 16-byte vs scalar path (other thread order), same data");
   c.require(same_bits(a, b), "outputs differ bitwise");
   c.finish();
+}
+
+// A driver's run_case<In, Acc>: (why, shape, offset, expect, seed) -> all outputs of the case.
+template <class Shape, class Expect>
+using RunCase = std::vector<double> (*)(const std::string&, Shape, int, Expect, uint64_t);
+
+// aligned_vs_misaligned for one shape of an op (seed 99); `aligned` and `misaligned`: what each run must show.
+template <class In, class Shape, class Expect>
+void pair_case(RunCase<Shape, Expect> run_case, Shape sh, Expect aligned = {}, Expect misaligned = {}) {
+  aligned_vs_misaligned<In>([&](const char* why, int offset) {
+    return run_case(why, sh, offset, offset == 0 ? aligned : misaligned, 99);
+  });
+}
+
+// One case of launcher calls with sizes the kernels do not take: body(c) makes the calls and requires
+// their errors; none of them may launch a kernel.
+template <class Body>
+void unsupported_sizes(Body body) {
+  Case c("unsupported sizes are rejected without a launch");
+  body(c);
+  c.require(c.delta(&kemu::Stats::launches) == 0, "no launch expected");
+  c.finish();
+}
+
+// A driver's main: the emulator self-test, the reference's own check, the op's cases, the RESULT line;
+// returns the exit code.
+template <class Cases>
+int run_driver(const char* op, void (*check_reference)(), Cases cases) {
+  emulator_selftest();
+  check_reference();
+  cases();
+  return report(op);
 }
 
 }  // namespace emu_test
