@@ -5,7 +5,7 @@
     python benchmarks/bench_losses.py --N 8 --T 6000 --loss-only   # CPU: the model step takes minutes
 
 The model step is the reference TRGNet (published PKU config) zero_grad → forward (train mode) →
-benchmarks' stand-in loss → backward → Adam.step (see bench_registry.train_loss). The loss step is
+benchmarks' stand-in loss → backward → Adam.step (see workload.train_loss). The loss step is
 TRGNetLoss.forward + backward on leaf tensors shaped like the model's train-mode outputs, with padded
 random labels (~1 segment per 150 frames, like PKU). Target: loss ≤ 5 % of the model step.
 Prints median and spread (min, max, IQR) per timing, the ratio, device and versions.
@@ -21,7 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_registry as br  # noqa: E402
+import workload  # noqa: E402
 
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight  # noqa: E402
 
@@ -92,12 +92,12 @@ def main(argv=None):
         n, t = args.N or 8, args.T or 6000
     repeat = args.repeat or (20 if device.type == "cuda" else 5)
 
-    cfg = br.model_config()
+    cfg = workload.model_config()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"N={n} T={t} K={cfg['n_classes']} dataset={br.DATASET} published_quirks={not args.corrected}")
+          f"N={n} T={t} K={cfg['n_classes']} dataset={workload.DATASET} published_quirks={not args.corrected}")
 
-    inputs = br.make_model_inputs(n, t, device, args.seed)
+    inputs = workload.make_model_inputs(n, t, device, args.seed)
     outputs, emb, tag = make_loss_inputs(inputs, cfg["n_classes"], 768, device, args.seed)
     pw = boundary_pos_weight([inputs["boundary"][i, 0, :int(inputs["mask"][i].sum())].cpu()
                               for i in range(n)])
@@ -119,13 +119,13 @@ def main(argv=None):
     if args.loss_only:
         return
 
-    model = br.build_model(device, None, args.seed).train()
+    model = workload.build_model(device, None, args.seed).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def model_step():
         opt.zero_grad(set_to_none=True)
         out = model(inputs["x"], inputs["mask"], inputs["joint_graph"])
-        br.train_loss(out, inputs["labels"], inputs["boundary"], inputs["mask"]).backward()
+        workload.train_loss(out, inputs["labels"], inputs["boundary"], inputs["mask"]).backward()
         opt.step()
 
     model_times = timeit(model_step, device, min(args.warmup, 1) if device.type == "cpu" else args.warmup,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # bench_registry
+sys.path.insert(0, str(HERE))  # workload, bench
 
 
 def _named_explicitly(config) -> bool:

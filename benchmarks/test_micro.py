@@ -12,62 +12,63 @@ from __future__ import annotations
 import pytest
 import torch
 
-import bench_registry as reg
+import workload
+
+from trgnet_fast.ops.registry import BENCH_VARIANTS
 
 DEVICE = torch.device("cpu")
-SMALL = {"N": 2, "T": 256}          # op size (H, D, E from the op's registry entry)
+SMALL = {"N": 2, "T": 256}          # op size (H, D, E from the variant's sizes in the op registry)
 MODEL = {"N": 1, "T": 128}          # model eval size
 MODEL_TRAIN = {"N": 2, "T": 64}     # model train-mode forward size
 PROVIDERS = ("reference", "torch", "triton", "cuda")
 
 
-def _op_fn(spec: reg.BenchOp, provider: str):
-    from trgnet_fast.backend import backend_status, implemented_backends
-    ref, fused = spec.load()
+def _op_fn(spec, provider: str):
+    from trgnet_fast.backend import backend_status
     if provider == "reference":
-        return ref
-    if provider not in implemented_backends(spec.op_name):
-        pytest.skip(f"{provider} does not implement {spec.op_name}")
+        return spec.reference
+    if provider not in spec.implemented:
+        pytest.skip(f"{provider} does not implement {spec.name}")
     ok, why = backend_status(DEVICE)[provider]
     if not ok:
         pytest.skip(f"{provider} not usable on cpu: {why}")
-    return lambda *a, **kw: fused(*a, backend=provider, **kw)
+    return lambda **inputs: spec.fused(**inputs, backend=provider)
 
 
-def _inputs(spec: reg.BenchOp, mode: str):
+def _inputs(spec, variant, mode: str) -> dict:
     gen = torch.Generator().manual_seed(1234)
-    size = spec.sizes(SMALL["N"], SMALL["T"])
-    args, kwargs = spec.make_inputs(size, torch.float32, DEVICE, gen)
+    inputs = spec.make_inputs(variant.sizes(SMALL["N"], SMALL["T"]), torch.float32, DEVICE, gen)
     if mode == "fwd+bwd":
-        args = tuple(a.requires_grad_(True) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-    return args, kwargs
+        for name in spec.grad_inputs:
+            inputs[name].requires_grad_(True)
+    return inputs
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("mode", ("fwd", "fwd+bwd"))
-@pytest.mark.parametrize("op", list(reg.OPS))
+@pytest.mark.parametrize("op", list(BENCH_VARIANTS))
 def test_op(benchmark, op, mode, provider):
-    spec = reg.OPS[op]
+    spec, variant = BENCH_VARIANTS[op]
     fn = _op_fn(spec, provider)
-    args, kwargs = _inputs(spec, mode)
+    inputs = _inputs(spec, variant, mode)
     benchmark.group = f"{op} {mode} N={SMALL['N']} T={SMALL['T']}"
     if mode == "fwd":
         def run():
             with torch.no_grad():
-                return fn(*args, **kwargs)
+                return fn(**inputs)
     else:
-        diff = reg.grad_inputs(args)
+        diff = [inputs[name] for name in spec.grad_inputs]
         with torch.no_grad():
-            grad_out = torch.randn(fn(*args, **kwargs).shape, generator=torch.Generator().manual_seed(7))
+            grad_out = torch.randn(fn(**inputs).shape, generator=torch.Generator().manual_seed(7))
 
         def run():
-            return torch.autograd.grad(fn(*args, **kwargs), diff, grad_out)
+            return torch.autograd.grad(fn(**inputs), diff, grad_out)
     benchmark(run)
 
 
 def _model():
     try:
-        return reg.build_model(DEVICE, "torch", seed=0)
+        return workload.build_model(DEVICE, "torch", seed=0)
     except ImportError as exc:
         pytest.skip(f"TRGNet not importable: {exc}")
 
@@ -76,7 +77,7 @@ def _model():
 def test_model_forward(benchmark, mode):
     model = _model()
     size = MODEL if mode == "eval" else MODEL_TRAIN
-    data = reg.make_model_inputs(size["N"], size["T"], DEVICE, seed=5, padded=mode == "train")
+    data = workload.make_model_inputs(size["N"], size["T"], DEVICE, seed=5, padded=mode == "train")
     model.train(mode == "train")
     benchmark.group = f"TRGNet forward ({mode}) N={size['N']} T={size['T']}"
 
