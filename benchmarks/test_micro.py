@@ -39,7 +39,7 @@ def _inputs(spec, variant, mode: str) -> dict:
     gen = torch.Generator().manual_seed(1234)
     inputs = spec.make_inputs(variant.sizes(SMALL["N"], SMALL["T"]), torch.float32, DEVICE, gen)
     if mode == "fwd+bwd":
-        for name in spec.grad_inputs:
+        for name in spec.grad_names(inputs):
             inputs[name].requires_grad_(True)
     return inputs
 
@@ -57,7 +57,7 @@ def test_op(benchmark, op, mode, provider):
             with torch.no_grad():
                 return fn(**inputs)
     else:
-        diff = [inputs[name] for name in spec.grad_inputs]
+        diff = [inputs[name] for name in spec.grad_names(inputs)]
         with torch.no_grad():
             grad_out = torch.randn(fn(**inputs).shape, generator=torch.Generator().manual_seed(7))
 

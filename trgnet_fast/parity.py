@@ -73,24 +73,25 @@ def parity_rows_for(spec: OpSpec, backend: str, size: dict, dtype: torch.dtype,
     """Rows for one (op, backend, size, dtype): the output and each input gradient."""
     inputs64 = spec.make_inputs(size, torch.float64, device, generator)
     inputs = _as_dtype(inputs64, dtype)
-    ref_out, ref_leaves = _forward(spec.reference, inputs64, spec.grad_inputs)
+    grad_names = spec.grad_names(inputs64)
+    ref_out, ref_leaves = _forward(spec.reference, inputs64, grad_names)
     grad_out = torch.randn(ref_out.shape, generator=generator).to(device=device, dtype=torch.float64)
-    ref_grads = dict(zip(spec.grad_inputs, torch.autograd.grad(ref_out, ref_leaves, grad_out)))
+    ref_grads = dict(zip(grad_names, torch.autograd.grad(ref_out, ref_leaves, grad_out)))
 
     def fused(**kw):
         return spec.fused(**kw, backend=backend)
 
-    out, grads = _forward_backward(fused, inputs, spec.grad_inputs, grad_out)
+    out, grads = _forward_backward(fused, inputs, grad_names, grad_out)
     measured = {"out": (out, ref_out)}
-    measured.update({f"grad_{n}": (grads[n], ref_grads[n]) for n in spec.grad_inputs})
+    measured.update({f"grad_{n}": (grads[n], ref_grads[n]) for n in grad_names})
 
     floors = spec.grad_error_floor(inputs64, grad_out) if spec.grad_error_floor else {}
     if not isinstance(floors, dict):  # one floor for every gradient
         floors = dict.fromkeys(spec.grad_inputs, floors)
-    floor = {"out": 0.0, **{f"grad_{n}": floors.get(n, 0.0) for n in spec.grad_inputs}}
+    floor = {"out": 0.0, **{f"grad_{n}": floors.get(n, 0.0) for n in grad_names}}
     if dtype in LOW_PRECISION:
-        low_out, low_grads = _forward_backward(spec.reference, inputs, spec.grad_inputs, grad_out)
-        baseline = {"out": low_out, **{f"grad_{n}": low_grads[n] for n in spec.grad_inputs}}
+        low_out, low_grads = _forward_backward(spec.reference, inputs, grad_names, grad_out)
+        baseline = {"out": low_out, **{f"grad_{n}": low_grads[n] for n in grad_names}}
         tolerance = {q: 2.0 * relative_error(baseline[q], ref, floor[q])
                      for q, (_, ref) in measured.items()}
     else:

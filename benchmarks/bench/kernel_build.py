@@ -97,7 +97,7 @@ def triton_reports(variants: list[str], dtypes, n: int, t: int, arch: int, workd
             inputs = spec.make_inputs(variant.sizes(n, t), dtype, "cpu", gen)
             args = [inputs.get(a, 1e-6 if a == "eps" else None) for a in arg_names]
             for a, arg in zip(args, arg_names):
-                if arg in spec.grad_inputs:
+                if arg in spec.grad_names(inputs):
                     a.requires_grad_(True)
             sink: list = []
             with offline_triton(arch, workdir, sink):

@@ -51,8 +51,9 @@ class OpRunner:
                     f(**inputs)
             res = measure(step, device, **common)
         else:
-            leaves = {**inputs, **{k: inputs[k].detach().requires_grad_(True) for k in spec.grad_inputs}}
-            diff = [leaves[k] for k in spec.grad_inputs]
+            grad_names = spec.grad_names(inputs)
+            leaves = {**inputs, **{k: inputs[k].detach().requires_grad_(True) for k in grad_names}}
+            diff = [leaves[k] for k in grad_names]
             with torch.no_grad():
                 out_shape = f(**inputs).shape
             grad_out = randn(out_shape, dtype, device, gen)

@@ -35,6 +35,7 @@ def _model_and_inputs(make_model, make_inputs, lengths, device=DEVICE, **config)
     joint_graph) of the given valid lengths, on ``device``. SP's alpha and beta are set non-zero: at their
     initial 0 the adaptive graph conv's learned graph terms would not reach its output."""
     model = make_model("TCG-15", backend="torch", **config).to(device)
+    model.set_dropout_masks("hashed")  # the torch path drops what the fused AttModules drop
     with torch.no_grad():
         model.SP.alpha.fill_(0.3)
         model.SP.beta.fill_(-0.2)

@@ -186,6 +186,57 @@ def test_decoder_att_module_needs_values():
         module(torch.randn(1, 64, 5), None, torch.ones(1, 1, 5))
 
 
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("mode", ["encoder", "decoder"])
+def test_att_module_runs_as_one_fused_op_on_fused_backends(monkeypatch, backend, mode):
+    """On a fused backend the layer is one ``att_module`` call with its own weights, alpha, dilation, the
+    published dropout probabilities (train) or none (eval) and the seed drawn in its place of the RNG stream:
+    with the op's reference standing in for the kernels, train and eval outputs equal the torch path's."""
+    from trgnet_fast.ops.att_module.reference import att_module_reference
+
+    calls = []
+
+    def recording_op(*args, backend=None, **kwargs):
+        calls.append((backend, kwargs["dilation"], kwargs["attention_dropout"], kwargs["dropout"]))
+        return att_module_reference(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module, "att_module", recording_op)
+    monkeypatch.setattr(attention_module, "model_backend", lambda op, requested, device: requested)
+    torch.manual_seed(2)
+    module = AttModule(4, 16, mode, 0.3).double()
+    module.dropout_masks = "hashed"  # the torch path drops what the fused op drops
+    x = torch.randn(2, 16, 9, dtype=torch.float64)
+    values = torch.randn(2, 16, 9, dtype=torch.float64) if mode == "decoder" else None
+    mask = torch.ones(2, 1, 9, dtype=torch.float64)
+    mask[1, :, 6:] = 0
+    for train in (True, False):
+        module.train(train)
+        outputs = {}
+        for name in ("torch", backend):
+            module.backend = name
+            torch.manual_seed(5)
+            outputs[name] = module(x, values, mask)
+        assert rel_error(outputs[backend], outputs["torch"]) < 1e-13
+    assert calls == [(backend, 4, 0.05, 0.5), (backend, 4, 0.0, 0.0)]
+
+
+def test_torch_path_keeps_nn_dropout_unless_hashed(monkeypatch):
+    """By default the torch path draws its masks with nn.Dropout (the published computation) and no seed; with
+    ``dropout_masks = "hashed"`` it draws one seed per call and hashes it."""
+    drawn = []
+    monkeypatch.setattr(attention_module, "draw_dropout_seed",
+                        lambda device: drawn.append(device) or torch.tensor([3], device=device))
+    module = AttModule(2, 16, "encoder", 1.0).train()
+    module.backend = "torch"
+    x, mask = torch.randn(2, 16, 7), torch.ones(2, 1, 7)
+    torch.manual_seed(0)
+    default = module(x, None, mask)
+    assert drawn == []
+    module.dropout_masks = "hashed"
+    hashed = module(x, None, mask)
+    assert drawn == [x.device] and not torch.allclose(default, hashed)
+
+
 def test_linear_attention_calls_the_op_with_backend(monkeypatch):
     calls = []
 

@@ -10,7 +10,7 @@ import torch
 from trgnet_fast import TRGNet
 from trgnet_fast.model import attention as attention_module
 from trgnet_fast.model import default_config
-from trgnet_fast.model.attention import LinearAttention
+from trgnet_fast.model.attention import AttModule, LinearAttention
 from trgnet_fast.ops.linear_attention.reference import linear_attention_reference
 
 MAIN_DATASETS = ["PKU-subject", "LARA", "MCFS-130", "TCG-15"]
@@ -349,6 +349,10 @@ def test_backend_is_passed_to_every_attention_call(make_model, make_inputs, monk
     assert model.backend is None and all(m.backend is None for m in attention_layers)
     with pytest.raises(ValueError, match="backend"):
         model.set_backend("fastest")
+    with pytest.raises(ValueError, match="kind"):
+        model.set_dropout_masks("philox")
+    model.set_dropout_masks("hashed")
+    assert {m.dropout_masks for m in model.modules() if isinstance(m, AttModule)} == {"hashed"}
     with pytest.raises(ValueError, match="backend"):
         make_model("TCG-15", backend="fastest")
 

