@@ -14,17 +14,28 @@ from trgnet_fast.ops.spec import BenchVariant, OpSpec, randn
 LAYOUTS = ("published", "rows", "packed")  # cu_seqlens None; padded rows with lengths <= T; one packed row
 
 
-def size(n, t, c=64, heads=4, dilation=1, mode="encoder", layout="published", masked=False, dropout=False) -> dict:
-    """N sequences of up to T frames (packed: N sequences in one row of T frames), C channels."""
+def size(n, t, c=64, heads=4, dilation=1, mode="encoder", layout="published", masked=False, dropout=False,
+         min_length=1) -> dict:
+    """N sequences of up to T frames (packed: N sequences in one row of T frames), C channels; the "rows" and
+    "packed" layouts draw lengths of at least ``min_length`` frames."""
     return {"N": n, "T": t, "C": c, "H": heads, "dilation": dilation, "mode": mode, "layout": layout,
-            "masked": masked, "dropout": dropout}
+            "masked": masked, "dropout": dropout, "min_length": min_length}
 
 
-def _lengths(n, t, generator):
-    """Random sequence lengths in [1, t], the first one t."""
-    lengths = torch.randint(1, t + 1, (n,), generator=generator, device=generator.device)
+def _row_lengths(n, t, shortest, generator):
+    """Random sequence lengths in [shortest, t], the first one t."""
+    lengths = torch.randint(shortest, t + 1, (n,), generator=generator, device=generator.device)
     lengths[0] = t
     return lengths
+
+
+def _packed_lengths(n, t, shortest, generator):
+    """n random lengths of at least ``shortest`` frames that add up to t: cut points drawn over the t - n shortest
+    frames left over."""
+    spare = t - n * shortest
+    cuts = torch.randint(0, spare + 1, (n - 1,), generator=generator, device=generator.device).sort().values
+    bounds = torch.cat([cuts.new_zeros(1), cuts, cuts.new_full((1,), spare)])
+    return torch.diff(bounds) + shortest
 
 
 def make_inputs(s, dtype, device, generator):
@@ -50,10 +61,9 @@ def make_inputs(s, dtype, device, generator):
         inputs.update(attention_dropout=0.05, dropout=0.5, dropout_seed=torch.randint(
             2 ** 62, (1,), generator=generator, device=generator.device).to(device))
     if s["layout"] == "rows":
-        lengths = _lengths(n, t, generator)
+        lengths = _row_lengths(n, t, s["min_length"], generator)
     elif s["layout"] == "packed":
-        cuts = torch.randperm(t - 1, generator=generator, device=generator.device)[:n - 1].sort().values + 1
-        lengths = torch.diff(torch.cat([cuts.new_zeros(1), cuts, cuts.new_full((1,), t)]))
+        lengths = _packed_lengths(n, t, s["min_length"], generator)
     if s["layout"] != "published":
         cu = torch.cat([torch.zeros(1, dtype=torch.int64, device=lengths.device), lengths.cumsum(0)])
         inputs["cu_seqlens"] = cu.to(device=device, dtype=torch.int32)
@@ -91,11 +101,15 @@ SPEC = OpSpec(
     grad_inputs=("x", "values", *WEIGHT_NAMES, "alpha"),
     grad_error_floor=gradient_error_floors,
     parity_sizes={
-        "cpu": [size(2, 63, c=8, heads=4, dilation=2), size(2, 41, c=12, heads=4, dilation=64, mode="decoder",
-                                                            layout="rows", masked=True),
-                size(3, 50, c=8, heads=2, dilation=3, layout="packed", dropout=True), size(1, 40, c=4, heads=4)],
+        # >= 40 frames per sequence: InstanceNorm over fewer amplifies float32 rounding past 1e-5 on every
+        # implementation, PyTorch's included (docs/kernels.md#precision); the op tests cover the short ones
+        "cpu": [size(2, 63, c=8, heads=4, dilation=2), size(2, 57, c=12, heads=4, dilation=64, mode="decoder",
+                                                            layout="rows", masked=True, min_length=40),
+                size(3, 150, c=8, heads=2, dilation=3, layout="packed", dropout=True, min_length=40),
+                size(1, 40, c=4, heads=4)],
         "cuda": [size(8, 6000, dilation=512), size(8, 6000, dilation=1, mode="decoder", masked=True, dropout=True),
-                 size(5, 4097, c=256, dilation=64, layout="rows"), size(7, 3001, c=20, heads=2, layout="packed")],
+                 size(5, 4097, c=256, dilation=64, layout="rows", min_length=40),
+                 size(7, 3001, c=20, heads=2, layout="packed", min_length=40)],
     },
     triton_module="trgnet_fast.ops.att_module.triton_kernels",
     triton_kernels=("_am_fwd_stats_kernel", "_am_fwd_kv_kernel", "_am_reduce_state_kernel", "_am_fwd_output_kernel",
