@@ -8,15 +8,16 @@ import torch
 from op_checks import rel_err
 from trgnet_fast.ops.att_module import att_module
 from trgnet_fast.ops.att_module.reference import att_module_reference, gradient_error_floors
-from trgnet_fast.ops.att_module.spec import make_inputs, size
-from trgnet_fast.ops.att_module.validation import WEIGHT_NAMES
+from trgnet_fast.ops.att_module.spec import SPEC, make_inputs, size
+from trgnet_fast.ops.att_module.validation import WEIGHT_NAMES, state_dtype
 
+# the raw ops' arguments in schema order (the package docstring of trgnet_fast/ops/att_module): the 18 tensors, then
+# the 6 scalars (the backward takes grad_out first and the saved states between the two)
 TENSOR_ARGS = ("x", "values", "mask", "cu_seqlens", *WEIGHT_NAMES, "alpha", "dropout_seed")
 SCALAR_ARGS = ("dilation", "heads", "norm_eps", "attention_eps", "attention_dropout", "dropout")
-SCALAR_DEFAULTS = {"heads": 4, "norm_eps": 1e-5, "attention_eps": 1e-6, "attention_dropout": 0.0, "dropout": 0.0}
-GRAD_ARGS = ("x", "values", *WEIGHT_NAMES, "alpha")
+RAW_ARGS = TENSOR_ARGS + SCALAR_ARGS
 
-__all__ = ["size", "case_inputs", "raw_args", "grad_names", "run", "reference_run", "assert_close_to_reference"]
+__all__ = ["size", "case_inputs", "raw_args", "run", "reference_run", "assert_close_to_reference"]
 
 
 def case_inputs(s: dict, dtype=torch.float64, device="cpu", seed: int | None = None) -> dict:
@@ -27,14 +28,8 @@ def case_inputs(s: dict, dtype=torch.float64, device="cpu", seed: int | None = N
 
 
 def raw_args(inputs: dict) -> list:
-    """``inputs`` in the raw ops' schema order (x .. dropout_seed, then the six scalars, defaults filled in)."""
-    values = SCALAR_DEFAULTS | inputs
-    return [values[name] for name in TENSOR_ARGS + SCALAR_ARGS]
-
-
-def grad_names(inputs: dict) -> list[str]:
-    """The inputs that take gradients here (values only in decoder mode)."""
-    return [name for name in GRAD_ARGS if inputs[name] is not None]
+    """``inputs`` (every argument, as ``make_inputs`` gives them) in the raw ops' schema order."""
+    return [inputs[name] for name in RAW_ARGS]
 
 
 def run(fn, inputs: dict, grad_out: torch.Tensor | None = None, dtype: torch.dtype | None = None):
@@ -43,15 +38,15 @@ def run(fn, inputs: dict, grad_out: torch.Tensor | None = None, dtype: torch.dty
     leaves = {}
     for name, value in inputs.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point() and dtype is not None:
-            target = (torch.float64 if dtype == torch.float64 else torch.float32) if name == "alpha" else dtype
+            target = state_dtype(dtype) if name == "alpha" else dtype
             value = value.to(target)
-        if name in GRAD_ARGS and value is not None and grad_out is not None:
+        if name in SPEC.grad_inputs and value is not None and grad_out is not None:
             value = value.detach().clone().requires_grad_(True)
         leaves[name] = value
     out = fn(**leaves)
     if grad_out is None:
         return out.detach(), {}
-    names = grad_names(inputs)
+    names = SPEC.grad_names(inputs)
     if not out.requires_grad:  # every sequence empty: the reference's output is a constant 0
         return out.detach(), {n: torch.zeros_like(leaves[n]) for n in names}
     # a leaf no frame reaches (e.g. values when every sequence is empty) has a zero gradient

@@ -17,9 +17,11 @@ import math
 import pytest
 import torch
 
+from att_module_cases import SCALAR_ARGS, TENSOR_ARGS, raw_args, run
 from op_checks import DEVICE, rel_err
 from trgnet_fast.ops.att_module.reference import att_module_reference
-from trgnet_fast.ops.att_module.validation import WEIGHT_NAMES
+from trgnet_fast.ops.att_module.spec import SPEC
+from trgnet_fast.ops.att_module.validation import WEIGHT_NAMES, state_dtype
 
 kernels = pytest.importorskip("trgnet_fast.ops.att_module.triton_kernels")
 la_kernels = pytest.importorskip("trgnet_fast.ops.linear_attention.triton_kernels")
@@ -72,35 +74,17 @@ def on_device(inputs, dtype=None):
     for k, v in inputs.items():
         if isinstance(v, torch.Tensor):
             if dtype is not None and v.is_floating_point():
-                v = v.to(torch.float64 if dtype == torch.float64 else torch.float32) if k == "alpha" else v.to(dtype)
+                v = v.to(state_dtype(dtype) if k == "alpha" else dtype)
             v = v.to(DEVICE)
         out[k] = v
     return out
 
 
-GRAD_NAMES = ("x", "values", *WEIGHT_NAMES, "alpha")
-TENSORS = ("x", "values", "mask", "cu_seqlens", *WEIGHT_NAMES, "alpha", "dropout_seed")
-SCALARS = ("dilation", "heads", "norm_eps", "attention_eps", "attention_dropout", "dropout")
-
-
 def triton_fn(**kw):
-    return kernels.att_module_triton(*(kw[k] for k in TENSORS + SCALARS))[0]
+    return kernels.att_module_triton(*raw_args(kw))[0]
 
 
-def reference_fn(**kw):
-    return att_module_reference(*(kw[k] for k in ("x", "values", "mask", *WEIGHT_NAMES, "alpha")),
-                                **{k: kw[k] for k in SCALARS + ("dropout_seed", "cu_seqlens")})
-
-
-def run(fn, inputs, grad_out):
-    """(out, {name: gradient}) of fn on fresh leaves, for the cotangent grad_out."""
-    leaves = dict(inputs)
-    names = [n for n in GRAD_NAMES if inputs[n] is not None]
-    for n in names:
-        leaves[n] = inputs[n].detach().clone().requires_grad_(True)
-    out = fn(**leaves)
-    grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_out.to(out.dtype))
-    return out.detach(), dict(zip(names, grads))
+reference_fn = att_module_reference
 
 
 def errors(inputs, grad_out, floor=0.0):
@@ -213,14 +197,14 @@ def test_packed_sequences_equal_the_published_op_on_each_sequence():
     lengths = [11, 0, 26, 4]
     inputs = on_device(make_case(b=1, c=12, t=0, heads=4, dilation=3, decoder=True, masked=True, lengths=lengths,
                                  packed=True))
-    out, stats, kv, ks = kernels.att_module_triton(*(inputs[k] for k in TENSORS + SCALARS))
+    out, stats, kv, ks = kernels.att_module_triton(*raw_args(inputs))
     start = 0
     for n, length in enumerate(lengths):
         frames = slice(start, start + length)
         alone = dict(inputs, cu_seqlens=None, x=inputs["x"][:, :, frames].contiguous(),
                      values=inputs["values"][:, :, frames].contiguous(), mask=inputs["mask"][:, :, frames].contiguous())
         if length:
-            one = kernels.att_module_triton(*(alone[k] for k in TENSORS + SCALARS))
+            one = kernels.att_module_triton(*raw_args(alone))
             assert rel_err(out[:, :, frames], one[0]) <= 1e-12
             for packed_state, state in zip((stats, kv, ks), one[1:]):
                 assert rel_err(packed_state[n], state[0]) <= 1e-12
@@ -233,7 +217,7 @@ def test_packed_sequences_equal_the_published_op_on_each_sequence():
 
 def test_states_match_the_reference():
     inputs = on_device(make_case(b=2, c=12, t=30, heads=3, dilation=2, decoder=True, lengths=[30, 17]))
-    _, stats, kv, ks = kernels.att_module_triton(*(inputs[k] for k in TENSORS + SCALARS))
+    _, stats, kv, ks = kernels.att_module_triton(*raw_args(inputs))
     d = 4
     for n, length in enumerate([30, 17]):
         x = inputs["x"][n:n + 1, :, :length]
@@ -327,11 +311,11 @@ def test_launch_counts(monkeypatch, decoder):
     monkeypatch.setattr(kernels, "wrap_triton", counting_wrap)
     grad_out = torch.randn_like(inputs["x"])
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        out, stats, kv, ks = kernels.att_module_triton(*(inputs[k] for k in TENSORS + SCALARS))
+        out, stats, kv, ks = kernels.att_module_triton(*raw_args(inputs))
         forward = list(launches)
         launches.clear()
-        kernels.att_module_backward_triton(grad_out, *(inputs[k] for k in TENSORS), stats, kv, ks,
-                                           *(inputs[k] for k in SCALARS))
+        kernels.att_module_backward_triton(grad_out, *(inputs[k] for k in TENSOR_ARGS), stats, kv, ks,
+                                           *(inputs[k] for k in SCALAR_ARGS))
         backward = list(launches)
     assert len(forward) <= MAX_FORWARD_LAUNCHES, forward
     assert len(backward) <= MAX_BACKWARD_LAUNCHES, backward
@@ -340,9 +324,8 @@ def test_launch_counts(monkeypatch, decoder):
     assert not other_ops, other_ops
     # and the autograd path runs the same backward
     launches.clear()
-    leaves = {k: (v.detach().clone().requires_grad_(True) if k in GRAD_NAMES and v is not None else v)
-              for k, v in inputs.items()}
-    names = [n for n in GRAD_NAMES if leaves[n] is not None]
+    names = SPEC.grad_names(inputs)
+    leaves = {k: (v.detach().clone().requires_grad_(True) if k in names else v) for k, v in inputs.items()}
     torch.autograd.grad(triton_fn(**leaves), [leaves[n] for n in names], grad_out)
     assert launches == forward + backward
 

@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-from att_module_cases import case_inputs, raw_args, size
+from att_module_cases import RAW_ARGS, case_inputs, raw_args, size
 from op_checks import BACKEND_DEVICE, api_backends, assert_raw_triton_op_rejects, needs, non_contiguous, triton_ops
 from trgnet_fast.ops.att_module import OP_NAME, att_module
 from trgnet_fast.ops.registry import OPS
@@ -79,15 +79,11 @@ def test_encoder_and_decoder_need_no_values_or_take_them():
 @needs("triton")
 def test_raw_triton_ops_reject_what_their_kernels_cannot_index():
     inputs = _inputs(BACKEND_DEVICE["triton"])
-    names = ["x", "values", "mask", "cu_seqlens", "conv_weight", "conv_bias", "query_weight", "query_bias",
-             "key_weight", "key_bias", "value_weight", "value_bias", "out_weight", "out_bias", "conv_out_weight",
-             "conv_out_bias", "alpha", "dropout_seed", "dilation", "heads", "norm_eps", "attention_eps",
-             "attention_dropout", "dropout"]
-    args = dict(zip(names, raw_args(inputs)))
+    args = dict(zip(RAW_ARGS, raw_args(inputs)))
     triton_ops()
     assert_raw_triton_op_rejects("att_module", args | {"x": non_contiguous(args["x"])}, "x", "a contiguous tensor")
     assert_raw_triton_op_rejects("att_module", args | {"query_weight": non_contiguous(args["query_weight"])},
                                  "query_weight", "a contiguous tensor")
     assert_raw_triton_op_rejects("att_module", args | {"alpha": args["alpha"].double()}, "alpha", "dtype")
     wide = _inputs(BACKEND_DEVICE["triton"], C=260)
-    assert_raw_triton_op_rejects("att_module", dict(zip(names, raw_args(wide))), "x", "at most 256 channels")
+    assert_raw_triton_op_rejects("att_module", dict(zip(RAW_ARGS, raw_args(wide))), "x", "at most 256 channels")

@@ -8,13 +8,10 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.ops._autograd import register_native_op
+from trgnet_fast.ops.att_module.validation import state_dtype
 
 OP_NAME = "att_module"
 N_TENSOR_INPUTS = 18  # x, values, mask, cu_seqlens, 12 weights and biases, alpha, dropout_seed
-
-
-def _state_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def fake_forward(x, values, mask, cu_seqlens, conv_weight, *rest):
@@ -22,7 +19,7 @@ def fake_forward(x, values, mask, cu_seqlens, conv_weight, *rest):
     b, c, _ = x.shape
     n = b if cu_seqlens is None else cu_seqlens.shape[0] - 1
     d = c // heads
-    sdt = _state_dtype(x.dtype)
+    sdt = state_dtype(x.dtype)
     return (torch.empty_like(x), x.new_empty((n, 2, c), dtype=sdt), x.new_empty((n, heads, d, d), dtype=sdt),
             x.new_empty((n, heads, d), dtype=sdt))
 
