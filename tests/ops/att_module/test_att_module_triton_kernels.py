@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from att_module_cases import SCALAR_ARGS, TENSOR_ARGS, raw_args, run
+from att_module_cases import SCALAR_ARGS, TENSOR_ARGS, assert_close_to_reference, raw_args, run
 from op_checks import DEVICE, rel_err
 from trgnet_fast.ops.att_module.reference import att_module_reference
 from trgnet_fast.ops.att_module.spec import SPEC
@@ -143,9 +143,11 @@ def test_float32_one_frame_heads_of_one_channel():
     # T = 1 in a tile of 16: on the 15 frames past the sequence q = (o - mean) rstd is huge (rstd = 1 / sqrt(eps)),
     # phi(Q) underflows to 0 in fp32 and, with D = 1, so does the attention's denominator: it must not turn into
     # NaN in the backward's sums over the tile
+    # Every gradient but dQ's cancels at T = 1 and D = 1, so the error is measured as for every degenerate size: the
+    # op's gradient floors and twice the largest error of plain float32 runs (tests/ops/att_module/att_module_cases.py).
+    # A fixed 1e-5 against an ad-hoc floor of 1e-3 ||grad_out|| failed 7 of 30 fresh draws on these kernels.
     inputs = on_device(make_case(b=2, c=4, t=1, heads=4, dilation=1, dtype=torch.float32))
-    errs = errors(inputs, torch.randn_like(inputs["x"]), floor=1e-3)
-    assert max(errs.values()) <= TOL[torch.float32], errs
+    assert_close_to_reference(inputs, "triton", TOL[torch.float32])
 
 
 @pytest.mark.parametrize("target_slots", [1, 2], ids=["one-chunk", "two-chunks"])
