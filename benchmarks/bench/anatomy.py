@@ -1,7 +1,7 @@
 """Instruments of the step-anatomy report (``benchmarks/step_anatomy.py``), independent of TRGNet.
 
 * :class:`OpCounter` — a ``TorchDispatchMode`` that counts the ATen / custom ops dispatched, per (phase, block),
-  and records the host-syncing ones (:func:`sync_reason`) with the Python frame that issued them.
+  and records the host-syncing ones (``trgnet_fast.host_sync.sync_reason``) with the Python frame that issued them.
   What is **not** counted (tallied apart by kind, :func:`excluded_kind`): *views* — ops whose schema returns an
   alias of an input that they do not write (``Tensor(a)``: ``view``, ``t``, ``select``, ``split``, ``expand``,
   ``detach``, ``alias``, ``lift_fresh``, …) plus the metadata-only ``_unsafe_view`` / ``_reshape_alias``;
@@ -34,12 +34,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from trgnet_fast.host_sync import host_only, storage_key, sync_reason
+
 METADATA_ONLY_OPS = frozenset({"aten::_unsafe_view", "aten::_reshape_alias"})
 ALLOCATION_OPS = frozenset({"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty",
                             "aten::new_empty_strided"})
-BOOL_INDEX_OPS = frozenset({"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"})
-# ops that return a device comparison as a Python value
-HOST_VALUE_OPS = frozenset({"aten::equal"})
 # the backward labels of work no forward block created
 PARAMETER_GRADS = "parameter grads"
 AUTOGRAD_ENGINE = "autograd engine"
@@ -65,11 +64,6 @@ def excluded_kind(func) -> str | None:
     return None
 
 
-def storage_key(t: torch.Tensor) -> tuple:
-    """Identity of a tensor's storage (the StorageImpl): equal for views of one storage. Real or fake tensors."""
-    return (t.device.type, t.untyped_storage()._cdata)
-
-
 def storage_keys(tensors) -> set:
     return {storage_key(t) for t in tensors}
 
@@ -77,33 +71,6 @@ def storage_keys(tensors) -> set:
 def tensors_in(obj) -> list[torch.Tensor]:
     """The tensors among the leaves of a nested list / tuple / dict."""
     return [leaf for leaf in tree_leaves(obj) if isinstance(leaf, torch.Tensor)]
-
-
-def _has_bool_index(indices) -> bool:
-    return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
-
-
-def sync_reason(func, args, kwargs) -> str | None:
-    """Why ``func(*args, **kwargs)`` makes the host wait for the device, or None.
-
-    Counted: ops tagged ``data_dependent_output`` (``_local_scalar_dense``: ``.item()``, ``bool()``, ``int()``,
-    ``.tolist()``), ``aten::equal``, ``index`` / ``index_put`` with a bool index (boolean-mask indexing), and the
-    other ``dynamic_output_shape`` ops (``nonzero``, ``masked_select``, ``unique*``, ``bincount``,
-    ``repeat_interleave`` without ``output_size``). ``_assert_async`` is asynchronous and not counted.
-    """
-    name = op_name(func)
-    if torch.Tag.data_dependent_output in func.tags:
-        return "device value read by the host"
-    if name in HOST_VALUE_OPS:
-        return "returns a device comparison as a Python bool"
-    if name in BOOL_INDEX_OPS:
-        indices = args[1] if len(args) > 1 else kwargs.get("indices")
-        return "boolean-mask indexing (data-dependent shape)" if _has_bool_index(indices) else None
-    if torch.Tag.dynamic_output_shape in func.tags:
-        if name == "aten::repeat_interleave" and kwargs.get("output_size") is not None:
-            return None
-        return "data-dependent output shape"
-    return None
 
 
 def issuing_frame(package_dirs: tuple[str, ...]) -> str:
@@ -236,9 +203,9 @@ class OpCounter(TorchDispatchMode):
     """Counts every op dispatched while active into :class:`OpCounts`, at the (phase, block) ``where()`` returns.
 
     package_dirs: directories whose innermost frame names the issuer of a sync (e.g. the trgnet_fast package).
-    host_tensors: storage keys (:func:`storage_key`) of tensors that stay on the host whatever the step's
-        device (Adam's step counters): an op whose tensor arguments are among them, apart from 0-dim scalars,
-        launches no device kernel and syncs nothing, so it is tallied apart (kind "host"), like views.
+    host_tensors: storage keys (``trgnet_fast.host_sync.storage_key``) of tensors that stay on the host whatever
+        the step's device (Adam's step counters): an op on them alone (``host_only``) launches no device kernel
+        and syncs nothing, so it is tallied apart (kind "host"), like views.
     """
 
     def __init__(self, where: Callable[[], tuple[str, str]], package_dirs: tuple[str, ...],
@@ -249,17 +216,10 @@ class OpCounter(TorchDispatchMode):
         self.host_tensors = host_tensors
         self.counts = OpCounts()
 
-    def _host_only(self, args) -> bool:
-        if not self.host_tensors:
-            return False
-        tensors = tensors_in(args)
-        on_host = [storage_key(t) in self.host_tensors for t in tensors]
-        return any(on_host) and all(host or t.dim() == 0 for host, t in zip(on_host, tensors))
-
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = op_name(func)
-        kind = excluded_kind(func) or ("host" if self._host_only(args) else None)
+        kind = excluded_kind(func) or ("host" if host_only(args, self.host_tensors) else None)
         if kind is not None:
             self.counts.excluded[kind][name] += 1
         else:

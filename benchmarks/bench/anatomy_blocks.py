@@ -19,14 +19,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from types import SimpleNamespace
-from unittest import mock
 
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import trgnet_fast
-import trgnet_fast.model.trgnet as trgnet_module
+from trgnet_fast.data import segment_capacity
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import default_config
 from trgnet_fast.training.config import load_config
@@ -137,6 +136,7 @@ def build_trainer_step(n: int, t: int, backend: str, seed: int = 0, model_overri
                               aug_gen=torch.Generator().manual_seed(seed * 1000 + 17),
                               joint_graph=inputs["joint_graph"])
     batch = {k: inputs[k] for k in ("x", "labels", "boundary", "mask")}
+    batch["max_segments"] = segment_capacity(batch["labels"])  # as the collate adds it
     return TrainerStep(trainer, batch)
 
 
@@ -216,11 +216,6 @@ def measure_step(parts: TrainerStep) -> StepMeasurement:
 
 
 # ------------------------------------------------------------------------------------ saved bytes at full size
-def _skip_value_checks(*args, **kwargs) -> None:
-    """Stands in for the model's input checks under fake tensors: they read values (``bool(isfinite(x).all())``),
-    which fake tensors do not have. They save nothing for backward."""
-
-
 def real_leaves_like(outputs, seed: int):
     """Random leaf tensors (requires_grad) shaped like the model's train-mode outputs; logit_scale kept."""
     gen = torch.Generator().manual_seed(seed + 2)
@@ -241,9 +236,9 @@ def model_saved_bytes_fake(parts: TrainerStep) -> tuple[dict[str, int], tuple]:
     recorder = SavedTensorRecorder(tracker.current_block)
     batch = parts.batch
     try:
-        with mock.patch.object(trgnet_module, "validate_inputs", _skip_value_checks), fake_mode, recorder.hooks():
+        with fake_mode, recorder.hooks():  # fake tensors have no values to check
             outputs = model(fake_mode.from_tensor(batch["x"]), fake_mode.from_tensor(batch["mask"]),
-                            fake_mode.from_tensor(parts.trainer.joint_graph))
+                            fake_mode.from_tensor(parts.trainer.joint_graph), check_values=False)
     finally:
         tracker.remove()
     gc.collect()
@@ -254,7 +249,8 @@ def loss_saved_bytes_real(criterion: nn.Module, outputs, batch: dict) -> dict[st
     """Saved bytes of ``criterion`` (under :data:`LOSS`) on real model outputs ``outputs`` and ``batch``."""
     recorder = SavedTensorRecorder(lambda: LOSS)
     with recorder.hooks():
-        losses = criterion(outputs, batch["x"], batch["labels"], batch["boundary"], batch["mask"])
+        losses = criterion(outputs, batch["x"], batch["labels"], batch["boundary"], batch["mask"],
+                           max_segments=batch["max_segments"])
     gc.collect()
     per_block = recorder.live_bytes(storage_keys(module_state(criterion) + [outputs[3]]))
     del losses  # alive until the bytes were read
@@ -265,9 +261,8 @@ def saved_bytes_full_size(parts: TrainerStep, seed: int = 0) -> dict[str, int]:
     """Bytes autograd holds when backward starts, per block, without allocating the activations.
 
     The model forward runs on fake tensors (``FakeTensorMode``; the fused ops' ``register_fake`` kernels), its
-    input value checks skipped (:func:`_skip_value_checks`). ``TRGNetLoss`` cannot run on fake tensors (the
-    segment count comes from ``nonzero``), so it runs for real on CPU at the same size, on random leaf tensors
-    shaped like the model's outputs; its row is "loss". A storage saved by both the model and the loss would
+    input value checks off (``check_values=False``, as in the trainer). ``TRGNetLoss`` runs for real on CPU at
+    the same size, on random leaf tensors shaped like the model's outputs; its row is "loss". A storage saved by both the model and the loss would
     count twice (none is: the model saves no output of its own). Parameters and buffers go under "resident".
     ``parts`` is used up (:func:`model_saved_bytes_fake`).
     """

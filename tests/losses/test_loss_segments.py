@@ -3,6 +3,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from trgnet_fast.data import segment_capacity
 from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 from trgnet_fast.losses import extract_segments, segment_means
 
@@ -38,6 +39,16 @@ def test_segments_any_rows(ref, rows, quirks):
     segs = extract_segments(labels, published_quirks=quirks)
     expect = scan_published(labels) if quirks else scan_corrected(labels)
     assert _as_list(segs) == expect
+    assert segs.valid.all()
+    # a static bound: the same segments first, then padding slots as documented
+    bound = segment_capacity(labels)
+    padded = extract_segments(labels, published_quirks=quirks, max_segments=bound)
+    m = len(expect)
+    assert padded.num_segments == bound and padded.valid.tolist() == [True] * m + [False] * (bound - m)
+    assert _as_list(padded)[:m] == expect and padded.count[:m].tolist() == segs.count.tolist()
+    assert _as_list(padded)[m:] == [(0, 0, 0, 0)] * (bound - m) and (padded.count[m:] == 1).all()
+    frames = padded.frame_segment
+    assert torch.equal(torch.where(frames == bound, m, frames), segs.frame_segment)  # "no segment" = M
 
 
 def test_published_scan_drops_segments_before_ignored_frames(ref):
@@ -88,11 +99,30 @@ def test_segment_means_float32_and_grad(ref, gen, method):
     assert torch.all(g[labels != IGN] > 0)
 
 
+@pytest.mark.parametrize("runs,minimum,bound", [(0, 8, 8), (1, 8, 8), (8, 8, 8), (9, 8, 16), (100, 8, 128),
+                                                 (3, 1, 4), (1, 1, 1)])
+def test_segment_capacity_is_the_next_power_of_two(runs, minimum, bound):
+    labels = torch.full((2, 120), IGN)
+    labels[0, :runs] = torch.arange(runs) % 2  # alternating labels: one run per frame
+    assert segment_capacity(labels, minimum=minimum) == bound
+
+
+def test_segment_capacity_counts_runs_across_ignored_frames_and_videos():
+    labels = torch.tensor([[0, 0, IGN, 0, 1, 1], [2, IGN, IGN, 2, 2, IGN]])  # runs: 3 + 2
+    assert segment_capacity(labels, minimum=1) == 8 and segment_capacity(labels, minimum=16) == 16
+    assert extract_segments(labels, published_quirks=False).num_segments == 5
+    with pytest.raises(ValueError, match="labels: expected an \\(N, T\\) integer tensor"):
+        segment_capacity(labels.float())
+
+
 def test_segments_bad_input():
     with pytest.raises(ValueError, match="labels"):
         extract_segments(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="labels"):
         extract_segments(torch.zeros(2, 3))
+    for bound in (0, 2.0, True):
+        with pytest.raises(ValueError, match="max_segments"):
+            extract_segments(torch.zeros(2, 3, dtype=torch.long), max_segments=bound)
     segs = extract_segments(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="features"):
         segment_means(torch.zeros(2, 4, 5), segs)

@@ -1,9 +1,10 @@
 """TRGNetLoss: combination with the published weights, gradients, no host sync, argument checks."""
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from trgnet_fast.data import label_runs, segment_capacity
 from trgnet_fast.data.labels import IGNORE_INDEX as IGN
+from trgnet_fast.host_sync import HostSyncError, NoHostSync
 from trgnet_fast.losses import TRGNetLoss
 
 K, D = 6, 16
@@ -61,18 +62,29 @@ def _grads(value, outputs):
     return torch.autograd.grad(value, leaves, retain_graph=True, allow_unused=True)
 
 
+def _segment_bound(kind: str | None, labels: torch.Tensor) -> int | None:
+    """max_segments for the loss: None (found with nonzero), "tight" (exactly the label runs: no padding slot
+    with the corrected rule), "collate" (the collate's power-of-two bound), "loose" (odd, many padding slots)."""
+    if kind is None:
+        return None
+    runs = int(label_runs(labels)[1].sum())
+    return {"tight": max(runs, 1), "collate": segment_capacity(labels), "loose": 2 * runs + 7}[kind]
+
+
+@pytest.mark.parametrize("bound", [None, "tight", "collate", "loose"])
 @pytest.mark.parametrize("quirks", [True, False])
 @pytest.mark.parametrize("n,t,mid", [(1, 9, False), (3, 25, False), (4, 30, True), (5, 61, True)])
-def test_every_term_and_gradient_matches_loop(ref, gen, quirks, n, t, mid):
+def test_every_term_and_gradient_matches_loop(ref, gen, quirks, n, t, mid, bound):
     """TRGNetLoss vs the loop implementation of the same loss, float64, random padded batches with many
     segments (runs of 1-5 frames; ignored runs inside videos when mid): every term and the gradient of
-    every term w.r.t. every model output within 1e-12 relative. quirks=True is the published objective."""
+    every term w.r.t. every model output within 1e-12 relative. quirks=True is the published objective.
+    With a static segment bound (padding slots masked out of the ARIS matrices) the value is the same."""
     outputs, x, labels, boundary, mask = _batch(ref, gen, n, t, mid_ignore=mid)
     copies = _batch_copy(outputs)
     emb, tag = _tables(gen)
     pw = 12.5 + float(torch.rand((), generator=gen, dtype=torch.float64))  # not a float32 value
     loss = TRGNetLoss(emb, tag, pw, published_quirks=quirks).double()
-    out = loss(outputs, x, labels, boundary, mask)
+    out = loss(outputs, x, labels, boundary, mask, max_segments=_segment_bound(bound, labels))
     expect = dict(zip(("ce", "gstmse", "boundary", "aris_abs", "aris_rel"),
                       _loop_terms(ref, copies, x, labels, boundary, mask, emb, tag, pw, quirks)))
     # ½Σ(CE + 1.0·GSTMSE) + 0.1·⅓Σ BCE + 0.8·½(KL+KL) + 1.0·KL
@@ -161,26 +173,31 @@ def test_one_segment_videos_and_all_dropped(gen):
         out["total"].backward()
 
 
-class _NoHostSync(TorchDispatchMode):
-    """Fails on aten._local_scalar_dense, the op behind .item() / int(t) / bool(t) / .tolist()."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            raise AssertionError("host sync (.item()) inside the loss step")
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("quirks", [False, True])
-def test_no_item_in_forward_and_backward(ref, gen, quirks):
+def test_no_host_sync_in_forward_and_backward_with_a_segment_bound(ref, gen, quirks):
     outputs, x, labels, boundary, mask = _batch(ref, gen, 4, 40, dtype=torch.float32, mid_ignore=True)
     emb, tag = _tables(gen, torch.float32)
     loss = TRGNetLoss(emb, tag, 10.0, published_quirks=quirks)
-    with _NoHostSync():
-        out = loss(outputs, x, labels, boundary, mask)
+    bound = segment_capacity(labels)
+    with NoHostSync():
+        out = loss(outputs, x, labels, boundary, mask, max_segments=bound)
         out["total"].backward()
-    with pytest.raises(AssertionError, match="host sync"):  # the guard itself works
-        with _NoHostSync():
+    # the guard itself works: on .item() and on the segment count without a bound
+    with pytest.raises(HostSyncError, match="_local_scalar_dense"):
+        with NoHostSync():
             out["total"].item()
+    with pytest.raises(HostSyncError, match="nonzero"):
+        with NoHostSync():
+            loss(outputs, x, labels, boundary, mask)
+
+
+def test_too_small_a_segment_bound_is_an_error(ref, gen):
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 2, 30, dtype=torch.float32)
+    emb, tag = _tables(gen, torch.float32)
+    runs = int(label_runs(labels)[1].sum())
+    loss = TRGNetLoss(emb, tag, 10.0, published_quirks=False)
+    with pytest.raises(RuntimeError, match=f"more segments than max_segments={runs - 1}"):
+        loss(outputs, x, labels, boundary, mask, max_segments=runs - 1)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trgnet_fast import TRGNet
+from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.model import attention as attention_module
 from trgnet_fast.model import default_config
 from trgnet_fast.model.attention import AttModule, LinearAttention
@@ -410,3 +411,22 @@ def test_bad_inputs_raise_value_error_naming_the_argument(case, pku_model):
     message = str(error.value)
     assert message.split(":")[0] in ("x", "mask", "joint_graph")
     assert "expected" in message and "got" in message
+
+
+VALUE_CASES = ("x NaN", "x Inf", "mask value 2", "mask value 0.5", "joint_graph NaN", "joint_graph Inf")
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_INPUTS if c not in VALUE_CASES])
+def test_check_values_false_still_checks_types_shapes_and_devices(case, pku_model):
+    build, pattern = BAD_INPUTS[case]
+    with pytest.raises(ValueError, match=pattern):
+        pku_model(*build(), check_values=False)
+
+
+@pytest.mark.parametrize("case", VALUE_CASES)
+def test_check_values_false_reads_no_value(case, pku_model):
+    """The value checks are the ones that read the device (a host sync on a GPU): check_values=False (the
+    trainer's batches, checked by the readers) skips exactly them."""
+    build, _ = BAD_INPUTS[case]
+    with NoHostSync():
+        pku_model(*build(), check_values=False)

@@ -3,7 +3,21 @@ from __future__ import annotations
 
 import torch
 
-from trgnet_fast.data.labels import IGNORE_INDEX
+from trgnet_fast.data.labels import IGNORE_INDEX, label_runs
+
+
+def segment_capacity(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, minimum: int = 8) -> int:
+    """A static bound on the ARIS segments of a label batch (``losses.extract_segments(max_segments=...)``):
+    the number of label runs (every real segment; the published scan only drops some) rounded up to a power
+    of two ≥ ``minimum``, so that a training run sees few distinct bounds (one CUDA graph per bucket).
+
+    labels: (N, T) integer; meant for the collate's CPU labels (on a GPU tensor this reads the device).
+    """
+    if labels.dim() != 2 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels: expected an (N, T) integer tensor, got shape {tuple(labels.shape)}, "
+                         f"dtype {labels.dtype}")
+    runs = int(label_runs(labels.long(), ignore_index)[1].sum())
+    return max(int(minimum), 1 << max(runs - 1, 0).bit_length())
 
 
 def collate(batch: list[dict]) -> dict:
@@ -18,6 +32,8 @@ def collate(batch: list[dict]) -> dict:
         mask      (N, 1, T) bool, True for t < T_i
         lengths   (N,) int64
         names     list of N str
+        max_segments  int: a static bound on the batch's ARIS segments (``segment_capacity``), counted here
+                  on the CPU so that the training step needs no host sync for it
     """
     if not batch:
         raise ValueError("collate: empty batch")
@@ -42,4 +58,4 @@ def collate(batch: list[dict]) -> dict:
         boundary[i, 0, :L] = item["boundary"]
     mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]
     return {"x": x, "labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
-            "names": [item.get("name", "") for item in batch]}
+            "names": [item.get("name", "") for item in batch], "max_segments": segment_capacity(labels)}

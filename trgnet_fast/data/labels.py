@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 
 from trgnet_fast.skeletons import skeleton_layout
 
@@ -126,3 +127,16 @@ def downsample(features: np.ndarray, labels: np.ndarray, boundary: np.ndarray, r
         new_boundary = np.zeros(new_labels.shape[0], dtype=np.asarray(boundary).dtype)
         new_boundary[np.flatnonzero(np.asarray(boundary) == 1.0) // rate] = 1.0
     return features[..., ::rate], new_labels, new_boundary
+
+
+def label_runs(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs of a padded label batch, as tensor ops on its device.
+
+    labels: (N, T) integer. Returns member (N, T) bool: frames not equal to ``ignore_index``; start (N, T)
+    bool: the first frame of every maximal run of equal labels among them (a run ends at an ignored frame).
+    """
+    member = labels != ignore_index
+    start = member.clone()
+    if labels.shape[1] > 1:
+        start[:, 1:] &= (labels[:, 1:] != labels[:, :-1]) | ~member[:, :-1]
+    return member, start

@@ -1,9 +1,10 @@
 """Ground-truth segments of a padded label batch, and segment means of a feature map — vectorized.
 
-Everything here runs as tensor ops on the labels' device. The only device-to-host
-synchronisation is the one ``torch.nonzero`` that fixes the number of segments M (a data-dependent
-shape that every M×M ARIS matrix needs); there is no ``.item()``/``.tolist()`` and no Python loop
-over frames, segments or videos.
+Everything here runs as tensor ops on the labels' device, with no ``.item()``/``.tolist()`` and no Python
+loop over frames, segments or videos. The number of segments M is a data-dependent shape (every M×M ARIS
+matrix has it). Given a static bound ``max_segments`` (the collate computes one on the CPU:
+``data.collate.segment_capacity``) the segments are padded to it and nothing reads the device; without one a
+``torch.nonzero`` finds M, which waits for the device (docs/training.md#no-host-syncs).
 
 Two emission rules (docs/model.md#aris-segments):
 
@@ -29,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from trgnet_fast.data.labels import IGNORE_INDEX
+from trgnet_fast.data.labels import IGNORE_INDEX, label_runs
 
 
 class Segments(NamedTuple):
@@ -38,7 +39,8 @@ class Segments(NamedTuple):
     video (M,) long: batch index of each segment; start, end (M,) long: first/last frame (inclusive);
     label (M,) long: class of each segment; frame_segment (N, T) long: segment index of every frame
     that contributes to a segment mean, M for frames that contribute to none; count (M,) float: number
-    of contributing frames per segment (≥ 1).
+    of contributing frames per segment (≥ 1); valid (M,) bool: False for the padding slots of a static
+    bound (``extract_segments(max_segments=...)``: video 0, label 0, start 0, end 0, count 1, no frames).
     """
 
     video: torch.Tensor
@@ -47,31 +49,36 @@ class Segments(NamedTuple):
     label: torch.Tensor
     frame_segment: torch.Tensor
     count: torch.Tensor
+    valid: torch.Tensor
 
     @property
     def num_segments(self) -> int:
+        """M, padding slots included."""
         return self.label.shape[0]
 
 
 def extract_segments(labels: torch.Tensor, *, published_quirks: bool = True,
-                     ignore_index: int = IGNORE_INDEX) -> Segments:
+                     ignore_index: int = IGNORE_INDEX, max_segments: int | None = None) -> Segments:
     """Run-length encode a padded label batch.
 
     labels: (N, T) integer tensor, ``ignore_index`` on padding / ignored frames.
     published_quirks: True (default): the published emission rule; False: every real segment (module
         docstring).
+    max_segments: None: M = the number of segments, found with ``torch.nonzero`` (a host sync on a GPU);
+        an int: M = max_segments, the segments first and padding slots (``valid`` False) after them, no
+        host sync. More segments than that is an error (``torch._assert_async``: raised at once on the CPU,
+        a device-side assert on a GPU); ``data.collate.segment_capacity`` gives a bound that holds.
     """
     if labels.dim() != 2:
         raise ValueError(f"labels: expected shape (N, T), got {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels: expected an integer dtype, got {labels.dtype}")
+    if max_segments is not None and (isinstance(max_segments, bool) or not isinstance(max_segments, int)
+                                     or max_segments < 1):
+        raise ValueError(f"max_segments: expected None or an int >= 1, got {max_segments!r}")
     labels = labels.long()
     n, t = labels.shape
-    member = labels != ignore_index
-    # run starts: a member frame whose predecessor is not a member or has another label
-    start = member.clone()
-    if t > 1:
-        start[:, 1:] &= (labels[:, 1:] != labels[:, :-1]) | ~member[:, :-1]
+    member, start = label_runs(labels, ignore_index)
     if published_quirks and t > 1:
         # drop the runs whose next frame is ignored: flag each run's last frame, then spread the flag
         # to the run's frames through the index of the next run end at or after every frame
@@ -88,17 +95,31 @@ def extract_segments(labels: torch.Tensor, *, published_quirks: bool = True,
         start = start & member
 
     flat_start = start.reshape(-1)
-    starts = torch.nonzero(flat_start).squeeze(1)  # (M,) flat indices; the one host sync
-    m = starts.shape[0]
-    seg_of_frame = flat_start.long().cumsum(0) - 1
-    frame_segment = torch.where(member.reshape(-1), seg_of_frame, torch.full_like(seg_of_frame, m))
+    seg_of_frame = flat_start.long().cumsum(0) - 1  # non-decreasing: segment j's frames hold j
+    if max_segments is None:
+        starts = torch.nonzero(flat_start).squeeze(1)  # (M,) flat indices; the host sync
+        m = starts.shape[0]
+        valid = torch.ones(m, dtype=torch.bool, device=labels.device)
+    else:
+        m = max_segments
+        found = seg_of_frame[-1:] + 1 if seg_of_frame.numel() else seg_of_frame.new_zeros(1)
+        torch._assert_async(found[0] <= m, f"extract_segments: the labels hold more segments than "
+                                           f"max_segments={m} (segment_capacity gives a bound)")
+        slots = torch.arange(m, device=labels.device)
+        valid = slots < found
+        # segment j starts at the first frame whose index reaches j; padding slots point at frame 0
+        starts = torch.where(valid, torch.searchsorted(seg_of_frame, slots), 0)
+    member = member.reshape(-1) & (seg_of_frame < m)  # only past a failed bound check
+    frame_segment = torch.where(member, seg_of_frame, torch.full_like(seg_of_frame, m))
     count = torch.zeros(m + 1, device=labels.device, dtype=torch.float32)
     count = count.index_add(0, frame_segment, torch.ones_like(frame_segment, dtype=torch.float32))[:m]
+    count = count.clamp(min=1)  # padding slots: 1, so that their (zero) means divide cleanly
     video = starts // t
     start_t = starts - video * t
     end_t = start_t + count.long() - 1  # a segment's frames are contiguous
-    label = labels.reshape(-1)[starts]
-    return Segments(video, start_t, end_t, label, frame_segment.reshape(n, t), count)
+    flat_labels = labels.reshape(-1) if labels.numel() else labels.new_zeros(1)  # slots of an empty batch
+    label = torch.where(valid, flat_labels[starts], 0)
+    return Segments(video, start_t, end_t, label, frame_segment.reshape(n, t), count, valid)
 
 
 def segment_means(features: torch.Tensor, segments: Segments, method: str = "auto") -> torch.Tensor:

@@ -190,30 +190,52 @@ def boundary_pos_weight(boundary_arrays: Iterable, sources: Iterable[str] | None
     return total / positive
 
 
-def kl_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 10.0) -> torch.Tensor:
+def _pair_mask(valid: torch.Tensor | None) -> torch.Tensor | None:
+    """(M, M) bool: both segments real; None if every slot is (``valid`` None)."""
+    return None if valid is None else valid[:, None] & valid[None, :]
+
+
+def kl_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 10.0,
+            valid: torch.Tensor | None = None) -> torch.Tensor:
     """Published "KLLoss": q = row-softmax(temperature·target), log p = row-log-softmax(pred),
-    value (1/M)·Σ_i KL(q_i ‖ p_i) for (M, M) inputs; 0 for M = 0."""
+    value (1/M)·Σ_i KL(q_i ‖ p_i) for (M, M) inputs; 0 for M = 0.
+
+    valid: optional (M,) bool, False for padding slots (``extract_segments(max_segments=...)``): the value is
+    that of the (M', M') submatrix of the valid rows and columns, M' = valid.sum(), and padding gets no
+    gradient.
+    """
     m = pred.shape[0]
     pred = _acc(pred)
-    log_q = F.log_softmax(temperature * target.to(pred.dtype), dim=1)
+    target = temperature * target.to(pred.dtype)
+    pair = _pair_mask(valid)
+    if pair is not None:
+        # a padding row keeps its columns (finite, then dropped); a real row loses the padding columns
+        dropped = ~(pair | ~valid[:, None])
+        target, pred = target.masked_fill(dropped, float("-inf")), pred.masked_fill(dropped, float("-inf"))
+    log_q = F.log_softmax(target, dim=1)
     log_p = F.log_softmax(pred, dim=1)
-    return (log_q.exp() * (log_q - log_p)).sum() / max(m, 1)
+    terms = log_q.exp() * (log_q - log_p)
+    if pair is None:
+        return terms.sum() / max(m, 1)
+    # where, not a product with the mask: dropped columns hold 0·(-inf − -inf) = NaN
+    return torch.where(pair, terms, 0.0).sum() / valid.sum().clamp(min=1).to(pred.dtype)
 
 
 def aris_absolute(segment_features: torch.Tensor, segment_labels: torch.Tensor,
-                  action_embeddings: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+                  action_embeddings: torch.Tensor, logit_scale: torch.Tensor,
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
     """ARIS absolute term (docs/model.md#aris-absolute) *without* its 0.8 weight:
     (KL(L_img, G) + KL(L_txt, G)) / 2.
 
     segment_features: (M, D) segment means of e0; segment_labels: (M,) long; action_embeddings:
     (K, D); logit_scale: (1,) or 0-d, used linearly. L_img = s·f̂ t̂ᵀ, L_txt = L_imgᵀ,
-    G_ij = [label_i == label_j].
+    G_ij = [label_i == label_j]. valid: optional (M,) bool, False for padding slots (:func:`kl_loss`).
     """
     f = F.normalize(_acc(segment_features), dim=1)
     e = F.normalize(action_embeddings.to(f.dtype)[segment_labels], dim=1)
     logits_img = logit_scale.to(f.dtype).reshape(()) * (f @ e.T)
     g = (segment_labels[:, None] == segment_labels[None, :]).to(f.dtype)
-    return (kl_loss(logits_img, g) + kl_loss(logits_img.T, g)) / 2
+    return (kl_loss(logits_img, g, valid=valid) + kl_loss(logits_img.T, g, valid=valid)) / 2
 
 
 def pairwise_distance(f: torch.Tensor) -> torch.Tensor:
@@ -222,9 +244,9 @@ def pairwise_distance(f: torch.Tensor) -> torch.Tensor:
     return torch.cdist(f[None], f[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
 
 
-def relative_similarity(segment_features: torch.Tensor) -> torch.Tensor:
+def relative_similarity(segment_features: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """P = 1 - d / max d with d the pairwise distances of the un-normalised features
-    (docs/model.md#aris-relative).
+    (docs/model.md#aris-relative); with ``valid`` (M,) bool, max d runs over pairs of valid rows only.
 
     If max d = 0 (M = 1, or all features equal) the division is by a tiny positive number instead,
     so P = 1 everywhere (every segment is maximally similar to itself) and nothing is NaN.
@@ -232,16 +254,19 @@ def relative_similarity(segment_features: torch.Tensor) -> torch.Tensor:
     d = pairwise_distance(_acc(segment_features))
     if d.numel() == 0:
         return d
-    return 1 - d / d.max().clamp(min=torch.finfo(d.dtype).tiny)
+    pair = _pair_mask(valid)
+    largest = (d if pair is None else d.masked_fill(~pair, 0.0)).max()
+    return 1 - d / largest.clamp(min=torch.finfo(d.dtype).tiny)
 
 
 def aris_relative(segment_features: torch.Tensor, segment_labels: torch.Tensor,
-                  action_graph: torch.Tensor) -> torch.Tensor:
+                  action_graph: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """ARIS relative term (docs/model.md#aris-relative) *without* its 1.0 weight: KL(P, TAG_sub),
     TAG_sub = TAG[label_i, label_j].
 
-    segment_features: (M, D); segment_labels: (M,) long; action_graph: (K, K) TAG.
+    segment_features: (M, D); segment_labels: (M,) long; action_graph: (K, K) TAG; valid: optional (M,)
+    bool, False for padding slots (:func:`kl_loss`).
     """
-    p = relative_similarity(segment_features)
+    p = relative_similarity(segment_features, valid)
     tag_sub = action_graph.to(p.dtype)[segment_labels[:, None], segment_labels[None, :]]
-    return kl_loss(p, tag_sub)
+    return kl_loss(p, tag_sub, valid=valid)

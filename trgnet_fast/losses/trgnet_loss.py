@@ -137,10 +137,12 @@ class TRGNetLoss(nn.Module):
             raise ValueError(f"mask: expected shape {(n, 1, t)}, got {tuple(mask.shape)}")
 
     def forward(self, outputs, x: torch.Tensor, labels: torch.Tensor, boundary: torch.Tensor,
-                mask: torch.Tensor) -> dict[str, torch.Tensor]:
+                mask: torch.Tensor, max_segments: int | None = None) -> dict[str, torch.Tensor]:
         """outputs: the model's train-mode tuple ([logits (N,K,T)...], [b (N,1,T)...], [e (N,D,T)...],
         logit_scale (1,)); x: (N, C, V, T) model input; labels: (N, T) long, 255 = ignore;
-        boundary: (N, 1, T) 0/1 float; mask: (N, 1, T) bool or 0/1.
+        boundary: (N, 1, T) 0/1 float; mask: (N, 1, T) bool or 0/1; max_segments: None, or a static bound
+        on the ARIS segments (the collate's ``max_segments``, ``segment_capacity``): then nothing in the loss
+        waits for the device (``extract_segments``); the value is the same.
         Returns {total, ce, gstmse, boundary, aris_abs, aris_rel}: 0-d float32 tensors."""
         self._validate(outputs, x, labels, boundary, mask)
         logits, bounds, feats, logit_scale = outputs
@@ -160,12 +162,13 @@ class TRGNetLoss(nn.Module):
         aris_abs, aris_rel = zero, zero
         if self.use_aris_abs or self.use_aris_rel:
             segs = extract_segments(labels, published_quirks=self.published_quirks,
-                                    ignore_index=self.ignore_index)
+                                    ignore_index=self.ignore_index, max_segments=max_segments)
             f = segment_means(feats[0], segs)
+            valid = None if max_segments is None else segs.valid
             if self.use_aris_abs:
-                aris_abs = aris_absolute(f, segs.label, self.action_embeddings, logit_scale)
+                aris_abs = aris_absolute(f, segs.label, self.action_embeddings, logit_scale, valid)
             if self.use_aris_rel:
-                aris_rel = aris_relative(f, segs.label, self.action_graph)
+                aris_rel = aris_relative(f, segs.label, self.action_graph, valid)
 
         total = (ce + self.gstmse_weight * gst + self.lambda_b * bce
                  + (self.aris_abs_weight * aris_abs if self.use_aris_abs else 0.0)

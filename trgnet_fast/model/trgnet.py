@@ -42,7 +42,7 @@ class TRGNet(nn.Module):
             conv, adaptive graph conv):
             "auto" | "torch" | "triton" | "cuda"; None reads $TRGNET_BACKEND at every call, else "auto".
 
-    forward(x, mask, joint_graph):
+    forward(x, mask, joint_graph, check_values=True):
         x: (N, C_in, V, T) floating; mask: (N, 1, T) bool or 0/1; joint_graph: (V, V) floating TJG.
         Training mode returns ([logits_0, ..., logits_A], [b_0, ..., b_B], [e_0, ..., e_A], logit_scale)
         with logits (N, K, T), boundary logits b (N, 1, T), text-space features e (N, text_dim, T) and
@@ -110,9 +110,13 @@ class TRGNet(nn.Module):
             if isinstance(module, AttModule):
                 module.dropout_masks = kind
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor):
-        """See the class docstring for shapes and return values."""
-        validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor, check_values: bool = True):
+        """See the class docstring for shapes and return values. check_values: also check that x and
+        joint_graph are finite and mask is 0/1, which reads the device (a host sync on a GPU); False checks
+        shapes, dtypes and devices only, for inputs already checked (the trainer's batches: the readers refuse
+        non-finite files)."""
+        validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device,
+                        check_values)
         mask = mask.to(x.dtype)
         joint_graph = joint_graph.to(x.dtype)
 

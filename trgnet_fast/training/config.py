@@ -99,6 +99,9 @@ DEFAULTS: dict = {
         "eval_every": 1,           # validate every N epochs (and always after the last)
         "tensorboard": False,      # needs the tensorboard package
         "max_steps_per_epoch": None,  # debugging: cut epochs short
+        # steps between host reads of the loss (progress bar, non-finite check); a step itself never waits
+        # for the device (docs/training.md#no-host-syncs)
+        "log_every": 10,
         "deterministic": False,    # torch.use_deterministic_algorithms (warn_only)
     },
     "eval": {
@@ -193,7 +196,8 @@ def _normalise(cfg: dict) -> dict:
     for (sec, key), allowed in choices.items():
         if cfg[sec][key] not in allowed:
             raise ConfigError(f"config key '{sec}.{key}': expected one of {allowed}, got {cfg[sec][key]!r}")
-    for sec, key in (("train", "epochs"), ("train", "batch_size"), ("data", "val_every"), ("train", "eval_every")):
+    for sec, key in (("train", "epochs"), ("train", "batch_size"), ("data", "val_every"), ("train", "eval_every"),
+                     ("train", "log_every")):
         if cfg[sec][key] < 1:
             raise ConfigError(f"config key '{sec}.{key}': expected ≥ 1, got {cfg[sec][key]}")
     if not cfg["optim"]["lr"] > 0:

@@ -20,7 +20,7 @@ from trgnet_fast.training import checkpoint as ckpt
 from trgnet_fast.training.config import ConfigError, dump_yaml
 from trgnet_fast.training.data import (build_splits, class_names, data_dir, ensure_synthetic, eval_loader,
                                        full_rate_boundaries, output_dir, train_loader)
-from trgnet_fast.training.distributed import DistInfo, barrier, init_distributed, reduce_metrics
+from trgnet_fast.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, reduce_metrics
 from trgnet_fast.training.evaluate import make_metrics, run_inference
 from trgnet_fast.training.logger import EpochLogger
 from trgnet_fast.training.text import resolve_text
@@ -73,13 +73,15 @@ class TrainStep(nn.Module):
         # a trained joint graph lives here so that DDP all-reduces its gradient with the model's
         self.learned_joint_graph = learned_joint_graph
 
-    def forward(self, x, labels, boundary, mask, joint_graph):
+    def forward(self, x, labels, boundary, mask, joint_graph, max_segments: int | None = None):
         if self.learned_joint_graph is not None:
             joint_graph = self.learned_joint_graph
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model(x, mask, joint_graph)
+            # shapes checked, values not: they would wait for the device, and the readers already refused
+            # non-finite files; a non-finite loss is caught by Trainer.read_losses
+            out = self.model(x, mask, joint_graph, check_values=False)
         out = _float_outputs(out)
-        losses = self.criterion(out, x, labels, boundary, mask)
+        losses = self.criterion(out, x, labels, boundary, mask, max_segments=max_segments)
         return losses, out[0][-1].detach()
 
 
@@ -233,8 +235,12 @@ class Trainer:
                  f"{self.best_score:.3f} (epoch {self.best_epoch})")
 
     # -------------------------------------------------------------------------------------- training
-    def train_step(self, batch: dict) -> dict:
-        """One optimisation step on a collated batch; returns the loss terms (floats, this rank)."""
+    def train_step(self, batch: dict) -> torch.Tensor:
+        """One optimisation step on a collated batch, without a host sync (docs/training.md#no-host-syncs).
+
+        Returns (len(LOSS_KEYS) + 2,) float64 on the device: the loss terms of LOSS_KEYS, then the correctly
+        classified and the valid frames of this rank; :meth:`read_losses` turns sums of them into floats.
+        """
         cfg = self.cfg
         x = batch["x"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
@@ -247,7 +253,9 @@ class Trainer:
             for mod in self.model.modules():
                 if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                     mod.eval()
-        losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph)
+        # a batch from elsewhere than the collate has no bound: the loss then counts segments with a host sync
+        losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph,
+                                         max_segments=batch.get("max_segments"))
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         if cfg["optim"]["grad_clip"]:
@@ -256,9 +264,22 @@ class Trainer:
         with torch.no_grad():
             valid = labels != IGNORE_INDEX
             correct = ((final_logits.argmax(1) == labels) & valid).sum()
-        result = {k: float(v.detach()) for k, v in losses.items()}
-        result["_correct"], result["_frames"] = int(correct), int(valid.sum())
-        return result
+            return torch.stack([*(losses[k].detach().double() for k in LOSS_KEYS), correct.double(),
+                                valid.sum().double()])
+
+    @staticmethod
+    def read_losses(sums: torch.Tensor, steps: int, where: str) -> dict:
+        """Mean loss terms and accuracy of ``steps`` steps from the sum of their :meth:`train_step` results (the
+        one host read). Raises FloatingPointError naming ``where`` (epoch and steps) if a loss is not finite:
+        training would go on with broken weights."""
+        values = sums.tolist()
+        row = {k: values[i] / max(steps, 1) for i, k in enumerate(LOSS_KEYS)}
+        row["acc"] = 100.0 * values[-2] / max(values[-1], 1.0)
+        bad = [k for k in LOSS_KEYS if not math.isfinite(row[k])]
+        if bad:
+            raise FloatingPointError(f"{where}: the loss became non-finite ({', '.join(bad)}); the weights are "
+                                     "broken, stopping (lower optim.lr or set optim.grad_clip)")
+        return row
 
     def train_epoch(self, epoch: int) -> dict:
         loader, sampler = train_loader(self.splits["train"], self.cfg, self.info.rank, self.info.world_size)
@@ -269,28 +290,28 @@ class Trainer:
             raise ValueError(f"no training batch: {len(self.splits['train'])} training videos over "
                              f"{self.info.world_size} process(es) with train.batch_size="
                              f"{self.cfg['train']['batch_size']} (batches are full, drop_last)")
-        sums = {k: 0.0 for k in LOSS_KEYS}
-        correct = frames = steps = 0
+        every = self.cfg["train"]["log_every"]
+        # running sums stay on the device; the host reads them every train.log_every steps
+        sums = torch.zeros(len(LOSS_KEYS) + 2, dtype=torch.float64, device=self.device)
+        window = torch.zeros_like(sums)
+        steps = 0
         bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
         for batch in loader:
             if steps >= n_steps:
                 break
-            r = self.train_step(batch)
-            for k in LOSS_KEYS:
-                sums[k] += r[k]
-            correct += r["_correct"]
-            frames += r["_frames"]
+            window += self.train_step(batch)
             steps += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{r['total']:.3f}")
+            if steps % every == 0 or steps == n_steps:
+                first = steps - (steps - 1) % every
+                recent = self.read_losses(window, steps - first + 1, f"epoch {epoch}, steps {first}-{steps}")
+                bar.set_postfix(loss=f"{recent['total']:.3f}")
+                sums += window
+                window.zero_()
         bar.close()
-        t = torch.tensor([*(sums[k] for k in LOSS_KEYS), correct, frames, steps], dtype=torch.float64)
-        if self.info.enabled:
-            dist.all_reduce(t)
-        steps_all = max(float(t[-1]), 1.0)
-        row = {f"train_{k}": float(t[i]) / steps_all for i, k in enumerate(LOSS_KEYS)}
-        row["train_acc"] = 100.0 * float(t[-3]) / max(float(t[-2]), 1.0)
-        return row
+        t = all_reduce_sum(torch.cat([sums, sums.new_tensor([steps])]), self.info)
+        row = self.read_losses(t[:-1], int(t[-1]), f"epoch {epoch}")
+        return {f"train_{k}": v for k, v in row.items()}
 
     def validate(self) -> dict:
         loader = eval_loader(self.splits["val"], self.cfg, self.info.rank, self.info.world_size)

@@ -1,0 +1,83 @@
+"""Which ATen ops make the host wait for the device, and a dispatch mode that refuses them.
+
+A training step that issues none of them can run ahead of the GPU and be captured in one CUDA graph
+(docs/training.md#no-host-syncs). The rule works on any device, so a CPU run finds the syncs a GPU run would
+have: every tensor is treated as a device tensor.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+BOOL_INDEX_OPS = frozenset({"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"})
+# ops that return a device comparison as a Python value
+HOST_VALUE_OPS = frozenset({"aten::equal"})
+
+
+def _has_bool_index(indices) -> bool:
+    return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
+
+
+def sync_reason(func, args, kwargs) -> str | None:
+    """Why ``func(*args, **kwargs)`` (an OpOverload) makes the host wait for the device, or None.
+
+    Counted: ops tagged ``data_dependent_output`` (``_local_scalar_dense``: ``.item()``, ``bool()``, ``int()``,
+    ``.tolist()``), ``aten::equal``, ``index`` / ``index_put`` with a bool index (boolean-mask indexing), and the
+    other ``dynamic_output_shape`` ops (``nonzero``, ``masked_select``, ``unique*``, ``bincount``,
+    ``repeat_interleave`` without ``output_size``). ``_assert_async`` is asynchronous and not counted.
+    """
+    name = func._schema.name
+    if torch.Tag.data_dependent_output in func.tags:
+        return "device value read by the host"
+    if name in HOST_VALUE_OPS:
+        return "returns a device comparison as a Python bool"
+    if name in BOOL_INDEX_OPS:
+        indices = args[1] if len(args) > 1 else kwargs.get("indices")
+        return "boolean-mask indexing (data-dependent shape)" if _has_bool_index(indices) else None
+    if torch.Tag.dynamic_output_shape in func.tags:
+        if name == "aten::repeat_interleave" and kwargs.get("output_size") is not None:
+            return None
+        return "data-dependent output shape"
+    return None
+
+
+def storage_key(t: torch.Tensor) -> tuple:
+    """Identity of a tensor's storage (the StorageImpl): equal for views of one storage. Real or fake tensors."""
+    return (t.device.type, t.untyped_storage()._cdata)
+
+
+def host_only(args, host_keys) -> bool:
+    """True if the tensors among ``args`` (nested) are host-resident ones (storage keys in ``host_keys``) and
+    0-dim scalars: such an op launches no device kernel and syncs nothing (Adam's step counters, which stay on
+    the host whatever the parameters' device unless the optimizer is capturable or fused)."""
+    if not host_keys:
+        return False
+    tensors = [leaf for leaf in tree_leaves(args) if isinstance(leaf, torch.Tensor)]
+    on_host = [storage_key(t) in host_keys for t in tensors]
+    return any(on_host) and all(host or t.dim() == 0 for host, t in zip(on_host, tensors))
+
+
+class HostSyncError(RuntimeError):
+    """An op that waits for the device ran inside :class:`NoHostSync`."""
+
+
+class NoHostSync(TorchDispatchMode):
+    """``with NoHostSync(): step()`` raises :class:`HostSyncError` naming the first op that would make the host
+    wait for the device (:func:`sync_reason`); the traceback shows the Python line that issued it.
+
+    host_tensors: tensors that live on the host in a GPU run too (:func:`host_only`), e.g. Adam's step counters.
+    """
+
+    def __init__(self, host_tensors: Iterable[torch.Tensor] = ()):
+        super().__init__()
+        self.host_keys = {storage_key(t) for t in host_tensors}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        reason = None if host_only(args, self.host_keys) else sync_reason(func, args, kwargs)
+        if reason is not None:
+            raise HostSyncError(f"{func._schema.name}: {reason}")
+        return func(*args, **kwargs)
