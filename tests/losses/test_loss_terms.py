@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from trgnet_fast.data.labels import IGNORE_INDEX as IGN
-from trgnet_fast.losses import (aris_absolute, aris_relative, boundary_bce, boundary_pos_weight,
-                                cross_entropy, extract_segments, gs_tmse, kl_loss, relative_similarity,
+from trgnet_fast.losses import (aris_absolute, aris_relative, boundary_bce, boundary_pos_weight, cross_entropy,
+                                extract_segments, gs_tmse, gs_tmse_pairs, kl_loss, relative_similarity, repeat_pairs,
                                 segment_means)
 
 F64 = dict(dtype=torch.float64)
@@ -230,3 +230,14 @@ def test_relative_distance_gradient_matches_loop(ref, gen):
     ref.aris_rel_loop(f2, lab, tag).backward()
     assert torch.isfinite(f1.grad).all()
     _close(f1.grad, torch.nan_to_num(f2.grad), tol=1e-8)
+
+
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_repeated_pairs_are_the_pairs_of_the_repeated_batch(ref, gen, times):
+    """repeat_pairs (the logit stages stacked along N) equals gs_tmse_pairs of the batch repeated along N."""
+    labels, _ = ref.random_labels(3, 17, 4, gen, mid_ignore=True)
+    x = torch.randn(3, 2, 5, 17, generator=gen, dtype=torch.float64)
+    got = repeat_pairs(gs_tmse_pairs(x, labels), times)
+    expected = gs_tmse_pairs(x.repeat(times, 1, 1, 1), labels.repeat(times, 1))
+    for name, a, b in zip(expected._fields, got, expected):
+        assert torch.equal(a, b), name

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from trgnet_fast.data.labels import IGNORE_INDEX
 
-__all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "GsTmsePairs", "boundary_bce",
-           "boundary_pos_weight", "kl_loss", "aris_absolute", "aris_relative", "pairwise_distance",
+__all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "GsTmsePairs", "repeat_pairs",
+           "boundary_bce", "boundary_pos_weight", "kl_loss", "aris_absolute", "aris_relative", "pairwise_distance",
            "relative_similarity"]
 
 
@@ -88,6 +88,17 @@ def gs_tmse_pairs(x: torch.Tensor, labels: torch.Tensor, sigma: float = 1.0,
     w = torch.exp(-dist / (2.0 * sigma * sigma)) * has_pair.reshape(-1)
     second = valid & (valid.long().cumsum(1) > 1)
     return GsTmsePairs(next_flat, w, has_pair.sum(1), has_pair, second)
+
+
+def repeat_pairs(pairs: GsTmsePairs, times: int) -> GsTmsePairs:
+    """The pairs of a batch of N samples for the batch repeated ``times`` times along N (the logit stages stacked:
+    sample s·N + n is sample n), without recomputing the similarity weights."""
+    if times == 1:
+        return pairs
+    frames = pairs.first.numel()  # N·T
+    offsets = torch.arange(times, device=pairs.next_flat.device)[:, None] * frames
+    return GsTmsePairs((pairs.next_flat[None, :] + offsets).reshape(-1), pairs.weight.repeat(times),
+                       pairs.count.repeat(times), pairs.first.repeat(times, 1), pairs.second.repeat(times, 1))
 
 
 def _masked_logsumexp(z: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:

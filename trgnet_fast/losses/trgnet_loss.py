@@ -9,7 +9,7 @@ from torch import nn
 from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.losses.segments import extract_segments, segment_means
 from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy,
-                                      frame_log_probs, gs_tmse, gs_tmse_pairs)
+                                      frame_log_probs, gs_tmse, gs_tmse_pairs, repeat_pairs)
 
 
 def _check_tensor(name: str, value, dim: int | None = None) -> torch.Tensor:
@@ -147,16 +147,20 @@ class TRGNetLoss(nn.Module):
         self._validate(outputs, x, labels, boundary, mask)
         logits, bounds, feats, logit_scale = outputs
         labels = labels.long()
-        pairs = gs_tmse_pairs(x, labels, ignore_index=self.ignore_index)  # shared by the stages
-        gs_axis = "time" if self.published_quirks else "classes"
-        ce, gst = 0.0, 0.0
-        for z in logits:
-            log_probs = frame_log_probs(z)  # shared by CE and the class-axis GS-TMSE
-            ce = ce + cross_entropy(z, labels, self.class_weight, self.ignore_index, log_probs=log_probs)
-            gst = gst + gs_tmse(z, x, labels, ignore_index=self.ignore_index, log_softmax_over=gs_axis,
-                                log_probs=log_probs, pairs=pairs)
-        ce, gst = ce / len(logits), gst / len(logits)
-        bce = sum(boundary_bce(b, boundary, mask, self.pos_weight) for b in bounds) / len(bounds)
+        # the stages as one batch of S·N samples: every term is a mean over samples (CE: over frames, the same
+        # frames in every stage), so the mean over stages is the term of the stacked batch, in a few ops
+        stages = len(logits)
+        z = torch.cat(list(logits)) if stages > 1 else logits[0]
+        stacked_labels = labels.repeat(stages, 1)
+        pairs = repeat_pairs(gs_tmse_pairs(x, labels, ignore_index=self.ignore_index), stages)
+        log_probs = frame_log_probs(z)  # shared by CE and the class-axis GS-TMSE
+        ce = cross_entropy(z, stacked_labels, self.class_weight, self.ignore_index, log_probs=log_probs)
+        gst = gs_tmse(z, x, stacked_labels, ignore_index=self.ignore_index,  # x unused: the pairs are given
+                      log_softmax_over="time" if self.published_quirks else "classes", log_probs=log_probs,
+                      pairs=pairs)
+        b_stages = len(bounds)
+        b = torch.cat(list(bounds)) if b_stages > 1 else bounds[0]
+        bce = boundary_bce(b, boundary.repeat(b_stages, 1, 1), mask.repeat(b_stages, 1, 1), self.pos_weight)
 
         zero = ce.new_zeros(())
         aris_abs, aris_rel = zero, zero
