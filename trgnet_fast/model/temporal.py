@@ -8,7 +8,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trgnet_fast.model.attention import AttModule
+from trgnet_fast.backend import model_backend
+from trgnet_fast.model.attention import AttModule, draw_dropout_seed
+from trgnet_fast.ops.att_module.reference import hashed_dropout
+from trgnet_fast.ops.dilated_residual import dilated_residual
+from trgnet_fast.ops.dilated_residual.autograd import OP_NAME as DILATED_RESIDUAL_OP
+from trgnet_fast.ops.dilated_residual.reference import DROPOUT_STREAM
 
 GROUP_CHANNELS = 8  # channels of each spatial group and of the temporal group that STI splits off
 
@@ -102,17 +107,35 @@ class RefinementDecoder(nn.Module):
 
 
 class DilatedResidualLayer(nn.Module):
-    """(x + Dropout(0.5)(conv_in(ReLU(conv_dilated(x))))) * mask, conv_dilated k3 with dilation d."""
+    """(x + Dropout(0.5)(conv_in(ReLU(conv_dilated(x))))) * mask, conv_dilated k3 with dilation d.
+
+    ``backend`` (set by ``TRGNet.set_backend``) picks, through ``trgnet_fast.backend.model_backend``, whether the
+    layer runs as the fused op ``trgnet_fast.ops.dilated_residual`` ("triton", "cuda") or as the modules below
+    ("torch"). Dropout masks as the AttModule's (``dropout_masks``; docs/model.md#attmodule): the fused op hashes a
+    seed drawn from torch's generator; the torch path uses ``nn.Dropout`` unless ``dropout_masks`` is "hashed".
+    """
 
     def __init__(self, dilation: int, channels: int):
         super().__init__()
+        self.dilation = dilation
+        self.backend: str | None = None
+        self.dropout_masks = "torch"
         self.conv_dilated = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
         self.conv_in = nn.Conv1d(channels, channels, 1)
         self.dropout = nn.Dropout(0.5)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (N, C, T); mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
-        out = self.dropout(self.conv_in(torch.relu(self.conv_dilated(x))))
+        p = self.dropout.p if self.dropout.training else 0.0
+        impl = model_backend(DILATED_RESIDUAL_OP, self.backend, x.device.type)
+        hashed = impl != "torch" or self.dropout_masks == "hashed"
+        seed = draw_dropout_seed(x.device) if hashed and p > 0 else None
+        if impl != "torch":
+            return dilated_residual(x, mask, self.conv_dilated.weight, self.conv_dilated.bias, self.conv_in.weight,
+                                    self.conv_in.bias, dilation=self.dilation, dropout=p, dropout_seed=seed,
+                                    backend=impl)
+        out = self.conv_in(torch.relu(self.conv_dilated(x)))
+        out = self.dropout(out) if seed is None else hashed_dropout(out, seed, DROPOUT_STREAM, p)
         return (x + out) * mask
 
 

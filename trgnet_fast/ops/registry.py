@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from trgnet_fast.ops.adaptive_graph_conv.spec import SPEC as ADAPTIVE_GRAPH_CONV
 from trgnet_fast.ops.att_module.spec import SPEC as ATT_MODULE
+from trgnet_fast.ops.dilated_residual.spec import SPEC as DILATED_RESIDUAL
 from trgnet_fast.ops.linear_attention.spec import SPEC as LINEAR_ATTENTION
 from trgnet_fast.ops.multiscale_graph_conv.spec import SPEC as MULTISCALE_GRAPH_CONV
 from trgnet_fast.ops.spec import BenchVariant, OpSpec
@@ -18,6 +19,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     MULTISCALE_GRAPH_CONV,
     ADAPTIVE_GRAPH_CONV,
     ATT_MODULE,
+    DILATED_RESIDUAL,
 )}
 
 BENCH_VARIANTS: dict[str, tuple[OpSpec, BenchVariant]] = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from att_module_cases import CASES as CASES_OF_OP
 from att_module_cases import assert_close_to_reference, case_inputs, fused, raw_args, reference_run, run, size
 from op_checks import (BACKEND_DEVICE, INTERPRETED, assert_compiled_matches_eager, backends_and_devices,
                        fused_backends, rel_err)
@@ -97,32 +98,15 @@ def test_saved_statistics_and_states(ops, backend, case):
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_empty_sequences_and_uncovered_frames(backend):
-    """Padded rows with lengths 5, 0, 4 of T = 12: the empty row and the frames past each length are 0 in the
-    output and in grad_x; the rest equals the reference."""
-    inputs = case_inputs(size(3, 12, c=8, heads=4, dilation=2, mode="decoder", layout="rows", masked=True),
-                         device=BACKEND_DEVICE[backend])
-    inputs["cu_seqlens"] = torch.tensor([0, 5, 5, 9], dtype=torch.int32, device=inputs["x"].device)
-    errors = assert_close_to_reference(inputs, backend, TOL[torch.float64])
-    grad_out = torch.randn_like(inputs["x"])
-    out, grads = run(fused(backend), inputs, grad_out)
-    covered = torch.zeros_like(out, dtype=torch.bool)
-    covered[0, :, :5] = covered[2, :, :4] = True
-    assert torch.equal(out[~covered], torch.zeros_like(out[~covered]))
-    assert torch.equal(grads["x"][~covered], torch.zeros_like(out[~covered]))
-    assert errors["out"] <= TOL[torch.float64]
+    CASES_OF_OP.assert_empty_sequences_and_uncovered_frames(
+        size(3, 12, c=8, heads=4, dilation=2, mode="decoder", layout="rows", masked=True), backend,
+        BACKEND_DEVICE[backend], TOL[torch.float64])
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_dropout_acts_and_follows_the_seed(backend):
-    """Dropout on: the fused op equals the reference with the same seed (its masks), differs from dropout off and
-    from another seed."""
-    inputs = case_inputs(CASES["enc-rows-dropout"], device=BACKEND_DEVICE[backend])
-    out, _ = run(fused(backend), inputs)
-    ref, _ = reference_run(inputs)
-    assert rel_err(out, ref) <= 1e-10
-    off, _ = run(fused(backend), inputs | {"attention_dropout": 0.0, "dropout": 0.0, "dropout_seed": None})
-    other, _ = run(fused(backend), inputs | {"dropout_seed": inputs["dropout_seed"] + 1})
-    assert rel_err(out, off) > 0.05 and rel_err(out, other) > 0.05
+    CASES_OF_OP.assert_dropout_follows_the_seed(CASES["enc-rows-dropout"], backend, BACKEND_DEVICE[backend],
+                                                {"attention_dropout": 0.0, "dropout": 0.0})
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))

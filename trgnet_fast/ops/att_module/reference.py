@@ -157,13 +157,42 @@ def _one_sequence(x, values, mask, scales, conv_weight, conv_bias, query_weight,
             "projection": projection, "p": p, "u": u, "z": z, "out": out}
 
 
-def _products_rss(grad: torch.Tensor, source: torch.Tensor | None = None) -> float:
+def products_rss(grad: torch.Tensor, source: torch.Tensor | None = None) -> float:
     """Root-sum-square of the products a parameter gradient adds up over frames: sum_t |grad_t|^2 |source_t|^2 for
     a weight (grad_t (x) source_t), sum_t |grad_t|^2 for a bias; grad and source (1, L, *) frame-major."""
     g2 = grad.detach().flatten(2).square().sum(2)
     if source is None:
         return float(g2.sum().sqrt())
     return float((g2 * source.detach().flatten(2).square().sum(2)).sum().sqrt())
+
+
+def traced_gradients(reference, inputs: dict, grad_out: torch.Tensor) -> list[dict]:
+    """The per-sequence intermediates (``trace=``) of ``reference(**inputs)`` run in float64 on leaf copies of the
+    floating inputs (the mask excepted), with the gradients of <out, grad_out> retained on them; [] when no
+    sequence has frames."""
+    trace: list = []
+    with torch.enable_grad():
+        leaves = {k: (v.detach().double().requires_grad_(k != "mask") if isinstance(v, torch.Tensor)
+                      and v.is_floating_point() else v) for k, v in inputs.items()}
+        out = reference(**leaves, trace=trace)
+        if trace:
+            out.backward(grad_out.detach().double())
+    return trace
+
+
+def quarter_roots(squares: dict[str, float]) -> dict[str, float]:
+    """{name: a quarter of the square root} of summed squares: the gradient floors' rule."""
+    return {name: 0.25 * math.sqrt(square) for name, square in squares.items()}
+
+
+def conv_products_rss(pre_grad: torch.Tensor, x: torch.Tensor, dilation: int) -> tuple[float, float]:
+    """``products_rss`` of a k=3 dilated conv's bias and weight gradients over one sequence: pre_grad (1, C, L) the
+    gradient of the conv's output, x (1, C, L) its input (zero padded at the sequence's ends)."""
+    length = x.shape[2]
+    padded = F.pad(x.detach(), (dilation, dilation))
+    taps = torch.cat([padded[:, :, k * dilation:k * dilation + length] for k in range(3)], dim=1)
+    return (products_rss(pre_grad.transpose(1, 2)),
+            products_rss(pre_grad.transpose(1, 2), taps.transpose(1, 2)))
 
 
 def gradient_error_floors(inputs: dict, grad_out: torch.Tensor) -> dict[str, float]:
@@ -179,14 +208,6 @@ def gradient_error_floors(inputs: dict, grad_out: torch.Tensor) -> dict[str, flo
     ``att_module_reference``; grad_out (B, C, T)."""
     from trgnet_fast.ops.linear_attention.reference import gradient_error_floors as attention_floors
 
-    trace: list = []
-    with torch.enable_grad():
-        leaves = {k: (v.detach().double().requires_grad_(k != "mask") if isinstance(v, torch.Tensor)
-                      and v.is_floating_point() else v) for k, v in inputs.items()}
-        out = att_module_reference(**leaves, trace=trace)
-        if not trace:
-            return {}
-        out.backward(grad_out.detach().double())
     squares: dict[str, float] = {}
 
     def add(name: str, value: float) -> None:
@@ -195,23 +216,21 @@ def gradient_error_floors(inputs: dict, grad_out: torch.Tensor) -> dict[str, flo
     def frames_last(t):  # (1, C, L) -> (1, L, C)
         return t.transpose(1, 2)
 
-    for steps in trace:
+    for steps in traced_gradients(att_module_reference, inputs, grad_out):
         core = attention_floors(steps["attended"].grad.view_as(steps["V"]), steps["Q"], steps["K"], steps["V"])
         for proj, name in (("query", "Q"), ("key", "K"), ("value", "V")):
             grad, source = steps[name].grad, steps["v_in"] if name == "V" else steps["q"]
             rms = float(source.detach().square().sum(2).mean().sqrt())
-            add(f"{proj}_bias", _products_rss(grad))
+            add(f"{proj}_bias", products_rss(grad))
             add(f"{proj}_bias", 4 * core[name.lower()])  # the core's floor is already a quarter
-            add(f"{proj}_weight", _products_rss(grad, source))
+            add(f"{proj}_weight", products_rss(grad, source))
             add(f"{proj}_weight", 4 * core[name.lower()] * rms)
-        add("out_bias", _products_rss(frames_last(steps["projection"].grad)))
-        add("out_weight", _products_rss(frames_last(steps["projection"].grad), steps["attended"]))
-        add("conv_out_bias", _products_rss(frames_last(steps["z"].grad)))
-        add("conv_out_weight", _products_rss(frames_last(steps["z"].grad), frames_last(steps["u"])))
+        add("out_bias", products_rss(frames_last(steps["projection"].grad)))
+        add("out_weight", products_rss(frames_last(steps["projection"].grad), steps["attended"]))
+        add("conv_out_bias", products_rss(frames_last(steps["z"].grad)))
+        add("conv_out_weight", products_rss(frames_last(steps["z"].grad), frames_last(steps["u"])))
         add("alpha", float((steps["u"].grad * steps["p"].detach()).square().sum().sqrt()))
-        d, length = steps["dilation"], steps["x"].shape[2]
-        padded = F.pad(steps["x"].detach(), (d, d))
-        taps = torch.cat([padded[:, :, k * d:k * d + length] for k in range(3)], dim=1)
-        add("conv_bias", _products_rss(frames_last(steps["pre"].grad)))
-        add("conv_weight", _products_rss(frames_last(steps["pre"].grad), frames_last(taps)))
-    return {name: 0.25 * math.sqrt(square) for name, square in squares.items()}
+        bias_rss, weight_rss = conv_products_rss(steps["pre"].grad, steps["x"], steps["dilation"])
+        add("conv_bias", bias_rss)
+        add("conv_weight", weight_rss)
+    return quarter_roots(squares)

@@ -54,12 +54,23 @@ def make_inputs(s, dtype, device, generator):
                                                                                                state_dtype(dtype)),
               "dilation": s["dilation"], "heads": s["H"], "norm_eps": 1e-5, "attention_eps": 1e-6,
               "attention_dropout": 0.0, "dropout": 0.0, "cu_seqlens": None, "dropout_seed": None}
+    if s["dropout"]:
+        inputs.update(attention_dropout=0.05, dropout=0.5)
+    return inputs | sequence_inputs(s, dtype, device, generator)
+
+
+def sequence_inputs(s, dtype, device, generator) -> dict:
+    """The inputs of a size that every op with the AttModule's sequence layouts takes: ``mask`` (a random 0/1
+    frame mask when ``masked``), ``dropout_seed`` (when ``dropout``) and ``cu_seqlens`` (the "rows" and "packed"
+    layouts), each None otherwise."""
+    n, t = s["N"], s["T"]
+    rows = 1 if s["layout"] == "packed" else n
+    inputs = {"mask": None, "dropout_seed": None, "cu_seqlens": None}
     if s["masked"]:
         inputs["mask"] = (torch.rand((rows, 1, t), generator=generator, device=generator.device) > 0.2).to(device,
                                                                                                             dtype)
     if s["dropout"]:
-        inputs.update(attention_dropout=0.05, dropout=0.5, dropout_seed=torch.randint(
-            2 ** 62, (1,), generator=generator, device=generator.device).to(device))
+        inputs["dropout_seed"] = torch.randint(2 ** 62, (1,), generator=generator, device=generator.device).to(device)
     if s["layout"] == "rows":
         lengths = _row_lengths(n, t, s["min_length"], generator)
     elif s["layout"] == "packed":

@@ -9,7 +9,8 @@ import math
 import torch
 
 from trgnet_fast.ops._checks import (
-    check_contiguous, check_dtype_device, check_shape, check_supported_float, check_tensor_arguments, shape_of)
+    check_contiguous, check_dtype_device, check_kernel_layout, check_layer_input, check_sequence_inputs, check_shape,
+    check_tensor_arguments, check_weights)
 
 WEIGHT_NAMES = ("conv_weight", "conv_bias", "query_weight", "query_bias", "key_weight", "key_bias",
                 "value_weight", "value_bias", "out_weight", "out_bias", "conv_out_weight", "conv_out_bias")
@@ -59,46 +60,20 @@ def validate_inputs(op: str, x, values, mask, cu_seqlens, weights, alpha, dropou
     """Shapes, dtypes and devices of every argument (module docstring of ``trgnet_fast/ops/att_module``) and the
     ranges of the scalars. ``kernel``: also contiguous tensors of a supported dtype and C <= 256."""
     check_argument_types(op, x, values, mask, weights, alpha, dropout_seed, cu_seqlens)
-    if x.dim() != 3:
-        raise ValueError(f"{op}: x: expected a 3-D tensor (B, C, T), got shape {shape_of(x)}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"{op}: x: expected a floating dtype, got {x.dtype}")
-    if kernel:
-        check_supported_float(op, "x", x)
-    b, c, t = x.shape
+    check_layer_input(op, x, kernel)
+    c = x.shape[1]
     _check_scalars(op, c, dilation, heads, norm_eps, attention_eps, attention_dropout, dropout, dropout_seed)
     named = [("x", x)]
     if values is not None:
         check_shape(op, "values", values, x.shape, "(B, C, T) like x")
         check_dtype_device(op, "values", values, x.dtype, "x", x)
         named.append(("values", values))
-    if mask is not None:
-        check_shape(op, "mask", mask, (b, 1, t), "(B, 1, T)")
-        check_dtype_device(op, "mask", mask, x.dtype, "x", x, "a 0/1 mask in the dtype of x")
-        named.append(("mask", mask))
-    for (name, w), (_, shape) in zip(zip(WEIGHT_NAMES, weights), weight_shapes(c).items()):
-        check_shape(op, name, w, shape, f"for C = {c}")
-        check_dtype_device(op, name, w, x.dtype, "x", x)
-        named.append((name, w))
+    named += check_weights(op, x, zip(WEIGHT_NAMES, weights), weight_shapes(c))
     check_shape(op, "alpha", alpha, (), "() (a 0-dim tensor)")
     check_dtype_device(op, "alpha", alpha, state_dtype(x.dtype), "x", x, "float64 for float64 x, else float32")
-    if dropout_seed is not None:
-        check_shape(op, "dropout_seed", dropout_seed, (1,), "(1,)")
-        check_dtype_device(op, "dropout_seed", dropout_seed, torch.int64, "x", x, "an int64 seed")
-    if cu_seqlens is not None:
-        if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
-            raise ValueError(f"{op}: cu_seqlens: expected a 1-D tensor (N + 1,) with N >= 1, got shape "
-                             f"{shape_of(cu_seqlens)}")
-        check_dtype_device(op, "cu_seqlens", cu_seqlens, torch.int32, "x", x, "int32 sequence offsets")
-        n = cu_seqlens.shape[0] - 1
-        if b not in (n, 1):
-            raise ValueError(f"{op}: cu_seqlens: expected N + 1 offsets with N = B = {b} (padded rows) or B = 1 "
-                             f"(packed), got N = {n} for x of shape {shape_of(x)}")
+    named += check_sequence_inputs(op, x, mask, dropout_seed, cu_seqlens)
     if kernel:
-        if c > MAX_CHANNELS:
-            raise ValueError(f"{op}: x: expected at most {MAX_CHANNELS} channels for the fused kernels, got C = {c}")
-        for name, tensor in named + [(n_, v_) for n_, v_ in (("cu_seqlens", cu_seqlens),) if v_ is not None]:
-            check_contiguous(op, name, tensor)
+        check_kernel_layout(op, x, named, MAX_CHANNELS)
 
 
 def validate_backward_inputs(op: str, grad_out, x, values, mask, cu_seqlens, weights, alpha, dropout_seed,

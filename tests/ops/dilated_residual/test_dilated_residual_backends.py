@@ -1,0 +1,170 @@
+"""Parity of the fused backends of trgnet_fast.ops.dilated_residual (the boundary branch's dilated residual layer as
+one op), each test parametrised over the op's ``OpSpec.backends`` (``trgnet_fast/ops/dilated_residual/spec.py``):
+
+* ``cuda``: the native op ``torch.ops.trgnet.dilated_residual``, its C++ kernels on CPU tensors (its CUDA kernels run
+  in the ``gpu`` tests and in the CPU emulation, tests/kernels);
+* ``triton``: ``torch.ops.trgnet_triton.dilated_residual``, on the GPU or in Triton's CPU interpreter (small shapes).
+
+Forward and every gradient (x, both convs' weights and biases) against the float64 reference at odd sizes, every
+dilation class (d below a frame tile, d of several tiles, d >= T), the three sequence layouts, with and without mask
+and dropout; empty sequences and frames outside every sequence; determinism; fp16; opcheck; gradcheck; compile; a
+property test over random draws. Tolerances (docs/architecture.md#parity): fp64 <= 1e-10, fp32 <= 1e-5 (or twice a
+plain float32 run's error, ``op_cases.OpCases.tolerances``). Fresh random inputs every run.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dilated_residual_cases import CASES as CASES_OF_OP
+from dilated_residual_cases import assert_close_to_reference, case_inputs, fused, raw_args, reference_run, run, size
+from hypothesis_cases import examples, seeded, with_layout
+from op_checks import (BACKEND_DEVICE, INTERPRETED, TOL, assert_compiled_matches_eager, backends_and_devices,
+                       fused_backends, rel_err)
+from trgnet_fast.model.temporal import DilatedResidualLayer
+from trgnet_fast.ops.dilated_residual import OP_NAME
+from trgnet_fast.ops.registry import OPS
+
+SPEC = OPS[OP_NAME]
+
+CASES = {  # every dilation class and layout, mask and dropout; odd C and T
+    "d1": size(2, 13, c=8, dilation=1),
+    "d2-mask": size(2, 13, c=12, dilation=2, masked=True),
+    "d16>T": size(1, 9, c=4, dilation=16, masked=True),
+    "d70-tiles": size(2, 150, c=8, dilation=70),
+    "rows-dropout": size(3, 40, c=8, dilation=3, layout="rows", masked=True, dropout=True),
+    "packed-dropout": size(3, 41, c=20, dilation=5, layout="packed", dropout=True),
+    "T1": size(2, 1, c=4, dilation=1),
+    "C64-d512": size(1, 70, c=64, dilation=512, masked=True, dropout=True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("backend", fused_backends(SPEC))
+def test_forward_and_every_gradient(backend, case, dtype):
+    inputs = case_inputs(CASES[case], device=BACKEND_DEVICE[backend])
+    assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
+
+
+@pytest.mark.parametrize("backend", fused_backends(SPEC))
+def test_empty_sequences_and_uncovered_frames(backend):
+    CASES_OF_OP.assert_empty_sequences_and_uncovered_frames(size(3, 12, c=8, dilation=2, layout="rows", masked=True),
+                                                            backend, BACKEND_DEVICE[backend], TOL[torch.float64])
+
+
+@pytest.mark.parametrize("backend", fused_backends(SPEC))
+def test_dropout_acts_and_follows_the_seed(backend):
+    CASES_OF_OP.assert_dropout_follows_the_seed(CASES["rows-dropout"], backend, BACKEND_DEVICE[backend],
+                                                {"dropout": 0.0})
+
+
+@pytest.mark.parametrize("backend", fused_backends(SPEC))
+def test_bitwise_deterministic(ops, backend):
+    inputs = case_inputs(CASES["packed-dropout"], dtype=torch.float32, device=BACKEND_DEVICE[backend])
+    args = raw_args(inputs)
+    first, second = ops.dilated_residual(*args), ops.dilated_residual(*args)
+    assert torch.equal(first, second)
+    grad_out = torch.randn_like(first)
+    back = [ops.dilated_residual_backward(grad_out, *args) for _ in range(2)]
+    assert len(back[0]) == 5
+    assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*back))
+
+
+@pytest.mark.parametrize("backend", fused_backends(SPEC))
+def test_16bit_forward_and_grads(backend):
+    """fp16 inputs (fp32 sums): output and gradients within 2x the error of the reference run in fp16 against the
+    float64 reference (+1e-3 at this small size)."""
+    inputs = case_inputs(CASES["d2-mask"], device=BACKEND_DEVICE[backend])
+    inputs = {k: (v.half().double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+              for k, v in inputs.items()}  # the float64 reference sees exactly the fp16 values
+    grad_out = torch.randn_like(inputs["x"]).half().double()
+    ref_out, ref_grads = reference_run(inputs, grad_out)
+    low_out, low_grads = reference_run(inputs, grad_out, torch.float16)
+    out, grads = run(fused(backend), inputs, grad_out, torch.float16)
+    assert out.dtype == torch.float16
+    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out) + 1e-3
+    for name, g in grads.items():
+        assert g.dtype == torch.float16, name
+        assert rel_err(g, ref_grads[name]) <= 2 * rel_err(low_grads[name], ref_grads[name]) + 1e-3, name
+
+
+@pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
+def test_opcheck(ops, backend, device):
+    """Schema, fake-tensor and autograd registration checks of the forward and backward ops (under Triton's CPU
+    interpreter the schema only: docs/architecture.md#triton-interpreter)."""
+    kwargs = {"test_utils": ("test_schema",)} if backend == "triton" and device == "cpu" else {}
+    inputs = case_inputs(CASES["packed-dropout"], device=device)
+    args = raw_args(inputs)
+    for i in (0, 3, 4, 5, 6):  # x and the four weights and biases
+        args[i] = args[i].requires_grad_(True)
+    torch.library.opcheck(ops.dilated_residual.default, tuple(args), **kwargs)
+    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    out = ops.dilated_residual(*detached)
+    torch.library.opcheck(ops.dilated_residual_backward.default, (torch.randn_like(out), *detached), **kwargs)
+
+
+@pytest.mark.parametrize("backend", fused_backends(SPEC))
+def test_gradcheck(backend):
+    """Finite differences of the fused op w.r.t. x and both weights (the biases follow from the parity tests)."""
+    inputs = case_inputs(size(2, 5, c=4, dilation=2, layout="rows", masked=True), device=BACKEND_DEVICE[backend])
+    names = ("x", "conv_weight", "conv_out_weight")
+    leaves = [inputs[n].clone().requires_grad_(True) for n in names]
+
+    def f(*tensors):
+        return fused(backend)(**inputs | dict(zip(names, tensors)))
+
+    assert torch.autograd.gradcheck(f, leaves, fast_mode=INTERPRETED and backend == "triton")
+
+
+# triton_op under torch.compile fails on Triton's CPU interpreter (docs/architecture.md#triton-interpreter): the
+# Triton backend compiles on the GPU only
+@pytest.mark.parametrize("backend, device", backends_and_devices(SPEC, exclude={("triton", "cpu")}))
+def test_torch_compile_matches_eager(backend, device):
+    """torch.compile(fullgraph=True) of a DilatedResidualLayer on the fused backend traces the op (fake kernel and
+    autograd registration, no graph break) and matches eager, gradients of every parameter and x included."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = DilatedResidualLayer(4, 16).to(device).eval()
+    layer.backend = backend
+    x = torch.randn(2, 16, 37, device=device, requires_grad=True)
+    mask = torch.ones(2, 1, 37, device=device)
+    mask[1, :, 30:] = 0
+    assert_compiled_matches_eager(layer, (x, mask), 1e-5)
+
+
+DRAWS = dict(n=st.integers(1, 3), c=st.integers(1, 20), t=st.integers(1, 40),
+             dilation=st.sampled_from([1, 2, 3, 7, 16, 64, 512]),
+             layout=st.sampled_from(["published", "rows", "packed"]), masked=st.booleans(), dropout=st.booleans(),
+             memory=st.sampled_from(["contiguous", "transposed", "strided"]), seed=st.integers(0, 2 ** 32 - 1),
+             dtype=st.sampled_from([torch.float32, torch.float64]))
+
+
+@pytest.mark.parametrize("backend", fused_backends(SPEC))
+def test_fused_backend_property(backend):
+    """Random sizes, dilations, layouts (lengths drawn down to 1 frame), masks, dropout, dtypes and memory layouts
+    of x, each against the float64 reference."""
+    device = BACKEND_DEVICE[backend]
+
+    @settings(max_examples=examples(backend, 12, 60), deadline=None)
+    @given(**DRAWS)
+    def case(n, c, t, dilation, layout, masked, dropout, memory, seed, dtype):
+        with seeded(seed):
+            inputs = case_inputs(size(n, max(t, n), c=c, dilation=dilation, layout=layout, masked=masked,
+                                      dropout=dropout), device=device, seed=seed)
+            inputs["x"] = with_layout(inputs["x"], memory, (1, 2))
+            assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
+
+    case()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", range(len(SPEC.parity_sizes["cuda"])), ids=lambda i: f"size{i}")
+@pytest.mark.parametrize("backend", fused_backends(SPEC, device="cuda"))
+def test_gpu_paper_sizes(backend, index):
+    """The GPU kernels at TRGNet's size (N = 8, T = 6000, C = 64, dilation 512 and 1 with mask and dropout),
+    C = 256 and a packed batch: float32 output and every gradient against the float64 reference."""
+    inputs = case_inputs(SPEC.parity_sizes["cuda"][index], device="cuda")
+    assert_close_to_reference(inputs, backend, TOL[torch.float32], torch.float32)

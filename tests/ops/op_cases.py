@@ -1,0 +1,143 @@
+"""Inputs, runners and the reference check shared by the tests of the layer-sized fused ops (``att_module``,
+``dilated_residual``): one :class:`OpCases` per op, built from its registry entry (``trgnet_fast/ops/<op>/spec.py``:
+``make_inputs``, ``reference``, ``fused``, ``grad_inputs``, ``grad_error_floor``)."""
+from __future__ import annotations
+
+import torch
+
+from op_checks import rel_err
+from trgnet_fast.ops.att_module.validation import state_dtype
+
+# float64's unit roundoff over float32's: a quantity a float32 implementation computes with relative error E
+# (cancellation included) a float64 one computes with about E * 2^-29
+FP64_OVER_FP32 = 2.0 ** -29
+ROUNDINGS = 5
+
+
+def _rounded_differently(inputs: dict, seed: int) -> dict:
+    """``inputs`` with every floating tensor but the 0/1 mask moved by a relative N(0, 2^-24) step: the same
+    problem as float32 rounding would pose it had it rounded the other way."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def nudge(t):
+        noise = torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.device)
+        return t * (1 + noise * 2.0 ** -24)
+
+    return {name: nudge(v) if isinstance(v, torch.Tensor) and v.is_floating_point() and name != "mask" else v
+            for name, v in inputs.items()}
+
+
+class OpCases:
+    """The test drivers of one op.
+
+    spec: its ``OpSpec``; raw_args: the raw ops' arguments in schema order (tensors, then scalars);
+    state_inputs: the inputs kept in the state dtype (float64 for float64, else float32) whatever the inputs'
+    dtype (the AttModule's alpha).
+    """
+
+    def __init__(self, spec, raw_args: tuple[str, ...], state_inputs: tuple[str, ...] = ()):
+        self.spec = spec
+        self.raw_arg_names = raw_args
+        self.state_inputs = state_inputs
+
+    def case_inputs(self, s: dict, dtype=torch.float64, device="cpu", seed: int | None = None) -> dict:
+        """Keyword inputs of the op for size ``s`` (fresh random values unless ``seed`` is given)."""
+        generator = torch.Generator()
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        return self.spec.make_inputs(s, dtype, device, generator)
+
+    def raw_args(self, inputs: dict) -> list:
+        """``inputs`` (every argument, as ``make_inputs`` gives them) in the raw ops' schema order."""
+        return [inputs[name] for name in self.raw_arg_names]
+
+    def run(self, fn, inputs: dict, grad_out: torch.Tensor | None = None, dtype: torch.dtype | None = None):
+        """(out, {name: gradient}) of ``fn(**inputs)`` on fresh leaf copies (floating tensors cast to ``dtype``
+        when given, the state inputs to its state dtype); gradients of <out, grad_out> (none without grad_out)."""
+        leaves = {}
+        for name, value in inputs.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and dtype is not None:
+                value = value.to(state_dtype(dtype) if name in self.state_inputs else dtype)
+            if name in self.spec.grad_inputs and value is not None and grad_out is not None:
+                value = value.detach().clone().requires_grad_(True)
+            leaves[name] = value
+        out = fn(**leaves)
+        if grad_out is None:
+            return out.detach(), {}
+        names = self.spec.grad_names(inputs)
+        if not out.requires_grad:  # every sequence empty: the reference's output is a constant 0
+            return out.detach(), {n: torch.zeros_like(leaves[n]) for n in names}
+        # a leaf no frame reaches (e.g. values when every sequence is empty) has a zero gradient
+        grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_out.to(out.dtype), allow_unused=True,
+                                    materialize_grads=True)
+        return out.detach(), dict(zip(names, grads))
+
+    def reference_run(self, inputs: dict, grad_out: torch.Tensor | None = None, dtype=torch.float64):
+        """The reference's (out, gradients), evaluated in ``dtype``."""
+        return self.run(self.spec.reference, inputs, grad_out, dtype)
+
+    def fused(self, backend: str):
+        return lambda **kw: self.spec.fused(**kw, backend=backend)
+
+    def tolerances(self, inputs: dict, grad_out: torch.Tensor, ref_out, ref_grads, floors, tol: float,
+                   dtype) -> dict:
+        """Per quantity: ``tol``, or 2x the error a plain PyTorch float32 run of the reference makes on it (for a
+        float64 run: that error times ``FP64_OVER_FP32``), whichever is larger. That error is a random variable of
+        the rounding (input rounding alone moves it by 2x and more in ill-conditioned cases: few frames, one
+        channel), so it is the largest of ``ROUNDINGS`` float32 runs (the inputs as given and rounded other ways,
+        ``_rounded_differently``). It loosens nothing on well-conditioned quantities; where the formula cancels
+        (one frame: InstanceNorm's backward; few keys: dQ, dK; sums of products of both signs such as alpha's
+        gradient) it measures how far a correct implementation can be from the float64 reference
+        (docs/architecture.md#parity)."""
+        runs = [self.reference_run(inputs if k == 0 else _rounded_differently(inputs, k), grad_out, torch.float32)
+                for k in range(ROUNDINGS)]
+        scale = FP64_OVER_FP32 if dtype == torch.float64 else 1.0
+        bounds = {"out": max(tol, 2 * scale * max(rel_err(out, ref_out) for out, _ in runs))}
+        for name, ref in ref_grads.items():
+            low = max(rel_err(grads[name], ref, floors.get(name, 0.0)) for _, grads in runs)
+            bounds[name] = max(tol, 2 * scale * low)
+        return bounds
+
+    def assert_close_to_reference(self, inputs: dict, backend: str, tol: float, dtype=None):
+        """``backend``'s output and every gradient (finite, in the inputs' dtype) within ``tolerances`` of the
+        float64 reference, relative to max(the reference's norm, the op's ``gradient_error_floors``). Returns the
+        errors by name."""
+        grad_out = torch.randn_like(inputs["x"], dtype=torch.float64)
+        ref_out, ref_grads = self.reference_run(inputs, grad_out)
+        out, grads = self.run(self.fused(backend), inputs, grad_out, dtype)
+        dtype = dtype or inputs["x"].dtype
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        floors = self.spec.grad_error_floor(inputs, grad_out)
+        errors = {"out": rel_err(out, ref_out)}
+        for name, g in grads.items():
+            assert torch.isfinite(g).all(), name
+            assert g.shape == ref_grads[name].shape, name
+            errors[name] = rel_err(g, ref_grads[name], floors.get(name, 0.0))
+        bounds = self.tolerances(inputs, grad_out, ref_out, ref_grads, floors, tol, dtype)
+        worse = {name: (e, bounds[name]) for name, e in errors.items() if not e <= bounds[name]}
+        assert not worse, ("(error, bound)", worse)
+        return errors
+
+    def assert_empty_sequences_and_uncovered_frames(self, s: dict, backend: str, device, tol: float) -> None:
+        """Padded rows (size ``s``: 3 rows of T = 12, "rows" layout) with lengths 5, 0, 4: the empty row and the
+        frames past each length are 0 in the output and in grad_x; the rest equals the reference."""
+        inputs = self.case_inputs(s, device=device)
+        inputs["cu_seqlens"] = torch.tensor([0, 5, 5, 9], dtype=torch.int32, device=inputs["x"].device)
+        errors = self.assert_close_to_reference(inputs, backend, tol)
+        out, grads = self.run(self.fused(backend), inputs, torch.randn_like(inputs["x"]))
+        covered = torch.zeros_like(out, dtype=torch.bool)
+        covered[0, :, :5] = covered[2, :, :4] = True
+        assert torch.equal(out[~covered], torch.zeros_like(out[~covered]))
+        assert torch.equal(grads["x"][~covered], torch.zeros_like(out[~covered]))
+        assert errors["out"] <= tol
+
+    def assert_dropout_follows_the_seed(self, s: dict, backend: str, device, no_dropout: dict) -> None:
+        """Dropout on (size ``s``): the fused op equals the reference with the same seed (its masks), differs
+        from the op with ``no_dropout`` (the probabilities at 0, no seed) and from another seed."""
+        inputs = self.case_inputs(s, device=device)
+        out, _ = self.run(self.fused(backend), inputs)
+        ref, _ = self.reference_run(inputs)
+        assert rel_err(out, ref) <= 1e-10
+        off, _ = self.run(self.fused(backend), inputs | no_dropout | {"dropout_seed": None})
+        other, _ = self.run(self.fused(backend), inputs | {"dropout_seed": inputs["dropout_seed"] + 1})
+        assert rel_err(out, off) > 0.05 and rel_err(out, other) > 0.05
+
