@@ -2,6 +2,8 @@
 
 Tests without the ``gpu`` marker run on the GPU when there is one (Triton compiled for real), else on CPU
 (Triton's interpreter, the native module's C++ CPU kernels)."""
+from copy import deepcopy
+
 import pytest
 import torch
 
@@ -53,19 +55,42 @@ def _train_step(model, inputs):
     return outputs, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+ROUNDINGS = 4  # float32 torch runs: the parameters as given and rounded 3 other ways
+
+
+def _rounded_differently(model, seed: int):
+    """A copy of ``model`` with every parameter moved by a relative N(0, 2^-24) step: the same problem as float32
+    rounding would pose had it rounded the other way (the op tests' rule, docs/architecture.md#parity)."""
+    generator = torch.Generator().manual_seed(seed)
+    copy = deepcopy(model)
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.mul_(1 + torch.randn(p.shape, generator=generator).to(p.device) * 2.0 ** -24)
+    return copy
+
+
 def assert_fused_as_close_as_torch_fp32(model, inputs, results, fused):
-    """``results[fused]`` (float32 outputs, parameter gradients) is within 2x (or 1e-5) of the error of
-    ``results["torch"]`` against the float64 reference, computed here on ``model`` (turned float64)."""
+    """``results[fused]`` (float32 outputs, parameter gradients) is within 2x (or 1e-5) of the error of float32
+    torch against the float64 reference, computed here on ``model`` (turned float64). That error is a random
+    variable of the rounding (a gradient that cancels, such as SP's alpha, moves by several x with it), so it is
+    the largest of ``ROUNDINGS`` runs: ``results["torch"]`` and runs with the parameters rounded other ways."""
+    torch_runs = [results["torch"]]
+    for seed in range(1, ROUNDINGS):
+        copy = _rounded_differently(model, seed)
+        copy.set_backend("torch")
+        torch_runs.append(_train_step(copy, inputs))
     model.double().set_backend("torch")
     ref_out, ref_grads = _train_step(model, [t.double() if t.is_floating_point() else t for t in inputs])
 
-    def errors(backend):
-        out, grads = results[backend]
+    def errors(run):
+        out, grads = run
         errs = {f"out{i}": rel_error(o, r) for i, (o, r) in enumerate(zip(out, ref_out))}
         errs.update({n: rel_error(g, ref_grads[n]) for n, g in grads.items() if n != CANCELLED_GRAD})
         return errs
 
-    fused_errs, torch_fp32 = errors(fused), errors("torch")
+    fused_errs = errors(results[fused])
+    runs = [errors(run) for run in torch_runs]
+    torch_fp32 = {k: max(r[k] for r in runs) for k in fused_errs}
     worse = {k: (e, torch_fp32[k]) for k, e in fused_errs.items() if e > max(2 * torch_fp32[k], 1e-5)}
     assert not worse, worse
 

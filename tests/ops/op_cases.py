@@ -32,13 +32,14 @@ class OpCases:
 
     spec: its ``OpSpec``; raw_args: the raw ops' arguments in schema order (tensors, then scalars);
     state_inputs: the inputs kept in the state dtype (float64 for float64, else float32) whatever the inputs'
-    dtype (the AttModule's alpha).
+    dtype (the AttModule's alpha); output_like: the input whose shape and dtype the output has.
     """
 
-    def __init__(self, spec, raw_args: tuple[str, ...], state_inputs: tuple[str, ...] = ()):
+    def __init__(self, spec, raw_args: tuple[str, ...], state_inputs: tuple[str, ...] = (), output_like: str = "x"):
         self.spec = spec
         self.raw_arg_names = raw_args
         self.state_inputs = state_inputs
+        self.output_like = output_like
 
     def case_inputs(self, s: dict, dtype=torch.float64, device="cpu", seed: int | None = None) -> dict:
         """Keyword inputs of the op for size ``s`` (fresh random values unless ``seed`` is given)."""
@@ -101,10 +102,10 @@ class OpCases:
         """``backend``'s output and every gradient (finite, in the inputs' dtype) within ``tolerances`` of the
         float64 reference, relative to max(the reference's norm, the op's ``gradient_error_floors``). Returns the
         errors by name."""
-        grad_out = torch.randn_like(inputs["x"], dtype=torch.float64)
+        grad_out = torch.randn_like(inputs[self.output_like], dtype=torch.float64)
         ref_out, ref_grads = self.reference_run(inputs, grad_out)
         out, grads = self.run(self.fused(backend), inputs, grad_out, dtype)
-        dtype = dtype or inputs["x"].dtype
+        dtype = dtype or inputs[self.output_like].dtype
         assert out.dtype == dtype and torch.isfinite(out).all()
         floors = self.spec.grad_error_floor(inputs, grad_out)
         errors = {"out": rel_err(out, ref_out)}
@@ -140,4 +141,21 @@ class OpCases:
         off, _ = self.run(self.fused(backend), inputs | no_dropout | {"dropout_seed": None})
         other, _ = self.run(self.fused(backend), inputs | {"dropout_seed": inputs["dropout_seed"] + 1})
         assert rel_err(out, off) > 0.05 and rel_err(out, other) > 0.05
+
+    def assert_16bit_forward_and_grads(self, s: dict, backend: str, device) -> None:
+        """fp16 inputs (size ``s``; fp32 sums, the state inputs kept in fp32): output and gradients in fp16 within
+        2x the error of the reference run in fp16 against the float64 reference (+1e-3 at small sizes)."""
+        inputs = self.case_inputs(s, device=device)
+        inputs = {k: (v.half().double() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                      and k not in self.state_inputs else v)
+                  for k, v in inputs.items()}  # the float64 reference sees exactly the fp16 values
+        grad_out = torch.randn_like(inputs[self.output_like]).half().double()
+        ref_out, ref_grads = self.reference_run(inputs, grad_out)
+        low_out, low_grads = self.reference_run(inputs, grad_out, torch.float16)
+        out, grads = self.run(self.fused(backend), inputs, grad_out, torch.float16)
+        assert out.dtype == torch.float16
+        assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out) + 1e-3
+        for name, g in grads.items():
+            assert g.dtype == (torch.float32 if name in self.state_inputs else torch.float16), name
+            assert rel_err(g, ref_grads[name]) <= 2 * rel_err(low_grads[name], ref_grads[name]) + 1e-3, name
 

@@ -13,7 +13,10 @@ from trgnet_fast.model.attention import AttModule, draw_dropout_seed
 from trgnet_fast.ops.att_module.reference import hashed_dropout
 from trgnet_fast.ops.dilated_residual import dilated_residual
 from trgnet_fast.ops.dilated_residual.autograd import OP_NAME as DILATED_RESIDUAL_OP
-from trgnet_fast.ops.dilated_residual.reference import DROPOUT_STREAM
+from trgnet_fast.ops.dilated_residual.reference import DROPOUT_STREAM as DILATED_RESIDUAL_DROPOUT_STREAM
+from trgnet_fast.ops.spatial_feature_injection import spatial_feature_injection
+from trgnet_fast.ops.spatial_feature_injection.autograd import OP_NAME as SFI_OP
+from trgnet_fast.ops.spatial_feature_injection.reference import DROPOUT_STREAM as SFI_DROPOUT_STREAM
 
 GROUP_CHANNELS = 8  # channels of each spatial group and of the temporal group that STI splits off
 
@@ -29,10 +32,16 @@ class SpatialFeatureInjection(nn.Module):
 
     s = conv_s(flatten_joints(group)); c = conv_fusion(cat[h, s]); h' = (FF(c) + h) * mask, FF applied
     per frame: Linear → GELU → Dropout(0.3) → Linear.
+
+    ``backend`` (set by ``TRGNet.set_backend``) picks, through ``trgnet_fast.backend.model_backend``, whether the
+    fusion runs as the fused op ``trgnet_fast.ops.spatial_feature_injection`` ("triton", "cuda") or as the modules
+    below ("torch"). Dropout masks as the AttModule's (``dropout_masks``; docs/model.md#attmodule).
     """
 
     def __init__(self, num_joints: int, channels: int):
         super().__init__()
+        self.backend: str | None = None
+        self.dropout_masks = "torch"
         self.conv_s = nn.Conv1d(num_joints * GROUP_CHANNELS, channels, 1)
         self.ff = nn.Sequential(
             nn.Linear(channels, channels),
@@ -44,9 +53,24 @@ class SpatialFeatureInjection(nn.Module):
 
     def forward(self, group: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """group: (N, 8, T, V); h: (N, C, T); mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        dropout = self.ff[2]
+        p = dropout.p if dropout.training else 0.0
+        impl = model_backend(SFI_OP, self.backend, h.device.type)
+        hashed = impl != "torch" or self.dropout_masks == "hashed"
+        seed = draw_dropout_seed(h.device) if hashed and p > 0 else None
+        first, second = self.ff[0], self.ff[3]
+        if impl != "torch":
+            return spatial_feature_injection(group, h, mask, self.conv_s.weight, self.conv_s.bias,
+                                             self.conv_fusion.weight, self.conv_fusion.bias, first.weight, first.bias,
+                                             second.weight, second.bias, dropout=p, dropout_seed=seed, backend=impl)
         s = self.conv_s(flatten_joints(group))
-        fused = self.conv_fusion(torch.cat([h, s], dim=1))
-        return (self.ff(fused.transpose(1, 2)).transpose(1, 2) + h) * mask
+        fused = self.conv_fusion(torch.cat([h, s], dim=1)).transpose(1, 2)
+        if seed is None:
+            out = self.ff(fused)
+        else:  # the hashed mask is drawn in the op's (N, C, T) layout
+            hidden = hashed_dropout(self.ff[1](first(fused)).transpose(1, 2), seed, SFI_DROPOUT_STREAM, p)
+            out = second(hidden.transpose(1, 2))
+        return (out.transpose(1, 2) + h) * mask
 
 
 class SpatioTemporalEncoder(nn.Module):
@@ -135,7 +159,7 @@ class DilatedResidualLayer(nn.Module):
                                     self.conv_in.bias, dilation=self.dilation, dropout=p, dropout_seed=seed,
                                     backend=impl)
         out = self.conv_in(torch.relu(self.conv_dilated(x)))
-        out = self.dropout(out) if seed is None else hashed_dropout(out, seed, DROPOUT_STREAM, p)
+        out = self.dropout(out) if seed is None else hashed_dropout(out, seed, DILATED_RESIDUAL_DROPOUT_STREAM, p)
         return (x + out) * mask
 
 

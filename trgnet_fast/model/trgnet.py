@@ -11,7 +11,8 @@ from torch import nn
 from trgnet_fast.backend import requested_backend
 from trgnet_fast.model.attention import AttModule, LinearAttention
 from trgnet_fast.model.spatial import MultiScaleGraphConv
-from trgnet_fast.model.temporal import DilatedResidualLayer, RefinementDecoder, SingleStageTCN, SpatioTemporalEncoder
+from trgnet_fast.model.temporal import (DilatedResidualLayer, RefinementDecoder, SingleStageTCN,
+                                        SpatialFeatureInjection, SpatioTemporalEncoder)
 from trgnet_fast.model.validation import validate_inputs
 from trgnet_fast.skeletons import num_joints
 
@@ -38,8 +39,8 @@ class TRGNet(nn.Module):
         dataset: "PKU-subject" | "PKU-view" | "LARA" | "MCFS-130" | "MCFS-22" | "TCG-15"; selects the
             skeleton (V = 25, 25, 19, 25, 25, 17).
         text_dim: width of the text-embedding feature heads (768 for BERT-base embeddings).
-        backend: backend of every fused op (the AttModules and the boundary branch's dilated residual layers as
-            one op each, linear attention, multi-scale graph conv, adaptive graph conv):
+        backend: backend of every fused op (the AttModules, the SFI fusions and the boundary branch's dilated
+            residual layers as one op each, linear attention, multi-scale graph conv, adaptive graph conv):
             "auto" | "torch" | "triton" | "cuda"; None reads $TRGNET_BACKEND at every call, else "auto".
 
     forward(x, mask, joint_graph, check_values=True):
@@ -90,25 +91,26 @@ class TRGNet(nn.Module):
         self.set_backend(backend)
 
     def set_backend(self, backend: str | None) -> None:
-        """Select the backend of every fused op: the AttModules, their linear attention, the boundary branch's
-        dilated residual layers and the SP block's multi-scale and adaptive graph convs (None: $TRGNET_BACKEND /
-        auto). SP falls back to the
-        published computation for an op the backend does not implement (see ``MultiScaleGraphConv``)."""
+        """Select the backend of every fused op: the AttModules, their linear attention, the SFI fusions, the
+        boundary branch's dilated residual layers and the SP block's multi-scale and adaptive graph convs (None:
+        $TRGNET_BACKEND / auto). SP falls back to the published computation for an op the backend does not
+        implement (see ``MultiScaleGraphConv``)."""
         if backend is not None:
             requested_backend(backend)  # raises ValueError for an unknown name
         self.backend = backend
         for module in self.modules():
-            if isinstance(module, (AttModule, DilatedResidualLayer, LinearAttention, MultiScaleGraphConv)):
+            if isinstance(module, (AttModule, DilatedResidualLayer, LinearAttention, MultiScaleGraphConv,
+                                   SpatialFeatureInjection)):
                 module.backend = backend
 
     def set_dropout_masks(self, kind: str) -> None:
-        """How the torch path of the AttModules and dilated residual layers draws its dropout masks: "torch"
-        (``nn.Dropout``, the default) or "hashed" (the fused ops' seed hash, so that every backend drops the same
-        elements; docs/model.md#attmodule). The fused backends always hash."""
+        """How the torch path of the AttModules, SFI fusions and dilated residual layers draws its dropout masks:
+        "torch" (``nn.Dropout``, the default) or "hashed" (the fused ops' seed hash, so that every backend drops the
+        same elements; docs/model.md#attmodule). The fused backends always hash."""
         if kind not in ("torch", "hashed"):
             raise ValueError(f"kind: expected 'torch' or 'hashed', got {kind!r}")
         for module in self.modules():
-            if isinstance(module, (AttModule, DilatedResidualLayer)):
+            if isinstance(module, (AttModule, DilatedResidualLayer, SpatialFeatureInjection)):
                 module.dropout_masks = kind
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor, check_values: bool = True):

@@ -66,7 +66,7 @@ def check_contiguous(op: str, name: str, t: torch.Tensor) -> None:
                          f"{t.stride()} (call .contiguous() first)")
 
 
-def check_sequence_inputs(op: str, x: torch.Tensor, mask, dropout_seed, cu_seqlens) -> list:
+def check_sequence_inputs(op: str, x: torch.Tensor, mask, dropout_seed, cu_seqlens, x_name: str = "x") -> list:
     """The inputs of the ops with the AttModule's sequence layouts (``att_module``, ``dilated_residual``), x being
     (B, C, T): mask (B, 1, T) in x's dtype or None, dropout_seed (1,) int64 or None, cu_seqlens (N + 1,) int32 with
     N = B (padded rows) or B = 1 (packed), or None; all on x's device. Returns the (name, tensor) pairs given (for the
@@ -75,11 +75,11 @@ def check_sequence_inputs(op: str, x: torch.Tensor, mask, dropout_seed, cu_seqle
     named = []
     if mask is not None:
         check_shape(op, "mask", mask, (b, 1, t), "(B, 1, T)")
-        check_dtype_device(op, "mask", mask, x.dtype, "x", x, "a 0/1 mask in the dtype of x")
+        check_dtype_device(op, "mask", mask, x.dtype, x_name, x, f"a 0/1 mask in the dtype of {x_name}")
         named.append(("mask", mask))
     if dropout_seed is not None:
         check_shape(op, "dropout_seed", dropout_seed, (1,), "(1,)")
-        check_dtype_device(op, "dropout_seed", dropout_seed, torch.int64, "x", x, "an int64 seed")
+        check_dtype_device(op, "dropout_seed", dropout_seed, torch.int64, x_name, x, "an int64 seed")
     if cu_seqlens is not None:
         if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
             raise ValueError(f"{op}: cu_seqlens: expected a 1-D tensor (N + 1,) with N >= 1, got shape "
@@ -93,31 +93,32 @@ def check_sequence_inputs(op: str, x: torch.Tensor, mask, dropout_seed, cu_seqle
     return named
 
 
-def check_weights(op: str, x: torch.Tensor, named_weights, shapes) -> list:
+def check_weights(op: str, x: torch.Tensor, named_weights, shapes, x_name: str = "x") -> list:
     """Each (name, weight) of ``named_weights`` has its shape in ``shapes`` (name -> shape, "for C = ..." in the
-    message) and x's dtype and device. Returns the pairs (for the kernels' contiguity check)."""
+    message) and x's dtype and device (x named ``x_name``). Returns the pairs (for the kernels' contiguity check)."""
     c = x.shape[1]
     named = list(named_weights)
     for name, w in named:
         check_shape(op, name, w, shapes[name], f"for C = {c}")
-        check_dtype_device(op, name, w, x.dtype, "x", x)
+        check_dtype_device(op, name, w, x.dtype, x_name, x)
     return named
 
 
-def check_kernel_layout(op: str, x: torch.Tensor, named, max_channels: int) -> None:
+def check_kernel_layout(op: str, x: torch.Tensor, named, max_channels: int, x_name: str = "x") -> None:
     """What the tiled kernels of a (B, C, T) op can index: C <= ``max_channels`` and contiguous tensors."""
     c = x.shape[1]
     if c > max_channels:
-        raise ValueError(f"{op}: x: expected at most {max_channels} channels for the fused kernels, got C = {c}")
+        raise ValueError(f"{op}: {x_name}: expected at most {max_channels} channels for the fused kernels, got C = {c}")
     for name, tensor in named:
         check_contiguous(op, name, tensor)
 
 
-def check_layer_input(op: str, x, kernel: bool) -> None:
-    """x of a (B, C, T) layer op: 3-D, floating; for the kernels (``kernel``) of a supported dtype."""
+def check_layer_input(op: str, x, kernel: bool, name: str = "x") -> None:
+    """x (argument ``name``) of a (B, C, T) layer op: 3-D, floating; for the kernels (``kernel``) of a supported
+    dtype."""
     if x.dim() != 3:
-        raise ValueError(f"{op}: x: expected a 3-D tensor (B, C, T), got shape {shape_of(x)}")
+        raise ValueError(f"{op}: {name}: expected a 3-D tensor (B, C, T), got shape {shape_of(x)}")
     if not x.dtype.is_floating_point:
-        raise ValueError(f"{op}: x: expected a floating dtype, got {x.dtype}")
+        raise ValueError(f"{op}: {name}: expected a floating dtype, got {x.dtype}")
     if kernel:
-        check_supported_float(op, "x", x)
+        check_supported_float(op, name, x)

@@ -12,6 +12,7 @@ from trgnet_fast.ops.att_module.spec import SPEC as ATT_MODULE
 from trgnet_fast.ops.dilated_residual.spec import SPEC as DILATED_RESIDUAL
 from trgnet_fast.ops.linear_attention.spec import SPEC as LINEAR_ATTENTION
 from trgnet_fast.ops.multiscale_graph_conv.spec import SPEC as MULTISCALE_GRAPH_CONV
+from trgnet_fast.ops.spatial_feature_injection.spec import SPEC as SPATIAL_FEATURE_INJECTION
 from trgnet_fast.ops.spec import BenchVariant, OpSpec
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
@@ -20,6 +21,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     ADAPTIVE_GRAPH_CONV,
     ATT_MODULE,
     DILATED_RESIDUAL,
+    SPATIAL_FEATURE_INJECTION,
 )}
 
 BENCH_VARIANTS: dict[str, tuple[OpSpec, BenchVariant]] = {

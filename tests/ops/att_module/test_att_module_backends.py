@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from att_module_cases import CASES as CASES_OF_OP
-from att_module_cases import assert_close_to_reference, case_inputs, fused, raw_args, reference_run, run, size
+from att_module_cases import assert_close_to_reference, case_inputs, fused, raw_args, size
 from op_checks import (BACKEND_DEVICE, INTERPRETED, assert_compiled_matches_eager, backends_and_devices,
                        fused_backends, rel_err)
 from trgnet_fast.model.attention import AttModule
@@ -132,20 +132,7 @@ def test_encoder_backward_returns_an_empty_values_gradient(ops, backend):
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_16bit_forward_and_grads(backend):
-    """fp16 inputs (fp32 statistics and states): output and gradients within 2x the error of the reference run in
-    fp16 against the float64 reference (+1e-3 at this small size)."""
-    inputs = case_inputs(CASES["dec-d2-mask"], device=BACKEND_DEVICE[backend])
-    inputs = {k: (v.half().double() if isinstance(v, torch.Tensor) and v.is_floating_point() and k != "alpha" else v)
-              for k, v in inputs.items()}  # the float64 reference sees exactly the fp16 values
-    grad_out = torch.randn_like(inputs["x"]).half().double()
-    ref_out, ref_grads = reference_run(inputs, grad_out)
-    low_out, low_grads = reference_run(inputs, grad_out, torch.float16)
-    out, grads = run(fused(backend), inputs, grad_out, torch.float16)
-    assert out.dtype == torch.float16
-    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out) + 1e-3
-    for name, g in grads.items():
-        assert g.dtype == (torch.float32 if name == "alpha" else torch.float16), name
-        assert rel_err(g, ref_grads[name]) <= 2 * rel_err(low_grads[name], ref_grads[name]) + 1e-3, name
+    CASES_OF_OP.assert_16bit_forward_and_grads(CASES["dec-d2-mask"], backend, BACKEND_DEVICE[backend])
 
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
