@@ -175,6 +175,24 @@ def _am_reduce_state_kernel(kv_ws_ptr, ks_ws_ptr, kv_ptr, ks_ptr, stats_ws_ptr, 
 
 
 @triton.jit
+def _recompute_attention(x_ptr, mask_ptr, seed_ptr, cw_ptr, cb_ptr, wq_ptr, bq_ptr, kv_ptr, kse, mean, rstd, n, row,
+                         start, t_loc, length, dil, rc, c_ok, C, D, T, thr1, s1_hi, s1_lo, thr2, s2_hi, s2_lo,
+                         HAS_MASK: tl.constexpr, DROP1: tl.constexpr, DROP2: tl.constexpr, ACC: tl.constexpr):
+    """The layer up to the attention output for one tile, as the output kernel and the query-side backward both
+    need it: o (conv + ReLU), the x tile, q (normalised), phi(Q), a and its denominator, the frame mask m, the
+    attention dropout's keep-and-scale times m (r1 m) and the module dropout's keep-and-scale r2."""
+    o, xc = _conv_relu(x_ptr, cw_ptr, cb_ptr, row, start, t_loc, length, dil, rc, c_ok, C, T, ACC)
+    q = (o - mean[:, None]) * rstd[:, None]
+    phiq, a, den = _attend(q, wq_ptr, bq_ptr, kv_ptr, kse, n, rc, c_ok, t_loc < length, C, D, ACC)
+    m = _frame_mask(mask_ptr, row, start, t_loc, length, T, HAS_MASK, ACC)[None, :]
+    r1m = _keep_scale(seed_ptr, row, start, t_loc, rc, C, T, thr1, _two_floats(s1_hi, s1_lo, ACC), ATTENTION_STREAM,
+                      DROP1, ACC) * m
+    r2 = _keep_scale(seed_ptr, row, start, t_loc, rc, C, T, thr2, _two_floats(s2_hi, s2_lo, ACC), MODULE_STREAM,
+                     DROP2, ACC)
+    return o, xc, q, phiq, a, den, m, r1m, r2
+
+
+@triton.jit
 def _am_fwd_output_kernel(x_ptr, mask_ptr, cu_ptr, seed_ptr, cw_ptr, cb_ptr, wq_ptr, bq_ptr, wo_ptr, bo_ptr,
                           wc_ptr, bc_ptr, alpha_ptr, stats_ptr, kv_ptr, ks_ptr, out_ptr,
                           C, D, T, N, dil, TPP, n_chunks, eps_hi, eps_lo, thr1, s1_hi, s1_lo, thr2, s2_hi, s2_lo,
@@ -192,15 +210,11 @@ def _am_fwd_output_kernel(x_ptr, mask_ptr, cu_ptr, seed_ptr, cw_ptr, cb_ptr, wq_
     for i in tl.range(0, _tiles_in_chunk(chunk, end - start, TPP, BT), disable_licm=True):  # weights reloaded per tile
         t_loc = _tile_frames(chunk, i, TPP, BT)
         if (chunk * TPP + i) * BT < length:
-            o, xc = _conv_relu(x_ptr, cw_ptr, cb_ptr, row, start, t_loc, length, dil, rc, c_ok, C, T, ACC)
-            q = (o - mean[:, None]) * rstd[:, None]
-            phiq, a, den = _attend(q, wq_ptr, bq_ptr, kv_ptr, kse, n, rc, c_ok, t_loc < length, C, D, ACC)
-            m = _frame_mask(mask_ptr, row, start, t_loc, length, T, HAS_MASK, ACC)[None, :]
-            r1 = _keep_scale(seed_ptr, row, start, t_loc, rc, C, T, thr1, _two_floats(s1_hi, s1_lo, ACC),
-                             ATTENTION_STREAM, DROP1, ACC)
-            r2 = _keep_scale(seed_ptr, row, start, t_loc, rc, C, T, thr2, _two_floats(s2_hi, s2_lo, ACC),
-                             MODULE_STREAM, DROP2, ACC)
-            u = alpha * (_linear(wo_ptr, bo_ptr, a, rc, c_ok, C, ACC) * r1 * m) + o
+            o, xc, q, phiq, a, den, m, r1m, r2 = _recompute_attention(
+                x_ptr, mask_ptr, seed_ptr, cw_ptr, cb_ptr, wq_ptr, bq_ptr, kv_ptr, kse, mean, rstd, n, row, start,
+                t_loc, length, dil, rc, c_ok, C, D, T, thr1, s1_hi, s1_lo, thr2, s2_hi, s2_lo, HAS_MASK, DROP1, DROP2,
+                ACC)
+            u = alpha * (_linear(wo_ptr, bo_ptr, a, rc, c_ok, C, ACC) * r1m) + o
             out = (xc + _linear(wc_ptr, bc_ptr, u, rc, c_ok, C, ACC) * r2) * m
         else:
             out = tl.zeros((CP, BT), ACC)
@@ -239,14 +253,10 @@ def _am_bwd_query_kernel(g_ptr, x_ptr, mask_ptr, cu_ptr, seed_ptr, cw_ptr, cb_pt
     dalpha = tl.zeros((CP,), ACC)
     for i in tl.range(0, _tiles_in_chunk(chunk, length, TPP, BT), disable_licm=True):  # weights reloaded per tile
         t_loc = _tile_frames(chunk, i, TPP, BT)
-        o, x_mid = _conv_relu(x_ptr, cw_ptr, cb_ptr, row, start, t_loc, length, dil, rc, c_ok, C, T, ACC)
-        q = (o - mean[:, None]) * rstd[:, None]
-        phiq, a, den = _attend(q, wq_ptr, bq_ptr, kv_ptr, kse, n, rc, c_ok, t_loc < length, C, D, ACC)
-        m = _frame_mask(mask_ptr, row, start, t_loc, length, T, HAS_MASK, ACC)[None, :]
-        r1m = _keep_scale(seed_ptr, row, start, t_loc, rc, C, T, thr1, _two_floats(s1_hi, s1_lo, ACC),
-                          ATTENTION_STREAM, DROP1, ACC) * m
-        r2m = _keep_scale(seed_ptr, row, start, t_loc, rc, C, T, thr2, _two_floats(s2_hi, s2_lo, ACC),
-                          MODULE_STREAM, DROP2, ACC) * m
+        o, x_mid, q, phiq, a, den, m, r1m, r2 = _recompute_attention(
+            x_ptr, mask_ptr, seed_ptr, cw_ptr, cb_ptr, wq_ptr, bq_ptr, kv_ptr, kse, mean, rstd, n, row, start, t_loc,
+            length, dil, rc, c_ok, C, D, T, thr1, s1_hi, s1_lo, thr2, s2_hi, s2_lo, HAS_MASK, DROP1, DROP2, ACC)
+        r2m = r2 * m
         wo = _load_matrix(wo_ptr, rc, c_ok, C, 1).to(ACC)
         p = (_mm(wo, a, ACC) + _load_vector(bo_ptr, rc, c_ok, ACC)[:, None]) * r1m
         # the module's output side: out = (x + (W_c u + b_c) r2) m, u = alpha p + o (g is 0 outside the sequence)
