@@ -136,7 +136,9 @@ def build_trainer_step(n: int, t: int, backend: str, seed: int = 0, model_overri
                               aug_gen=torch.Generator().manual_seed(seed * 1000 + 17),
                               joint_graph=inputs["joint_graph"])
     batch = {k: inputs[k] for k in ("x", "labels", "boundary", "mask")}
-    batch["max_segments"] = segment_capacity(batch["labels"])  # as the collate adds it
+    # as the training collate adds them, on the CPU in the loader's workers
+    batch["max_segments"] = segment_capacity(batch["labels"])
+    batch["loss_targets"] = criterion.target_builder()(batch["labels"], batch["mask"], batch["max_segments"])
     return TrainerStep(trainer, batch)
 
 
@@ -250,7 +252,7 @@ def loss_saved_bytes_real(criterion: nn.Module, outputs, batch: dict) -> dict[st
     recorder = SavedTensorRecorder(lambda: LOSS)
     with recorder.hooks():
         losses = criterion(outputs, batch["x"], batch["labels"], batch["boundary"], batch["mask"],
-                           max_segments=batch["max_segments"])
+                           max_segments=batch["max_segments"], targets=batch["loss_targets"])
     gc.collect()
     per_block = recorder.live_bytes(storage_keys(module_state(criterion) + [outputs[3]]))
     del losses  # alive until the bytes were read

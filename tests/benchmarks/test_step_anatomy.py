@@ -201,8 +201,8 @@ def test_the_whole_step_issues_no_host_sync(tiny_result):
 
 
 def test_check_no_sync_passes_the_step_and_fails_a_batch_without_a_segment_bound(tmp_path, capsys, monkeypatch):
-    """The CLI's --check-no-sync: exit 0 on the trainer's step; a batch that lacks the collate's max_segments
-    makes the loss count segments with nonzero, and the check names it."""
+    """The CLI's --check-no-sync: exit 0 on the trainer's step; a batch that lacks the collate's loss targets and
+    max_segments makes the loss count segments with nonzero, and the check names it."""
     monkeypatch.setattr(step_anatomy, "measure_backend", measure_tiny)
     argv = ["--backends", "torch", "--n", "1", "--t", "64", "--no-saved", "--check-no-sync", "--out", str(tmp_path)]
     assert step_anatomy.main(argv) == 0
@@ -213,7 +213,7 @@ def test_check_no_sync_passes_the_step_and_fails_a_batch_without_a_segment_bound
 
     def without_bound(*args, **kwargs):
         parts = build(*args, **kwargs)
-        del parts.batch["max_segments"]
+        del parts.batch["max_segments"], parts.batch["loss_targets"]
         return parts
     monkeypatch.setattr(step_anatomy, "build_trainer_step", without_bound)
     assert step_anatomy.main(argv) == 1

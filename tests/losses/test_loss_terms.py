@@ -5,8 +5,7 @@ import torch
 
 from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 from trgnet_fast.losses import (aris_absolute, aris_relative, boundary_bce, boundary_pos_weight, cross_entropy,
-                                extract_segments, gs_tmse, gs_tmse_pairs, kl_loss, relative_similarity, repeat_pairs,
-                                segment_means)
+                                extract_segments, gs_tmse, kl_loss, relative_similarity, segment_means)
 
 F64 = dict(dtype=torch.float64)
 
@@ -232,12 +231,22 @@ def test_relative_distance_gradient_matches_loop(ref, gen):
     _close(f1.grad, torch.nan_to_num(f2.grad), tol=1e-8)
 
 
-@pytest.mark.parametrize("times", [1, 2, 3])
-def test_repeated_pairs_are_the_pairs_of_the_repeated_batch(ref, gen, times):
-    """repeat_pairs (the logit stages stacked along N) equals gs_tmse_pairs of the batch repeated along N."""
-    labels, _ = ref.random_labels(3, 17, 4, gen, mid_ignore=True)
-    x = torch.randn(3, 2, 5, 17, generator=gen, dtype=torch.float64)
-    got = repeat_pairs(gs_tmse_pairs(x, labels), times)
-    expected = gs_tmse_pairs(x.repeat(times, 1, 1, 1), labels.repeat(times, 1))
-    for name, a, b in zip(expected._fields, got, expected):
-        assert torch.equal(a, b), name
+@pytest.mark.parametrize("over", ["time", "classes"])
+@pytest.mark.parametrize("stages", [1, 2, 3])
+def test_stacked_stages_are_the_mean_over_stages(ref, gen, over, stages):
+    """gs_tmse of (S, N, K, T) stacked logits and boundary_bce of (S, N, 1, T) stacked boundary logits (the loss's
+    stages as one batch) equal the mean of the per-stage values, and so do their gradients (float64)."""
+    n, k, t = 3, 4, 17
+    labels, lengths = ref.random_labels(n, t, k, gen, mid_ignore=True)
+    mask = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]
+    x = torch.randn(n, 2, 5, t, generator=gen, **F64)
+    z = (3 * torch.randn(stages, n, k, t, generator=gen, **F64)).requires_grad_(True)
+    b = (2 * torch.randn(stages, n, 1, t, generator=gen, **F64)).requires_grad_(True)
+    y = (torch.rand(n, 1, t, generator=gen) < 0.3).double() * mask
+    got = gs_tmse(z, x, labels, log_softmax_over=over) + boundary_bce(b, y, mask, 7.5)
+    expect = sum(gs_tmse(z[s], x, labels, log_softmax_over=over) + boundary_bce(b[s], y, mask, 7.5)
+                 for s in range(stages)) / stages
+    _close(got, expect, tol=1e-12)
+    got_grads = torch.autograd.grad(got, (z, b))
+    for g, e in zip(got_grads, torch.autograd.grad(expect, (z, b))):
+        assert _rel(g, e) <= 1e-12

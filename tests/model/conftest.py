@@ -64,3 +64,25 @@ def make_model():
 def make_joint_graph():
     """The ``text_joint_graph`` factory."""
     return text_joint_graph
+
+
+def saved_storage_bytes(run, exclude: torch.Tensor | None = None) -> int:
+    """Bytes of the distinct storages autograd saves for the backward of ``run()``, without ``exclude``'s storage."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    if exclude is not None:
+        storages.pop(exclude.untyped_storage().data_ptr(), None)
+    return sum(storages.values())
+
+
+@pytest.fixture
+def saved_bytes():
+    """The ``saved_storage_bytes`` counter."""
+    return saved_storage_bytes

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trgnet_fast.model import attention as attention_module
+from trgnet_fast.model import dropout_seeds as dropout_seeds_module
 from trgnet_fast.model.attention import AttModule, LinearAttention
 from trgnet_fast.model.spatial import CTRGC, MultiScaleGraphConv
 from trgnet_fast.model.temporal import DilatedResidualLayer, SpatialFeatureInjection
@@ -224,8 +225,8 @@ def test_torch_path_keeps_nn_dropout_unless_hashed(monkeypatch):
     """By default the torch path draws its masks with nn.Dropout (the published computation) and no seed; with
     ``dropout_masks = "hashed"`` it draws one seed per call and hashes it."""
     drawn = []
-    monkeypatch.setattr(attention_module, "draw_dropout_seed",
-                        lambda device: drawn.append(device) or torch.tensor([3], device=device))
+    monkeypatch.setattr(dropout_seeds_module, "draw_dropout_seeds",
+                        lambda device, count=1: drawn.append(device) or torch.full((count,), 3, device=device))
     module = AttModule(2, 16, "encoder", 1.0).train()
     module.backend = "torch"
     x, mask = torch.randn(2, 16, 7), torch.ones(2, 1, 7)

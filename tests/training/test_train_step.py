@@ -6,6 +6,7 @@ import torch
 
 from train_helpers import tiny_overrides
 from trgnet_fast.host_sync import HostSyncError, NoHostSync
+from trgnet_fast.losses import LossTargets
 from trgnet_fast.training import Trainer, load_config
 from trgnet_fast.training.data import train_loader
 from trgnet_fast.training.trainer import LOSS_KEYS
@@ -26,7 +27,7 @@ def trainer_and_batch(tiny_data, tmp_path):
     cfg = load_config("synthetic", tiny_overrides(tiny_data, str(tmp_path / "out"), extra=extra))
     trainer = Trainer(cfg, log=lambda m: None, progress=False)
     trainer.setup()
-    loader, _ = train_loader(trainer.splits["train"], cfg, 0, 1)
+    loader, _ = train_loader(trainer.splits["train"], cfg, 0, 1, loss_targets=trainer.criterion.target_builder())
     return trainer, next(iter(loader))
 
 
@@ -41,8 +42,10 @@ def test_a_training_step_from_the_loader_issues_no_host_sync(trainer_and_batch):
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))  # it did train
     terms = dict(zip(LOSS_KEYS, result.tolist()))
     assert terms["aris_abs"] > 0 and terms["aris_rel"] > 0 and np.isfinite(list(terms.values())).all()
-    # the guard holds the step to it: without the collate's segment bound the loss counts segments on the host
-    del batch["max_segments"]
+    # the guard holds the step to it: without the collate's loss targets and segment bound the loss counts segments
+    # on the host
+    assert isinstance(batch["loss_targets"], LossTargets)
+    del batch["max_segments"], batch["loss_targets"]
     with pytest.raises(HostSyncError, match="nonzero"):
         with NoHostSync(host_tensors=counters):
             trainer.train_step(batch)

@@ -20,7 +20,7 @@ def segment_capacity(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, min
     return max(int(minimum), 1 << max(runs - 1, 0).bit_length())
 
 
-def collate(batch: list[dict]) -> dict:
+def collate(batch: list[dict], loss_targets=None) -> dict:
     """Stack dataset items into a padded batch.
 
     batch: list of N items with ``feature`` (C, V, T_i) float, ``label`` (T_i,) int, ``boundary`` (T_i,) float,
@@ -34,6 +34,9 @@ def collate(batch: list[dict]) -> dict:
         names     list of N str
         max_segments  int: a static bound on the batch's ARIS segments (``segment_capacity``), counted here
                   on the CPU so that the training step needs no host sync for it
+        loss_targets  with ``loss_targets`` (a callable, ``TRGNetLoss.target_builder()``): its result for
+                  (labels, mask, max_segments), the loss's labels-only part, built here on the CPU
+                  (docs/model.md#loss-targets)
     """
     if not batch:
         raise ValueError("collate: empty batch")
@@ -57,5 +60,8 @@ def collate(batch: list[dict]) -> dict:
         labels[i, :L] = item["label"]
         boundary[i, 0, :L] = item["boundary"]
     mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]
-    return {"x": x, "labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
-            "names": [item.get("name", "") for item in batch], "max_segments": segment_capacity(labels)}
+    out = {"x": x, "labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
+           "names": [item.get("name", "") for item in batch], "max_segments": segment_capacity(labels)}
+    if loss_targets is not None:
+        out["loss_targets"] = loss_targets(labels, mask, out["max_segments"])
+    return out

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 from trgnet_fast.data.labels import IGNORE_INDEX
 
-__all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "GsTmsePairs", "repeat_pairs",
-           "boundary_bce", "boundary_pos_weight", "kl_loss", "aris_absolute", "aris_relative", "pairwise_distance",
+__all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "gs_tmse_weights", "GsTmsePairs",
+           "boundary_bce", "boundary_frame_weight", "boundary_pos_weight", "KLTarget", "kl_target", "kl_divergence",
+           "kl_loss", "aris_absolute", "absolute_target", "aris_relative", "relative_target", "pairwise_distance",
            "relative_similarity"]
 
 
@@ -23,10 +24,8 @@ def _acc(x: torch.Tensor) -> torch.Tensor:
 
 
 def frame_log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """(N, K, T) logits → (N·T, K) log-probabilities over classes, frame-major and contiguous
-    (the class reduction then runs over contiguous memory; rows are gathered cheaply)."""
-    n, k, t = logits.shape
-    return F.log_softmax(_acc(logits).transpose(1, 2).reshape(n * t, k), dim=1)
+    """(..., K, T) logits → (..., K, T) log-probabilities over the classes (dim -2), in float32 / float64."""
+    return F.log_softmax(_acc(logits), dim=-2)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None = None,
@@ -40,7 +39,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_weight: torc
     if log_probs is None:
         log_probs = frame_log_probs(logits)
     w = None if class_weight is None else class_weight.to(log_probs.dtype)
-    return F.nll_loss(log_probs, labels.reshape(-1), weight=w, ignore_index=ignore_index)
+    return F.nll_loss(log_probs, labels, weight=w, ignore_index=ignore_index)
 
 
 def _next_valid_index(valid: torch.Tensor) -> torch.Tensor:
@@ -56,68 +55,62 @@ def _next_valid_index(valid: torch.Tensor) -> torch.Tensor:
 
 
 class GsTmsePairs(NamedTuple):
-    """The logits-independent part of GS-TMSE (see :func:`gs_tmse_pairs`); N·T frames, frame-major.
+    """The labels-only part of GS-TMSE (see :func:`gs_tmse_pairs`) for a batch of N samples of T frames.
 
-    next_flat (N·T,) long: flat index of the next valid frame of the same row (the frame itself where there
-    is none); weight (N·T,): Gaussian similarity of the pair (frame, next valid frame), 0 where the frame
-    starts no pair; count (N,) long: pairs per sample; first (N, T) bool: frames that start a pair (every
-    valid frame but a row's last); second (N, T) bool: frames that end a pair (every valid frame but a row's
-    first).
+    next_frame (N, 1, T) long: time index of the next valid frame of the same row (the frame itself where there
+    is none); weight (N, T) float: 1 / (N · pairs of the sample) on the frames that start a pair (every valid
+    frame but a row's last), 0 elsewhere — the per-sample mean and the batch mean in one factor;
+    time_bias (2, N, 1, T) float: [0] 0 on the frames that end a pair, [1] on those that start one, -inf elsewhere
+    (a row without such frames: 0 everywhere — finite, and only ever used with weight 0), added to logits before
+    the time-axis logsumexp (both in one op).
     """
 
-    next_flat: torch.Tensor
+    next_frame: torch.Tensor
     weight: torch.Tensor
-    count: torch.Tensor
-    first: torch.Tensor
-    second: torch.Tensor
+    time_bias: torch.Tensor
 
 
-def gs_tmse_pairs(x: torch.Tensor, labels: torch.Tensor, sigma: float = 1.0,
-                  ignore_index: int = IGNORE_INDEX) -> GsTmsePairs:
-    """The pairs of consecutive valid frames of each sample and their Gaussian similarity weights, shared
-    by all logit stages. x: (N, C, V, T) raw model input; labels: (N, T)."""
+def _frame_bias(frames: torch.Tensor, dtype) -> torch.Tensor:
+    """(..., N, T) bool → (..., N, 1, T): 0 on ``frames``, -inf elsewhere; a row without frames takes every frame."""
+    frames = frames | ~frames.any(-1, keepdim=True)
+    return torch.zeros(frames.shape, dtype=dtype, device=frames.device).masked_fill(~frames, float("-inf"))[..., None, :]
+
+
+def gs_tmse_pairs(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                  dtype: torch.dtype = torch.float32) -> GsTmsePairs:
+    """The pairs of consecutive valid frames of each sample, from the labels (N, T) only; float parts in ``dtype``."""
     n, t = labels.shape
     valid = labels != ignore_index
     nxt = _next_valid_index(valid)
     has_pair = valid & (nxt < t)  # frame u is the first of a compacted pair (u, nxt[u])
-    rows = torch.arange(n, device=labels.device)[:, None] * t
-    own = rows + torch.arange(t, device=labels.device)
-    next_flat = torch.where(has_pair, rows + nxt, own).reshape(-1)
-    s = _acc(x).detach().reshape(n, -1, t).transpose(1, 2).reshape(n * t, -1)  # (N·T, C·V)
-    dist = torch.linalg.vector_norm(s.index_select(0, next_flat) - s, dim=1)
-    w = torch.exp(-dist / (2.0 * sigma * sigma)) * has_pair.reshape(-1)
+    own = torch.arange(t, device=labels.device).expand(n, t)
     second = valid & (valid.long().cumsum(1) > 1)
-    return GsTmsePairs(next_flat, w, has_pair.sum(1), has_pair, second)
+    weight = has_pair.to(dtype) / (has_pair.sum(1, keepdim=True).clamp(min=1).to(dtype) * max(n, 1))
+    return GsTmsePairs(torch.where(has_pair, nxt, own)[:, None], weight,
+                       _frame_bias(torch.stack([second, has_pair]), dtype))
 
 
-def repeat_pairs(pairs: GsTmsePairs, times: int) -> GsTmsePairs:
-    """The pairs of a batch of N samples for the batch repeated ``times`` times along N (the logit stages stacked:
-    sample s·N + n is sample n), without recomputing the similarity weights."""
-    if times == 1:
-        return pairs
-    frames = pairs.first.numel()  # N·T
-    offsets = torch.arange(times, device=pairs.next_flat.device)[:, None] * frames
-    return GsTmsePairs((pairs.next_flat[None, :] + offsets).reshape(-1), pairs.weight.repeat(times),
-                       pairs.count.repeat(times), pairs.first.repeat(times, 1), pairs.second.repeat(times, 1))
-
-
-def _masked_logsumexp(z: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """(N, K): logsumexp over the frames of ``frames`` (N, T) of z (N, K, T). A row without frames takes
-    every frame instead (finite, and only ever used with weight 0), so no -inf enters a gradient."""
-    frames = frames | ~frames.any(1, keepdim=True)
-    return z.masked_fill(~frames[:, None, :], float("-inf")).logsumexp(2)
+def gs_tmse_weights(x: torch.Tensor, pairs: GsTmsePairs, sigma: float = 1.0) -> torch.Tensor:
+    """(N, T) Gaussian similarity exp(-‖x[..., v] - x[..., u]‖₂ / (2σ²)) of every pair (u, v) times the pair's
+    ``pairs.weight``, 0 where no pair starts; x: (N, C, V, T) raw model input (no gradient flows into it)."""
+    n, t = x.shape[0], x.shape[-1]
+    s = _acc(x).detach().reshape(n, -1, t)  # (N, C·V, T)
+    dist = torch.linalg.vector_norm(s.gather(2, pairs.next_frame.expand_as(s)) - s, dim=1)
+    return torch.exp(dist * (-1.0 / (2.0 * sigma * sigma))) * pairs.weight.to(dist.dtype)
 
 
 def gs_tmse(logits: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, threshold: float = 4.0,
             sigma: float = 1.0, ignore_index: int = IGNORE_INDEX, log_softmax_over: str = "time",
-            log_probs: torch.Tensor | None = None, pairs: GsTmsePairs | None = None) -> torch.Tensor:
+            log_probs: torch.Tensor | None = None, pairs: GsTmsePairs | None = None,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
     """GS-TMSE: Gaussian-similarity-weighted, clamped temporal MSE of log-softmaxed logits
     (docs/model.md#gs-tmse).
 
-    logits: (N, K, T); x: (N, C, V, T) raw (augmented) model input, the similarity source (no gradient
-    flows into x); labels: (N, T) long, ``ignore_index`` frames are removed per sample (compaction, order
-    kept). Per sample, with z (K, T') its compacted logits and (u, v) the T'−1 pairs of consecutive
-    compacted frames: w = exp(-‖x[:, :, v] - x[:, :, u]‖₂ / (2σ²)), ℓ_k = min((a_k,v - b_k,u)², threshold²),
+    logits: (N, K, T), or (S, N, K, T) for S stages sharing the labels (the mean over stages); x: (N, C, V, T)
+    raw (augmented) model input, the similarity source (no gradient flows into x); labels: (N, T) long,
+    ``ignore_index`` frames are removed per sample (compaction, order kept). Per sample, with z (K, T') its
+    compacted logits and (u, v) the T'−1 pairs of consecutive compacted frames:
+    w = exp(-‖x[:, :, v] - x[:, :, u]‖₂ / (2σ²)), ℓ_k = min((a_k,v - b_k,u)², threshold²),
     loss_n = mean over (k, pair) of w·ℓ_k; result = mean over the batch. a and b are log-softmaxes:
 
     * ``log_softmax_over="time"`` (the published code): a = log_softmax of z[:, 1:] and b = log_softmax of
@@ -125,45 +118,55 @@ def gs_tmse(logits: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, thresho
     * ``log_softmax_over="classes"``: a = b = log_softmax of z over classes, per frame (MS-TCN's TMSE).
 
     A sample with fewer than two valid frames has no pair and contributes 0 (the published code would
-    produce NaN). log_probs: optional precomputed ``frame_log_probs(logits)`` (classes only); pairs:
-    optional precomputed ``gs_tmse_pairs(x, labels, sigma, ignore_index)``.
+    produce NaN). log_probs: optional precomputed ``frame_log_probs(logits)`` (classes only); pairs: optional
+    precomputed ``gs_tmse_pairs(labels, ignore_index)``; weights: optional ``gs_tmse_weights(x, pairs, sigma)``
+    (the pair weights of the mean folded in).
     """
-    n, k, t = logits.shape
+    k, t = logits.shape[-2:]
     if pairs is None:
-        pairs = gs_tmse_pairs(x, labels, sigma, ignore_index)
+        pairs = gs_tmse_pairs(labels, ignore_index, _acc(logits).dtype)
+    if weights is None:
+        weights = gs_tmse_weights(x, pairs, sigma)
+    next_frame = pairs.next_frame.expand(logits.shape)
     if log_softmax_over == "classes":
         lp = frame_log_probs(logits) if log_probs is None else log_probs
-        diff = lp.index_select(0, pairs.next_flat) - lp
+        diff = lp.gather(-1, next_frame) - lp
     elif log_softmax_over == "time":
         z = _acc(logits)
         # a_k,v - b_k,u = (z_k,v - z_k,u) - (lse over the second frames - lse over the first frames)
-        shift = _masked_logsumexp(z, pairs.second) - _masked_logsumexp(z, pairs.first)  # (N, K)
-        zf = z.transpose(1, 2).reshape(n * t, k)
-        diff = (zf.index_select(0, pairs.next_flat) - zf).reshape(n, t, k) - shift[:, None, :]
-        diff = diff.reshape(n * t, k)
+        lse = (z.unsqueeze(-4) + pairs.time_bias.to(z.dtype)).logsumexp(-1)  # (..., 2, N, K)
+        shift = lse.select(-3, 0) - lse.select(-3, 1)
+        diff = z.gather(-1, next_frame) - z - shift[..., None]
     else:
         raise ValueError(f"log_softmax_over: expected 'time' or 'classes', got {log_softmax_over!r}")
-    sq = diff.pow(2).clamp(max=threshold * threshold)
-    per_frame = (sq.sum(1) * pairs.weight.to(sq.dtype)).reshape(n, t)
-    per_sample = per_frame.sum(1) / (pairs.count.clamp(min=1).to(sq.dtype) * k)
-    return per_sample.mean()
+    sq = diff.square().clamp(max=threshold * threshold)
+    stages = sq.numel() // max(weights.numel() * k, 1)
+    return (sq.sum(-2) * weights.to(sq.dtype)).sum() / (k * max(stages, 1))
+
+
+def boundary_frame_weight(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, 1, T) weight of every frame's BCE: mask / (N · max(valid frames of the sample, 1))."""
+    m = mask.to(dtype)
+    return m / (m.sum(dim=(1, 2), keepdim=True).clamp(min=1) * max(m.shape[0], 1))
 
 
 def boundary_bce(boundary_logits: torch.Tensor, boundary: torch.Tensor, mask: torch.Tensor,
-                 pos_weight: torch.Tensor | float) -> torch.Tensor:
+                 pos_weight: torch.Tensor | float, frame_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Boundary loss (docs/model.md#boundary-loss): BCEWithLogits(pos_weight), mean over each sample's
     valid frames, summed and divided by N.
 
-    boundary_logits, boundary, mask: (N, 1, T); pos_weight: scalar (float or 0-d / (1,) tensor).
+    boundary_logits: (N, 1, T), or (S, N, 1, T) for S stages (the mean over stages); boundary, mask: (N, 1, T);
+    pos_weight: scalar (float or 0-d / (1,) tensor); frame_weight: optional ``boundary_frame_weight(mask)``.
     """
     z = _acc(boundary_logits)
     if not torch.is_tensor(pos_weight):
         pos_weight = torch.tensor(float(pos_weight), device=z.device, dtype=z.dtype)
-    per = F.binary_cross_entropy_with_logits(z, boundary.to(z.dtype), reduction="none",
+    if frame_weight is None:
+        frame_weight = boundary_frame_weight(mask, z.dtype)
+    per = F.binary_cross_entropy_with_logits(z, boundary.to(z.dtype).expand_as(z), reduction="none",
                                              pos_weight=pos_weight.to(z.dtype))
-    m = mask.to(z.dtype)
-    per_sample = (per * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp(min=1)
-    return per_sample.sum() / z.shape[0]
+    stages = z.numel() // max(boundary.numel(), 1)
+    return (per * frame_weight.to(z.dtype)).sum() / max(stages, 1)
 
 
 def boundary_pos_weight(boundary_arrays: Iterable, sources: Iterable[str] | None = None) -> float:
@@ -201,9 +204,54 @@ def boundary_pos_weight(boundary_arrays: Iterable, sources: Iterable[str] | None
     return total / positive
 
 
-def _pair_mask(valid: torch.Tensor | None) -> torch.Tensor | None:
-    """(M, M) bool: both segments real; None if every slot is (``valid`` None)."""
-    return None if valid is None else valid[:, None] & valid[None, :]
+# a dropped column of a KL prediction: exp underflows to exactly 0, and 0 · (its log-softmax) stays 0 (with -inf
+# it would be 0 · -inf = NaN)
+_DROPPED = -1e30
+
+
+class KLTarget(NamedTuple):
+    """The prediction-independent part of the published KLLoss over the rows of an (M, M) matrix (:func:`kl_target`).
+
+    weight (M, M): q = row-softmax(temperature · target) on the pairs of valid slots, 0 elsewhere; log_weight
+    (M, M): log q there, 0 elsewhere; bias (M, M): 0, or a large negative number on the columns a prediction
+    row drops (a real row's padding columns); rows (): the number of valid rows (≥ 1), the mean's divisor.
+    """
+
+    weight: torch.Tensor
+    log_weight: torch.Tensor
+    bias: torch.Tensor
+    rows: torch.Tensor
+
+
+def _pair_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(M, M) bool: both segments real."""
+    return valid[:, None] & valid[None, :]
+
+
+def kl_target(target: torch.Tensor, temperature: float = 10.0, valid: torch.Tensor | None = None,
+              dtype: torch.dtype | None = None) -> KLTarget:
+    """The KL target of an (M, M) ``target`` matrix (:class:`KLTarget`); valid: optional (M,) bool, False for
+    padding slots (``extract_segments(max_segments=...)``); dtype: of the float parts (default: target's, at
+    least float32)."""
+    target = temperature * target.to(dtype or _acc(target).dtype)
+    m = target.shape[0]
+    if valid is None:
+        valid = torch.ones(m, dtype=torch.bool, device=target.device)
+    pair = _pair_mask(valid)
+    # a padding row keeps its columns (finite, then weighted 0); a real row loses the padding columns
+    dropped = ~(pair | ~valid[:, None])
+    log_q = F.log_softmax(target.masked_fill(dropped, float("-inf")), dim=1)
+    log_weight = torch.where(pair, log_q, 0.0)  # where, not a product: dropped entries hold -inf
+    return KLTarget(torch.where(pair, log_q.exp(), 0.0), log_weight, torch.where(dropped, _DROPPED, 0.0).to(target.dtype),
+                    valid.sum().clamp(min=1).to(target.dtype))
+
+
+def kl_divergence(pred: torch.Tensor, target: KLTarget) -> torch.Tensor:
+    """Published "KLLoss" of (..., M, M) predictions against one target: (1/M')·Σ_i KL(q_i ‖ p_i) over the valid
+    rows i and columns, log p = row-log-softmax(pred); (...) values, 0 for M = 0."""
+    log_p = F.log_softmax(pred + target.bias.to(pred.dtype), dim=-1)
+    terms = target.weight.to(pred.dtype) * (target.log_weight.to(pred.dtype) - log_p)
+    return terms.sum((-2, -1)) / target.rows.to(pred.dtype)
 
 
 def kl_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 10.0,
@@ -215,38 +263,36 @@ def kl_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 10.0,
     that of the (M', M') submatrix of the valid rows and columns, M' = valid.sum(), and padding gets no
     gradient.
     """
-    m = pred.shape[0]
     pred = _acc(pred)
-    target = temperature * target.to(pred.dtype)
-    pair = _pair_mask(valid)
-    if pair is not None:
-        # a padding row keeps its columns (finite, then dropped); a real row loses the padding columns
-        dropped = ~(pair | ~valid[:, None])
-        target, pred = target.masked_fill(dropped, float("-inf")), pred.masked_fill(dropped, float("-inf"))
-    log_q = F.log_softmax(target, dim=1)
-    log_p = F.log_softmax(pred, dim=1)
-    terms = log_q.exp() * (log_q - log_p)
-    if pair is None:
-        return terms.sum() / max(m, 1)
-    # where, not a product with the mask: dropped columns hold 0·(-inf − -inf) = NaN
-    return torch.where(pair, terms, 0.0).sum() / valid.sum().clamp(min=1).to(pred.dtype)
+    return kl_divergence(pred, kl_target(target, temperature, valid, pred.dtype))
 
 
 def aris_absolute(segment_features: torch.Tensor, segment_labels: torch.Tensor,
                   action_embeddings: torch.Tensor, logit_scale: torch.Tensor,
-                  valid: torch.Tensor | None = None) -> torch.Tensor:
+                  valid: torch.Tensor | None = None, target: KLTarget | None = None,
+                  embeddings_normalized: bool = False) -> torch.Tensor:
     """ARIS absolute term (docs/model.md#aris-absolute) *without* its 0.8 weight:
     (KL(L_img, G) + KL(L_txt, G)) / 2.
 
     segment_features: (M, D) segment means of e0; segment_labels: (M,) long; action_embeddings:
     (K, D); logit_scale: (1,) or 0-d, used linearly. L_img = s·f̂ t̂ᵀ, L_txt = L_imgᵀ,
-    G_ij = [label_i == label_j]. valid: optional (M,) bool, False for padding slots (:func:`kl_loss`).
+    G_ij = [label_i == label_j]. valid: optional (M,) bool, False for padding slots (:func:`kl_loss`);
+    target: optional precomputed ``absolute_target(segment_labels, valid)``; embeddings_normalized: the rows of
+    action_embeddings are already t̂ (``F.normalize(action_embeddings, dim=1)``: the same values).
     """
     f = F.normalize(_acc(segment_features), dim=1)
-    e = F.normalize(action_embeddings.to(f.dtype)[segment_labels], dim=1)
+    e = action_embeddings.to(f.dtype)
+    e = e[segment_labels] if embeddings_normalized else F.normalize(e[segment_labels], dim=1)
     logits_img = logit_scale.to(f.dtype).reshape(()) * (f @ e.T)
-    g = (segment_labels[:, None] == segment_labels[None, :]).to(f.dtype)
-    return (kl_loss(logits_img, g, valid=valid) + kl_loss(logits_img.T, g, valid=valid)) / 2
+    if target is None:
+        target = absolute_target(segment_labels, valid, f.dtype)
+    return kl_divergence(torch.stack([logits_img, logits_img.T]), target).mean()
+
+
+def absolute_target(segment_labels: torch.Tensor, valid: torch.Tensor | None = None,
+                    dtype: torch.dtype = torch.float32) -> KLTarget:
+    """The KL target of the ARIS absolute term: G_ij = [label_i == label_j] (:func:`kl_target`)."""
+    return kl_target(segment_labels[:, None] == segment_labels[None, :], valid=valid, dtype=dtype)
 
 
 def pairwise_distance(f: torch.Tensor) -> torch.Tensor:
@@ -255,9 +301,11 @@ def pairwise_distance(f: torch.Tensor) -> torch.Tensor:
     return torch.cdist(f[None], f[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
 
 
-def relative_similarity(segment_features: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def relative_similarity(segment_features: torch.Tensor, valid: torch.Tensor | None = None,
+                        unpaired: torch.Tensor | None = None) -> torch.Tensor:
     """P = 1 - d / max d with d the pairwise distances of the un-normalised features
-    (docs/model.md#aris-relative); with ``valid`` (M,) bool, max d runs over pairs of valid rows only.
+    (docs/model.md#aris-relative); with ``valid`` (M,) bool, max d runs over pairs of valid rows only
+    (unpaired: optional precomputed (M, M) bool, True where a slot of the pair is padding).
 
     If max d = 0 (M = 1, or all features equal) the division is by a tiny positive number instead,
     so P = 1 everywhere (every segment is maximally similar to itself) and nothing is NaN.
@@ -265,19 +313,32 @@ def relative_similarity(segment_features: torch.Tensor, valid: torch.Tensor | No
     d = pairwise_distance(_acc(segment_features))
     if d.numel() == 0:
         return d
-    pair = _pair_mask(valid)
-    largest = (d if pair is None else d.masked_fill(~pair, 0.0)).max()
+    if unpaired is None and valid is not None:
+        unpaired = ~_pair_mask(valid)
+    # max over one dim: its backward sends the gradient to one of the tied d_ij, d_ji (the same function of the
+    # features, so the same feature gradient) in 2 ops, where a full max() splits it evenly in 7
+    largest = (d if unpaired is None else d.masked_fill(unpaired, 0.0)).flatten().max(0).values
     return 1 - d / largest.clamp(min=torch.finfo(d.dtype).tiny)
 
 
+def relative_target(segment_labels: torch.Tensor, action_graph: torch.Tensor, valid: torch.Tensor | None = None,
+                    dtype: torch.dtype = torch.float32) -> KLTarget:
+    """The KL target of the ARIS relative term: TAG_sub = TAG[label_i, label_j] (:func:`kl_target`)."""
+    tag_sub = action_graph.to(dtype)[segment_labels[:, None], segment_labels[None, :]]
+    return kl_target(tag_sub, valid=valid, dtype=dtype)
+
+
 def aris_relative(segment_features: torch.Tensor, segment_labels: torch.Tensor,
-                  action_graph: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+                  action_graph: torch.Tensor, valid: torch.Tensor | None = None,
+                  target: KLTarget | None = None, unpaired: torch.Tensor | None = None) -> torch.Tensor:
     """ARIS relative term (docs/model.md#aris-relative) *without* its 1.0 weight: KL(P, TAG_sub),
     TAG_sub = TAG[label_i, label_j].
 
     segment_features: (M, D); segment_labels: (M,) long; action_graph: (K, K) TAG; valid: optional (M,)
-    bool, False for padding slots (:func:`kl_loss`).
+    bool, False for padding slots (:func:`kl_loss`); target, unpaired: optional precomputed
+    ``relative_target(segment_labels, action_graph, valid)`` and ``~(valid_i & valid_j)``.
     """
-    p = relative_similarity(segment_features, valid)
-    tag_sub = action_graph.to(p.dtype)[segment_labels[:, None], segment_labels[None, :]]
-    return kl_loss(p, tag_sub, valid=valid)
+    p = relative_similarity(segment_features, valid, unpaired)
+    if target is None:
+        target = relative_target(segment_labels, action_graph, valid, p.dtype)
+    return kl_divergence(p, target)

@@ -4,12 +4,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trgnet_fast.data.labels import IGNORE_INDEX
-from trgnet_fast.losses.segments import extract_segments, segment_means
-from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy,
-                                      frame_log_probs, gs_tmse, gs_tmse_pairs, repeat_pairs)
+from trgnet_fast.losses.segments import segment_means
+from trgnet_fast.losses.targets import LossTargetBuilder, LossTargets
+from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy, frame_log_probs,
+                                      gs_tmse, gs_tmse_weights)
 
 
 def _check_tensor(name: str, value, dim: int | None = None) -> torch.Tensor:
@@ -75,6 +77,10 @@ class TRGNetLoss(nn.Module):
         # exact value and a float32 one the same float32 rounding as the logits
         self.register_buffer("pos_weight", torch.tensor(pos_weight, dtype=torch.float64))
         self.register_buffer("class_weight", class_weight)
+        # derived once instead of per step (not state: rebuilt after a dtype or device change): t̂ of every class,
+        # and pos_weight's float32 rounding for float32 losses
+        self.register_buffer("unit_action_embeddings", F.normalize(self.action_embeddings, dim=1), persistent=False)
+        self.register_buffer("pos_weight_float32", self.pos_weight.float(), persistent=False)
         self.lambda_b = float(lambda_b)
         self.gstmse_weight = float(gstmse_weight)
         self.aris_abs_weight = float(aris_abs_weight)
@@ -83,6 +89,12 @@ class TRGNetLoss(nn.Module):
         self.use_aris_rel = bool(use_aris_rel)
         self.published_quirks = bool(published_quirks)
         self.ignore_index = int(ignore_index)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.unit_action_embeddings = F.normalize(self.action_embeddings, dim=1)
+        self.pos_weight_float32 = self.pos_weight.float()
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -136,46 +148,81 @@ class TRGNetLoss(nn.Module):
         if tuple(mask.shape) != (n, 1, t):
             raise ValueError(f"mask: expected shape {(n, 1, t)}, got {tuple(mask.shape)}")
 
+    def target_builder(self, dtype: torch.dtype = torch.float32) -> LossTargetBuilder:
+        """The builder of this loss's labels-only part (:class:`LossTargets`), for the training collate; dtype of
+        its float parts (the loss's compute dtype: float32, or float64 for float64 outputs)."""
+        return LossTargetBuilder(self.action_graph if self.use_aris_rel else None, self.published_quirks,
+                                 self.ignore_index, self.use_aris_abs, self.use_aris_rel, dtype)
+
+    def _check_targets(self, targets, labels: torch.Tensor) -> None:
+        if not isinstance(targets, LossTargets):
+            raise ValueError(f"targets: expected LossTargets (TRGNetLoss.target_builder()), got {type(targets).__name__}")
+        n, t = labels.shape
+        next_frame = targets.pairs.next_frame
+        if tuple(next_frame.shape) != (n, 1, t) or next_frame.device != labels.device:
+            raise ValueError(f"targets: expected the targets of labels of shape {(n, t)} on {labels.device}, got "
+                             f"shape {tuple(next_frame.shape[::2])} on {next_frame.device}")
+        if (targets.segments is None) != (not (self.use_aris_abs or self.use_aris_rel)) or \
+                (targets.absolute is None) == self.use_aris_abs or (targets.relative is None) == self.use_aris_rel:
+            raise ValueError("targets: built for other ARIS switches than this loss's (use target_builder())")
+
     def forward(self, outputs, x: torch.Tensor, labels: torch.Tensor, boundary: torch.Tensor,
-                mask: torch.Tensor, max_segments: int | None = None) -> dict[str, torch.Tensor]:
+                mask: torch.Tensor, max_segments: int | None = None,
+                targets: LossTargets | None = None) -> dict[str, torch.Tensor]:
         """outputs: the model's train-mode tuple ([logits (N,K,T)...], [b (N,1,T)...], [e (N,D,T)...],
         logit_scale (1,)); x: (N, C, V, T) model input; labels: (N, T) long, 255 = ignore;
         boundary: (N, 1, T) 0/1 float; mask: (N, 1, T) bool or 0/1; max_segments: None, or a static bound
         on the ARIS segments (the collate's ``max_segments``, ``segment_capacity``): then nothing in the loss
-        waits for the device (``extract_segments``); the value is the same.
+        waits for the device (``extract_segments``); the value is the same. targets: the labels-only part built
+        beforehand (``target_builder()(labels, mask, max_segments)``, the training collate's ``loss_targets``),
+        on the labels' device; None builds it here.
         Returns {total, ce, gstmse, boundary, aris_abs, aris_rel}: 0-d float32 tensors."""
         self._validate(outputs, x, labels, boundary, mask)
         logits, bounds, feats, logit_scale = outputs
         labels = labels.long()
-        # the stages as one batch of S·N samples: every term is a mean over samples (CE: over frames, the same
-        # frames in every stage), so the mean over stages is the term of the stacked batch, in a few ops
-        stages = len(logits)
-        z = torch.cat(list(logits)) if stages > 1 else logits[0]
-        stacked_labels = labels.repeat(stages, 1)
-        pairs = repeat_pairs(gs_tmse_pairs(x, labels, ignore_index=self.ignore_index), stages)
+        if targets is None:
+            dtype = torch.float64 if logits[0].dtype == torch.float64 else torch.float32
+            targets = self.target_builder(dtype)(labels, mask, max_segments)
+        else:
+            self._check_targets(targets, labels)
+        # the stages as one (S, N, ...) batch: every term is a mean over samples (CE: over frames, the same frames in
+        # every stage), so the mean over stages is the term of the stacked batch, in a few ops
+        z = torch.stack(list(logits))
         log_probs = frame_log_probs(z)  # shared by CE and the class-axis GS-TMSE
-        ce = cross_entropy(z, stacked_labels, self.class_weight, self.ignore_index, log_probs=log_probs)
-        gst = gs_tmse(z, x, stacked_labels, ignore_index=self.ignore_index,  # x unused: the pairs are given
+        ce = cross_entropy(z, labels.expand(len(logits), *labels.shape).flatten(0, 1), self.class_weight,
+                           self.ignore_index, log_probs=log_probs.flatten(0, 1))
+        gst = gs_tmse(z, x, labels, ignore_index=self.ignore_index,
                       log_softmax_over="time" if self.published_quirks else "classes", log_probs=log_probs,
-                      pairs=pairs)
-        b_stages = len(bounds)
-        b = torch.cat(list(bounds)) if b_stages > 1 else bounds[0]
-        bce = boundary_bce(b, boundary.repeat(b_stages, 1, 1), mask.repeat(b_stages, 1, 1), self.pos_weight)
+                      pairs=targets.pairs, weights=gs_tmse_weights(x, targets.pairs))
+        b = torch.stack(list(bounds))
+        pos_weight = self.pos_weight_float32 if b.dtype == torch.float32 else self.pos_weight
+        bce = boundary_bce(b, boundary, mask, pos_weight, targets.boundary_weight)
 
-        zero = ce.new_zeros(())
-        aris_abs, aris_rel = zero, zero
+        terms = [(ce, 1.0), (gst, self.gstmse_weight), (bce, self.lambda_b)]
+        aris_abs = aris_rel = None
         if self.use_aris_abs or self.use_aris_rel:
-            segs = extract_segments(labels, published_quirks=self.published_quirks,
-                                    ignore_index=self.ignore_index, max_segments=max_segments)
+            segs = targets.segments
             f = segment_means(feats[0], segs)
-            valid = None if max_segments is None else segs.valid
             if self.use_aris_abs:
-                aris_abs = aris_absolute(f, segs.label, self.action_embeddings, logit_scale, valid)
+                unit = self.unit_action_embeddings
+                normalized = unit.dtype == f.dtype  # else the exact path: normalise in the compute dtype
+                aris_abs = aris_absolute(f, segs.label, unit if normalized else self.action_embeddings, logit_scale,
+                                         segs.valid, targets.absolute, embeddings_normalized=normalized)
+                terms.append((aris_abs, self.aris_abs_weight))
             if self.use_aris_rel:
-                aris_rel = aris_relative(f, segs.label, self.action_graph, valid)
-
-        total = (ce + self.gstmse_weight * gst + self.lambda_b * bce
-                 + (self.aris_abs_weight * aris_abs if self.use_aris_abs else 0.0)
-                 + (self.aris_rel_weight * aris_rel if self.use_aris_rel else 0.0))
+                aris_rel = aris_relative(f, segs.label, self.action_graph, segs.valid, targets.relative,
+                                         targets.unpaired)
+                terms.append((aris_rel, self.aris_rel_weight))
+        total = _weighted_sum(terms)
+        zero = None if aris_abs is not None and aris_rel is not None else ce.new_zeros(())
         return {"total": total, "ce": ce, "gstmse": gst, "boundary": bce,
-                "aris_abs": aris_abs, "aris_rel": aris_rel}
+                "aris_abs": zero if aris_abs is None else aris_abs, "aris_rel": zero if aris_rel is None else aris_rel}
+
+
+def _weighted_sum(terms: list[tuple[torch.Tensor, float]]) -> torch.Tensor:
+    """Σ weight · term, without the multiplications by 1 (exact, and one op fewer each way per term)."""
+    total = None
+    for term, weight in terms:
+        part = term if weight == 1.0 else weight * term
+        total = part if total is None else total + part
+    return total

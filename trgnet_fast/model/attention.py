@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from trgnet_fast.backend import model_backend
+from trgnet_fast.model.dropout_seeds import SeedSlot, layer_dropout_seed
 from trgnet_fast.ops.att_module import att_module
 from trgnet_fast.ops.att_module.autograd import OP_NAME as ATT_MODULE_OP
 from trgnet_fast.ops.att_module.reference import ATTENTION_DROPOUT_STREAM, MODULE_DROPOUT_STREAM, hashed_dropout
@@ -14,7 +15,6 @@ from trgnet_fast.ops.linear_attention import linear_attention
 
 ATTENTION_HEADS = 4
 ATTENTION_EPS = 1e-6  # added to every element of the key sum (published)
-SEED_RANGE = 2 ** 62  # dropout seeds are drawn in [0, SEED_RANGE)
 
 
 class LinearAttention(nn.Module):
@@ -60,11 +60,6 @@ def _active_p(dropout: nn.Dropout) -> float:
     return dropout.p if dropout.training else 0.0
 
 
-def draw_dropout_seed(device) -> torch.Tensor:
-    """A (1,) int64 dropout seed from torch's generator of ``device`` (no host sync; capturable on CUDA)."""
-    return torch.randint(SEED_RANGE, (1,), device=device)
-
-
 class AttModule(nn.Module):
     """Dilated temporal conv + linear attention + residual, one layer of the encoder or decoder.
 
@@ -76,8 +71,9 @@ class AttModule(nn.Module):
     ``trgnet_fast.backend.model_backend``, whether the layer runs as the fused op
     ``trgnet_fast.ops.att_module`` ("triton", "cuda") or as the modules below ("torch").
 
-    Dropout masks (docs/model.md#attmodule): the fused op draws one seed per call from torch's generator on
-    x's device and hashes it into both dropouts' masks (``trgnet_fast/ops/att_module/reference.py``). The
+    Dropout masks (docs/model.md#attmodule): the fused op hashes one seed per call into both dropouts' masks; the
+    seed comes from the model's one draw per forward (``seed_slot``, docs/model.md#dropout-seeds), or from torch's
+    generator for a layer on its own (``trgnet_fast/ops/att_module/reference.py``). The
     torch path uses ``nn.Dropout`` (the published computation, few ops) unless ``dropout_masks`` is "hashed"
     (``TRGNet.set_dropout_masks``): then it draws and hashes the seed the same way, so that runs on every
     backend drop the same elements (the backend parity tests).
@@ -92,6 +88,7 @@ class AttModule(nn.Module):
         self.dilation = dilation
         self.backend: str | None = None
         self.dropout_masks = "torch"
+        self.seed_slot: SeedSlot | None = None  # set by TRGNet
         self.feed_forward = nn.Sequential(
             nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation),
             nn.ReLU(),
@@ -118,7 +115,8 @@ class AttModule(nn.Module):
         attention_p, module_p = _active_p(self.att_layer.dropout), _active_p(self.dropout)
         impl = model_backend(ATT_MODULE_OP, self.backend, x.device.type)
         hashed = impl != "torch" or self.dropout_masks == "hashed"
-        seed = draw_dropout_seed(x.device) if hashed and (attention_p > 0 or module_p > 0) else None
+        dropping = hashed and (attention_p > 0 or module_p > 0)
+        seed = layer_dropout_seed(self.seed_slot, x.device) if dropping else None
         if impl != "torch":
             return self._fused_forward(x, values, mask, seed, attention_p, module_p, impl)
         out = self.feed_forward(x)

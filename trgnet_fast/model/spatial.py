@@ -8,6 +8,7 @@ from torch import nn
 
 from trgnet_fast.backend import model_backend
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
+from trgnet_fast.model.spatial_recompute import AdaptiveBNResidualReLU, MultiScaleBNReLU
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP, adaptive_graph_conv
 from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP, multiscale_graph_conv
 
@@ -81,15 +82,20 @@ class CTRGC(nn.Module):
 
     def _fused_forward(self, x, joint_graph, alpha, beta, backend):
         x3 = self.conv3(x)
+        # autocast may leave the small tensors in another dtype than x3
+        return adaptive_graph_conv(x3, *self.graph_inputs(x, joint_graph, alpha, beta, x3.dtype), backend=backend)
+
+    def graph_inputs(self, x, joint_graph, alpha, beta, dtype):
+        """The fused path's small inputs of ``adaptive_graph_conv`` besides x3, cast to ``dtype``: p, q (N, T, V),
+        beta (1,), channel graph (N, C, V, V), joint_graph (V, V). x: (N, C, T, V); joint_graph: (V, V)."""
         frame_a = F.conv2d(x, self.conv1.weight.mean(0, keepdim=True), self.conv1.bias.mean(0, keepdim=True))
         frame_b = F.conv2d(x, self.conv2.weight.mean(0, keepdim=True), self.conv2.bias.mean(0, keepdim=True))
         x_bar = x.mean(dim=2, keepdim=True)  # (N, C, 1, V)
         channel_a, channel_b = self.conv1(x_bar)[:, :, 0], self.conv2(x_bar)[:, :, 0]  # (N, 8, V)
         relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
         channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
-        dtype = x3.dtype  # autocast may leave the small tensors in another dtype
-        return adaptive_graph_conv(x3, frame_a[:, 0].to(dtype), frame_b[:, 0].to(dtype), beta.to(dtype),
-                                   channel_graph.to(dtype), joint_graph.to(dtype), backend=backend)
+        return (frame_a[:, 0].to(dtype), frame_b[:, 0].to(dtype), beta.to(dtype), channel_graph.to(dtype),
+                joint_graph.to(dtype))
 
 
 class MultiScaleGraphConv(nn.Module):
@@ -104,8 +110,13 @@ class MultiScaleGraphConv(nn.Module):
     (``trgnet_fast.backend.model_backend``), how the aggregation + stacking + 1x1 conv runs
     (``trgnet_fast.ops.multiscale_graph_conv``, then BN + ReLU as before) and how CTRGC aggregates
     (``trgnet_fast.ops.adaptive_graph_conv``); a backend that resolves to torch, or does not implement
-    an op, runs the published computation of that part unchanged.
+    an op, runs the published computation of that part unchanged. In training the fused parts save no
+    (N, C_out, T, V) intermediate but X_m and the output: they recompute the others in the backward
+    (``trgnet_fast/model/spatial_recompute.py``; the same values).
     """
+
+    # False: the fused path saves its intermediates as plain autograd does (the tests' yardstick).
+    _recompute = True
 
     def __init__(self, in_channels: int, out_channels: int, dataset: str, num_scales: int = NUM_SCALES):
         super().__init__()
@@ -132,17 +143,34 @@ class MultiScaleGraphConv(nn.Module):
 
         adaptive_impl = model_backend(ADAPTIVE_OP, self.backend, x.device.type)
         impl = model_backend(MULTISCALE_OP, self.backend, x.device.type)
+        recompute = self._recompute_activations(x)
         if impl != "torch":
             conv, bn, relu = self.mlp.layers
-            x_m = relu(bn(multiscale_graph_conv(x, adjacency, conv.weight.to(x.dtype), conv.bias.to(x.dtype),
-                                                backend=impl)))
-            y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl)
-            return torch.relu(self.bn(y) + x_m)
+            weight, bias = conv.weight.to(x.dtype), conv.bias.to(x.dtype)
+            if recompute:
+                x_m = MultiScaleBNReLU.apply(x, adjacency, weight, bias, bn.weight, bn.bias, bn, impl)
+            else:
+                x_m = relu(bn(multiscale_graph_conv(x, adjacency, weight, bias, backend=impl)))
+        else:
+            support = torch.einsum("su,nctu->ncts", adjacency, x)  # s = k * V + v
+            # Channel index of the stacked scales is k * C_in + c (scale-major).
+            support = support.view(n, c, t, self.num_scales, v).permute(0, 3, 1, 2, 4)
+            x_m = self.mlp(support.reshape(n, self.num_scales * c, t, v))
 
-        support = torch.einsum("su,nctu->ncts", adjacency, x)  # s = k * V + v
-        # Channel index of the stacked scales is k * C_in + c (scale-major).
-        support = support.view(n, c, t, self.num_scales, v).permute(0, 3, 1, 2, 4)
-        x_m = self.mlp(support.reshape(n, self.num_scales * c, t, v))
-
+        if recompute and adaptive_impl != "torch":
+            conv3 = self.CTRGCN.conv3
+            graph = self.CTRGCN.graph_inputs(x_m, joint_graph, self.alpha, self.beta, x_m.dtype)
+            return AdaptiveBNResidualReLU.apply(x_m, conv3.weight, conv3.bias, *graph, self.bn.weight,
+                                                self.bn.bias, self.bn, adaptive_impl)
         y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl)
         return torch.relu(self.bn(y) + x_m)
+
+    def _recompute_activations(self, x: torch.Tensor) -> bool:
+        """Whether the fused parts run the recomputing autograd functions (trgnet_fast/model/spatial_recompute.py):
+        only where they give the modules' values and there is a backward to feed (both BatchNorms in training mode —
+        the trainer's ``model.freeze_bn`` puts them in eval mode inside a training model —, grad enabled), not under
+        autocast (its casts are the modules') nor while torch.compile traces (Dynamo would have to trace the nested
+        ``torch.autograd.grad`` of their backward)."""
+        batch_statistics = self.mlp.layers[1].training and self.bn.training
+        return (self._recompute and batch_statistics and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling())

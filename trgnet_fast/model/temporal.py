@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 from trgnet_fast.backend import model_backend
-from trgnet_fast.model.attention import AttModule, draw_dropout_seed
+from trgnet_fast.model.attention import AttModule
+from trgnet_fast.model.channel_dropout import ScaledConv1x1, feature_dropout_noise
+from trgnet_fast.model.dropout_seeds import SeedSlot, layer_dropout_seed
+from trgnet_fast.ops.att_module.autograd import OP_NAME as ATT_MODULE_OP
 from trgnet_fast.ops.att_module.reference import hashed_dropout
 from trgnet_fast.ops.dilated_residual import dilated_residual
 from trgnet_fast.ops.dilated_residual.autograd import OP_NAME as DILATED_RESIDUAL_OP
@@ -42,6 +45,7 @@ class SpatialFeatureInjection(nn.Module):
         super().__init__()
         self.backend: str | None = None
         self.dropout_masks = "torch"
+        self.seed_slot: SeedSlot | None = None  # set by TRGNet
         self.conv_s = nn.Conv1d(num_joints * GROUP_CHANNELS, channels, 1)
         self.ff = nn.Sequential(
             nn.Linear(channels, channels),
@@ -57,7 +61,7 @@ class SpatialFeatureInjection(nn.Module):
         p = dropout.p if dropout.training else 0.0
         impl = model_backend(SFI_OP, self.backend, h.device.type)
         hashed = impl != "torch" or self.dropout_masks == "hashed"
-        seed = draw_dropout_seed(h.device) if hashed and p > 0 else None
+        seed = layer_dropout_seed(self.seed_slot, h.device) if hashed and p > 0 else None
         first, second = self.ff[0], self.ff[3]
         if impl != "torch":
             return spatial_feature_injection(group, h, mask, self.conv_s.weight, self.conv_s.bias,
@@ -78,7 +82,15 @@ class SpatioTemporalEncoder(nn.Module):
     encoder AttModules (dilation 2^i), with SFI_(j) before layer ``sfi_layers[j]``.
 
     forward: x (N, C, T, V) → F (N, C, T), masked.
+
+    On the fused backends (the backend of STI's AttModules, set by ``TRGNet.set_backend``, resolving to "triton"
+    or "cuda"), in training, the input mask, the channel masking and ``conv_in`` run as one autograd function
+    (``trgnet_fast/model/channel_dropout.py``) that saves x, the mask and the (N, C, 1, 1) channel mask instead of
+    conv_in's (N, C, T, V) input and recomputes that input in the backward; the same values, the same channel masks.
     """
+
+    # False: the fused backends run the modules as the torch backend does (the tests' yardstick).
+    _recompute = True
 
     def __init__(self, num_joints: int, channels: int, n_layers: int, sfi_layers: Sequence[int],
                  channel_masking_rate: float = 0.3):
@@ -93,9 +105,10 @@ class SpatioTemporalEncoder(nn.Module):
             [AttModule(2 ** i, channels, "encoder", alpha=1.0) for i in range(n_layers)])
         self.conv_out = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, T, V) masked spatial features; mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
-        z = self.conv_in(self.dropout(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mask_input: bool = False) -> torch.Tensor:
+        """x: (N, C, T, V) spatial features, masked unless ``mask_input`` (then STI zeroes the padded frames itself
+        before conv_in: TRGNet passes SP's output so); mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        z = self._input_stage(x, mask, mask_input)
         spatial_groups = z[:, :-GROUP_CHANNELS].split(GROUP_CHANNELS, dim=1)
         h = self.conv_t(flatten_joints(z[:, -GROUP_CHANNELS:]))
         injections = dict(zip(self.sfi_layers, zip(self.SFI_layers, spatial_groups)))
@@ -105,6 +118,26 @@ class SpatioTemporalEncoder(nn.Module):
                 h = sfi(group, h, mask)
             h = layer(h, None, mask)
         return self.conv_out(h) * mask
+
+    def _input_stage(self, x: torch.Tensor, mask: torch.Tensor, mask_input: bool) -> torch.Tensor:
+        """conv_in(Dropout2d(x · mask or x)) (N, C_in, T, V) → (N, 80, T, V) at the published config."""
+        if self._recompute_input(x):
+            noise = feature_dropout_noise(x, self.dropout.p)  # Dropout2d's channel mask, drawn as it draws it
+            return ScaledConv1x1.apply(x, mask[..., None] if mask_input else None, noise, self.conv_in.weight,
+                                       self.conv_in.bias)
+        if mask_input:
+            x = x * mask[..., None]
+        return self.conv_in(self.dropout(x))
+
+    def _recompute_input(self, x: torch.Tensor) -> bool:
+        """Whether the input stage runs ``ScaledConv1x1``: on the fused backends (those of STI's fused AttModules),
+        in training with 0 < p < 1 and grad enabled (else there is nothing to save), not under autocast (its casts
+        are conv_in's) nor while torch.compile traces (as SP: docs/model.md#spatial-block-sp)."""
+        if not (self._recompute and self.layers and self.dropout.training and 0.0 < self.dropout.p < 1.0
+                and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+                and not torch.compiler.is_compiling()):
+            return False
+        return model_backend(ATT_MODULE_OP, self.layers[0].backend, x.device.type) != "torch"
 
 
 class RefinementDecoder(nn.Module):
@@ -144,6 +177,7 @@ class DilatedResidualLayer(nn.Module):
         self.dilation = dilation
         self.backend: str | None = None
         self.dropout_masks = "torch"
+        self.seed_slot: SeedSlot | None = None  # set by TRGNet
         self.conv_dilated = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
         self.conv_in = nn.Conv1d(channels, channels, 1)
         self.dropout = nn.Dropout(0.5)
@@ -153,7 +187,7 @@ class DilatedResidualLayer(nn.Module):
         p = self.dropout.p if self.dropout.training else 0.0
         impl = model_backend(DILATED_RESIDUAL_OP, self.backend, x.device.type)
         hashed = impl != "torch" or self.dropout_masks == "hashed"
-        seed = draw_dropout_seed(x.device) if hashed and p > 0 else None
+        seed = layer_dropout_seed(self.seed_slot, x.device) if hashed and p > 0 else None
         if impl != "torch":
             return dilated_residual(x, mask, self.conv_dilated.weight, self.conv_dilated.bias, self.conv_in.weight,
                                     self.conv_in.bias, dilation=self.dilation, dropout=p, dropout_seed=seed,

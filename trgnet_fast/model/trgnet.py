@@ -10,6 +10,7 @@ from torch import nn
 
 from trgnet_fast.backend import requested_backend
 from trgnet_fast.model.attention import AttModule, LinearAttention
+from trgnet_fast.model.dropout_seeds import DropoutSeeds
 from trgnet_fast.model.spatial import MultiScaleGraphConv
 from trgnet_fast.model.temporal import (DilatedResidualLayer, RefinementDecoder, SingleStageTCN,
                                         SpatialFeatureInjection, SpatioTemporalEncoder)
@@ -20,6 +21,9 @@ from trgnet_fast.skeletons import num_joints
 def decoder_alpha(stage: int) -> float:
     """Attention weight of refinement stage ``stage`` (0-based): exp(-3 * stage)."""
     return math.exp(-3 * stage)
+
+
+_HASHED_LAYERS = (AttModule, DilatedResidualLayer, SpatialFeatureInjection)  # layers with hashed dropout masks
 
 
 class TRGNet(nn.Module):
@@ -89,6 +93,11 @@ class TRGNet(nn.Module):
         self.conv_asb_feature = nn.ModuleList(conv_asb_feature)
 
         self.set_backend(backend)
+        # one seed draw per forward for every hashed layer (docs/model.md#dropout-seeds); a plain attribute, no state
+        self._dropout_seeds = DropoutSeeds()
+        for module in self.modules():
+            if isinstance(module, _HASHED_LAYERS):
+                module.seed_slot = self._dropout_seeds.add_slot()
 
     def set_backend(self, backend: str | None) -> None:
         """Select the backend of every fused op: the AttModules, their linear attention, the SFI fusions, the
@@ -110,7 +119,7 @@ class TRGNet(nn.Module):
         if kind not in ("torch", "hashed"):
             raise ValueError(f"kind: expected 'torch' or 'hashed', got {kind!r}")
         for module in self.modules():
-            if isinstance(module, (AttModule, DilatedResidualLayer, SpatialFeatureInjection)):
+            if isinstance(module, _HASHED_LAYERS):
                 module.dropout_masks = kind
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor, check_values: bool = True):
@@ -118,13 +127,20 @@ class TRGNet(nn.Module):
         joint_graph are finite and mask is 0/1, which reads the device (a host sync on a GPU); False checks
         shapes, dtypes and devices only, for inputs already checked (the trainer's batches: the readers refuse
         non-finite files)."""
+        self._dropout_seeds.start()
+        try:
+            return self._forward(x, mask, joint_graph, check_values)
+        finally:
+            self._dropout_seeds.stop()
+
+    def _forward(self, x, mask, joint_graph, check_values):
         validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device,
                         check_values)
         mask = mask.to(x.dtype)
         joint_graph = joint_graph.to(x.dtype)
 
-        spatial = self.SP(x, joint_graph) * mask[..., None]
-        feature = self.STI(spatial, mask)
+        # STI masks SP's output itself: on the fused backends it saves that output, not the masked copy
+        feature = self.STI(self.SP(x, joint_graph), mask, mask_input=True)
         logits = self.conv_cls(feature)
         boundary = self.conv_bound(feature)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Iterator
 
 import numpy as np
@@ -126,13 +127,16 @@ def _seed_worker(worker_id):  # pragma: no cover - runs in workers
     random.seed(seed)
 
 
-def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int) -> tuple[DataLoader, object]:
+def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,
+                 loss_targets=None) -> tuple[DataLoader, object]:
     """Shuffled loader (drop_last when batch > 1, as published); a DistributedSampler when world > 1. The shuffle
-    order is a function of (seed, epoch) only, so resume reproduces it."""
+    order is a function of (seed, epoch) only, so resume reproduces it. loss_targets: optional builder of the loss's
+    labels-only part (``TRGNetLoss.target_builder()``), run by the collate in the loader's workers."""
     bs = cfg["train"]["batch_size"]
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
                                  seed=cfg["train"]["seed"], drop_last=False)
-    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, drop_last=bs > 1, collate_fn=collate,
+    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, drop_last=bs > 1,
+                        collate_fn=partial(collate, loss_targets=loss_targets),
                         num_workers=cfg["data"]["num_workers"], worker_init_fn=_seed_worker,
                         persistent_workers=False)
     return loader, sampler

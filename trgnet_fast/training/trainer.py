@@ -73,7 +73,7 @@ class TrainStep(nn.Module):
         # a trained joint graph lives here so that DDP all-reduces its gradient with the model's
         self.learned_joint_graph = learned_joint_graph
 
-    def forward(self, x, labels, boundary, mask, joint_graph, max_segments: int | None = None):
+    def forward(self, x, labels, boundary, mask, joint_graph, max_segments: int | None = None, targets=None):
         if self.learned_joint_graph is not None:
             joint_graph = self.learned_joint_graph
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -81,7 +81,7 @@ class TrainStep(nn.Module):
             # non-finite files; a non-finite loss is caught by Trainer.read_losses
             out = self.model(x, mask, joint_graph, check_values=False)
         out = _float_outputs(out)
-        losses = self.criterion(out, x, labels, boundary, mask, max_segments=max_segments)
+        losses = self.criterion(out, x, labels, boundary, mask, max_segments=max_segments, targets=targets)
         return losses, out[0][-1].detach()
 
 
@@ -253,9 +253,13 @@ class Trainer:
             for mod in self.model.modules():
                 if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                     mod.eval()
-        # a batch from elsewhere than the collate has no bound: the loss then counts segments with a host sync
+        # the training collate builds the loss's labels-only part on the CPU (docs/model.md#loss-targets); a batch
+        # from elsewhere has none, and without a segment bound the loss then counts segments with a host sync
+        targets = batch.get("loss_targets")
+        if targets is not None:
+            targets = targets.to(self.device, non_blocking=True)
         losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph,
-                                         max_segments=batch.get("max_segments"))
+                                         max_segments=batch.get("max_segments"), targets=targets)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         if cfg["optim"]["grad_clip"]:
@@ -282,7 +286,8 @@ class Trainer:
         return row
 
     def train_epoch(self, epoch: int) -> dict:
-        loader, sampler = train_loader(self.splits["train"], self.cfg, self.info.rank, self.info.world_size)
+        loader, sampler = train_loader(self.splits["train"], self.cfg, self.info.rank, self.info.world_size,
+                                       loss_targets=self.criterion.target_builder())
         sampler.set_epoch(epoch)
         limit = self.cfg["train"]["max_steps_per_epoch"]
         n_steps = len(loader) if limit is None else min(limit, len(loader))

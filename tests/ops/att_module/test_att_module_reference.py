@@ -9,7 +9,8 @@ import torch
 
 from att_module_cases import case_inputs, reference_run, size
 from op_checks import rel_err
-from trgnet_fast.model.attention import AttModule, draw_dropout_seed
+from trgnet_fast.model.attention import AttModule
+from trgnet_fast.model.dropout_seeds import draw_dropout_seeds
 from trgnet_fast.ops.att_module.reference import (
     ATTENTION_DROPOUT_STREAM, MODULE_DROPOUT_STREAM, att_module_reference, dropout_keep_mask, dropout_stream_key,
     dropout_threshold, sequence_spans)
@@ -57,7 +58,7 @@ def test_reference_with_the_modules_dropout_seed_is_the_module_in_training(mode)
     torch.manual_seed(7)
     out = module.train()(x, values, mask)
     torch.manual_seed(7)
-    seed = draw_dropout_seed("cpu")
+    seed = draw_dropout_seeds("cpu")
     expected = att_module_reference(x, values, mask, **_module_weights(module),
                                     alpha=torch.tensor(0.7, dtype=torch.float64), dilation=2, attention_dropout=0.05,
                                     dropout=0.5, dropout_seed=seed)

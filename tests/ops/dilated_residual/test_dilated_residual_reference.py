@@ -8,7 +8,7 @@ import torch
 
 from dilated_residual_cases import case_inputs, reference_run, size
 from op_checks import rel_err
-from trgnet_fast.model.attention import draw_dropout_seed
+from trgnet_fast.model.dropout_seeds import draw_dropout_seeds
 from trgnet_fast.model.temporal import DilatedResidualLayer
 from trgnet_fast.ops.att_module.reference import dropout_keep_mask, sequence_spans
 from trgnet_fast.ops.dilated_residual.reference import DROPOUT_STREAM, dilated_residual_reference
@@ -44,7 +44,7 @@ def test_reference_with_the_modules_dropout_seed_is_the_module_in_training():
     torch.manual_seed(7)
     out = module.train()(x, mask)
     torch.manual_seed(7)
-    seed = draw_dropout_seed("cpu")
+    seed = draw_dropout_seeds("cpu")
     expected = dilated_residual_reference(x, mask, *_weights(module), dilation=2, dropout=0.5, dropout_seed=seed)
     assert rel_err(out, expected) <= 1e-13
     assert rel_err(out, module.eval()(x, mask)) > 0.1  # the dropout did act

@@ -9,7 +9,7 @@ import torch
 
 from op_checks import rel_err
 from spatial_feature_injection_cases import case_inputs, reference_run, size
-from trgnet_fast.model.attention import draw_dropout_seed
+from trgnet_fast.model.dropout_seeds import draw_dropout_seeds
 from trgnet_fast.model.temporal import SpatialFeatureInjection
 from trgnet_fast.ops.att_module.reference import dropout_keep_mask
 from trgnet_fast.ops.spatial_feature_injection.reference import DROPOUT_STREAM, spatial_feature_injection_reference
@@ -46,7 +46,7 @@ def test_reference_with_the_modules_dropout_seed_is_the_module_in_training():
     torch.manual_seed(7)
     out = module.train()(group, h, mask)
     torch.manual_seed(7)
-    seed = draw_dropout_seed("cpu")
+    seed = draw_dropout_seeds("cpu")
     expected = spatial_feature_injection_reference(group, h, mask, *_weights(module), dropout=0.3, dropout_seed=seed)
     assert rel_err(out, expected) <= 1e-13
     assert rel_err(out, module.eval()(group, h, mask)) > 0.05  # the dropout did act
