@@ -177,7 +177,7 @@ def test_other_modes_keep_the_module_path(backend, mode, monkeypatch):
         for layer in [*module.SFI_layers, *module.layers]:
             layer.backend = "torch"
         module(x, mask, mask_input=True)
-    elif mode == "autocast":  # the input stage only: the fused layers do not all take autocast's casts on CPU
+    elif mode == "autocast":  # the input stage only: the Triton layers refuse bf16 on CPU (the interpreter)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             module.float()._input_stage(x.float(), mask.float(), mask_input=True)
     else:

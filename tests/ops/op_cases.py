@@ -142,20 +142,21 @@ class OpCases:
         other, _ = self.run(self.fused(backend), inputs | {"dropout_seed": inputs["dropout_seed"] + 1})
         assert rel_err(out, off) > 0.05 and rel_err(out, other) > 0.05
 
-    def assert_16bit_forward_and_grads(self, s: dict, backend: str, device) -> None:
-        """fp16 inputs (size ``s``; fp32 sums, the state inputs kept in fp32): output and gradients in fp16 within
-        2x the error of the reference run in fp16 against the float64 reference (+1e-3 at small sizes)."""
+    def assert_16bit_forward_and_grads(self, s: dict, backend: str, device, dtype=torch.float16) -> None:
+        """``dtype`` (fp16 / bf16) inputs (size ``s``; fp32 sums, the state inputs kept in fp32): output and gradients
+        in ``dtype`` within 2x the error of the reference run in ``dtype`` against the float64 reference (+1e-3 at
+        small sizes)."""
         inputs = self.case_inputs(s, device=device)
-        inputs = {k: (v.half().double() if isinstance(v, torch.Tensor) and v.is_floating_point()
+        inputs = {k: (v.to(dtype).double() if isinstance(v, torch.Tensor) and v.is_floating_point()
                       and k not in self.state_inputs else v)
-                  for k, v in inputs.items()}  # the float64 reference sees exactly the fp16 values
-        grad_out = torch.randn_like(inputs[self.output_like]).half().double()
+                  for k, v in inputs.items()}  # the float64 reference sees exactly the 16-bit values
+        grad_out = torch.randn_like(inputs[self.output_like]).to(dtype).double()
         ref_out, ref_grads = self.reference_run(inputs, grad_out)
-        low_out, low_grads = self.reference_run(inputs, grad_out, torch.float16)
-        out, grads = self.run(self.fused(backend), inputs, grad_out, torch.float16)
-        assert out.dtype == torch.float16
+        low_out, low_grads = self.reference_run(inputs, grad_out, dtype)
+        out, grads = self.run(self.fused(backend), inputs, grad_out, dtype)
+        assert out.dtype == dtype
         assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out) + 1e-3
         for name, g in grads.items():
-            assert g.dtype == (torch.float32 if name in self.state_inputs else torch.float16), name
+            assert g.dtype == (torch.float32 if name in self.state_inputs else dtype), name
             assert rel_err(g, ref_grads[name]) <= 2 * rel_err(low_grads[name], ref_grads[name]) + 1e-3, name
 

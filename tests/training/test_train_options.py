@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from train_helpers import tiny_overrides
+from trgnet_fast.backend import backend_status
 from trgnet_fast.training import ConfigError, Trainer, load_checkpoint, load_config
 
 SHORT = ["train.max_steps_per_epoch=1"]
@@ -18,9 +19,20 @@ def _fit(data, out, extra, epochs=1):
     return trainer, trainer.fit()
 
 
-def test_bf16_autocast_and_grad_clip(tiny_data, tmp_path):
-    _, row = _fit(tiny_data, tmp_path, ["train.bf16=true", "optim.grad_clip=0.5", "train.best_metric=Acc"])
+def _native_cpu_reason():
+    ok, why = backend_status("cpu")["cuda"]
+    return None if ok else f"cuda backend unusable on cpu: {why}"
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cuda", marks=pytest.mark.skipif(
+    _native_cpu_reason() is not None, reason=str(_native_cpu_reason())))])
+def test_bf16_autocast_and_grad_clip(tiny_data, tmp_path, backend):
+    """bf16 autocast trains on the reference and on the fused layers (which take every tensor in bf16: the
+    float32 master weights are cast for them, docs/training.md#bf16)."""
+    trainer, row = _fit(tiny_data, tmp_path, ["train.bf16=true", "optim.grad_clip=0.5", "train.best_metric=Acc",
+                                              f"model.backend={backend}"])
     assert math.isfinite(row["train_total"]) and row["val_Acc"] != ""
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights
     assert load_checkpoint(os.path.join(tmp_path, "best.pt"))["best_metric"] == "Acc"
 
 

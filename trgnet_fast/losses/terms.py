@@ -134,8 +134,9 @@ def gs_tmse(logits: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, thresho
     elif log_softmax_over == "time":
         z = _acc(logits)
         # a_k,v - b_k,u = (z_k,v - z_k,u) - (lse over the second frames - lse over the first frames)
-        lse = (z.unsqueeze(-4) + pairs.time_bias.to(z.dtype)).logsumexp(-1)  # (..., 2, N, K)
-        shift = lse.select(-3, 0) - lse.select(-3, 1)
+        # (..., 2, N, K); unbind, not two selects: its backward is one stack, theirs two scatters and a sum
+        second, first = (z.unsqueeze(-4) + pairs.time_bias.to(z.dtype)).logsumexp(-1).unbind(-3)
+        shift = second - first
         diff = z.gather(-1, next_frame) - z - shift[..., None]
     else:
         raise ValueError(f"log_softmax_over: expected 'time' or 'classes', got {log_softmax_over!r}")
@@ -298,7 +299,7 @@ def absolute_target(segment_labels: torch.Tensor, valid: torch.Tensor | None = N
 def pairwise_distance(f: torch.Tensor) -> torch.Tensor:
     """(M, M) Euclidean distances between the rows of f (M, D), computed directly (no Gram matrix,
     so no cancellation); gradient 0 at zero distance."""
-    return torch.cdist(f[None], f[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
+    return torch.cdist(f[None], f[None], compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
 
 
 def relative_similarity(segment_features: torch.Tensor, valid: torch.Tensor | None = None,
@@ -315,10 +316,10 @@ def relative_similarity(segment_features: torch.Tensor, valid: torch.Tensor | No
         return d
     if unpaired is None and valid is not None:
         unpaired = ~_pair_mask(valid)
-    # max over one dim: its backward sends the gradient to one of the tied d_ij, d_ji (the same function of the
-    # features, so the same feature gradient) in 2 ops, where a full max() splits it evenly in 7
-    largest = (d if unpaired is None else d.masked_fill(unpaired, 0.0)).flatten().max(0).values
-    return 1 - d / largest.clamp(min=torch.finfo(d.dtype).tiny)
+    largest = (d if unpaired is None else d.masked_fill(unpaired, 0.0)).max()  # ties share the gradient, as published
+    # + tiny instead of clamp(min=tiny): the same divisor (tiny vanishes in any normal max d, and 0 + tiny = tiny),
+    # and a backward without the clamp's mask ops
+    return 1 - d / (largest + torch.finfo(d.dtype).tiny)
 
 
 def relative_target(segment_labels: torch.Tensor, action_graph: torch.Tensor, valid: torch.Tensor | None = None,

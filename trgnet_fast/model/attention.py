@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from trgnet_fast.backend import model_backend
+from trgnet_fast.model.autocast import cast_all, fused_dtype
 from trgnet_fast.model.dropout_seeds import SeedSlot, layer_dropout_seed
 from trgnet_fast.ops.att_module import att_module
 from trgnet_fast.ops.att_module.autograd import OP_NAME as ATT_MODULE_OP
@@ -130,10 +131,13 @@ class AttModule(nn.Module):
 
     def _fused_forward(self, x, values, mask, seed, attention_p, module_p, backend):
         conv, la = self.feed_forward[0], self.att_layer
-        return att_module(
-            x, values, mask, conv.weight, conv.bias,
+        dtype = fused_dtype(x, backend)
+        tensors = cast_all(
+            dtype, x, values, mask, conv.weight, conv.bias,
             la.query_projection.weight, la.query_projection.bias, la.key_projection.weight, la.key_projection.bias,
             la.value_projection.weight, la.value_projection.bias, la.out_projection.weight, la.out_projection.bias,
-            self.conv_out.weight, self.conv_out.bias, self.alpha_tensor.to(state_dtype(x.dtype)),
+            self.conv_out.weight, self.conv_out.bias)
+        return att_module(
+            *tensors, self.alpha_tensor.to(state_dtype(dtype)),
             dilation=self.dilation, heads=la.n_heads, norm_eps=self.instance_norm.eps, attention_eps=ATTENTION_EPS,
             attention_dropout=attention_p, dropout=module_p, dropout_seed=seed, backend=backend)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trgnet_fast.backend import model_backend
+from trgnet_fast.model.autocast import check_backend_dtype
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
 from trgnet_fast.model.spatial_recompute import AdaptiveBNResidualReLU, MultiScaleBNReLU
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP, adaptive_graph_conv
@@ -82,6 +83,7 @@ class CTRGC(nn.Module):
 
     def _fused_forward(self, x, joint_graph, alpha, beta, backend):
         x3 = self.conv3(x)
+        check_backend_dtype(backend, x3.device, x3.dtype)
         # autocast may leave the small tensors in another dtype than x3
         return adaptive_graph_conv(x3, *self.graph_inputs(x, joint_graph, alpha, beta, x3.dtype), backend=backend)
 
@@ -145,6 +147,7 @@ class MultiScaleGraphConv(nn.Module):
         impl = model_backend(MULTISCALE_OP, self.backend, x.device.type)
         recompute = self._recompute_activations(x)
         if impl != "torch":
+            check_backend_dtype(impl, x.device, x.dtype)
             conv, bn, relu = self.mlp.layers
             weight, bias = conv.weight.to(x.dtype), conv.bias.to(x.dtype)
             if recompute:

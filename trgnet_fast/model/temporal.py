@@ -10,6 +10,7 @@ from torch import nn
 
 from trgnet_fast.backend import model_backend
 from trgnet_fast.model.attention import AttModule
+from trgnet_fast.model.autocast import cast_all, fused_dtype
 from trgnet_fast.model.channel_dropout import ScaledConv1x1, feature_dropout_noise
 from trgnet_fast.model.dropout_seeds import SeedSlot, layer_dropout_seed
 from trgnet_fast.ops.att_module.autograd import OP_NAME as ATT_MODULE_OP
@@ -64,9 +65,10 @@ class SpatialFeatureInjection(nn.Module):
         seed = layer_dropout_seed(self.seed_slot, h.device) if hashed and p > 0 else None
         first, second = self.ff[0], self.ff[3]
         if impl != "torch":
-            return spatial_feature_injection(group, h, mask, self.conv_s.weight, self.conv_s.bias,
-                                             self.conv_fusion.weight, self.conv_fusion.bias, first.weight, first.bias,
-                                             second.weight, second.bias, dropout=p, dropout_seed=seed, backend=impl)
+            tensors = cast_all(fused_dtype(h, impl), group, h, mask, self.conv_s.weight, self.conv_s.bias,
+                               self.conv_fusion.weight, self.conv_fusion.bias, first.weight, first.bias, second.weight,
+                               second.bias)
+            return spatial_feature_injection(*tensors, dropout=p, dropout_seed=seed, backend=impl)
         s = self.conv_s(flatten_joints(group))
         fused = self.conv_fusion(torch.cat([h, s], dim=1)).transpose(1, 2)
         if seed is None:
@@ -189,9 +191,9 @@ class DilatedResidualLayer(nn.Module):
         hashed = impl != "torch" or self.dropout_masks == "hashed"
         seed = layer_dropout_seed(self.seed_slot, x.device) if hashed and p > 0 else None
         if impl != "torch":
-            return dilated_residual(x, mask, self.conv_dilated.weight, self.conv_dilated.bias, self.conv_in.weight,
-                                    self.conv_in.bias, dilation=self.dilation, dropout=p, dropout_seed=seed,
-                                    backend=impl)
+            tensors = cast_all(fused_dtype(x, impl), x, mask, self.conv_dilated.weight, self.conv_dilated.bias,
+                               self.conv_in.weight, self.conv_in.bias)
+            return dilated_residual(*tensors, dilation=self.dilation, dropout=p, dropout_seed=seed, backend=impl)
         out = self.conv_in(torch.relu(self.conv_dilated(x)))
         out = self.dropout(out) if seed is None else hashed_dropout(out, seed, DILATED_RESIDUAL_DROPOUT_STREAM, p)
         return (x + out) * mask

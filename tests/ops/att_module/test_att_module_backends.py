@@ -130,9 +130,9 @@ def test_encoder_backward_returns_an_empty_values_gradient(ops, backend):
     assert grads[14].shape == () and grads[14].dtype == torch.float64
 
 
-@pytest.mark.parametrize("backend", fused_backends(SPEC))
-def test_16bit_forward_and_grads(backend):
-    CASES_OF_OP.assert_16bit_forward_and_grads(CASES["dec-d2-mask"], backend, BACKEND_DEVICE[backend])
+@pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, dtypes=(torch.float16, torch.bfloat16)))
+def test_16bit_forward_and_grads(backend, dtype):
+    CASES_OF_OP.assert_16bit_forward_and_grads(CASES["dec-d2-mask"], backend, BACKEND_DEVICE[backend], dtype)
 
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))

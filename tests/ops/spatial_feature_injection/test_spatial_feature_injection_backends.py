@@ -104,9 +104,9 @@ def test_bitwise_deterministic(ops, backend):
     assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*back))
 
 
-@pytest.mark.parametrize("backend", fused_backends(SPEC))
-def test_16bit_forward_and_grads(backend):
-    CASES_OF_OP.assert_16bit_forward_and_grads(CASES["C12-G8V3-mask-dropout"], backend, BACKEND_DEVICE[backend])
+@pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, dtypes=(torch.float16, torch.bfloat16)))
+def test_16bit_forward_and_grads(backend, dtype):
+    CASES_OF_OP.assert_16bit_forward_and_grads(CASES["C12-G8V3-mask-dropout"], backend, BACKEND_DEVICE[backend], dtype)
 
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
