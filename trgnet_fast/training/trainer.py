@@ -24,6 +24,7 @@ from trgnet_fast.training.distributed import DistInfo, all_reduce_sum, barrier, 
 from trgnet_fast.training.evaluate import make_metrics, run_inference
 from trgnet_fast.training.logger import EpochLogger
 from trgnet_fast.training.text import resolve_text
+from trgnet_fast.training.transfer import to_device
 
 LOSS_KEYS = ("total", "ce", "gstmse", "boundary", "aris_abs", "aris_rel")
 
@@ -242,10 +243,10 @@ class Trainer:
         classified and the valid frames of this rank; :meth:`read_losses` turns sums of them into floats.
         """
         cfg = self.cfg
-        x = batch["x"].to(self.device, non_blocking=True)
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        boundary = batch["boundary"].to(self.device, non_blocking=True)
-        mask = batch["mask"].to(self.device, non_blocking=True)
+        # the loss's labels-only part, built by the training collate on the CPU (docs/model.md#loss-targets); a batch
+        # from elsewhere has none, and without a segment bound the loss then counts segments with a host sync
+        moved = to_device({k: batch.get(k) for k in ("x", "labels", "boundary", "mask", "loss_targets")}, self.device)
+        x, labels, boundary, mask, targets = (moved[k] for k in ("x", "labels", "boundary", "mask", "loss_targets"))
         if cfg["data"]["augment"]:
             x = saep(x, cfg["dataset"], generator=self.aug_gen)
         self.step.train()
@@ -253,11 +254,6 @@ class Trainer:
             for mod in self.model.modules():
                 if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                     mod.eval()
-        # the training collate builds the loss's labels-only part on the CPU (docs/model.md#loss-targets); a batch
-        # from elsewhere has none, and without a segment bound the loss then counts segments with a host sync
-        targets = batch.get("loss_targets")
-        if targets is not None:
-            targets = targets.to(self.device, non_blocking=True)
         losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph,
                                          max_segments=batch.get("max_segments"), targets=targets)
         self.optimizer.zero_grad(set_to_none=True)
