@@ -36,6 +36,14 @@ def test_bf16_autocast_and_grad_clip(tiny_data, tmp_path, backend):
     assert load_checkpoint(os.path.join(tmp_path, "best.pt"))["best_metric"] == "Acc"
 
 
+def test_mask_correct_mode_trains_and_is_kept_in_the_checkpoint(tiny_data, tmp_path):
+    trainer, row = _fit(tiny_data, tmp_path, ["model.mask_mode=correct"])
+    assert trainer.model.mask_mode == "correct" and math.isfinite(row["train_total"])
+    assert load_checkpoint(os.path.join(tmp_path, "last.pt"))["model_kwargs"]["mask_mode"] == "correct"
+    with pytest.raises(ConfigError, match="'model.mask_mode': expected one of"):
+        load_config("synthetic", tiny_overrides(tiny_data, str(tmp_path), extra=["model.mask_mode=exact"]))
+
+
 def test_aris_terms_with_text_inputs(tiny_data, tmp_path):
     k, d = 10, 16
     rng = np.random.default_rng(0)

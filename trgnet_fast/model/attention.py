@@ -108,9 +108,12 @@ class AttModule(nn.Module):
         self.alpha_tensor = torch.tensor(self.alpha, dtype=self.alpha_tensor.dtype, device=self.alpha_tensor.device)
         return self
 
-    def forward(self, x: torch.Tensor, values: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, values: torch.Tensor | None, mask: torch.Tensor,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, T); values: (N, C, T) in decoder mode (the masked encoder feature), else None;
-        mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        mask: (N, 1, T) float 0/1; cu_seqlens: None (published: the conv halos, InstanceNorm and the attention sums
+        run over all T frames) or (N + 1,) int32 offsets of the rows' valid frames (mask-correct mode: each video's
+        own frames; docs/model.md#mask-correct-mode). Returns (N, C, T)."""
         if self.mode == "decoder" and values is None:
             raise ValueError("values: a decoder-mode AttModule needs the encoder feature, got None")
         attention_p, module_p = _active_p(self.att_layer.dropout), _active_p(self.dropout)
@@ -118,8 +121,10 @@ class AttModule(nn.Module):
         hashed = impl != "torch" or self.dropout_masks == "hashed"
         dropping = hashed and (attention_p > 0 or module_p > 0)
         seed = layer_dropout_seed(self.seed_slot, x.device) if dropping else None
-        if impl != "torch":
-            return self._fused_forward(x, values, mask, seed, attention_p, module_p, impl)
+        if impl != "torch" or cu_seqlens is not None:  # the op's reference runs mask-correct mode on "torch"
+            if cu_seqlens is not None and seed is None and (attention_p > 0 or module_p > 0):
+                seed = layer_dropout_seed(self.seed_slot, x.device)  # the op hashes its dropout masks
+            return self._fused_forward(x, values, mask, seed, attention_p, module_p, impl, cu_seqlens)
         out = self.feed_forward(x)
         q = self.instance_norm(out).transpose(1, 2)
         attended_values = q if values is None else values.transpose(1, 2)
@@ -129,7 +134,7 @@ class AttModule(nn.Module):
         out = self.dropout(out) if seed is None else hashed_dropout(out, seed, MODULE_DROPOUT_STREAM, module_p)
         return (x + out) * mask
 
-    def _fused_forward(self, x, values, mask, seed, attention_p, module_p, backend):
+    def _fused_forward(self, x, values, mask, seed, attention_p, module_p, backend, cu_seqlens=None):
         conv, la = self.feed_forward[0], self.att_layer
         dtype = fused_dtype(x, backend)
         tensors = cast_all(
@@ -140,4 +145,5 @@ class AttModule(nn.Module):
         return att_module(
             *tensors, self.alpha_tensor.to(state_dtype(dtype)),
             dilation=self.dilation, heads=la.n_heads, norm_eps=self.instance_norm.eps, attention_eps=ATTENTION_EPS,
-            attention_dropout=attention_p, dropout=module_p, dropout_seed=seed, backend=backend)
+            attention_dropout=attention_p, dropout=module_p, dropout_seed=seed, cu_seqlens=cu_seqlens,
+            backend=backend)

@@ -9,6 +9,7 @@ from torch import nn
 from trgnet_fast.backend import model_backend
 from trgnet_fast.model.autocast import check_backend_dtype
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
+from trgnet_fast.model.masking import masked_batch_norm, masked_temporal_mean
 from trgnet_fast.model.spatial_recompute import AdaptiveBNResidualReLU, MultiScaleBNReLU
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP, adaptive_graph_conv
 from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP, multiscale_graph_conv
@@ -64,35 +65,41 @@ class CTRGC(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor, joint_graph: torch.Tensor, alpha: torch.Tensor,
-                beta: torch.Tensor, backend: str = "torch") -> torch.Tensor:
+                beta: torch.Tensor, backend: str = "torch", frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, T, V); joint_graph: (V, V); alpha, beta: (1,) scalars; backend: a concrete backend
-        of ``adaptive_graph_conv`` ("torch": the published computation). Returns (N, C, T, V)."""
+        of ``adaptive_graph_conv`` ("torch": the published computation); frame_mask: None (published: the temporal
+        means over all T frames) or (N, 1, T, 1) 0/1 (mask-correct mode: over each video's frames).
+        Returns (N, C, T, V)."""
         if backend != "torch":
-            return self._fused_forward(x, joint_graph, alpha, beta, backend)
+            return self._fused_forward(x, joint_graph, alpha, beta, backend, frame_mask)
         a, b, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
 
         frame_a, frame_b = a.mean(dim=1), b.mean(dim=1)  # (N, T, V)
         frame_graph = beta * torch.tanh(frame_a[..., :, None] - frame_b[..., None, :]) + joint_graph
         y_frame = torch.einsum("ntuv,nctv->nctu", frame_graph, x3)
 
-        channel_a, channel_b = a.mean(dim=2), b.mean(dim=2)  # (N, 8, V)
+        channel_a, channel_b = (a.mean(dim=2), b.mean(dim=2)) if frame_mask is None else \
+            (masked_temporal_mean(a, frame_mask)[:, :, 0], masked_temporal_mean(b, frame_mask)[:, :, 0])  # (N, 8, V)
         relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
         channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
         y_channel = torch.einsum("ncuv,nctv->nctu", channel_graph, x3)
         return y_frame + y_channel
 
-    def _fused_forward(self, x, joint_graph, alpha, beta, backend):
+    def _fused_forward(self, x, joint_graph, alpha, beta, backend, frame_mask=None):
         x3 = self.conv3(x)
         check_backend_dtype(backend, x3.device, x3.dtype)
         # autocast may leave the small tensors in another dtype than x3
-        return adaptive_graph_conv(x3, *self.graph_inputs(x, joint_graph, alpha, beta, x3.dtype), backend=backend)
+        graph = self.graph_inputs(x, joint_graph, alpha, beta, x3.dtype, frame_mask)
+        return adaptive_graph_conv(x3, *graph, backend=backend)
 
-    def graph_inputs(self, x, joint_graph, alpha, beta, dtype):
+    def graph_inputs(self, x, joint_graph, alpha, beta, dtype, frame_mask=None):
         """The fused path's small inputs of ``adaptive_graph_conv`` besides x3, cast to ``dtype``: p, q (N, T, V),
-        beta (1,), channel graph (N, C, V, V), joint_graph (V, V). x: (N, C, T, V); joint_graph: (V, V)."""
+        beta (1,), channel graph (N, C, V, V), joint_graph (V, V). x: (N, C, T, V); joint_graph: (V, V);
+        frame_mask: as in ``forward``."""
         frame_a = F.conv2d(x, self.conv1.weight.mean(0, keepdim=True), self.conv1.bias.mean(0, keepdim=True))
         frame_b = F.conv2d(x, self.conv2.weight.mean(0, keepdim=True), self.conv2.bias.mean(0, keepdim=True))
-        x_bar = x.mean(dim=2, keepdim=True)  # (N, C, 1, V)
+        # (N, C, 1, V)
+        x_bar = x.mean(dim=2, keepdim=True) if frame_mask is None else masked_temporal_mean(x, frame_mask)
         channel_a, channel_b = self.conv1(x_bar)[:, :, 0], self.conv2(x_bar)[:, :, 0]  # (N, 8, V)
         relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
         channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
@@ -134,8 +141,10 @@ class MultiScaleGraphConv(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.backend: str | None = None
 
-    def forward(self, x: torch.Tensor, joint_graph: torch.Tensor) -> torch.Tensor:
-        """x: (N, C_in, V, T); joint_graph: (V, V). Returns (N, C_out, T, V), not masked."""
+    def forward(self, x: torch.Tensor, joint_graph: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, C_in, V, T); joint_graph: (V, V); frame_mask: None (published: BatchNorm statistics and CTRGC's
+        temporal means over all frames, padding included) or (N, 1, T, 1) 0/1 (mask-correct mode: over the valid
+        frames; docs/model.md#mask-correct-mode). Returns (N, C_out, T, V), not masked."""
         x = x.transpose(2, 3)
         n, c, t, v = x.shape
         if self.A_powers.device != x.device:
@@ -145,7 +154,7 @@ class MultiScaleGraphConv(nn.Module):
 
         adaptive_impl = model_backend(ADAPTIVE_OP, self.backend, x.device.type)
         impl = model_backend(MULTISCALE_OP, self.backend, x.device.type)
-        recompute = self._recompute_activations(x)
+        recompute = frame_mask is None and self._recompute_activations(x)
         if impl != "torch":
             check_backend_dtype(impl, x.device, x.dtype)
             conv, bn, relu = self.mlp.layers
@@ -153,20 +162,26 @@ class MultiScaleGraphConv(nn.Module):
             if recompute:
                 x_m = MultiScaleBNReLU.apply(x, adjacency, weight, bias, bn.weight, bn.bias, bn, impl)
             else:
-                x_m = relu(bn(multiscale_graph_conv(x, adjacency, weight, bias, backend=impl)))
+                x_m = relu(_batch_norm(bn, multiscale_graph_conv(x, adjacency, weight, bias, backend=impl),
+                                       frame_mask))
         else:
             support = torch.einsum("su,nctu->ncts", adjacency, x)  # s = k * V + v
             # Channel index of the stacked scales is k * C_in + c (scale-major).
             support = support.view(n, c, t, self.num_scales, v).permute(0, 3, 1, 2, 4)
-            x_m = self.mlp(support.reshape(n, self.num_scales * c, t, v))
+            support = support.reshape(n, self.num_scales * c, t, v)
+            if frame_mask is None:
+                x_m = self.mlp(support)
+            else:
+                conv, bn, relu = self.mlp.layers
+                x_m = relu(_batch_norm(bn, conv(support), frame_mask))
 
         if recompute and adaptive_impl != "torch":
             conv3 = self.CTRGCN.conv3
             graph = self.CTRGCN.graph_inputs(x_m, joint_graph, self.alpha, self.beta, x_m.dtype)
             return AdaptiveBNResidualReLU.apply(x_m, conv3.weight, conv3.bias, *graph, self.bn.weight,
                                                 self.bn.bias, self.bn, adaptive_impl)
-        y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl)
-        return torch.relu(self.bn(y) + x_m)
+        y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl, frame_mask=frame_mask)
+        return torch.relu(_batch_norm(self.bn, y, frame_mask) + x_m)
 
     def _recompute_activations(self, x: torch.Tensor) -> bool:
         """Whether the fused parts run the recomputing autograd functions (trgnet_fast/model/spatial_recompute.py):
@@ -177,3 +192,8 @@ class MultiScaleGraphConv(nn.Module):
         batch_statistics = self.mlp.layers[1].training and self.bn.training
         return (self._recompute and batch_statistics and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling())
+
+
+def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """``bn(x)``; in mask-correct mode (frame_mask (N, 1, T, 1)) with batch statistics, over the valid frames."""
+    return bn(x) if frame_mask is None or not bn.training else masked_batch_norm(x, bn, frame_mask)

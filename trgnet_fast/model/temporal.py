@@ -107,9 +107,11 @@ class SpatioTemporalEncoder(nn.Module):
             [AttModule(2 ** i, channels, "encoder", alpha=1.0) for i in range(n_layers)])
         self.conv_out = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, mask_input: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mask_input: bool = False,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, T, V) spatial features, masked unless ``mask_input`` (then STI zeroes the padded frames itself
-        before conv_in: TRGNet passes SP's output so); mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+        before conv_in: TRGNet passes SP's output so); mask: (N, 1, T) float 0/1; cu_seqlens: None or the (N + 1,)
+        offsets of mask-correct mode (``AttModule``). Returns (N, C, T)."""
         z = self._input_stage(x, mask, mask_input)
         spatial_groups = z[:, :-GROUP_CHANNELS].split(GROUP_CHANNELS, dim=1)
         h = self.conv_t(flatten_joints(z[:, -GROUP_CHANNELS:]))
@@ -118,7 +120,7 @@ class SpatioTemporalEncoder(nn.Module):
             if index in injections:
                 sfi, group = injections[index]
                 h = sfi(group, h, mask)
-            h = layer(h, None, mask)
+            h = layer(h, None, mask, cu_seqlens)
         return self.conv_out(h) * mask
 
     def _input_stage(self, x: torch.Tensor, mask: torch.Tensor, mask_input: bool) -> torch.Tensor:
@@ -156,12 +158,13 @@ class RefinementDecoder(nn.Module):
             [AttModule(2 ** i, channels, "decoder", alpha) for i in range(n_layers)])
         self.conv_out = nn.Conv1d(channels, n_classes, 1)
 
-    def forward(self, probabilities: torch.Tensor, encoder_feature: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """probabilities: (N, K, T); encoder_feature: (N, C, T) masked; mask: (N, 1, T) float 0/1."""
+    def forward(self, probabilities: torch.Tensor, encoder_feature: torch.Tensor, mask: torch.Tensor,
+                cu_seqlens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """probabilities: (N, K, T); encoder_feature: (N, C, T) masked; mask: (N, 1, T) float 0/1; cu_seqlens: None
+        or the (N + 1,) offsets of mask-correct mode."""
         hidden = self.conv_in(probabilities)
         for layer in self.layers:
-            hidden = layer(hidden, encoder_feature, mask)
+            hidden = layer(hidden, encoder_feature, mask, cu_seqlens)
         return self.conv_out(hidden), hidden
 
 
@@ -184,16 +187,19 @@ class DilatedResidualLayer(nn.Module):
         self.conv_in = nn.Conv1d(channels, channels, 1)
         self.dropout = nn.Dropout(0.5)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, T); mask: (N, 1, T) float 0/1. Returns (N, C, T)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, C, T); mask: (N, 1, T) float 0/1; cu_seqlens: None (published: the dilated conv's halo reads the
+        padded frames) or the (N + 1,) offsets of mask-correct mode (zero padding at each video's end, through the
+        op's reference on "torch"). Returns (N, C, T)."""
         p = self.dropout.p if self.dropout.training else 0.0
         impl = model_backend(DILATED_RESIDUAL_OP, self.backend, x.device.type)
-        hashed = impl != "torch" or self.dropout_masks == "hashed"
+        hashed = impl != "torch" or self.dropout_masks == "hashed" or cu_seqlens is not None
         seed = layer_dropout_seed(self.seed_slot, x.device) if hashed and p > 0 else None
-        if impl != "torch":
+        if impl != "torch" or cu_seqlens is not None:
             tensors = cast_all(fused_dtype(x, impl), x, mask, self.conv_dilated.weight, self.conv_dilated.bias,
                                self.conv_in.weight, self.conv_in.bias)
-            return dilated_residual(*tensors, dilation=self.dilation, dropout=p, dropout_seed=seed, backend=impl)
+            return dilated_residual(*tensors, dilation=self.dilation, dropout=p, dropout_seed=seed,
+                                    cu_seqlens=cu_seqlens, backend=impl)
         out = self.conv_in(torch.relu(self.conv_dilated(x)))
         out = self.dropout(out) if seed is None else hashed_dropout(out, seed, DILATED_RESIDUAL_DROPOUT_STREAM, p)
         return (x + out) * mask
@@ -212,9 +218,10 @@ class SingleStageTCN(nn.Module):
         self.layers = nn.ModuleList([DilatedResidualLayer(2 ** i, channels) for i in range(n_layers)])
         self.conv_out = nn.Conv1d(channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: (N, C_in, T); mask: (N, 1, T) float 0/1. Returns (N, C_out, T)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, C_in, T); mask: (N, 1, T) float 0/1; cu_seqlens: None or the (N + 1,) offsets of mask-correct
+        mode. Returns (N, C_out, T)."""
         out = self.conv_in(x)
         for layer in self.layers:
-            out = layer(out, mask)
+            out = layer(out, mask, cu_seqlens)
         return self.conv_out(out) * mask

@@ -11,6 +11,7 @@ from torch import nn
 from trgnet_fast.backend import requested_backend
 from trgnet_fast.model.attention import AttModule, LinearAttention
 from trgnet_fast.model.dropout_seeds import DropoutSeeds
+from trgnet_fast.model.masking import check_mask_mode, sequence_offsets
 from trgnet_fast.model.spatial import MultiScaleGraphConv
 from trgnet_fast.model.temporal import (DilatedResidualLayer, RefinementDecoder, SingleStageTCN,
                                         SpatialFeatureInjection, SpatioTemporalEncoder)
@@ -46,6 +47,10 @@ class TRGNet(nn.Module):
         backend: backend of every fused op (the AttModules, the SFI fusions and the boundary branch's dilated
             residual layers as one op each, linear attention, multi-scale graph conv, adaptive graph conv):
             "auto" | "torch" | "triton" | "cuda"; None reads $TRGNET_BACKEND at every call, else "auto".
+        mask_mode: "published" (default: padded frames take part in the BatchNorm statistics, CTRGC's temporal
+            means, InstanceNorm, the attention sums and the dilated convs' halos, as published) or "correct" (all
+            of them over each video's own frames, so a video's outputs do not depend on its batch's padding; the
+            mask must be right-padded; docs/model.md#mask-correct-mode).
 
     forward(x, mask, joint_graph, check_values=True):
         x: (N, C_in, V, T) floating; mask: (N, 1, T) bool or 0/1; joint_graph: (V, V) floating TJG.
@@ -59,8 +64,10 @@ class TRGNet(nn.Module):
     def __init__(self, in_channel: int, n_features: int, n_classes: int, n_stages: int, n_layers: int,
                  n_refine_layers: int = 10, n_stages_asb: int | None = None,
                  n_stages_brb: int | None = None, SFI_layer: Sequence[int] | None = None,
-                 dataset: str = "PKU-subject", text_dim: int = 768, backend: str | None = None):
+                 dataset: str = "PKU-subject", text_dim: int = 768, backend: str | None = None,
+                 mask_mode: str = "published"):
         super().__init__()
+        self.mask_mode = check_mask_mode(mask_mode)
         n_stages_asb = n_stages if n_stages_asb is None else n_stages_asb
         n_stages_brb = n_stages if n_stages_brb is None else n_stages_brb
         if n_stages_asb < 1 or n_stages_brb < 1:
@@ -134,21 +141,25 @@ class TRGNet(nn.Module):
             self._dropout_seeds.stop()
 
     def _forward(self, x, mask, joint_graph, check_values):
+        correct = self.mask_mode == "correct"
         validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device,
-                        check_values)
+                        check_values, right_padded=correct)
         mask = mask.to(x.dtype)
         joint_graph = joint_graph.to(x.dtype)
+        # mask-correct mode: every statistic over each video's own frames (docs/model.md#mask-correct-mode)
+        cu = sequence_offsets(mask) if correct else None
+        frame_mask = mask[..., None] if correct else None
 
         # STI masks SP's output itself: on the fused backends it saves that output, not the masked copy
-        feature = self.STI(self.SP(x, joint_graph), mask, mask_input=True)
+        feature = self.STI(self.SP(x, joint_graph, frame_mask), mask, mask_input=True, cu_seqlens=cu)
         logits = self.conv_cls(feature)
         boundary = self.conv_bound(feature)
 
         if not self.training:
             for stage in self.asb:
-                logits, _ = stage(torch.softmax(logits, dim=1) * mask, feature * mask, mask)
+                logits, _ = stage(torch.softmax(logits, dim=1) * mask, feature * mask, mask, cu)
             for stage in self.brb:
-                boundary = stage(torch.sigmoid(boundary), mask)
+                boundary = stage(torch.sigmoid(boundary), mask, cu)
             return logits, boundary
 
         all_logits, all_boundaries = [logits], [boundary]
@@ -157,10 +168,10 @@ class TRGNet(nn.Module):
         # stage's hidden state instead of the encoder feature (in eval all stages use the encoder feature).
         values = feature
         for stage, feature_head in zip(self.asb, self.conv_asb_feature):
-            logits, values = stage(torch.softmax(logits, dim=1) * mask, values * mask, mask)
+            logits, values = stage(torch.softmax(logits, dim=1) * mask, values * mask, mask, cu)
             all_logits.append(logits)
             all_features.append(feature_head(values))
         for stage in self.brb:
-            boundary = stage(torch.sigmoid(boundary), mask)
+            boundary = stage(torch.sigmoid(boundary), mask, cu)
             all_boundaries.append(boundary)
         return all_logits, all_boundaries, all_features, self.logit_scale

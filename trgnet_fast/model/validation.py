@@ -27,12 +27,13 @@ def _require_finite(name: str, value: torch.Tensor) -> None:
 
 
 def validate_inputs(x, mask, joint_graph, in_channel: int, num_joints: int, device: torch.device,
-                    check_values: bool = True) -> None:
+                    check_values: bool = True, right_padded: bool = False) -> None:
     """Validate TRGNet inputs.
 
-    x: (N, in_channel, num_joints, T) floating, finite; mask: (N, 1, T) bool or numeric with values 0/1;
-    joint_graph: (num_joints, num_joints) floating, finite; all three on ``device``. check_values: False skips
-    the finiteness and 0/1 checks (they read device values).
+    x: (N, in_channel, num_joints, T) floating, finite; mask: (N, 1, T) bool or numeric with values 0/1 (with
+    ``right_padded``: each row's ones first, then its zeros); joint_graph: (num_joints, num_joints) floating, finite;
+    all three on ``device``. check_values: False skips the finiteness, 0/1 and padding checks (they read device
+    values).
     """
     x_expected = f"a 4-D floating tensor (N, C_in={in_channel}, V={num_joints}, T)"
     _require_tensor("x", x, x_expected)
@@ -61,5 +62,8 @@ def validate_inputs(x, mask, joint_graph, in_channel: int, num_joints: int, devi
         return  # the value checks below read device data: a sync and a graph break under torch.compile
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"mask: expected values 0 or 1, got values {torch.unique(mask).tolist()[:8]}")
+    if right_padded and mask.shape[-1] > 1 and bool((mask[..., 1:] > mask[..., :-1]).any()):
+        raise ValueError("mask: mask_mode='correct' needs right-padded rows (each row's valid frames first, then "
+                         "its padding), got a row with a valid frame after a padded one")
     _require_finite("x", x)
     _require_finite("joint_graph", joint_graph)

@@ -19,6 +19,7 @@ import yaml
 
 from trgnet_fast.evaluation.metrics import F1_ENDS
 from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS
+from trgnet_fast.model.masking import MASK_MODES
 from trgnet_fast.skeletons import DATASETS
 
 # The schema. Published values (docs/model.md#training-protocol-and-configs) for the PKU settings; presets override per
@@ -57,6 +58,9 @@ DEFAULTS: dict = {
         "backend": None,
         "dropout": True,           # false: every Dropout p = 0 (for exact comparisons)
         "sync_bn": False,          # DDP: convert BatchNorm to SyncBatchNorm (GPU/NCCL only)
+        # published: padded frames take part in every statistic, as published | correct: each video's own frames
+        # only (docs/model.md#mask-correct-mode)
+        "mask_mode": "published",
         "freeze_bn": False,        # BatchNorm uses its running statistics while training (no batch stats):
                                    # a step then does not depend on how a batch is split over processes
     },
@@ -192,7 +196,7 @@ def _normalise(cfg: dict) -> dict:
     fix_ints(cfg, DEFAULTS)
     choices = {("data", "format"): ("csv", "mstcn"), ("data", "feature_format"): ("raw", "built", "auto"),
                ("data", "feature_layout"): ("CTVM", "CVT"), ("eval", "refinement"): ("boundary", "argmax"),
-               ("eval", "f1_end"): F1_ENDS}
+               ("eval", "f1_end"): F1_ENDS, ("model", "mask_mode"): MASK_MODES}
     for (sec, key), allowed in choices.items():
         if cfg[sec][key] not in allowed:
             raise ConfigError(f"config key '{sec}.{key}': expected one of {allowed}, got {cfg[sec][key]!r}")

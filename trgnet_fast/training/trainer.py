@@ -33,7 +33,7 @@ def model_kwargs(cfg: dict, n_classes: int, text_dim: int) -> dict:
     """TRGNet constructor arguments: the dataset's published defaults updated by ``cfg["model"]``."""
     kw = default_config(cfg["dataset"])
     m = cfg["model"]
-    for key in ("in_channel", *ARCHITECTURE_DEFAULTS, "backend"):
+    for key in ("in_channel", *ARCHITECTURE_DEFAULTS, "backend", "mask_mode"):
         if m[key] is not None:
             kw[key] = m[key]
     kw["SFI_layer"] = list(m["SFI_layer"]) if m["SFI_layer"] is not None else default_sfi_layers(kw["n_layers"])
