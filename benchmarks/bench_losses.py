@@ -25,6 +25,7 @@ import workload  # noqa: E402
 
 from trgnet_fast.data import segment_capacity  # noqa: E402
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight  # noqa: E402
+from trgnet_fast.training.transfer import to_device  # noqa: E402
 
 
 def _sync(device):
@@ -108,7 +109,8 @@ def main(argv=None):
     # the training path: the labels-only part built by the collate on the CPU, moved with the batch
     # (docs/model.md#loss-targets); "own targets": the loss builds it on the device (a host sync for the segments)
     labels_cpu = inputs["labels"].cpu()
-    targets = loss_fn.target_builder()(labels_cpu, inputs["mask"].cpu(), segment_capacity(labels_cpu)).to(device)
+    targets = to_device(loss_fn.target_builder()(labels_cpu, inputs["mask"].cpu(), segment_capacity(labels_cpu)),
+                        device)
 
     def loss_step(given=targets):
         for z in leaves:

@@ -8,6 +8,7 @@ import torch
 from trgnet_fast.data import collate, segment_capacity
 from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.losses import LossTargetBuilder, LossTargets, TRGNetLoss
+from trgnet_fast.training.transfer import to_device
 
 K, D = 6, 16
 
@@ -72,7 +73,7 @@ def test_the_collate_builds_the_targets_of_its_batch(gen):
 def test_targets_move_as_one(ref, gen):
     _, _, labels, _, mask = _batch(ref, gen, 2, 11, torch.float32)
     targets = _loss(gen, torch.float32).target_builder()(labels, mask, segment_capacity(labels))
-    moved = targets.to("meta")
+    moved = to_device(targets, "meta")  # as the trainer moves them (trgnet_fast/training/transfer.py)
     assert isinstance(moved, LossTargets)
     leaves = torch.utils._pytree.tree_leaves(moved)
     assert leaves and all(t.device.type == "meta" for t in leaves)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch.utils._pytree import tree_map
 
 from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.losses.segments import Segments, extract_segments
@@ -34,10 +33,6 @@ class LossTargets(NamedTuple):
     unpaired: torch.Tensor | None
     absolute: KLTarget | None
     relative: KLTarget | None
-
-    def to(self, device, non_blocking: bool = False) -> "LossTargets":
-        """Every tensor moved to ``device``."""
-        return tree_map(lambda t: t.to(device, non_blocking=non_blocking) if torch.is_tensor(t) else t, self)
 
 
 class LossTargetBuilder:

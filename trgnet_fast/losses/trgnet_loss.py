@@ -11,7 +11,7 @@ from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.losses.segments import segment_means
 from trgnet_fast.losses.targets import LossTargetBuilder, LossTargets
 from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy, frame_log_probs,
-                                      gs_tmse, gs_tmse_weights)
+                                      gs_tmse)
 
 
 def _check_tensor(name: str, value, dim: int | None = None) -> torch.Tensor:
@@ -193,7 +193,7 @@ class TRGNetLoss(nn.Module):
                            self.ignore_index, log_probs=log_probs.flatten(0, 1))
         gst = gs_tmse(z, x, labels, ignore_index=self.ignore_index,
                       log_softmax_over="time" if self.published_quirks else "classes", log_probs=log_probs,
-                      pairs=targets.pairs, weights=gs_tmse_weights(x, targets.pairs))
+                      pairs=targets.pairs)
         b = torch.stack(list(bounds))
         pos_weight = self.pos_weight_float32 if b.dtype == torch.float32 else self.pos_weight
         bce = boundary_bce(b, boundary, mask, pos_weight, targets.boundary_weight)

@@ -118,12 +118,11 @@ class AttModule(nn.Module):
             raise ValueError("values: a decoder-mode AttModule needs the encoder feature, got None")
         attention_p, module_p = _active_p(self.att_layer.dropout), _active_p(self.dropout)
         impl = model_backend(ATT_MODULE_OP, self.backend, x.device.type)
-        hashed = impl != "torch" or self.dropout_masks == "hashed"
+        # the op hashes its dropout masks; it also runs mask-correct mode on "torch" (its reference)
+        hashed = impl != "torch" or self.dropout_masks == "hashed" or cu_seqlens is not None
         dropping = hashed and (attention_p > 0 or module_p > 0)
         seed = layer_dropout_seed(self.seed_slot, x.device) if dropping else None
-        if impl != "torch" or cu_seqlens is not None:  # the op's reference runs mask-correct mode on "torch"
-            if cu_seqlens is not None and seed is None and (attention_p > 0 or module_p > 0):
-                seed = layer_dropout_seed(self.seed_slot, x.device)  # the op hashes its dropout masks
+        if impl != "torch" or cu_seqlens is not None:
             return self._fused_forward(x, values, mask, seed, attention_p, module_p, impl, cu_seqlens)
         out = self.feed_forward(x)
         q = self.instance_norm(out).transpose(1, 2)

@@ -1,6 +1,7 @@
 """A training batch to the device in one copy per dtype (docs/training.md#batch-transfer)."""
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -25,12 +26,13 @@ def pack(tree) -> PackedTensors:
     dtype, in leaf order."""
     leaves, spec = tree_flatten(tree)
     parts: dict = {}
+    sizes: dict = {}
     layout = []
     for i, leaf in enumerate(leaves):
         if torch.is_tensor(leaf):
-            chunks = parts.setdefault(leaf.dtype, [])
-            layout.append((i, leaf.dtype, sum(c.numel() for c in chunks), tuple(leaf.shape)))
-            chunks.append(leaf.reshape(-1))
+            layout.append((i, leaf.dtype, sizes.get(leaf.dtype, 0), tuple(leaf.shape)))
+            sizes[leaf.dtype] = sizes.get(leaf.dtype, 0) + leaf.numel()
+            parts.setdefault(leaf.dtype, []).append(leaf.reshape(-1))
     buffers = {dtype: torch.cat(chunks) for dtype, chunks in parts.items()}
     return PackedTensors(buffers, layout, [None if torch.is_tensor(x) else x for x in leaves], spec)
 
@@ -40,10 +42,7 @@ def unpack(packed: PackedTensors, buffers: dict | None = None):
     buffers = packed.buffers if buffers is None else buffers
     leaves = list(packed.leaves)
     for i, dtype, offset, shape in packed.layout:
-        n = 1
-        for size in shape:
-            n *= size
-        leaves[i] = buffers[dtype][offset:offset + n].view(shape)
+        leaves[i] = buffers[dtype][offset:offset + math.prod(shape)].view(shape)
     return tree_unflatten(leaves, packed.spec)
 
 
