@@ -245,7 +245,10 @@ __global__ void __launch_bounds__(kThreads)
     for_each_row_element(k + row0 * D, s.H * D, rows, D, [&](int r, int d, Acc x) {
       phik[r * as + d] = key_feature(x, mask_at(mask, s, nh, t0 + r));
     });
-    for_each_row_element(v + row0 * E, s.H * E, rows, E, [&](int r, int c, Acc x) { vext[r * bs + c] = x; });
+    // a masked frame's v is zeroed, not multiplied by its zero key feature: a NaN there must take no part
+    for_each_row_element(v + row0 * E, s.H * E, rows, E, [&](int r, int c, Acc x) {
+      vext[r * bs + c] = mask_at(mask, s, nh, t0 + r) ? x : Acc(0);
+    });
     fill_row_tails(phik, rows, as, D, Acc(0));
     fill_row_tails(vext, rows, bs, E, Acc(1));
     __syncthreads();

@@ -6,8 +6,10 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from trgnet_fast import _native
+from trgnet_fast.backend import backend_status
 
 INFO_KEYS = {"available", "reason", "source", "path", "cuda", "cuda_archs", "cuda_runtime", "torch"}
 
@@ -35,6 +37,21 @@ def test_available_and_build_info_are_consistent():
         assert hasattr(torch.ops.trgnet, "linear_attention")
     else:
         assert why and info["source"] is None and not _native.has_cuda()
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_required_backends_are_usable(backend, required_backends):
+    """Under $TRGNET_REQUIRE_BACKENDS (CI) a missing or broken native module, or a Triton that cannot run, fails
+    here with the reason, besides failing every test that needs the backend."""
+    if backend not in required_backends:
+        pytest.skip(f"the {backend} backend is not required (set TRGNET_REQUIRE_BACKENDS={backend} to require it)")
+    # where the tests run it: the native module's CPU kernels (and its CUDA kernels on a GPU); Triton on the GPU,
+    # else in its CPU interpreter (tests/conftest.py)
+    gpu = ["cuda"] if torch.cuda.is_available() else []
+    devices = {"cuda": ["cpu", *gpu], "triton": gpu or ["cpu"]}[backend]
+    status = {d: backend_status(d)[backend] for d in devices}
+    unusable = {d: why for d, (ok, why) in status.items() if not ok}
+    assert not unusable, f"required {backend} backend unusable: {unusable}; native: {_native.native_build_info()}"
 
 
 def test_no_native_env_disables_the_module():

@@ -41,7 +41,8 @@ def implemented_backends(op: str) -> set[str]:
     return set(_IMPLEMENTED[op])
 
 
-def _triton_interpreting() -> bool:
+def triton_interpreting() -> bool:
+    """Whether Triton runs its CPU interpreter (TRITON_INTERPRET set and not 0)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -62,7 +63,7 @@ def _usable(name: str, device: torch.device) -> tuple[bool, str]:
         return True, ""
     if name == "triton":
         ok, why = _triton_importable()
-        if ok and device.type == "cpu" and not _triton_interpreting():
+        if ok and device.type == "cpu" and not triton_interpreting():
             return False, "triton runs on CPU tensors only with TRITON_INTERPRET=1"
         if ok and device.type == "cuda" and not torch.cuda.is_available():
             return False, "no CUDA device"

@@ -44,7 +44,7 @@ def _parity(args) -> int:
 
     unknown = sorted(set(args.op or ()) - set(OPS))
     if unknown:
-        raise ValueError(f"--op: expected op names from {sorted(OPS)}, got unknown {unknown}")
+        raise ValueError(f"--op: unknown op {', '.join(map(repr, unknown))}; the ops are {', '.join(sorted(OPS))}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = [getattr(torch, d) for d in args.dtype] if args.dtype else None
     rows = parity.run_parity(device, ops=args.op, backends=args.backend, dtypes=dtypes,
@@ -57,6 +57,19 @@ def _parity(args) -> int:
     failed = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def _int_at_least(low: int):
+    """argparse type: an integer ≥ ``low`` (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {value}")
+        return value
+    return parse
 
 
 def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
@@ -166,12 +179,12 @@ def _add_training_commands(sub) -> None:
                                    "mapping.txt, descriptions.txt, train/val/test.csv. Train on it with "
                                    "`trgnet train --data DIR`.")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--n-train", type=int, default=120)
-    p.add_argument("--n-val", type=int, default=20)
-    p.add_argument("--n-test", type=int, default=30)
-    p.add_argument("--min-frames", type=int, default=300)
-    p.add_argument("--max-frames", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=_int_at_least(0), default=120)
+    p.add_argument("--n-val", type=_int_at_least(0), default=20)
+    p.add_argument("--n-test", type=_int_at_least(0), default=30)
+    p.add_argument("--min-frames", type=_int_at_least(2), default=300, help="≥ 2 (the model's InstanceNorm)")
+    p.add_argument("--max-frames", type=_int_at_least(2), default=600)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.set_defaults(func=_lazy("make_synthetic"))
 
     p = sub.add_parser("convert-pku", help="convert the raw PKU-MMD release to the published csv layout",
@@ -205,17 +218,19 @@ def _add_viz_graphs_parser(sub) -> None:
     p.add_argument("--n-classes", type=int, help="number of classes for a bare state_dict (default: inferred)")
     p.add_argument("--joint-graph", help="text | physical | identity | .npy (default: the checkpoint's, else text)")
     p.add_argument("--encoder", help="local text encoder for --joint-graph text")
-    p.add_argument("--frames", help="comma-separated frame indices whose G_f is also saved/plotted")
+    p.add_argument("--frames", help="comma-separated frame indices whose G_f is also saved/plotted, e.g. 0,10,20")
     p.add_argument("--residual", action="store_true", help="plot G_f - J (the input-dependent part) per segment")
     p.add_argument("--predicted", action="store_true", help="segment by the model's prediction, not ground truth")
-    p.add_argument("--max-segments", type=int, default=12)
+    p.add_argument("--max-segments", type=int, default=12, help="plot at most this many segments (≥ 1; default 12)")
     p.add_argument("--out", default="graph_viz", help="output folder (default: ./graph_viz)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (default: cpu)")
     p.set_defaults(func=_lazy("viz_graphs"))
 
 
+# FloatingPointError: training stopped at a non-finite loss or weights (its message names epoch, step and what to
+# change), an outcome of the configuration rather than an internal error
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+               PermissionError, FloatingPointError)
 
 
 def _error_message(e: BaseException) -> str:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from backend_marks import needs
 from tiny_model import KW
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,10 +165,8 @@ def measure_tiny(backend: str, args) -> dict:
 ORIGINAL_MEASURE = step_anatomy.measure_backend
 
 
-@pytest.fixture(scope="module", params=["torch", "cuda"])
+@pytest.fixture(scope="module", params=["torch", pytest.param("cuda", marks=needs("cuda"))])
 def tiny_result(request):
-    if not step_anatomy.backend_status("cpu")[request.param][0]:
-        pytest.skip(f"backend {request.param} not usable here")
     return measure_tiny(request.param, tiny_args())
 
 

@@ -8,9 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import pytest
-
-from trgnet_fast.backend import backend_status
+from backend_marks import needs
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -20,10 +18,9 @@ from bench.anatomy_blocks import STEP_PHASES, saved_total  # noqa: E402
 
 MAX_STEP_OPS = 400
 MAX_SAVED_BYTES = 2 * 2 ** 30
-NATIVE_OK, NATIVE_WHY = backend_status("cpu")["cuda"]
 
 
-@pytest.mark.skipif(not NATIVE_OK, reason=f"cuda backend unusable on cpu: {NATIVE_WHY}")
+@needs("cuda")
 def test_published_step_within_the_op_sync_and_memory_goals():
     args = argparse.Namespace(n=2, t=300, saved_n=8, saved_t=6000, no_saved=False, seed=0)
     result = step_anatomy.measure_backend("cuda", args)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trgnet_fast.data.collate import collate
+from trgnet_fast.data.collate import collate, segment_capacity
 from trgnet_fast.data.labels import IGNORE_INDEX
 
 
@@ -35,3 +35,10 @@ def test_collate_errors():
     bad["label"] = torch.zeros(4, dtype=torch.int64)
     with pytest.raises(ValueError, match="item 0"):
         collate([bad])
+
+
+@pytest.mark.parametrize("runs, bound", [(1, 8), (8, 8), (9, 16), (17, 32)])
+def test_segment_capacity_is_a_power_of_two_of_at_least_8(runs, bound):
+    """The label runs of the batch rounded up to a power of two ≥ 8 (few distinct bounds: few CUDA graphs)."""
+    labels = torch.arange(runs).repeat_interleave(3)[None] % 5  # neighbours differ: one run per 3 frames
+    assert segment_capacity(labels) == bound

@@ -196,6 +196,34 @@ def test_csv_dataset_out_of_range_label(tmp_path, bad, shown):
         ds[0]
 
 
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, 1.5])
+def test_csv_dataset_float_labels_must_be_whole_numbers(tmp_path, bad):
+    """Float label files are read when every value is a whole number; inf, NaN and fractions are refused."""
+    labels = np.array([0, 1, bad, 1], np.float64)
+    row = write_csv_layout(tmp_path, "f", np.zeros((4, 150), np.float32), labels)
+    ds = CsvSegmentationDataset(make_csv(tmp_path, [row]), tmp_path, "PKU-subject", num_classes=52)
+    with pytest.raises(ValueError, match=r"gt_arr/f\.npy: expected integer class ids, got non-integral values"):
+        ds[0]
+
+
+def test_csv_dataset_negative_index_counts_from_the_end(tmp_path):
+    rows = [write_csv_layout(tmp_path, name, np.random.default_rng(i).standard_normal((4, 150)).astype(np.float32),
+                             np.zeros(4, np.int64)) for i, name in enumerate(("a", "b"))]
+    ds = CsvSegmentationDataset(make_csv(tmp_path, rows), tmp_path, "PKU-subject", num_classes=52)
+    assert ds[-1]["name"] == "b" and torch.equal(ds[-1]["feature"], ds[1]["feature"])
+    with pytest.raises(IndexError, match="index -3 out of range for 2 videos"):
+        ds[-3]
+
+
+def test_csv_dataset_labels_must_be_one_dimensional(tmp_path):
+    row = write_csv_layout(tmp_path, "m", np.zeros((4, 150), np.float32), np.zeros(4, np.int64))
+    np.save(tmp_path / "PKU-subject" / "gt_arr" / "m.npy", np.zeros((4, 1), np.int64))
+    ds = CsvSegmentationDataset(make_csv(tmp_path, [row]), tmp_path, "PKU-subject", num_classes=52)
+    with pytest.raises(ValueError, match=r"gt_arr/m\.npy: expected non-empty frame labels \(T,\), got shape "
+                                         r"\(4, 1\)"):
+        ds[0]
+
+
 def test_class_count_must_stay_below_the_ignore_label(tmp_path):
     row = write_csv_layout(tmp_path, "v", np.zeros((4, 150), np.float32), np.zeros(4, np.int64))
     csv = make_csv(tmp_path, [row])
@@ -213,7 +241,7 @@ def test_full_rate_boundary_without_features(tmp_path):
     d = tmp_path / "LARA"
     for sub in ("gt_arr", "gt_boundary_arr"):
         (d / sub).mkdir(parents=True)
-    stored = np.array([1, 0.5, 0, 0, 0, 1, 1, 0, 0.25], np.float64)
+    stored = np.array([1, 0, 0, 0, 0, 1, 1, 0, 0], np.float64)
     np.save(d / "gt_boundary_arr/L01.npy", stored)
     np.save(d / "gt_boundary_arr/L02.npy", np.zeros((2, 3)))
     csv = make_csv(tmp_path, ["/LARA/features/L01.npy,/LARA/gt_arr/L01.npy,/LARA/gt_boundary_arr/L01.npy\n",
@@ -243,3 +271,92 @@ def test_carve_validation_published_rule():
     assert carve_validation(0, 10) == ([], [])
     with pytest.raises(ValueError, match=r"every: expected ≥ 2 .*got 1"):
         carve_validation(5, 1)
+
+
+def _one_video_csv(tmp_path, feature, labels=None, boundary=None):
+    """A CsvSegmentationDataset (PKU-subject) of one video "v" with the given feature array (raw or built)."""
+    T = feature.shape[0] if feature.ndim == 2 else feature.shape[-1]
+    labels = np.zeros(T, np.int64) if labels is None else labels
+    row = write_csv_layout(tmp_path, "v", feature, labels, boundary=boundary)
+    return CsvSegmentationDataset(make_csv(tmp_path, [row]), tmp_path, "PKU-subject")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, bool, "<U4"])
+@pytest.mark.parametrize("built", [False, True], ids=["raw", "built"])
+def test_feature_files_of_non_real_numbers_are_refused(tmp_path, dtype, built):
+    """Complex features lost their imaginary part (with a numpy warning), booleans loaded as 0/1 floats and
+    strings failed without naming the file."""
+    shape = (12, 25, 6) if built else (6, 150)
+    ds = _one_video_csv(tmp_path, np.ones(shape).astype(dtype))
+    with pytest.raises(ValueError, match=rf"features/v\.npy: expected real-valued \(integer or float\) features, "
+                                         rf"got dtype {re.escape(str(np.dtype(dtype)))}"):
+        ds[0]
+
+
+@pytest.mark.parametrize("layout", ["CTVM", "CVT"])
+def test_mstcn_feature_files_of_non_real_numbers_are_refused(tmp_path, layout):
+    root, arrays = make_mstcn(tmp_path, layout)
+    np.save(root / "features" / "v1.npy", arrays["v1"] + 1j)
+    with pytest.raises(ValueError, match=r"features/v1\.npy: expected real-valued .*got dtype complex"):
+        MSTCNDataset(root, "train.split1.bundle", "TCG-15", feature_layout=layout)[0]
+
+
+@pytest.mark.parametrize("values, shown", [([0, 2, 1, 0], "[2"), ([1, 0.5, 0, 0], "[0.5]"),
+                                           ([1, -1, 0, 0], "[-1"), ([1, np.nan, 0, 0], "[nan]")])
+def test_boundary_values_other_than_0_and_1_are_refused(tmp_path, values, shown):
+    ds = _one_video_csv(tmp_path, np.ones((4, 150), np.float32), boundary=np.array(values, np.float32))
+    for read in (lambda: ds[0], lambda: ds.full_rate_boundary(0)):
+        with pytest.raises(ValueError, match=rf"gt_boundary_arr/v\.npy: expected boundary values 0 or 1, "
+                                             rf"got {re.escape(shown)}"):
+            read()
+
+
+def test_boundary_files_of_bool_int_and_float_0_1_are_read(tmp_path):
+    for dtype in (bool, np.int64, np.float64):
+        ds = _one_video_csv(tmp_path, np.ones((4, 150), np.float32), boundary=np.array([1, 0, 1, 1], dtype))
+        assert ds[0]["boundary"].tolist() == [1, 0, 1, 1]
+
+
+@pytest.mark.parametrize("boundary, match", [(np.zeros(0, np.float32), r"expected boundary \(T,\) with T ≥ 1, got "
+                                                                       r"shape \(0,\)"),
+                                             (np.array([1, 0, 1, 0], complex), r"expected .*got dtype complex128")])
+def test_empty_and_complex_boundary_files_are_refused(tmp_path, boundary, match):
+    row = write_csv_layout(tmp_path, "v", np.ones((4, 150), np.float32), np.zeros(4, np.int64), boundary=boundary)
+    ds = CsvSegmentationDataset(make_csv(tmp_path, [row]), tmp_path, "PKU-subject")
+    with pytest.raises(ValueError, match=r"gt_boundary_arr/v\.npy: " + match):
+        ds.full_rate_boundary(0)
+
+
+@pytest.mark.parametrize("T", [0, 1])
+def test_csv_videos_shorter_than_2_frames_are_refused(tmp_path, T):
+    """The model's InstanceNorm needs 2 frames even in eval: refused when read, naming the feature file."""
+    ds = _one_video_csv(tmp_path, np.ones((T, 150), np.float32), labels=np.zeros(T, np.int64),
+                        boundary=np.ones(T, np.float32))
+    with pytest.raises(ValueError, match=rf"features/v\.npy: expected a video of at least 2 frames \(the model's "
+                                         rf"InstanceNorm normalises over time\), got {T}"):
+        ds[0]
+
+
+def test_lara_video_of_1_frame_after_downsampling_is_refused(tmp_path):
+    d = tmp_path / "LARA"
+    for sub in ("features", "gt_arr", "gt_boundary_arr"):
+        (d / sub).mkdir(parents=True)
+    np.save(d / "features/L01.npy", np.ones((6, 4, 19, 1), np.float32))  # 4 frames → 1 after ×4 downsampling
+    np.save(d / "gt_arr/L01.npy", np.zeros(4, np.int64))
+    np.save(d / "gt_boundary_arr/L01.npy", np.array([1, 0, 0, 0], np.float32))
+    csv = make_csv(tmp_path, ["/LARA/features/L01.npy,/LARA/gt_arr/L01.npy,/LARA/gt_boundary_arr/L01.npy\n"])
+    with pytest.raises(ValueError, match=r"features/L01\.npy: expected a video of at least 2 frames after temporal "
+                                         r"downsampling by 4 .*got 1"):
+        CsvSegmentationDataset(csv, tmp_path, "LARA")[0]
+
+
+def test_mstcn_video_of_1_frame_and_empty_label_file_are_refused(tmp_path):
+    root, _ = make_mstcn(tmp_path)
+    np.save(root / "features" / "v1.npy", np.ones((3, 1, 17, 1), np.float32))
+    (root / "groundTruth" / "v1.txt").write_text("idle\n")
+    (root / "groundTruth" / "v2.txt").write_text("\n")
+    ds = MSTCNDataset(root, "train.split1.bundle", "TCG-15")
+    with pytest.raises(ValueError, match=r"features/v1\.npy: expected a video of at least 2 frames .*got 1"):
+        ds[0]
+    with pytest.raises(ValueError, match=r"groundTruth/v2\.txt: ground-truth file has no frames"):
+        ds[1]

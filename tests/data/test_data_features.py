@@ -1,4 +1,9 @@
-"""Feature construction (docs/model.md#features) against straightforward loop implementations."""
+"""Feature construction (docs/model.md#features) against straightforward loop implementations.
+
+build_features returns float32 (the published dtype): its differences of O(1) coordinates match the loops within
+atol 1e-6 (a few float32 ulps); the MCFS pixel normalisation within 1e-5."""
+import re
+
 import numpy as np
 import pytest
 
@@ -164,3 +169,13 @@ def test_format_detection():
         features_from_array(amb, "TCG-15", "a.npy")
     assert features_from_array(amb, "TCG-15", feature_format="built").shape == (6, 17, 3)
     assert features_from_array(amb, "TCG-15", feature_format="raw").shape == (6, 17, 6)
+
+
+@pytest.mark.parametrize("dataset, shape", [("PKU-subject", (2, 5, 25, 2)), ("PKU-subject", (3, 5, 25, 1)),
+                                            ("LARA", (3, 5, 19, 1)), ("TCG-15", (3, 5, 17, 2)),
+                                            ("MCFS-130", (3, 5, 25, 2))])
+def test_ctvm_with_other_channels_or_persons_is_refused(dataset, shape):
+    """Features of another channel or person count would reach the model with the wrong C_in: refused here."""
+    with pytest.raises(ValueError, match=rf"{dataset}: expected a \(C, T, V, M\) array with C = \d channels and "
+                                         r"M = \d person\(s\).*" + re.escape(f"got shape {shape}")):
+        features_from_ctvm(np.zeros(shape, np.float32), dataset)

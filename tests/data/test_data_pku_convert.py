@@ -57,7 +57,7 @@ def test_convert_and_read_back(tmp_path):
 def test_validation_is_every_tenth_sorted_training_video(tmp_path):
     """make_csv_files' rule on the name-sorted training list: 0-based positions 9, 19, … go to val1."""
     ids = [f"{i:04d}" for i in (7, 3, 12, 5, 9, 4, 11, 8, 2, 6, 10)]  # 11 ids → 22 training videos (M, R)
-    skel, lab, _ = fake_release(tmp_path, ids=ids, T=4)
+    skel, lab, _ = fake_release(tmp_path, ids=ids, T=8)
     view = convert_pku_mmd(skel, lab, tmp_path / "out")["csv"]["PKU-view"]
 
     def videos(split):
@@ -80,10 +80,28 @@ def test_reader_errors(tmp_path):
     p.write_text("1 2 3\n")
     with pytest.raises(ValueError, match=r"s\.txt:1: expected 150 numbers"):
         read_skeleton_txt(str(p))
+    for frames in (0, 1):  # the model needs 2 frames: refused before a video that cannot be read back is written
+        p.write_text("0.5 " * 150 + "\n" * frames if frames else "\n")
+        with pytest.raises(ValueError, match=rf"s\.txt: expected a video of at least 2 frames .*got {frames}"):
+            read_skeleton_txt(str(p))
+    for bad in ("nan", "inf", "-inf"):
+        p.write_text("0.5 " * 150 + "\n" + "0.5 " * 149 + bad + "\n")
+        with pytest.raises(ValueError, match=rf"s\.txt:2: expected finite coordinates, got \[{bad}\]"):
+            read_skeleton_txt(str(p))
     q = tmp_path / "l.txt"
     q.write_text("52,1,2,1\n")
     with pytest.raises(ValueError, match=r"l\.txt:1: expected class 1\.\.51"):
         read_label_txt(str(q), 5)
     q.write_text("3,4,2,1\n")
     with pytest.raises(ValueError, match=r"l\.txt:1: end frame"):
+        read_label_txt(str(q), 5)
+    for line in ("3,0,2,1", "3,6,9,1", "3,-4,-2,1"):  # frame base 1, 5 frames: 1..5
+        q.write_text("3,1,2,1\n" + line + "\n")
+        with pytest.raises(ValueError, match=r"l\.txt:2: segment .* starts outside the video's frames 1\.\.5"):
+            read_label_txt(str(q), 5)
+    q.write_text("3,4,9,1\n")  # runs past the end: clipped
+    assert read_label_txt(str(q), 5).tolist() == [0, 0, 0, 3, 3]
+    with open(q, "wb") as f:
+        f.write(b"\xff\xfe3,1,2\n")
+    with pytest.raises(ValueError, match=r"l\.txt: expected a UTF-8 text file"):
         read_label_txt(str(q), 5)

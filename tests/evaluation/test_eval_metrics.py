@@ -24,6 +24,11 @@ from trgnet_fast.evaluation import (
     write_split_average,
 )
 
+
+def exact(expected):
+    """pytest.approx for the float64 metrics: equal up to float64 rounding (1e-12 relative)."""
+    return pytest.approx(expected, rel=1e-12, abs=1e-12)
+
 THS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
@@ -103,8 +108,8 @@ def test_hand_example_aaabbbcc():
     # segments (MS-TCN ends): gt A[0,3) B[3,6) C[6,7]; pred A[0,2) B[2,6) C[6,7]
     assert [x.tolist() for x in get_segments(gt)] == [[0, 1, 2], [0, 3, 6], [3, 6, 7]]
     # IoU A = 2/3, B = 3/4, C = 1/1
-    assert frame_accuracy(pred, gt) == pytest.approx(87.5)
-    assert edit_score(pred, gt) == pytest.approx(100.0)
+    assert frame_accuracy(pred, gt) == exact(87.5)
+    assert edit_score(pred, gt) == exact(100.0)
     c = segment_counts(pred, gt, THS)
     assert c.tolist() == [[3, 0, 0], [3, 0, 0], [3, 0, 0], [2, 1, 1], [1, 2, 2]]
     s = f1_scores(pred, gt, THS)
@@ -118,8 +123,8 @@ def test_hand_example_oversegmentation():
     gt, pred = lab("AAAAAABBBB"), lab("AACAAABBBB")
     # pred segs A[0,2) C[2,3) A[3,6) B[6,9]; gt A[0,6) B[6,9]
     # Edit: lev(ACAB, AB) = 2 -> 100 * (1 - 2/4) = 50
-    assert edit_score(pred, gt) == pytest.approx(50.0)
-    assert frame_accuracy(pred, gt) == pytest.approx(90.0)
+    assert edit_score(pred, gt) == exact(50.0)
+    assert frame_accuracy(pred, gt) == exact(90.0)
     # IoU: A0 vs A 2/6, C vs nothing same-label -> 0, A3 vs A 3/6 (gt A used by A0 at tau<=1/3), B 1
     c = segment_counts(pred, gt, (0.1, 0.25, 0.5))
     # tau 0.1/0.25: A0 TP (1/3), C FP, A3 FP (gt A already used), B TP -> (2, 2, 0)
@@ -159,7 +164,7 @@ def test_no_gt_segments_all_predictions_false_positive():
 def test_ignore_index_frames_dropped():
     gt = np.array([0, 0, 1, 255, 255])
     pred = np.array([0, 1, 1, 2, 2])
-    assert frame_accuracy(pred, gt) == pytest.approx(100 * 2 / 3)
+    assert frame_accuracy(pred, gt) == exact(100 * 2 / 3)
 
 
 def test_ignored_frames_excluded_from_every_metric():
@@ -188,6 +193,14 @@ def test_class_count_must_stay_below_the_ignore_index():
     with pytest.raises(ValueError, match=r"num_classes: 256 classes include the ignore_index 255"):
         SegmentationMetrics(num_classes=256)
     assert SegmentationMetrics(num_classes=300, ignore_index=None).num_classes == 300
+    with pytest.raises(ValueError, match=r"num_classes: 3 classes include the ignore_index 0"):
+        SegmentationMetrics(num_classes=3, ignore_index=0)
+
+
+def test_whole_number_float_labels_are_accepted_and_fractions_rejected():
+    assert frame_accuracy(np.array([0.0, 1.0, 2.0]), np.array([0, 1, 1])) == exact(100 * 2 / 3)
+    with pytest.raises(ValueError, match="pred must hold integer class labels, got dtype float64"):
+        frame_accuracy(np.array([0.0, 0.5]), np.array([0, 1]))
 
 
 def _p(tp, fp, fn):  # published F1 in percent, with its epsilon
@@ -291,12 +304,12 @@ def test_random_against_reference(pg, bg):
     pl, gl = ref_segments(list(p), bg)[0], ref_segments(list(g), bg)[0]
     assert levenshtein(pl, gl) == ref_lev(pl, gl)
     if max(len(pl), len(gl)):
-        assert edit_score(p, g, bg) == pytest.approx(100 * (1 - ref_lev(pl, gl) / max(len(pl), len(gl))))
+        assert edit_score(p, g, bg) == exact(100 * (1 - ref_lev(pl, gl) / max(len(pl), len(gl))))
     if len(gl):  # the published code crashes without GT segments
         got = segment_counts(p, g, THS, bg)
         for k, th in enumerate(THS):
             assert tuple(got[k]) == ref_counts(p, g, th, bg)
-    assert frame_accuracy(p, g) == pytest.approx(100 * np.mean(p == g))
+    assert frame_accuracy(p, g) == exact(100 * np.mean(p == g))
 
 
 @settings(max_examples=100, deadline=None)
@@ -332,8 +345,8 @@ def test_accumulator_summary_matches_pooled_counts():
     tot = np.sum([[ref_counts(p, g, th) for th in THS] for p, g, *_ in vids], axis=0)
     for k, th in enumerate(THS):
         assert s[f"F1@{int(th * 100)}"] == pytest.approx(f1(*tot[k]), abs=1e-4)
-    assert s["Acc"] == pytest.approx(100 * sum((p == g).sum() for p, g, *_ in vids) / sum(len(g) for _, g, *_ in vids))
-    assert s["Edit"] == pytest.approx(np.mean([edit_score(p, g) for p, g, *_ in vids]))
+    assert s["Acc"] == exact(100 * sum((p == g).sum() for p, g, *_ in vids) / sum(len(g) for _, g, *_ in vids))
+    assert s["Edit"] == exact(np.mean([edit_score(p, g) for p, g, *_ in vids]))
     assert s["n_videos"] == len(vids)
     assert m.confusion.sum() == s["n_frames"]
     assert np.trace(m.confusion) == sum((p == g).sum() for p, g, *_ in vids)
@@ -352,13 +365,13 @@ def test_accumulator_merge_and_tensor_equal_single_pass():
         full.update(p, g, n, bp, bgt)
         (a if i % 2 else b).update(p, g, n, bp, bgt)
     merged = SegmentationMetrics(num_classes=5).merge(a).merge(b.state_dict())
-    assert merged.summary() == pytest.approx(full.summary())
+    assert merged.summary() == exact(full.summary())
     assert len(merged.per_video()) == len(vids)
     # DDP path: sum of flat tensors
     t = a.to_tensor() + b.to_tensor()
     assert t.dtype == torch.float64 and t.ndim == 1
     red = SegmentationMetrics(num_classes=5).from_tensor(t)
-    assert red.summary() == pytest.approx(full.summary())
+    assert red.summary() == exact(full.summary())
     with pytest.raises(ValueError, match="entries"):
         SegmentationMetrics(num_classes=4).from_tensor(t)
     with pytest.raises(ValueError, match="num_classes"):
@@ -386,7 +399,7 @@ def test_csv_written_and_parseable_and_split_average(tmp_path):
         with open(pth, newline="") as f:
             alls.append([r for r in csv.DictReader(f) if r["name"] == "all"][0])
     assert avg["n_splits"] == 3
-    assert avg["F1@50"] == pytest.approx(np.mean([float(r["F1@50"]) for r in alls]))
+    assert avg["F1@50"] == exact(np.mean([float(r["F1@50"]) for r in alls]))
     out = write_split_average(paths, tmp_path / "avg.csv")
     with open(tmp_path / "avg.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -394,3 +407,62 @@ def test_csv_written_and_parseable_and_split_average(tmp_path):
     assert float(rows[-1]["Acc"]) == pytest.approx(out["Acc"], abs=1e-5)
     with pytest.raises(ValueError, match="csv_paths"):
         average_splits([])
+
+
+# ----------------------------------------------------------------------- hand example of the accumulator's scores
+def _hand_video_metrics(videos=1):
+    """Each video: 20 frames, pred A×10 B×10 vs gt A×13 B×5 C×2 (15 frames right), one predicted boundary peak at
+    frame 10 and one GT mark at 13: with tolerance 2, boundary counts (tp, fp, fn) = (1, 1, 1) besides frame 0."""
+    m = SegmentationMetrics(num_classes=3, boundary_tolerance=2)
+    bp, bg = np.zeros(20), np.zeros(20)
+    bp[10], bg[13] = 0.9, 1.0
+    rows = [m.update(lab("A" * 10 + "B" * 10), lab("A" * 13 + "B" * 5 + "C" * 2), boundary_pred=bp, boundary_gt=bg)
+            for _ in range(videos)]
+    return m, rows
+
+
+def test_per_video_row_and_pooled_boundary_scores_hand():
+    m, rows = _hand_video_metrics(videos=2)
+    # boundary: tn = 20 - 1 - 1 - 1 = 17 per video -> (tp + tn) / n = 18 / 20
+    expected = {"n_frames": 20, "Acc": 75.0, "BoundaryAcc": 90.0, "BoundaryPrecision": 50.0, "BoundaryRecall": 50.0}
+    for row in rows:
+        assert {k: row[k] for k in expected} == exact(expected)
+    s = m.summary()
+    assert {k: s[k] for k in ("Acc", "BoundaryAcc", "BoundaryPrecision", "BoundaryRecall")} == exact(
+        {"Acc": 75.0, "BoundaryAcc": 90.0, "BoundaryPrecision": 50.0, "BoundaryRecall": 50.0})
+    assert (s["n_videos"], s["n_frames"], m.b_frames) == (2, 40, 40)
+
+
+def test_per_class_scores_hand():
+    m, _ = _hand_video_metrics()
+    pc = m.per_class()
+    # A: precision 10/10, recall 10/13; B: 5/10, 5/5; C: never predicted -> 0
+    assert pc["precision"] == exact([100.0, 50.0, 0.0])
+    assert pc["recall"] == exact([100 * 10 / 13, 100.0, 0.0])
+    assert pc["f1"] == exact([100 * 20 / 23, 100 * 2 / 3, 0.0])
+    assert pc["support"].tolist() == [13, 5, 2]
+
+
+def test_update_rejects_a_label_equal_to_num_classes():
+    m = SegmentationMetrics(num_classes=3)
+    with pytest.raises(ValueError, match=r"pred has labels outside \[0, 3\) \(min 0, max 3\)"):
+        m.update(lab("AD"), lab("AB"))
+    with pytest.raises(ValueError, match=r"gt has labels outside \[0, 3\)"):
+        m.update(lab("AB"), lab("AD"))
+    assert m.n_videos == 0
+
+
+def test_state_dict_round_trip_restores_every_score():
+    m, _ = _hand_video_metrics(videos=2)
+    back = SegmentationMetrics(num_classes=3, boundary_tolerance=2).load_state_dict(m.state_dict())
+    assert back.summary() == m.summary()
+    assert back.per_video() == m.per_video()
+    assert (back.confusion == m.confusion).all()
+
+
+def test_tensor_round_trip_without_num_classes():
+    m = SegmentationMetrics()
+    m.update(lab("AABB"), lab("ABBB"))
+    back = SegmentationMetrics().from_tensor(m.to_tensor())
+    assert back.summary() == m.summary()
+    assert back.confusion.shape == (0, 0)

@@ -49,11 +49,60 @@ def test_class_colors_consistent_and_distinct():
     assert np.array_equal(class_colors(8), class_colors(8))
 
 
+@pytest.mark.parametrize("k", [11, 20, 60])
+def test_class_colors_of_the_tab20_palettes_are_distinct(k):
+    """11..60 classes take tab20, tab20b, tab20c, dark shades first: no colour twice."""
+    c = class_colors(k)
+    assert c.shape == (k, 4)
+    assert len({tuple(r) for r in c}) == k
+
+
 def test_per_class_chart(tmp_path):
     m = SegmentationMetrics(class_names=["a", "b", "c"])
     m.update(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 2]), "v")
     out = plot_per_class(tmp_path / "pc.png", m.per_class(), class_names=m.class_names, width_px=600, height_px=300)
     assert png_size(out) == (600, 300)
+
+
+def _record_calls(monkeypatch, cls, name):
+    """Replace ``cls.name`` by a wrapper recording each call's first argument after self; returns the record."""
+    original, record = getattr(cls, name), []
+
+    def wrapper(self, first, *args, **kwargs):
+        record.append(first)
+        return original(self, first, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, wrapper)
+    return record
+
+
+def test_per_class_chart_centres_each_group_of_bars_on_its_named_tick(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    bars = _record_calls(monkeypatch, Axes, "bar")
+    tick_labels = _record_calls(monkeypatch, Axes, "set_xticklabels")
+    scores = {"f1": [1.0, 2.0, 3.0], "recall": [3.0, 2.0, 1.0], "support": [4, 4, 4]}
+    plot_per_class(tmp_path / "pc.png", scores, class_names=["a", "b", "c"], width_px=300, height_px=200)
+    assert [list(t) for t in tick_labels] == [["a", "b", "c"]]
+    # two scores: bars 0.4 wide on either side of each class's tick
+    np.testing.assert_allclose(np.asarray(bars, dtype=float), [[-0.2, 0.8, 1.8], [0.2, 1.2, 2.2]])
+
+
+@pytest.mark.parametrize("with_boundary", [False, True])
+def test_barcode_rows_stack_inside_the_figure_with_one_time_axis(tmp_path, monkeypatch, with_boundary):
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    rects = _record_calls(monkeypatch, Figure, "add_axes")
+    hidden_ticks = _record_calls(monkeypatch, Axes, "set_xticks")
+    gt = np.repeat([0, 1], [5, 5])
+    plot_barcode(tmp_path / "v.png", gt, {"a": gt, "b": gt}, boundary=np.linspace(0, 1, 10) if with_boundary else None)
+    # ground truth, a, b (+ the boundary curve) top to bottom, each inside the figure
+    bottoms = [r[1] for r in rects]
+    assert len(rects) == 3 + with_boundary and bottoms == sorted(bottoms, reverse=True)
+    assert all(0 < r[1] and r[1] + r[3] <= 1 for r in rects)
+    # only the lowest row shows the time axis: the barcode rows above it hide theirs
+    assert len(hidden_ticks) == (3 if with_boundary else 2)
 
 
 def test_write_predictions_mstcn_format(tmp_path):

@@ -123,6 +123,11 @@ def test_last_frame_never_a_peak_and_plateaus_are_not_peaks():
     assert refinement_with_boundary(lg, b).tolist() == [0] * 5
 
 
+def test_boundary_peaks_default_threshold_is_the_published_half():
+    p = np.array([0.0, 0.6, 0.0, 0.45, 0.0])
+    assert boundary_peaks(p).tolist() == [0, 1]  # 0.45 < 0.5 is zeroed
+
+
 def test_mask_ignores_padded_boundaries_and_shapes():
     rng = np.random.default_rng(0)
     lg = rng.normal(size=(2, 4, 12)).astype(np.float32)

@@ -99,6 +99,17 @@ def test_segment_means_float32_and_grad(ref, gen, method):
     assert torch.all(g[labels != IGN] > 0)
 
 
+@pytest.mark.parametrize("method", ["scatter", "index_add"])
+def test_segment_means_of_bf16_features_are_float32(ref, gen, method):
+    """Half-type features: the means come back in float32, the loss terms' dtype (not rounded back to bf16)."""
+    labels, _ = ref.random_labels(3, 40, 3, gen)
+    feats = torch.randn(3, 8, 40, generator=gen).bfloat16()
+    segs = extract_segments(labels, published_quirks=False)
+    got = segment_means(feats, segs, method=method)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, segment_means(feats.float(), segs, method=method), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("runs,minimum,bound", [(0, 8, 8), (1, 8, 8), (8, 8, 8), (9, 8, 16), (100, 8, 128),
                                                  (3, 1, 4), (1, 1, 1)])
 def test_segment_capacity_is_the_next_power_of_two(runs, minimum, bound):
@@ -113,6 +124,13 @@ def test_segment_capacity_counts_runs_across_ignored_frames_and_videos():
     assert extract_segments(labels, published_quirks=False).num_segments == 5
     with pytest.raises(ValueError, match="labels: expected an \\(N, T\\) integer tensor"):
         segment_capacity(labels.float())
+
+
+def test_one_segment_over_the_bound_is_an_error():
+    labels = torch.tensor([[0, 1, 2]])  # three segments
+    assert extract_segments(labels, published_quirks=False, max_segments=3).valid.tolist() == [True] * 3
+    with pytest.raises(RuntimeError, match="more segments than max_segments=2"):
+        extract_segments(labels, published_quirks=False, max_segments=2)
 
 
 def test_segments_bad_input():

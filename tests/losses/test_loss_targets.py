@@ -110,6 +110,20 @@ def test_the_builder_needs_the_action_graph_for_the_relative_term():
                                                        torch.ones(1, 1, 3, dtype=torch.bool), 8).relative is None
 
 
+def test_the_builder_defaults_are_the_published_loss():
+    builder = LossTargetBuilder(torch.ones(K, K) / K)
+    assert (builder.published_quirks, builder.use_aris_abs, builder.use_aris_rel) == (True, True, True)
+
+
+@pytest.mark.parametrize("use_abs, use_rel", [(True, False), (False, True), (True, True), (False, False)])
+def test_each_aris_switch_builds_only_its_targets(use_abs, use_rel):
+    builder = LossTargetBuilder(torch.ones(K, K) / K, use_aris_abs=use_abs, use_aris_rel=use_rel)
+    targets = builder(torch.tensor([[0, 0, 1, 1, 2]]), torch.ones(1, 1, 5, dtype=torch.bool), 8)
+    assert (targets.absolute is not None, targets.relative is not None) == (use_abs, use_rel)
+    assert (targets.segments is not None) == (use_abs or use_rel)
+    assert (targets.unpaired is not None) == (use_abs or use_rel)
+
+
 def test_derived_buffers_follow_dtype_changes(gen):
     """t̂ and pos_weight's float32 rounding are rebuilt after .double(): a float64 loss uses exact values."""
     loss = _loss(gen, torch.float32).double()

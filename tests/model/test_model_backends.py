@@ -7,8 +7,9 @@ from copy import deepcopy
 import pytest
 import torch
 
+from backend_marks import needs
 from trgnet_fast import backend as backend_module
-from trgnet_fast.backend import backend_status, model_backend
+from trgnet_fast.backend import model_backend
 from trgnet_fast.ops.registry import OPS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -19,12 +20,6 @@ CANCELLED_GRAD = "SP.mlp.layers.0.bias"
 # Every kind of layer of the model (SP, encoder layers with an SFI fusion, a refinement decoder stage, a
 # boundary TCN stage) with 4 attention layers instead of 20: small enough for Triton's interpreter.
 SMALL_CONFIG = dict(n_layers=2, n_refine_layers=2, n_stages=2, SFI_layer=[1])
-
-
-def needs(backend, device=DEVICE):
-    """Skip mark for when ``backend`` is not usable on ``device`` (the reason printed)."""
-    ok, why = backend_status(device)[backend]
-    return pytest.mark.skipif(not ok, reason=f"{backend} backend unusable on {device}: {why}")
 
 
 def rel_error(out, ref):
@@ -107,7 +102,28 @@ def assert_backend_matches_the_float64_reference(model, inputs, backend):
     assert_fused_as_close_as_torch_fp32(model, inputs, results, backend)
 
 
-@needs("cuda", device="cpu")
+def _made_asymmetric(model, inputs, seed: int = 7):
+    """``inputs`` with a random non-symmetric joint graph, and ``model`` with a random non-symmetric SP.A_res of
+    size 0.1: the text joint graph and the hop-ring adjacencies are symmetric, so a kernel that applies a graph
+    transposed gives the same numbers on them. Checks, on the torch backend, that transposing both graphs changes
+    the model's outputs, so the parity below tells a transposed graph apart."""
+    generator = torch.Generator().manual_seed(seed)
+    x, mask, joint_graph = inputs
+    asymmetric = torch.rand(joint_graph.shape, generator=generator).to(joint_graph)
+    v = joint_graph.shape[0]
+    with torch.no_grad():
+        model.SP.A_res.copy_(0.1 * torch.randn(model.SP.A_res.shape, generator=generator))
+        transposed = deepcopy(model).eval()
+        scales = transposed.SP.A_res.shape[0] // v
+        transposed.SP.A_res.copy_(model.SP.A_res.view(scales, v, v).transpose(1, 2).reshape(-1, v))
+        transposed.SP.A_powers = transposed.SP.A_powers.view(scales, v, v).transpose(1, 2).reshape(-1, v)
+        model.eval()
+        out, out_t = model(x, mask, asymmetric)[0], transposed(x, mask, asymmetric.T.contiguous())[0]
+    assert rel_error(out_t, out) > 1e-3, "the asymmetric graphs do not change the outputs"
+    return [x, mask, asymmetric]
+
+
+@needs("cuda", "cpu")
 def test_native_backend_matches_the_float64_reference(make_model, make_inputs):
     """The whole model, float32, on the native backend's C++ CPU kernels (graph convs and linear
     attention) is as close to the float64 reference as float32 on torch (within 2x, or 1e-5 relative),
@@ -116,7 +132,18 @@ def test_native_backend_matches_the_float64_reference(make_model, make_inputs):
     assert_backend_matches_the_float64_reference(model, inputs, "cuda")
 
 
-@needs("triton")
+@pytest.mark.parametrize("backend, device", [pytest.param("cuda", "cpu", marks=needs("cuda", "cpu")),
+                                             pytest.param("triton", DEVICE, marks=needs("triton", DEVICE))])
+def test_backend_matches_the_float64_reference_with_asymmetric_graphs(backend, device, make_model, make_inputs):
+    """As the tests above with a non-symmetric joint graph and SP.A_res (a graph applied transposed anywhere in a
+    fused path would show), on ``SMALL_CONFIG`` with one padded sample: the native C++ kernels on CPU, Triton where
+    the tests run it (its interpreter without a GPU)."""
+    model, inputs = _model_and_inputs(make_model, make_inputs, (9, 6), device=device, **SMALL_CONFIG)
+    inputs = _made_asymmetric(model, inputs)
+    assert_backend_matches_the_float64_reference(model, inputs, backend)
+
+
+@needs("triton", DEVICE)
 def test_triton_backend_matches_the_float64_reference(make_model, make_inputs):
     """The whole model, float32, on the Triton backend (SP's multi-scale and adaptive graph convs and
     every linear attention; Triton's interpreter on CPU) is as close to the float64 reference as float32
@@ -140,8 +167,8 @@ def test_gpu_backend_matches_the_float64_reference(backend, make_model, make_inp
 
 @pytest.mark.parametrize("backend", [
     "torch",
-    pytest.param("cuda", marks=needs("cuda")),
-    pytest.param("triton", marks=[pytest.mark.gpu, needs("triton")]),
+    pytest.param("cuda", marks=needs("cuda", DEVICE)),
+    pytest.param("triton", marks=[pytest.mark.gpu, needs("triton", DEVICE)]),
 ])
 def test_model_traces_as_one_graph(backend, make_model, make_inputs):
     """No graph break (fullgraph=True) in eval mode: backend choice and input checks stay out of the graph,
@@ -158,7 +185,7 @@ def test_model_traces_as_one_graph(backend, make_model, make_inputs):
     with torch.no_grad():
         got, ref = compiled(*inputs), model(*inputs)
     for g, r in zip(got, ref):
-        assert torch.allclose(g, r, rtol=1e-5, atol=1e-6)
+        assert torch.equal(g, r)  # the "eager" compile backend runs the very ops of the eager model
 
 
 def test_sp_backend_follows_the_model(make_model, monkeypatch):

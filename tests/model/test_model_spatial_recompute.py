@@ -6,13 +6,13 @@ import copy
 import pytest
 import torch
 
+from backend_marks import needs
 from trgnet_fast.backend import backend_status
 from trgnet_fast.model import spatial
 from trgnet_fast.model.spatial import MultiScaleGraphConv
 
 N, C_IN, T, V, C_OUT = 2, 3, 7, 25, 64  # odd sizes; V = 25: the PKU skeleton
-BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not ok, reason=f"{name} backend unusable on cpu: {why}"))
-            for name, (ok, why) in backend_status("cpu").items() if name != "torch"]
+BACKENDS = [pytest.param(name, marks=needs(name)) for name in backend_status("cpu") if name != "torch"]
 
 
 def sp_module(backend, seed=0):

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from backend_marks import needs
 from trgnet_fast.backend import backend_status
 from trgnet_fast.model import channel_dropout, temporal
 from trgnet_fast.model.channel_dropout import feature_dropout_noise
@@ -15,8 +16,7 @@ from trgnet_fast.model.temporal import SpatioTemporalEncoder
 N, C, T, V = 3, 16, 13, 17  # odd sizes; V = 17: the TCG-15 skeleton
 LENGTHS = (13, 9, 4)
 SMALL_CONFIG = dict(n_layers=2, n_refine_layers=2, n_stages=2, SFI_layer=[1])  # test_model_backends'
-BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not ok, reason=f"{name} backend unusable on cpu: {why}"))
-            for name, (ok, why) in backend_status("cpu").items() if name != "torch"]
+BACKENDS = [pytest.param(name, marks=needs(name)) for name in backend_status("cpu") if name != "torch"]
 
 
 def sti_module(backend, seed=0):

@@ -385,6 +385,14 @@ BAD_INPUTS = {
     "x wrong C_in": (_with(0, lambda x: x[:, :6]), "x"),
     "x wrong V": (_with(0, lambda x: x[:, :, :19]), "x"),
     "x (N,C,T,V)": (_with(0, torch.randn(2, 12, 16, 25)), r"x.*\(N, C, T, V\)"),
+    "x no frame": (_with(0, lambda x: x[..., :0]), r"x: expected T >= 2 frames \(dim 3 of \(N, C_in, V, T\)"),
+    # one frame: InstanceNorm has nothing to normalise over, in eval (pku_model) too
+    "x one frame": (_with(0, lambda x: x[..., :1]), r"x: expected T >= 2 frames .*InstanceNorm.*got tensor of shape "
+                                                    r"\(2, 12, 25, 1\)"),
+    "x no sample": (_with(0, lambda x: x[:0]), r"x: expected N >= 1 samples \(dim 0 of \(N, C_in, V, T\)\)"),
+    "x float64": (_with(0, lambda x: x.double()), r"x: expected dtype torch.float32 \(the parameters' dtype.*got "
+                                                 r"tensor of shape \(2, 12, 25, 16\), dtype torch.float64"),
+    "x bfloat16": (_with(0, lambda x: x.bfloat16()), r"x: expected dtype torch.float32 .*dtype torch.bfloat16"),
     "x NaN": (_with(0, lambda x: _set(x, (1, 3, 4, 5), float("nan"))), "x"),
     "x Inf": (_with(0, lambda x: _set(x, (0, 0, 0, 0), float("inf"))), "x"),
     "x wrong device": (_with(0, lambda x: x.to("meta")), "x.*device"),
@@ -393,6 +401,7 @@ BAD_INPUTS = {
     "mask wrong T": (_with(1, torch.ones(2, 1, 15, dtype=torch.bool)), "mask"),
     "mask value 2": (_with(1, lambda m: _set(m.long(), (0, 0, 3), 2)), "mask"),
     "mask value 0.5": (_with(1, lambda m: _set(m.float(), (1, 0, 0), 0.5)), "mask"),
+    "mask complex": (_with(1, lambda m: m.to(torch.complex64)), "mask: expected .*bool, integer or floating"),
     "mask wrong device": (_with(1, lambda m: m.to("meta")), "mask.*device"),
     "mask not a tensor": (_with(1, None), "mask"),
     "joint_graph wrong shape": (_with(2, torch.rand(19, 19)), "joint_graph"),

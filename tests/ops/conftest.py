@@ -10,21 +10,23 @@ from trgnet_fast import _native
 
 
 @pytest.fixture(scope="session")
-def native():
-    """``torch.ops.trgnet`` with the native ops registered; skips when the extension is unavailable."""
+def native(backend_unusable):
+    """``torch.ops.trgnet`` with the native ops registered; skips when the extension is unavailable (fails when
+    the run requires the cuda backend: ``$TRGNET_REQUIRE_BACKENDS``)."""
     ok, why = _native.available()
     if not ok:
-        pytest.skip(f"native extension trgnet_fast._C unavailable: {why}")
+        backend_unusable("cuda", f"native extension trgnet_fast._C unavailable: {why}")
     return _native.ops()
 
 
 @pytest.fixture(scope="session")
-def native_cuda(native):
-    """As ``native``, and also skips without a CUDA device or without the CUDA kernels."""
+def native_cuda(native, backend_unusable):
+    """As ``native``, and also skips without a CUDA device or without the CUDA kernels (fails without the kernels
+    when the run requires the cuda backend)."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device; none is present")
     if not _native.has_cuda():
-        pytest.skip("trgnet_fast._C was built without the CUDA kernels")
+        backend_unusable("cuda", "trgnet_fast._C was built without the CUDA kernels")
     return native
 
 

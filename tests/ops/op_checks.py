@@ -15,8 +15,8 @@ import re
 import pytest
 import torch
 
+import backend_marks
 from trgnet_fast import _native
-from trgnet_fast.backend import backend_status
 from trgnet_fast.ops.registry import OPS
 
 # where the tests run the Triton kernels: on the GPU, or in Triton's CPU interpreter (tests/conftest.py)
@@ -39,16 +39,17 @@ TF32_ENGAGED = 1e-6
 # ----------------------------------------------------------------------------------------------
 # fused backends: where they run, why not, their raw ops
 
-def unusable(backend: str, device: str | None = None, dtype: torch.dtype | None = None) -> str | None:
-    """Why ``backend`` cannot run an op on ``device`` (default: ``BACKEND_DEVICE``) in ``dtype`` here (None: it
-    can)."""
-    device = device or BACKEND_DEVICE[backend]
-    ok, why = backend_status(device)[backend]
-    if not ok:
-        return f"{backend} backend unusable on {device}: {why}"
-    if backend == "triton" and device == "cpu" and dtype == torch.bfloat16:
-        return NO_BF16
-    return None
+def unusable(backend: str, device: str | None = None) -> str | None:
+    """Why ``backend`` cannot run on ``device`` (default: ``BACKEND_DEVICE``) here (None: it can)."""
+    return backend_marks.unusable(backend, device or BACKEND_DEVICE[backend])
+
+
+def needs(backend: str, device: str | None = None):
+    """``needs_backend`` mark of a test of ``backend`` on ``device`` (default ``BACKEND_DEVICE``), with why it
+    cannot run here: tests/conftest.py skips the test with the reason, or fails it when the run requires the
+    backend (``$TRGNET_REQUIRE_BACKENDS``). ``device="cuda"`` (the ``gpu`` tests): the usability on the GPU, judged
+    only where one is present (without one the ``gpu`` marker skips the test with its own reason)."""
+    return backend_marks.needs(backend, device or BACKEND_DEVICE[backend])
 
 
 def _dtype_id(dtype: torch.dtype) -> str:
@@ -57,29 +58,25 @@ def _dtype_id(dtype: torch.dtype) -> str:
 
 def fused_backends(spec, dtypes=None, device: str | None = None, only: tuple[str, ...] | None = None):
     """pytest params of ``spec``'s fused backends (``OpSpec.backends``; those of ``only`` when given), crossed with
-    ``dtypes`` when given (then params ``(backend, dtype)``), each skipped with the reason where it cannot run
-    here (on ``device``, default ``BACKEND_DEVICE``). ``device="cuda"`` (the ``gpu`` tests): the usability on the
-    GPU, judged only where one is present (without one the ``gpu`` marker skips the test with its own reason)."""
+    ``dtypes`` when given (then params ``(backend, dtype)``), each marked by ``needs`` for ``device`` (default
+    ``BACKEND_DEVICE``), and skipped where Triton's CPU interpreter cannot run the dtype."""
     params = []
     for backend in (b for b in spec.backends if only is None or b in only):
         for dtype in (dtypes if dtypes is not None else (None,)):
-            if device == "cuda" and not torch.cuda.is_available():
-                why = None
-            else:
-                why = unusable(backend, device, dtype)
             values = (backend,) if dtype is None else (backend, dtype)
             name = backend if dtype is None else f"{backend}-{_dtype_id(dtype)}"
-            params.append(pytest.param(*values, id=name, marks=pytest.mark.skipif(why is not None, reason=str(why))))
+            marks = [needs(backend, device)]
+            if backend == "triton" and (device or BACKEND_DEVICE[backend]) == "cpu" and dtype == torch.bfloat16:
+                marks.append(pytest.mark.skip(reason=NO_BF16))
+            params.append(pytest.param(*values, id=name, marks=marks))
     return params
 
 
 def backend_on(backend: str, device: str):
-    """pytest param ``(backend, device)`` with the id ``<backend>-<device>``: marked ``gpu`` on "cuda"; skipped with
-    the reason where ``backend`` cannot run on ``device`` here (on "cuda" judged only where a GPU is present)."""
+    """pytest param ``(backend, device)`` with the id ``<backend>-<device>``: marked ``gpu`` on "cuda", and by
+    ``needs``."""
     marks = [pytest.mark.gpu] if device == "cuda" else []
-    why = None if device == "cuda" and not torch.cuda.is_available() else unusable(backend, device)
-    marks.append(pytest.mark.skipif(why is not None, reason=str(why)))
-    return pytest.param(backend, device, id=f"{backend}-{device}", marks=marks)
+    return pytest.param(backend, device, id=f"{backend}-{device}", marks=[*marks, needs(backend, device)])
 
 
 def backends_and_devices(spec, exclude=()):
@@ -89,21 +86,12 @@ def backends_and_devices(spec, exclude=()):
             if (b, d) not in exclude]
 
 
-def needs(backend: str, device: str | None = None):
-    """skipif mark: ``backend`` cannot run on ``device`` (default ``BACKEND_DEVICE``) here, with the reason."""
-    why = unusable(backend, device)
-    return pytest.mark.skipif(why is not None, reason=str(why))
-
-
 def api_backends(spec):
     """pytest params of the public function's ``backend=`` values: "auto" and every backend implementing the op
-    (``OpSpec.implemented``), each on CPU tensors (Triton: where the Triton tests run), skipped with the reason
-    where it cannot run there."""
-    params = []
-    for backend in ("auto", *spec.implemented):
-        why = unusable(backend) if backend in BACKEND_DEVICE else None
-        params.append(pytest.param(backend, id=backend, marks=pytest.mark.skipif(why is not None, reason=str(why))))
-    return params
+    (``OpSpec.implemented``), each on CPU tensors (Triton: where the Triton tests run), the fused ones marked by
+    ``needs``."""
+    return [pytest.param(backend, id=backend, marks=needs(backend) if backend in BACKEND_DEVICE else ())
+            for backend in ("auto", *spec.implemented)]
 
 
 def triton_ops():

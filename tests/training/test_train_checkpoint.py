@@ -167,3 +167,38 @@ def test_other_files_are_not_trainer_checkpoints(tmp_path, obj, got):
         ckpt.load_checkpoint(str(path))
     assert str(e.value).startswith(f"{path}: ") and got in str(e.value)
     assert f"format {ckpt.FORMAT!r}" in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:no text inputs")
+def test_checkpoint_finds_relative_data_from_another_directory(tmp_path, monkeypatch, capsys):
+    """Trained in A with a relative data.dir and split csvs relative to A (the published ./csv next to
+    ./datasets layout): eval and viz-graphs run from B (they looked for the data relative to B), and --data
+    still points eval at the dataset after it moved."""
+    from train_helpers import tiny_overrides
+    from trgnet_fast import cli
+    from trgnet_fast.data import make_synthetic
+    from trgnet_fast.training import Trainer, load_config
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    make_synthetic(a / "datasets", n_train=4, n_val=0, n_test=2, seed=0, min_frames=30, max_frames=40)
+    (a / "csv").mkdir()
+    for split in ("train", "test"):
+        os.replace(a / "datasets" / f"{split}.csv", a / "csv" / f"{split}.csv")
+    monkeypatch.chdir(a)
+    cfg = load_config("synthetic", tiny_overrides("datasets", "run", epochs=1, extra=[
+        "data.train_csv=csv/train.csv", "data.test_csv=csv/test.csv", "data.val_csv=null"]))
+    Trainer(cfg, log=lambda m: None, progress=False).fit()
+    data = ckpt.load_checkpoint("run/best.pt")["config"]["data"]
+    assert (data["dir"], data["train_csv"], data["test_csv"]) == (
+        str(a / "datasets"), str(a / "csv" / "train.csv"), str(a / "csv" / "test.csv"))
+
+    b.mkdir()
+    monkeypatch.chdir(b)
+    best = str(a / "run" / "best.pt")
+    assert cli.main(["eval", "--checkpoint", best, "--device", "cpu", "--out", "ev"]) == 0
+    assert cli.main(["viz-graphs", "--checkpoint", best, "--video", "test_0000", "--out", "viz"]) == 0
+    assert os.path.isfile(b / "ev" / "metrics_test.csv") and os.path.isfile(b / "viz" / "test_0000_graphs.npz")
+    os.replace(a / "datasets", tmp_path / "moved")
+    assert cli.main(["eval", "--checkpoint", best, "--device", "cpu", "--out", "ev2", "--data",
+                     str(tmp_path / "moved")]) == 0
+    capsys.readouterr()

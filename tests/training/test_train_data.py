@@ -25,8 +25,8 @@ def test_validation_is_carved_from_training_list_not_test(tiny_data):
     cfg = load_config("synthetic", [f"data.dir={tiny_data}", "data.val_every=9"])
     splits = build_splits(cfg, tiny_data, 10)  # 8 videos: shorter than the rule's period → no validation
     assert len(splits["val"]) == 0 and len(splits["train"]) == 8
-    with pytest.raises(ConfigError, match=r"'data\.val_every': expected ≥ 2 .*got 1"):
-        build_splits(load_config("synthetic", [f"data.dir={tiny_data}", "data.val_every=1"]), tiny_data, 10)
+    with pytest.raises(ConfigError, match=r"'data\.val_every': expected an integer ≥ 2, got 1"):
+        load_config("synthetic", [f"data.dir={tiny_data}", "data.val_every=1"])  # 1 would leave no training video
 
 
 def _lara_csv_data(root, boundaries):
@@ -48,10 +48,10 @@ def _lara_csv_data(root, boundaries):
 @pytest.mark.filterwarnings("ignore:no text inputs")
 def test_pos_weight_counts_full_rate_training_boundaries(tmp_path):
     """LARA is downsampled ×4 for training, but pos_weight is counted on the full-rate boundary files of the
-    training videos only (carved validation excluded), with the published int cast (0.5 → 0)."""
+    training videos only (carved validation excluded; the reader refuses values other than 0 and 1)."""
     b0 = boundary_from_labels(np.repeat([0, 1], [8, 8]))           # 1 at 0, 8, 9: 3 positives of 16
     b1 = np.zeros(16, np.float32)
-    b1[[0, 12]], b1[[1, 13]] = 1.0, 0.5                              # 2 positives of 16 (0.5 casts to 0)
+    b1[[0, 12]] = 1.0                                                # 2 positives of 16
     b2 = np.ones(16, np.float32)                                     # validation video (position 2, every 3)
     _lara_csv_data(tmp_path, [b0, b1, b2])
     cfg = load_config("LARA", [f"data.dir={tmp_path}", "data.train_csv=train.csv", "data.test_csv=null",
@@ -69,10 +69,10 @@ def test_pos_weight_counts_full_rate_training_boundaries(tmp_path):
     assert [d.tolist() for d in down] == [[1, 0, 1, 0], [1, 0, 0, 1]]
     assert boundary_pos_weight(down) == 2.0 and [it["boundary"].tolist() for it in trainer.splits["train"]] == \
         [d.tolist() for d in down]
-    b1[5] = 2.0  # a value the published count would crash on: refused, naming the file
+    b1[5] = 0.5  # boundary arrays hold 0 and 1 (the published generator): anything else is refused, naming the file
     _lara_csv_data(tmp_path, [b0, b1, b2])
-    with pytest.raises(ValueError, match=r"LARA/gt_boundary_arr/L1\.npy: expected boundary values that cast to 0 "
-                                         r"or 1 .*\[2\.0\]"):
+    with pytest.raises(ValueError, match=r"LARA/gt_boundary_arr/L1\.npy: expected boundary values 0 or 1, "
+                                         r"got \[0\.5\]"):
         Trainer(cfg, log=lambda m: None, progress=False).setup()
 
 

@@ -79,3 +79,16 @@ def test_ddp_equals_single_process_with_combined_batch(ddp_run, equal_length_dat
         assert summary[key] == pytest.approx(r0["summary"][key], rel=1e-4), key
     assert r0["summary"]["val_n_videos"] == summary["val_n_videos"] == 2
     assert r0["summary"]["val_n_frames"] == summary["val_n_frames"]
+
+
+@pytest.mark.parametrize("name", ["meta", "mps", "gpu", "cuda:x"])
+def test_resolve_device_refuses_what_cannot_train(name):
+    from trgnet_fast.training.distributed import resolve_device
+    with pytest.raises(ValueError, match=rf"device: expected auto, cpu, cuda or cuda:N, got '{name}'"):
+        resolve_device(name)
+
+
+def test_resolve_device_cpu_and_auto():
+    from trgnet_fast.training.distributed import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from train_helpers import tiny_overrides
-from trgnet_fast.backend import backend_status
+from backend_marks import needs
 from trgnet_fast.training import ConfigError, Trainer, load_checkpoint, load_config
 
 SHORT = ["train.max_steps_per_epoch=1"]
@@ -19,13 +19,7 @@ def _fit(data, out, extra, epochs=1):
     return trainer, trainer.fit()
 
 
-def _native_cpu_reason():
-    ok, why = backend_status("cpu")["cuda"]
-    return None if ok else f"cuda backend unusable on cpu: {why}"
-
-
-@pytest.mark.parametrize("backend", ["torch", pytest.param("cuda", marks=pytest.mark.skipif(
-    _native_cpu_reason() is not None, reason=str(_native_cpu_reason())))])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cuda", marks=needs("cuda"))])
 def test_bf16_autocast_and_grad_clip(tiny_data, tmp_path, backend):
     """bf16 autocast trains on the reference and on the fused layers (which take every tensor in bf16: the
     float32 master weights are cast for them, docs/training.md#bf16)."""
@@ -113,8 +107,12 @@ def test_learned_joint_graph_trains_is_saved_and_resumed(tiny_data, tmp_path):
 
 
 def test_unknown_best_metric_is_reported(tiny_data, tmp_path):
-    with pytest.raises(ConfigError, match="best_metric 'F1@33'"):
+    """Before training (a run without a validation split would never look at it), from the IoU thresholds."""
+    with pytest.raises(ConfigError, match=r"'train.best_metric': expected a validation score, one of \['F1@10', "
+                                          r"'F1@25', 'F1@50', 'F1@75', 'F1@90', 'Edit', 'Acc', 'BoundaryAcc'.*"
+                                          r"got 'F1@33'"):
         _fit(tiny_data, tmp_path, ["train.best_metric=F1@33"])
+    assert load_config("synthetic", ["train.best_metric=F1@33", "eval.iou_thresholds=[0.33]"])
 
 
 def test_batch_larger_than_training_set(tiny_data, tmp_path):

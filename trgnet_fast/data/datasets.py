@@ -23,6 +23,10 @@ Two on-disk layouts are read:
 Both classes also give a video's full-frame-rate boundary array without reading its features
 (``full_rate_boundary`` / ``boundary_source``): the boundary BCE ``pos_weight`` is counted on those.
 
+Data files are checked as they are read, and a bad one raises ValueError naming it: features must be real
+numbers (not complex, bool or strings), boundaries 0 or 1, and a video must keep at least 2 frames after
+downsampling (the model's InstanceNorm normalises over time).
+
 Feature and label lengths must agree exactly (ValueError otherwise): the published loader's length alignment
 slices the joint axis instead of time, so we refuse mismatches rather than silently slicing
 (docs/model.md#published-quirks).
@@ -36,9 +40,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trgnet_fast.data.features import BUILT_SHAPE, features_from_array, features_from_ctvm
+from trgnet_fast.data.features import (BUILT_SHAPE, check_num_frames, check_real_dtype, features_from_array,
+                                       features_from_ctvm)
 from trgnet_fast.data.labels import (IGNORE_INDEX, boundary_from_labels, downsample, read_ground_truth, read_mapping,
                                      temporal_rate)
+from trgnet_fast.fileio import open_text
 from trgnet_fast.skeletons import skeleton_layout
 
 
@@ -55,7 +61,8 @@ def load_npy(path: str) -> np.ndarray:
     return arr
 
 
-def _check_labels(labels: np.ndarray, path: str, num_classes: int | None) -> np.ndarray:
+def check_labels(labels: np.ndarray, path: str, num_classes: int | None) -> np.ndarray:
+    """Frame labels read from ``path`` as (T,) int64: integral values in 0..num_classes-1 or 255 (ignored)."""
     if labels.ndim != 1 or labels.size == 0:
         raise ValueError(f"{path}: expected non-empty frame labels (T,), got shape {labels.shape}")
     if np.issubdtype(labels.dtype, np.floating):
@@ -82,19 +89,26 @@ def check_num_classes(num_classes: int, where: str) -> None:
 
 
 def read_boundary(path: str) -> np.ndarray:
-    """A ``gt_boundary_arr`` file as stored (full frame rate, dtype kept): a finite numeric (T,) array."""
+    """A ``gt_boundary_arr`` file as stored (full frame rate, dtype kept): a non-empty (T,) array of 0s and 1s
+    (bool, integer or float)."""
     boundary = load_npy(path)
-    if boundary.ndim != 1:
-        raise ValueError(f"{path}: expected boundary (T,), got shape {boundary.shape}")
-    numeric = np.issubdtype(boundary.dtype, np.number) or boundary.dtype == bool
-    if not numeric or not np.all(np.isfinite(boundary)):
-        raise ValueError(f"{path}: expected finite numeric boundary values")
+    if boundary.ndim != 1 or boundary.size == 0:
+        raise ValueError(f"{path}: expected boundary (T,) with T ≥ 1, got shape {boundary.shape}")
+    real = boundary.dtype == bool or np.issubdtype(boundary.dtype, np.integer) or \
+        np.issubdtype(boundary.dtype, np.floating)
+    if not real:
+        raise ValueError(f"{path}: expected boundary values 0 or 1 (bool, integer or float), got dtype "
+                         f"{boundary.dtype}")
+    bad = (boundary != 0) & (boundary != 1)  # NaN included
+    if bad.any():
+        raise ValueError(f"{path}: expected boundary values 0 or 1, got {np.unique(boundary[bad])[:8].tolist()}")
     return boundary
 
 
-def _check_features(feat: np.ndarray, path: str) -> None:
+def _check_features(feat: np.ndarray, path: str, rate: int) -> None:
     if not np.all(np.isfinite(feat)):
         raise ValueError(f"{path}: features contain NaN or inf")
+    check_num_frames(len(range(0, feat.shape[-1], rate)), path, rate)  # the length downsample() leaves
 
 
 def _make_item(feature, labels, boundary, name, rate) -> dict:
@@ -121,7 +135,7 @@ def read_csv_rows(csv_path: str) -> list[tuple[str, str, str]]:
     csv_path = os.fspath(csv_path)
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"{csv_path}: split csv not found")
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open_text(csv_path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != ["feature", "label", "boundary"]:
@@ -144,10 +158,9 @@ class _CachedDataset(Dataset):
         self._cache: dict[int, dict] = {}
 
     def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
+        if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} videos")
+        index %= len(self)
         if self.cache and index in self._cache:
             item = self._cache[index]
             return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in item.items()}
@@ -206,8 +219,8 @@ class CsvSegmentationDataset(_CachedDataset):
     def _load(self, index: int) -> dict:
         feat_path, label_path, boundary_path = self.rows[index]
         feature = features_from_array(load_npy(feat_path), self.dataset, feat_path, self.feature_format)
-        _check_features(feature, feat_path)
-        labels = _check_labels(load_npy(label_path), label_path, self.num_classes)
+        _check_features(feature, feat_path, self.rate)
+        labels = check_labels(load_npy(label_path), label_path, self.num_classes)
         boundary = read_boundary(boundary_path)
         T = feature.shape[-1]
         if labels.shape[0] != T:
@@ -238,7 +251,7 @@ def read_bundle(path: str) -> list[str]:
     """Video names (without ``.txt``) listed in an MS-TCN ``splits/*.bundle`` file, one per line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: split file not found")
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         names = [ln.strip() for ln in f if ln.strip()]
     if not names:
         raise ValueError(f"{path}: split file lists no videos")
@@ -297,7 +310,7 @@ class MSTCNDataset(_CachedDataset):
         video = self.videos[index]
         feat_path = os.path.join(self.root, "features", video + ".npy")
         gt_path = self.boundary_source(index)
-        arr = load_npy(feat_path)
+        arr = check_real_dtype(load_npy(feat_path), feat_path)
         if self.feature_layout == "CTVM":
             if arr.ndim != 4:
                 raise ValueError(f"{feat_path}: expected a (C, T, V, M) skeleton array, got shape {arr.shape}")
@@ -307,10 +320,10 @@ class MSTCNDataset(_CachedDataset):
                 raise ValueError(f"{feat_path}: {e}") from None
         else:
             C, V = BUILT_SHAPE[skeleton_layout(self.dataset)]
-            if arr.ndim != 3 or arr.shape[1] != V:
-                raise ValueError(f"{feat_path}: expected features (C, {V}, T), got shape {arr.shape}")
+            if arr.ndim != 3 or arr.shape[:2] != (C, V):
+                raise ValueError(f"{feat_path}: expected features ({C}, {V}, T), got shape {arr.shape}")
             feature = np.asarray(arr, dtype=np.float32)
-        _check_features(feature, feat_path)
+        _check_features(feature, feat_path, self.rate)
         labels = read_ground_truth(gt_path, self.class_to_id)
         T = feature.shape[-1]
         if labels.shape[0] != T:

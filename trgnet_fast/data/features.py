@@ -33,11 +33,33 @@ from trgnet_fast.skeletons import skeleton_layout
 REF_JOINT = {"PKU": 0, "LARA": 0, "TCG-15": 2, "BODY_25": 8}
 # Per skeleton layout: (channels, joints) of the built model input (C_in, V, T).
 BUILT_SHAPE = {"PKU": (12, 25), "LARA": (12, 19), "TCG-15": (6, 17), "BODY_25": (2, 25)}
+# Per skeleton layout: (channels C, persons M) of the raw (C, T, V, M) skeleton whose features are the model input
+# (BODY_25: x, y pixels and a confidence, which is not used).
+RAW_CHANNELS_PERSONS = {"PKU": (3, 2), "LARA": (6, 1), "TCG-15": (3, 1), "BODY_25": (3, 1)}
 # Raw-shape description per layout (for error messages).
 RAW_SHAPE_DOC = {"PKU": "(T, 150)", "LARA": "(6, T, 19, 1)", "TCG-15": "(T, 17, 3)", "BODY_25": "(T, 25, 3)"}
 
 MCFS_WIDTH = 1280.0
 MCFS_HEIGHT = 720.0
+# The model's InstanceNorm normalises over time: it needs at least 2 frames, in eval mode too.
+MIN_FRAMES = 2
+
+
+def check_real_dtype(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` if it holds real numbers (ints or floats); else a ValueError naming ``name`` and the dtype.
+    Complex values would lose their imaginary part and booleans, strings or objects are no coordinates."""
+    arr = np.asarray(arr)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name}: expected real-valued (integer or float) features, got dtype {arr.dtype}")
+    return arr
+
+
+def check_num_frames(num_frames: int, name: str, rate: int = 1) -> None:
+    """Refuse a video shorter than :data:`MIN_FRAMES` (counted after temporal downsampling by ``rate``)."""
+    if num_frames < MIN_FRAMES:
+        after = f" after temporal downsampling by {rate}" if rate != 1 else ""
+        raise ValueError(f"{name}: expected a video of at least {MIN_FRAMES} frames{after} (the model's "
+                         f"InstanceNorm normalises over time), got {num_frames}")
 
 
 def _check_ctvm(x: np.ndarray, name: str) -> np.ndarray:
@@ -100,11 +122,16 @@ def features_from_ctvm(x: np.ndarray, dataset: str) -> np.ndarray:
     Returns float32.
     """
     layout = skeleton_layout(dataset)
-    x = _check_ctvm(x, f"features_from_ctvm({dataset})").astype(np.float32, copy=False)
+    where = f"features_from_ctvm({dataset})"
+    x = check_real_dtype(_check_ctvm(x, where), where).astype(np.float32, copy=False)
     C, T, V, M = x.shape
     if V != BUILT_SHAPE[layout][1]:
         raise ValueError(f"{dataset}: expected {BUILT_SHAPE[layout][1]} joints, "
                          f"got a (C,T,V,M) array of shape {x.shape}")
+    channels, persons = RAW_CHANNELS_PERSONS[layout]
+    if (layout != "BODY_25" and C != channels) or M != persons:
+        raise ValueError(f"{dataset}: expected a (C, T, V, M) array with C = {channels} channels and M = {persons} "
+                         f"person(s) (model input of {BUILT_SHAPE[layout][0]} channels), got shape {x.shape}")
     if layout == "BODY_25":
         if C < 2:
             raise ValueError(f"{dataset}: expected at least 2 channels (x, y pixels), got shape {x.shape}")
@@ -165,8 +192,9 @@ def features_from_array(arr: np.ndarray, dataset: str, name: str = "array", feat
     feature_format: "raw" (build with :func:`build_features`), "built" (already (C_in, V, T)), or "auto":
     decided by shape — raw if it matches the raw shape of the dataset, built if it matches (C_in, V, T);
     an array matching both (only possible for tiny T, e.g. TCG-15 (6, 17, 3)) is rejected as ambiguous.
+    Arrays of other than real numbers (complex, bool, strings) are refused.
     """
-    arr = np.asarray(arr)
+    arr = check_real_dtype(arr, name)
     layout = skeleton_layout(dataset)
     raw_ok, built_ok = is_raw_shape(arr.shape, dataset), is_built_shape(arr.shape, dataset)
     expected = f"raw {RAW_SHAPE_DOC[layout]} or built ({BUILT_SHAPE[layout][0]}, {BUILT_SHAPE[layout][1]}, T)"

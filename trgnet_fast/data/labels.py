@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 
+from trgnet_fast.fileio import open_text
 from trgnet_fast.skeletons import skeleton_layout
 
 # The label of frames that count nowhere: padding (collate) and ignored frames inside a video (so labelled in
@@ -32,7 +33,7 @@ def read_mapping(path: str | os.PathLike) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: class mapping file not found")
     names: list[str] = []
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -74,7 +75,7 @@ def read_ground_truth(path: str | os.PathLike, class_to_id: dict[str, int]) -> n
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: ground-truth file not found")
     labels = []
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             name = line.strip()
             if not name:

@@ -39,14 +39,16 @@ Read with ``CsvSegmentationDataset(out_dir/csv/PKU-view/train1.csv, out_dir, "PK
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 
 import numpy as np
 
 from trgnet_fast.data.datasets import carve_validation
-from trgnet_fast.data.features import build_features
+from trgnet_fast.data.features import build_features, check_num_frames
 from trgnet_fast.data.labels import boundary_from_labels, write_mapping
+from trgnet_fast.fileio import open_text
 
 NUM_ACTIONS = 51
 BACKGROUND = "NONE"
@@ -58,7 +60,7 @@ def read_skeleton_txt(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: skeleton file not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -69,9 +71,11 @@ def read_skeleton_txt(path: str) -> np.ndarray:
             if len(vals) != 150:
                 raise ValueError(f"{path}:{lineno}: expected 150 numbers (2 persons × 25 joints × xyz), "
                                  f"got {len(vals)}")
+            if not all(math.isfinite(v) for v in vals):  # float() reads "nan" and "inf"
+                raise ValueError(f"{path}:{lineno}: expected finite coordinates, got "
+                                 f"{[v for v in vals if not math.isfinite(v)][:3]}")
             rows.append(vals)
-    if not rows:
-        raise ValueError(f"{path}: skeleton file has no frames")
+    check_num_frames(len(rows), path)
     return np.asarray(rows, dtype=np.float32)
 
 
@@ -80,7 +84,7 @@ def read_label_txt(path: str, num_frames: int, frame_base: int = 1) -> np.ndarra
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: label file not found")
     labels = np.zeros(num_frames, dtype=np.int64)
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -95,16 +99,19 @@ def read_label_txt(path: str, num_frames: int, frame_base: int = 1) -> np.ndarra
                 raise ValueError(f"{path}:{lineno}: expected class 1..{NUM_ACTIONS}, got {cls}")
             if end < start:
                 raise ValueError(f"{path}:{lineno}: end frame {end} before start frame {start}")
-            a, b = max(start - frame_base, 0), min(end - frame_base, num_frames - 1)
-            if a <= b:
-                labels[a:b + 1] = cls
+            # a segment may run past the video's last frame (clipped); one that starts before the first frame or
+            # after the last is a wrong frame base or a label file of another video
+            if start < frame_base or start - frame_base >= num_frames:
+                raise ValueError(f"{path}:{lineno}: segment {start}..{end} starts outside the video's frames "
+                                 f"{frame_base}..{num_frames - 1 + frame_base} (frame base {frame_base})")
+            labels[start - frame_base:min(end - frame_base, num_frames - 1) + 1] = cls
     return labels
 
 
 def _class_names(class_names: str | None) -> list[str]:
     if class_names is None:
         return [BACKGROUND] + [f"action_{i:02d}" for i in range(1, NUM_ACTIONS + 1)]
-    with open(class_names, encoding="utf-8") as f:
+    with open_text(class_names) as f:
         lines = [ln.strip() for ln in f if ln.strip()]
     if all(re.match(r"^\d+\s+\S", ln) for ln in lines):
         lines = [ln.split(maxsplit=1)[1].strip() for ln in lines]
@@ -122,7 +129,7 @@ def read_cross_subject(path: str) -> tuple[set[str], set[str]]:
         raise FileNotFoundError(f"{path}: cross-subject split file not found")
     sections: dict[str, set[str]] = {"train": set(), "test": set()}
     current = None
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for line in f:
             low = line.lower()
             if "train" in low:
@@ -166,6 +173,9 @@ def convert_pku_mmd(skeleton_dir: str, label_dir: str, out_dir: str, cross_subje
                     class_names: str | None = None, frame_base: int = 1) -> dict:
     """Convert the raw PKU-MMD phase-1 release (see the module docstring). Videos are the ``*.txt`` files of
     ``skeleton_dir`` with a label file of the same name. Returns dict(videos, mapping, csv: {split: {name: path}})."""
+    if frame_base < 0:
+        raise ValueError(f"frame_base: expected the number of the first frame in the label files (0 or 1), got "
+                         f"{frame_base}")
     videos = sorted(os.path.splitext(n)[0] for n in os.listdir(skeleton_dir) if n.endswith(".txt"))
     if not videos:
         raise ValueError(f"{skeleton_dir}: no skeleton .txt files found")

@@ -261,6 +261,14 @@ def _f1_key(th: float) -> str:
     return f"F1@{int(round(th * 100))}"
 
 
+BOUNDARY_KEYS = ("BoundaryAcc", "BoundaryPrecision", "BoundaryRecall", "BoundaryF1")
+
+
+def score_keys(iou_thresholds) -> List[str]:
+    """The scores :meth:`SegmentationMetrics.summary` gives with boundary scores, in its order (counts left out)."""
+    return [_f1_key(t) for t in iou_thresholds] + ["Edit", "Acc", *BOUNDARY_KEYS]
+
+
 def f1_scores(
     pred,
     gt,
@@ -586,7 +594,7 @@ class SegmentationMetrics:
     def columns(self) -> List[str]:
         cols = ["name", "n_frames"] + self.f1_keys + ["Edit", "Acc"]
         if self.b_videos:
-            cols += ["BoundaryAcc", "BoundaryPrecision", "BoundaryRecall", "BoundaryF1"]
+            cols += list(BOUNDARY_KEYS)
         return cols
 
     def write_csv(self, path: Union[str, os.PathLike]) -> str:

@@ -3,23 +3,17 @@ from __future__ import annotations
 
 import torch
 
+from trgnet_fast.ops._checks import check_backend_dtype
+
 
 def fused_dtype(x: torch.Tensor, backend: str) -> torch.dtype:
     """The dtype a fused layer op on ``backend`` runs in for activation x: autocast's dtype where autocast is on for
     x's device (the op is autocast's kind of work: matmuls and convolutions), else x's dtype
-    (:func:`check_backend_dtype`)."""
+    (checked by ``trgnet_fast.ops._checks.check_backend_dtype``)."""
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     check_backend_dtype(backend, x.device, dtype)
     return dtype
-
-
-def check_backend_dtype(backend: str, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse what would give wrong numbers silently: Triton's CPU interpreter computes bfloat16 wrongly (numpy has
-    no bfloat16; docs/architecture.md#triton-interpreter)."""
-    if backend == "triton" and device.type == "cpu" and dtype == torch.bfloat16:
-        raise ValueError("backend 'triton' on CPU (Triton's interpreter) cannot run bfloat16: it returns wrong "
-                         "numbers; use backend 'cuda' or 'torch' for bfloat16 on a CPU, or run Triton on a GPU")
 
 
 def cast_all(dtype: torch.dtype, *tensors):

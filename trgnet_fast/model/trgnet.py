@@ -53,7 +53,11 @@ class TRGNet(nn.Module):
             mask must be right-padded; docs/model.md#mask-correct-mode).
 
     forward(x, mask, joint_graph, check_values=True):
-        x: (N, C_in, V, T) floating; mask: (N, 1, T) bool or 0/1; joint_graph: (V, V) floating TJG.
+        x: (N, C_in, V, T): joints (dim 2) before frames (dim 3), N >= 1, T >= 2 (the AttModules' InstanceNorm
+            normalises over the frames, in eval too), in the parameters' dtype. Data laid out (N, C_in, T, V) must
+            be transposed first (x.transpose(2, 3)): the shape check catches it only when T != V, and an input
+            with T == V is taken as (N, C_in, V, T) silently.
+        mask: (N, 1, T) bool or 0/1; joint_graph: (V, V) floating TJG.
         Training mode returns ([logits_0, ..., logits_A], [b_0, ..., b_B], [e_0, ..., e_A], logit_scale)
         with logits (N, K, T), boundary logits b (N, 1, T), text-space features e (N, text_dim, T) and
         logit_scale (1,), where A = n_stages_asb - 1 and B = n_stages_brb - 1.
@@ -143,7 +147,7 @@ class TRGNet(nn.Module):
     def _forward(self, x, mask, joint_graph, check_values):
         correct = self.mask_mode == "correct"
         validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device,
-                        check_values, right_padded=correct)
+                        self.logit_scale.dtype, check_values, right_padded=correct)
         mask = mask.to(x.dtype)
         joint_graph = joint_graph.to(x.dtype)
         # mask-correct mode: every statistic over each video's own frames (docs/model.md#mask-correct-mode)

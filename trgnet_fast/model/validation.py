@@ -26,14 +26,33 @@ def _require_finite(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name}: expected finite values, got {int((~torch.isfinite(value)).sum())} NaN/Inf entries")
 
 
+# InstanceNorm (the AttModules' query normalisation, training and eval alike) needs at least two frames to
+# normalise over: one frame has variance 0 and PyTorch refuses it
+MIN_FRAMES = 2
+
+
+def _check_sizes_and_dtype(x: torch.Tensor, dtype: torch.dtype) -> None:
+    """x (N, C_in, V, T) has N >= 1 samples, T >= MIN_FRAMES frames and the parameters' dtype (autocast casts
+    inside the model; the input itself is never cast, so a mismatch would fail deep inside a layer)."""
+    n, _, _, t = x.shape
+    if n < 1:
+        raise ValueError(f"x: expected N >= 1 samples (dim 0 of (N, C_in, V, T)), got {_describe(x)}")
+    if t < MIN_FRAMES:
+        raise ValueError(f"x: expected T >= {MIN_FRAMES} frames (dim 3 of (N, C_in, V, T): the AttModules' "
+                         f"InstanceNorm normalises over the frames, in eval too), got {_describe(x)}")
+    if x.dtype != dtype:
+        raise ValueError(f"x: expected dtype {dtype} (the parameters' dtype; convert x or the model), got "
+                         f"{_describe(x)}")
+
+
 def validate_inputs(x, mask, joint_graph, in_channel: int, num_joints: int, device: torch.device,
-                    check_values: bool = True, right_padded: bool = False) -> None:
+                    dtype: torch.dtype, check_values: bool = True, right_padded: bool = False) -> None:
     """Validate TRGNet inputs.
 
-    x: (N, in_channel, num_joints, T) floating, finite; mask: (N, 1, T) bool or numeric with values 0/1 (with
-    ``right_padded``: each row's ones first, then its zeros); joint_graph: (num_joints, num_joints) floating, finite;
-    all three on ``device``. check_values: False skips the finiteness, 0/1 and padding checks (they read device
-    values).
+    x: (N, in_channel, num_joints, T) with N >= 1 and T >= 2, of the parameters' ``dtype``, finite; mask: (N, 1, T)
+    bool or numeric with values 0/1 (with ``right_padded``: each row's ones first, then its zeros); joint_graph:
+    (num_joints, num_joints) floating, finite; all three on ``device``. check_values: False skips the finiteness, 0/1
+    and padding checks (they read device values).
     """
     x_expected = f"a 4-D floating tensor (N, C_in={in_channel}, V={num_joints}, T)"
     _require_tensor("x", x, x_expected)
@@ -43,11 +62,12 @@ def validate_inputs(x, mask, joint_graph, in_channel: int, num_joints: int, devi
             hint = (" (it looks like (N, C, T, V) was passed; the model takes (N, C_in, V, T), "
                     "e.g. x.transpose(2, 3))")
         raise ValueError(f"x: expected {x_expected}, got {_describe(x)}{hint}")
+    _check_sizes_and_dtype(x, dtype)
     n, _, _, t = x.shape
 
-    mask_expected = f"a (N={n}, 1, T={t}) bool or 0/1 tensor"
+    mask_expected = f"a (N={n}, 1, T={t}) bool or 0/1 tensor (bool, integer or floating)"
     _require_tensor("mask", mask, mask_expected)
-    if tuple(mask.shape) != (n, 1, t):
+    if tuple(mask.shape) != (n, 1, t) or mask.is_complex():
         raise ValueError(f"mask: expected {mask_expected}, got {_describe(mask)}")
 
     graph_expected = f"a ({num_joints}, {num_joints}) floating tensor"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 
@@ -28,10 +29,23 @@ def add_text_graphs_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def check_embeddings_dir(embeddings_dir: str, datasets: list[str]) -> None:
+    """``--embeddings-dir`` must be a folder holding ``{dataset}_joints_pool.npy`` and/or
+    ``{dataset}_actions_pool.npy`` for every dataset: without them the encoder would run instead, silently."""
+    if not os.path.isdir(embeddings_dir):
+        raise NotADirectoryError(f"--embeddings-dir {embeddings_dir}: no such folder")
+    for dataset in datasets:
+        wanted = [f"{dataset}_{side}_pool.npy" for side in ("joints", "actions")]
+        if not any(os.path.isfile(os.path.join(embeddings_dir, name)) for name in wanted):
+            raise FileNotFoundError(f"--embeddings-dir {embeddings_dir}: holds neither {' nor '.join(wanted)}")
+
+
 def text_graphs_command(args) -> int:
     from trgnet_fast.text.priors import write_text_graphs
     cache = False if getattr(args, "no_cache", False) else getattr(args, "cache_dir", None)
     datasets = args.dataset if isinstance(args.dataset, list) else [args.dataset]
+    if getattr(args, "embeddings_dir", None) is not None:
+        check_embeddings_dir(args.embeddings_dir, datasets)
     for dataset in datasets:
         t0 = time.perf_counter()
         res = write_text_graphs(dataset, args.out, class_names=getattr(args, "class_names", None),

@@ -16,6 +16,10 @@ import numpy as np
 import torch
 
 FORMAT = "trgnet_fast.train/2"  # the "format" entry of trainer checkpoints (/1 pickled numpy objects)
+# Entries of a trainer checkpoint besides "format" that `trgnet eval` / `predict` read.
+REQUIRED_KEYS = ("model", "model_kwargs", "config", "class_names", "joint_graph")
+EXPECTED = (f"expected a checkpoint written by `trgnet train` (last.pt / best.pt): a torch.save'd dict of "
+            f"format {FORMAT!r} with the entries {', '.join(map(repr, REQUIRED_KEYS))}")
 
 
 class CheckpointError(ValueError):
@@ -56,6 +60,21 @@ def atomic_write(path: str, write_fn) -> str:
 def atomic_save(obj, path: str) -> str:
     """``torch.save(obj, path)`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def with_absolute_data_paths(state: dict) -> dict:
+    """A copy of trainer checkpoint ``state`` whose config finds the data from any directory: data.dir becomes
+    the absolute ``data_root`` the trainer recorded, and a csv / mapping path that training found relative to
+    the current directory (not under data.dir) becomes absolute. Paths under data.dir stay relative to it, so
+    ``--data`` still points eval at data that moved."""
+    from trgnet_fast.training.data import resolve
+    root = state["data_root"]
+    data = dict(state["config"]["data"], dir=root)
+    for key in ("train_csv", "val_csv", "test_csv", "mapping"):
+        path = data.get(key)
+        if path and not os.path.isabs(path) and resolve(path, root) == path:
+            data[key] = os.path.abspath(path)
+    return dict(state, config=dict(state["config"], data=data))
 
 
 def rng_state() -> dict:
@@ -109,7 +128,8 @@ def safe_load(path: str, map_location="cpu"):
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         if found is None:  # not a refused object: bytes that are no pickle the safe loader reads
             operand = re.search(r"Unsupported operand \d+", str(e))
-            raise CheckpointError(f"{unreadable}: {operand.group(0) if operand else _first_sentence(e)}") from e
+            detail = _file_kind(path) or (operand.group(0) if operand else _first_sentence(e))
+            raise CheckpointError(f"{unreadable}: {detail}") from e
         raise CheckpointError(
             f"{path}: refused: loading it needs the Python object {found.group(1)}, which the safe loader "
             "(torch.load with weights_only=True) does not allow because unpickling it could run arbitrary code. "
@@ -118,7 +138,31 @@ def safe_load(path: str, map_location="cpu"):
             "torch.load(..., weights_only=False) and save the tensors you need (e.g. its 'model' state_dict) "
             "with torch.save") from e
     except Exception as e:  # torch.load fails on damaged files with many types (RuntimeError, EOFError, ...)
-        raise CheckpointError(f"{unreadable}: {type(e).__name__} {_first_sentence(e)}".rstrip()) from e
+        detail = _file_kind(path) or f"{type(e).__name__} {_first_sentence(e)}".rstrip()
+        raise CheckpointError(f"{unreadable}: {detail}") from e
+
+
+def _file_kind(path: str) -> str:
+    """What a file torch.load cannot read is instead, when its first bytes tell (else "")."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a NumPy .npy array"
+    # pickle protocol ≥ 2, but not the pickled magic number that starts torch.save's legacy (non-zip) format
+    if head.startswith(b"\x80") and not head.startswith(b"\x80\x02\x8a\x0a"):
+        return "it is a plain pickle (pickle.dump), not a torch.save file"
+    if head and b"\0" not in head and _is_utf8(head):
+        return "it is a text file"
+    return ""
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether ``data`` decodes as UTF-8, allowing a multi-byte character cut off at its end."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.reason == "unexpected end of data"
+    return True
 
 
 def _first_sentence(e: Exception) -> str:
@@ -130,16 +174,22 @@ def _first_sentence(e: Exception) -> str:
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """A checkpoint written by the trainer (``last.pt`` / ``best.pt``), loaded with :func:`safe_load`;
     anything else (e.g. a bare model state_dict) raises :class:`CheckpointError` naming the file."""
-    state = safe_load(path, map_location)
-    expected = f"expected a checkpoint written by `trgnet train` (last.pt / best.pt, format {FORMAT!r})"
+    try:
+        state = safe_load(path, map_location)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; {EXPECTED}") from e
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a trainer checkpoint: {expected}, got a {type(state).__name__}")
+        raise CheckpointError(f"{path}: not a trainer checkpoint: {EXPECTED}, got a {type(state).__name__}")
     fmt = state.get("format")
     if fmt is None:
         bare = bool(state) and all(torch.is_tensor(v) for v in state.values())
-        kind = ("a bare state_dict of model weights (`trgnet viz-graphs` reads those)" if bare
+        kind = ("a bare state_dict of model weights (`trgnet viz-graphs` reads those, given --dataset / "
+                "--n-classes)" if bare
                 else f"a dict with keys {sorted(map(str, state))[:6]}")
-        raise CheckpointError(f"{path}: not a trainer checkpoint: {expected}, got {kind}")
+        raise CheckpointError(f"{path}: not a trainer checkpoint: {EXPECTED}, got {kind}")
     if fmt != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {fmt!r} (an older or newer trgnet_fast); {expected}")
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r} (an older or newer trgnet_fast); {EXPECTED}")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: trainer checkpoint without {missing}: {EXPECTED}")
     return state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import torch
@@ -54,25 +55,33 @@ def load_model(checkpoint: str, device):
     return model.to(device).eval(), state
 
 
-def _eval_dataset(state, split: str, data_dir_override):
-    from trgnet_fast.training.data import build_splits, data_dir, make_dataset
+def _checkpoint_data(state, data_dir_override) -> tuple[dict, str]:
+    """(a copy of the checkpoint's config with data.dir set, dataset root). The root is ``--data`` if given,
+    else the absolute root the trainer recorded (the config's data.dir may be relative to the directory the
+    run was started from), else the config's."""
+    from trgnet_fast.training.data import data_dir
     cfg = dict(state["config"])
     cfg["data"] = dict(cfg["data"])
-    if data_dir_override:
-        cfg["data"]["dir"] = data_dir_override
-        root = data_dir(cfg)
-    else:
-        root = state.get("data_root") or data_dir(cfg)
-        cfg["data"]["dir"] = root
-    k = len(state["class_names"])
+    cfg["data"]["dir"] = data_dir_override or state.get("data_root") or data_dir(cfg)
+    return cfg, cfg["data"]["dir"]
+
+
+def _split_dataset(cfg: dict, root: str, split: str, num_classes: int):
+    """The ``split`` ("train" | "val" | "test") of a run's data."""
+    from trgnet_fast.training.data import build_splits, make_dataset
     if split == "val":
-        dataset = build_splits(cfg, root, k)["val"]
-        if len(dataset) == 0:
-            raise ValueError(f"--split val: the run's validation split is empty (no data.val_csv, and the "
-                             f"training list is shorter than data.val_every={cfg['data']['val_every']}); "
-                             f"use --split test or --split train")
-        return cfg, dataset
-    return cfg, make_dataset(cfg, split, root, k)
+        return build_splits(cfg, root, num_classes)["val"]
+    return make_dataset(cfg, split, root, num_classes)
+
+
+def _eval_dataset(state, split: str, data_dir_override):
+    cfg, root = _checkpoint_data(state, data_dir_override)
+    dataset = _split_dataset(cfg, root, split, len(state["class_names"]))
+    if split == "val" and len(dataset) == 0:
+        raise ValueError(f"--split val: the run's validation split is empty (no data.val_csv, and the "
+                         f"training list is shorter than data.val_every={cfg['data']['val_every']}); "
+                         f"use --split test or --split train")
+    return cfg, dataset
 
 
 def _evaluate_checkpoint(checkpoint, split, data_dir_override, out_dir, device, on_video=None, quiet=False,
@@ -104,8 +113,12 @@ def format_summary(summary: dict, title: str = "") -> str:
     return (title + "\n" if title else "") + head + "\n" + vals
 
 
-def _device(name):
+def _device(name: str | None) -> torch.device:
+    """``--device`` as a torch.device: the forms train.device takes (torch knows more device types, e.g. meta,
+    but the model runs on CPU and CUDA only)."""
     from trgnet_fast.training.distributed import resolve_device
+    if name is not None and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", name) is None:
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
     return resolve_device(name or "auto")
 
 
@@ -147,6 +160,11 @@ def average_splits(args) -> int:
 
 def make_synthetic(args) -> int:
     from trgnet_fast.data import make_synthetic as make
+    # each flag's own range is checked by argparse; these two look at two flags together
+    if args.n_train + args.n_val + args.n_test == 0:
+        raise ValueError("--n-train, --n-val, --n-test: expected at least one video, got 0 in every split")
+    if args.min_frames > args.max_frames:
+        raise ValueError(f"--min-frames: expected ≤ --max-frames ({args.max_frames}), got {args.min_frames}")
     info = make(args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed,
                 min_frames=args.min_frames, max_frames=args.max_frames)
     _log(f"synthetic dataset ({info['num_classes']} classes, dataset key {info['dataset']}) in {args.out}")
@@ -165,24 +183,22 @@ def convert_pku(args) -> int:
 
 def _load_video(args, model, info):
     """(feature (C_in, V, T) tensor, labels (T,) np.ndarray or None, name)."""
-    from trgnet_fast.data.features import features_from_array
+    from trgnet_fast.data.datasets import load_npy
+    from trgnet_fast.data.features import check_num_frames, features_from_array
     if os.path.isfile(args.video):
         name = os.path.splitext(os.path.basename(args.video))[0]
-        feat = features_from_array(np.load(args.video, allow_pickle=False), model.dataset, args.video)
-        labels = np.load(args.labels, allow_pickle=False).reshape(-1) if args.labels else None
+        feat = features_from_array(load_npy(args.video), model.dataset, args.video)
+        check_num_frames(feat.shape[-1], args.video)
+        labels = _video_labels(args.labels, feat.shape[-1], model.n_classes) if args.labels else None
         return torch.as_tensor(feat, dtype=torch.float32), labels, name
-    cfg = info.get("config")
-    if not cfg:
+    if args.labels:
+        raise ValueError(f"--labels: only for a --video feature file; {args.video!r} is not a file (a video of "
+                         "the checkpoint's split brings its own labels)")
+    if not info.get("config"):
         raise ValueError(f"--video {args.video!r} is not a file and the checkpoint has no config to find its "
                          "dataset; pass a feature .npy")
-    from trgnet_fast.training.data import build_splits, data_dir, make_dataset
-    cfg = dict(cfg)
-    cfg["data"] = dict(cfg["data"])
-    if args.data:
-        cfg["data"]["dir"] = args.data
-    root = data_dir(cfg)
-    k = model.n_classes
-    ds = build_splits(cfg, root, k)["val"] if args.split == "val" else make_dataset(cfg, args.split, root, k)
+    cfg, root = _checkpoint_data(info, args.data)
+    ds = _split_dataset(cfg, root, args.split, model.n_classes)
     names = list(ds.names) if hasattr(ds, "names") else [ds[i]["name"] for i in range(len(ds))]
     if args.video not in names:
         raise ValueError(f"video {args.video!r} not in the {args.split} split of {root} "
@@ -191,25 +207,56 @@ def _load_video(args, model, info):
     return item["feature"].float(), np.asarray(item["label"]).reshape(-1), args.video
 
 
+def _video_labels(path: str, num_frames: int, num_classes: int) -> np.ndarray:
+    """``--labels``: a (T,) .npy of class ids for the ``num_frames`` frames of the --video file."""
+    from trgnet_fast.data.datasets import check_labels, load_npy
+    labels = check_labels(load_npy(path), path, num_classes)
+    if labels.shape[0] != num_frames:
+        raise ValueError(f"--labels {path}: expected {num_frames} frame labels (the frames of --video), got "
+                         f"{labels.shape[0]}")
+    return labels
+
+
+def _frames_arg(text: str | None) -> list[int]:
+    """``--frames``: comma-separated frame indices, e.g. ``0,10,20``."""
+    if not text:
+        return []
+    try:
+        return [int(f) for f in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--frames: expected comma-separated integer frame indices, e.g. 0,10,20, got "
+                         f"{text!r}") from None
+
+
 def viz_graphs(args) -> int:
     """Run a checkpoint (any format of ``trgnet_fast.training.published``) on one video and plot the adaptive
     graphs of its SP block."""
     from trgnet_fast.text.descriptions import joint_names
     from trgnet_fast.text.viz import extract_adaptive_graphs, plot_segment_graphs
     from trgnet_fast.training.published import load_model_any
-    model, info = load_model_any(args.checkpoint, getattr(args, "dataset", None), getattr(args, "n_classes", None),
-                                 args.device)
-    spec = getattr(args, "joint_graph", None)
+    # the arguments are checked before the model runs (and before any file is written)
+    if args.max_segments < 1:
+        raise ValueError(f"--max-segments: expected ≥ 1 (segments plotted), got {args.max_segments}")
+    if args.n_classes is not None and args.n_classes < 1:  # 0 was taken as "not given"
+        raise ValueError(f"--n-classes: expected ≥ 1, got {args.n_classes}")
+    frames = _frames_arg(args.frames)
+    device = _device(args.device)
+    model, info = load_model_any(args.checkpoint, args.dataset, args.n_classes, device)
+    spec = args.joint_graph
     if spec is None and info.get("joint_graph") is not None:
         jg = torch.as_tensor(info["joint_graph"]).float()
     else:
         from trgnet_fast.text.priors import text_priors
-        jg = text_priors(model.dataset, encoder=getattr(args, "encoder", None), joint_graph=spec or "text",
+        jg = text_priors(model.dataset, encoder=args.encoder, joint_graph=spec or "text",
                          include_actions=False).joint_graph
     feat, labels, name = _load_video(args, model, info)
-    x = feat[None].to(args.device)
-    mask = torch.ones(1, 1, x.shape[-1], device=args.device)
-    res = extract_adaptive_graphs(model, x, mask, jg.to(args.device))
+    t = feat.shape[-1]
+    bad = [f for f in frames if not 0 <= f < t]
+    if bad:
+        raise ValueError(f"--frames: expected frame indices in [0, {t}) for {name}, got {bad}")
+    x = feat[None].to(device)
+    mask = torch.ones(1, 1, t, device=device)
+    res = extract_adaptive_graphs(model, x, mask, jg.to(device))
     pred = res["logits"][0].argmax(0).cpu().numpy()
     if labels is None or args.predicted:
         labels = pred
@@ -218,12 +265,7 @@ def viz_graphs(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     files = plot_segment_graphs(res["frame_graph"][0], res["channel_graph"][0], labels, class_names, jnames,
                                 args.out, prefix=name, max_segments=args.max_segments, joint_graph=res["joint_graph"],
-                                residual=getattr(args, "residual", False))
-    frames = [int(f) for f in args.frames.split(",")] if getattr(args, "frames", None) else []
-    t = res["frame_graph"].shape[1]
-    bad = [f for f in frames if not 0 <= f < t]
-    if bad:
-        raise ValueError(f"--frames {bad} outside [0, {t})")
+                                residual=args.residual)
     if frames:
         from trgnet_fast.text.viz import plot_graph
         for f in frames:

@@ -2,7 +2,8 @@
 
 A config is a plain nested dict (easy to dump to YAML/JSON and to store in checkpoints) validated against
 :data:`DEFAULTS`: every key must exist in the schema (unknown keys raise ``ConfigError`` naming the key and the
-valid ones), and values are type-checked against the default's type (``None`` defaults accept anything).
+valid ones), values are type-checked against the default's type, and then every key's value against its rule
+in :data:`RULES` (type, finiteness, range, choices, list length; null only where the default is null).
 
 Presets live in ``trgnet_fast/configs/<name>.yaml`` (``synthetic``, ``PKU-subject``, ``PKU-view``, ``LARA``,
 ``MCFS-130``, ``TCG-15``); a preset or user YAML only lists the keys that differ from :data:`DEFAULTS`.
@@ -12,15 +13,25 @@ Overrides are ``dotted.key=value`` strings whose value is parsed with ``yaml.saf
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
+from dataclasses import dataclass, replace
 from importlib import resources
+from typing import Callable
 
 import yaml
 
-from trgnet_fast.evaluation.metrics import F1_ENDS
+from trgnet_fast.backend import BACKENDS
+from trgnet_fast.data.labels import IGNORE_INDEX
+from trgnet_fast.evaluation.metrics import F1_ENDS, score_keys
+from trgnet_fast.model.attention import ATTENTION_HEADS
 from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS
 from trgnet_fast.model.masking import MASK_MODES
-from trgnet_fast.skeletons import DATASETS
+from trgnet_fast.skeletons import DATASETS, LAYOUT_JOINTS
+from trgnet_fast.text.descriptions import SYNTHETIC, joint_layout
+from trgnet_fast.text.encoder import POOLINGS
+from trgnet_fast.text.priors import JOINT_GRAPH_MODES
 
 # The schema. Published values (docs/model.md#training-protocol-and-configs) for the PKU settings; presets override per
 # dataset.
@@ -124,11 +135,11 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    __import__("re").compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+][0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", __import__("re").X),
+    |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."))
 
 
@@ -174,6 +185,205 @@ def _check(cfg: dict, schema: dict, prefix: str = "") -> None:
                 raise ConfigError(f"config key {path!r}: expected a list, got {value!r}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (yaml `true` is a bool, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # a huge int would overflow isfinite
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one config key accepts."""
+    expected: str                   # completes "expected ..." in the error
+    ok: Callable[[object], bool]
+    null: bool = False              # null also accepted
+    integral: bool = False          # an integral float (yaml 5.0, 1e3) is stored as an int
+
+
+def _or_null(rule: _Rule) -> _Rule:
+    return replace(rule, null=True)
+
+
+def _ints(low: int, high: int | None = None) -> _Rule:
+    expected = f"an integer ≥ {low}" if high is None else f"an integer in [{low}, {high}]"
+    return _Rule(expected, lambda v: _is_int(v) and v >= low and (high is None or v <= high), integral=True)
+
+
+def _number(expected: str, ok: Callable[[float], bool]) -> _Rule:
+    return _Rule(f"a finite number {expected}", lambda v: _is_number(v) and ok(v))
+
+
+def _choice(allowed) -> _Rule:
+    return _Rule(f"one of {tuple(allowed)}", lambda v: isinstance(v, str) and v in allowed)
+
+
+def _is_text_dataset(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        joint_layout(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_class(value) -> bool:
+    return _is_text(value) or (_is_int(value) and value >= 0)
+
+
+def _keyword_or_npy(keywords) -> _Rule:
+    return _Rule(f"one of {tuple(keywords)} or a path to a .npy file",
+                 lambda v: isinstance(v, str) and (v in keywords or v.endswith(".npy")))
+
+
+_FLAG = _Rule("true/false", lambda v: isinstance(v, bool))
+_TEXT = _Rule("a non-empty string", _is_text)
+_COUNT = _ints(1)
+_POSITIVE = _number("> 0", lambda v: v > 0)
+_WEIGHT = _number("≥ 0", lambda v: v >= 0)
+_PROBABILITY = _number("in [0, 1]", lambda v: 0 <= v <= 1)
+FLOAT32_MAX = 3.4028234663852886e38
+
+# Every leaf key of DEFAULTS (tests check that none is missing). How each is used: training/trainer.py,
+# training/data.py, training/text.py, training/evaluate.py.
+RULES: dict[str, _Rule] = {
+    "name": _TEXT,
+    "dataset": _choice(DATASETS),
+    "output_dir": _or_null(_TEXT),
+    "data.dir": _or_null(_TEXT),
+    "data.format": _choice(("csv", "mstcn")),
+    "data.train_csv": _or_null(_TEXT),
+    "data.test_csv": _or_null(_TEXT),
+    "data.val_csv": _or_null(_TEXT),
+    "data.val_every": _ints(2),  # every val_every-th training video is carved out: 1 would leave none to train on
+    "data.mapping": _or_null(_TEXT),
+    "data.feature_format": _choice(("raw", "built", "auto")),
+    "data.feature_layout": _choice(("CTVM", "CVT")),
+    "data.augment": _FLAG,
+    "data.num_workers": _ints(0),
+    "data.cache": _FLAG,
+    "data.synthetic.n_train": _COUNT,
+    "data.synthetic.n_val": _ints(0),
+    "data.synthetic.n_test": _ints(0),
+    "data.synthetic.seed": _ints(0),
+    "data.synthetic.min_frames": _ints(2),
+    "data.synthetic.max_frames": _ints(2),
+    "model.in_channel": _or_null(_COUNT),
+    "model.n_classes": _or_null(_ints(1, IGNORE_INDEX)),  # class ids below the ignore label 255
+    # LinearAttention splits the width into ATTENTION_HEADS heads
+    "model.n_features": _Rule(f"a positive multiple of {ATTENTION_HEADS} (the attention head count)",
+                              lambda v: _is_int(v) and v > 0 and v % ATTENTION_HEADS == 0, integral=True),
+    "model.n_stages": _COUNT,
+    "model.n_layers": _COUNT,
+    "model.n_refine_layers": _COUNT,
+    "model.n_stages_asb": _COUNT,
+    "model.n_stages_brb": _COUNT,
+    # indices below model.n_layers: checked in _check_relations
+    "model.SFI_layer": _or_null(_Rule(
+        "a list of distinct integers ≥ 0",
+        lambda v: isinstance(v, (list, tuple)) and all(_is_int(i) and i >= 0 for i in v) and len(set(v)) == len(v))),
+    "model.backend": _or_null(_choice(BACKENDS)),
+    "model.dropout": _FLAG,
+    "model.sync_bn": _FLAG,
+    "model.mask_mode": _choice(MASK_MODES),
+    "model.freeze_bn": _FLAG,
+    "text.joint_graph": _keyword_or_npy(JOINT_GRAPH_MODES),  # training/text.py
+    "text.action_embeddings": _or_null(_keyword_or_npy(("text",))),
+    "text.action_graph": _or_null(_keyword_or_npy(("text",))),
+    "text.encoder": _or_null(_TEXT),
+    "text.pooling": _choice(POOLINGS),
+    "text.descriptions": _or_null(_TEXT),
+    "text.dataset": _or_null(_Rule(f"one of {(*DATASETS, SYNTHETIC)} or a skeleton layout {tuple(LAYOUT_JOINTS)}",
+                                   _is_text_dataset)),
+    "text.embeddings_dir": _or_null(_TEXT),
+    "text.cache_dir": _or_null(_TEXT),
+    "text.text_dim": _or_null(_COUNT),
+    "loss.lambda_b": _WEIGHT,
+    "loss.gstmse_weight": _WEIGHT,
+    "loss.aris_abs_weight": _WEIGHT,
+    "loss.aris_rel_weight": _WEIGHT,
+    "loss.published_quirks": _FLAG,
+    # Adam takes the learning rate as a float32 scalar: a larger value fails inside the optimizer step
+    "optim.lr": _number("> 0 and ≤ 3.4e38 (float32)", lambda v: 0 < v <= FLOAT32_MAX),
+    "optim.betas": _Rule("a list of 2 finite numbers in [0, 1)",
+                         lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                         and all(_is_number(b) and 0 <= b < 1 for b in v)),
+    "optim.eps": _POSITIVE,  # 0 divides 0 by 0 for a parameter without gradient
+    # clip_grad_norm_ with a negative max norm flips the gradient's sign
+    "optim.grad_clip": _or_null(_POSITIVE),
+    "train.epochs": _COUNT,
+    "train.batch_size": _COUNT,
+    "train.seed": _ints(0, 2**32 - 1),
+    "train.device": _Rule("auto | cpu | cuda | cuda:N",
+                          lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None),
+    "train.bf16": _FLAG,
+    "train.best_metric": _TEXT,  # a score of the validation summary: checked in _check_relations
+    "train.eval_every": _COUNT,
+    "train.tensorboard": _FLAG,
+    "train.max_steps_per_epoch": _or_null(_COUNT),
+    "train.log_every": _COUNT,
+    "train.deterministic": _FLAG,
+    "eval.refinement": _choice(("boundary", "argmax")),
+    "eval.boundary_th": _PROBABILITY,  # threshold on the boundary probability
+    "eval.tolerance": _ints(0),        # frames
+    "eval.iou_thresholds": _Rule("a non-empty list of finite numbers in [0, 1]",
+                                 lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+                                 and all(_is_number(t) and 0 <= t <= 1 for t in v)),
+    "eval.background": _or_null(_Rule(
+        "a class name, a class id ≥ 0 or a list of them",
+        lambda v: _is_class(v) or (isinstance(v, (list, tuple)) and all(_is_class(c) for c in v)))),
+    "eval.f1_end": _choice(F1_ENDS),
+}
+
+
+def _checked(path: str, rule: _Rule, value):
+    """``value`` of config key ``path`` if ``rule`` accepts it (an integral float of an integer key as an int)."""
+    if value is None and rule.null:
+        return None
+    if rule.integral and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value is None or not rule.ok(value):
+        expected = f"null or {rule.expected}" if rule.null else rule.expected
+        raise ConfigError(f"config key {path!r}: expected {expected}, got {value!r}")
+    return value
+
+
+def _check_relations(cfg: dict) -> None:
+    """Constraints between keys."""
+    m, synthetic = cfg["model"], cfg["data"]["synthetic"]
+    if m["SFI_layer"] is not None and any(i >= m["n_layers"] for i in m["SFI_layer"]):
+        raise ConfigError(f"config key 'model.SFI_layer': expected layer indices < model.n_layers "
+                          f"({m['n_layers']}), got {m['SFI_layer']}")
+    scores = score_keys(cfg["eval"]["iou_thresholds"])
+    if cfg["train"]["best_metric"] not in scores:
+        raise ConfigError(f"config key 'train.best_metric': expected a validation score, one of {scores}, got "
+                          f"{cfg['train']['best_metric']!r}")
+    if synthetic["max_frames"] < synthetic["min_frames"]:
+        raise ConfigError(f"config key 'data.synthetic.max_frames': expected ≥ data.synthetic.min_frames "
+                          f"({synthetic['min_frames']}), got {synthetic['max_frames']}")
+
+
+def _check_values(cfg: dict) -> dict:
+    """Apply :data:`RULES` to a complete config (in place), then the relations between keys."""
+    for path, rule in RULES.items():
+        *sections, key = path.split(".")
+        node = cfg
+        for section in sections:
+            node = node[section]
+        node[key] = _checked(path, rule, node[key])
+    _check_relations(cfg)
+    return cfg
+
+
 def merge(base: dict, update: dict, prefix: str = "") -> dict:
     """Deep-merge ``update`` into a copy of ``base`` (keys validated against :data:`DEFAULTS`)."""
     out = copy.deepcopy(base)
@@ -185,38 +395,12 @@ def merge(base: dict, update: dict, prefix: str = "") -> dict:
     return out
 
 
-def _normalise(cfg: dict) -> dict:
-    """Coerce integral floats of int keys, check value ranges and choices."""
-    def fix_ints(c, schema):
-        for k, ref in schema.items():
-            if isinstance(ref, dict):
-                fix_ints(c[k], ref)
-            elif isinstance(ref, int) and not isinstance(ref, bool) and isinstance(c[k], float):
-                c[k] = int(c[k])
-    fix_ints(cfg, DEFAULTS)
-    choices = {("data", "format"): ("csv", "mstcn"), ("data", "feature_format"): ("raw", "built", "auto"),
-               ("data", "feature_layout"): ("CTVM", "CVT"), ("eval", "refinement"): ("boundary", "argmax"),
-               ("eval", "f1_end"): F1_ENDS, ("model", "mask_mode"): MASK_MODES}
-    for (sec, key), allowed in choices.items():
-        if cfg[sec][key] not in allowed:
-            raise ConfigError(f"config key '{sec}.{key}': expected one of {allowed}, got {cfg[sec][key]!r}")
-    for sec, key in (("train", "epochs"), ("train", "batch_size"), ("data", "val_every"), ("train", "eval_every"),
-                     ("train", "log_every")):
-        if cfg[sec][key] < 1:
-            raise ConfigError(f"config key '{sec}.{key}': expected ≥ 1, got {cfg[sec][key]}")
-    if not cfg["optim"]["lr"] > 0:
-        raise ConfigError(f"config key 'optim.lr': expected > 0, got {cfg['optim']['lr']}")
-    if cfg["dataset"] not in DATASETS:
-        raise ConfigError(f"config key 'dataset': expected one of {DATASETS}, got {cfg['dataset']!r}")
-    return cfg
-
-
 def validate(cfg: dict) -> dict:
     """Check ``cfg`` against the schema; returns the complete config (defaults filled in)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
     _check(cfg, DEFAULTS)
-    return _normalise(merge(DEFAULTS, cfg))
+    return _check_values(merge(DEFAULTS, cfg))
 
 
 def parse_override(item: str) -> tuple[list[str], object]:

@@ -16,7 +16,6 @@ from trgnet_fast.data import CsvSegmentationDataset, MSTCNDataset, collate, make
 from trgnet_fast.data.datasets import carve_validation
 from trgnet_fast.model import default_config
 from trgnet_fast.skeletons import skeleton_layout
-from trgnet_fast.training.config import ConfigError
 
 
 def ensure_synthetic(out_dir: str, params: dict, log=print) -> str:
@@ -95,11 +94,7 @@ def build_splits(cfg: dict, root: str, num_classes: int) -> dict:
     full = make_dataset(cfg, "train", root, num_classes)
     if cfg["data"]["val_csv"]:
         return {"train": full, "val": make_dataset(cfg, "val", root, num_classes)}
-    every = cfg["data"]["val_every"]
-    if every < 2:
-        raise ConfigError(f"config key 'data.val_every': expected ≥ 2 when data.val_csv is null (1 would move "
-                          f"every training video to validation), got {every}")
-    tr, va = carve_validation(len(full), every)
+    tr, va = carve_validation(len(full), cfg["data"]["val_every"])  # ≥ 2 (training/config.py)
     return {"train": Subset(full, tr), "val": Subset(full, va)}
 
 

@@ -58,11 +58,12 @@ def resolve_text(text_cfg: dict, dataset: str, class_names: list[str], base_dir:
     ``descriptions.txt`` written next to ``mapping.txt``, e.g. by the synthetic dataset).
     """
     from trgnet_fast.text import text_priors
+    from trgnet_fast.text.priors import JOINT_GRAPH_MODES
 
     global _warned
     k = len(class_names)
     mode = text_cfg["joint_graph"]
-    if mode not in ("text", "physical", "identity", "learned"):
+    if mode not in JOINT_GRAPH_MODES:
         mode = _resolve_path(mode, base_dir)
     emb_spec, tag_spec = text_cfg["action_embeddings"], text_cfg["action_graph"]
     descriptions = text_cfg["descriptions"]

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trgnet_fast.data import IGNORE_INDEX, saep
+from trgnet_fast.evaluation.metrics import BOUNDARY_KEYS
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import TRGNet, default_config
 from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS, default_sfi_layers
@@ -27,6 +28,37 @@ from trgnet_fast.training.text import resolve_text
 from trgnet_fast.training.transfer import to_device
 
 LOSS_KEYS = ("total", "ce", "gstmse", "boundary", "aris_abs", "aris_rel")
+
+# What the first step of an epoch to break the training broke (docs/training.md#non-finite-stops)
+_BROKEN = {1: "the loss became non-finite", 2: "the updated weights became non-finite (the loss was still finite)",
+           3: "the loss and the updated weights became non-finite"}
+
+
+def healthy(device: torch.device) -> torch.Tensor:
+    """The step health of an epoch before its first step (see :func:`update_health`)."""
+    return torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64, device=device)
+
+
+@torch.no_grad()
+def update_health(health: torch.Tensor, loss: torch.Tensor, params) -> torch.Tensor:
+    """The step health after one more step, on the device (no host sync): [steps before the first broken one,
+    1.0 while no step broke, what the first broken step broke (1 the loss, 2 the weights, 3 both; keys of
+    _BROKEN)]. ``loss``: the step's total loss; ``params``: the weights the step updated."""
+    max_abs = torch.nn.utils.get_total_norm(params, norm_type=math.inf)  # inf or nan iff a weight is
+    broke = (~torch.isfinite(loss)).double() + 2.0 * (~torch.isfinite(max_abs)).double()
+    ok = health[1] * (broke == 0)
+    first_broken = (health[1] > 0) & (broke > 0)
+    return torch.stack([health[0] + ok, ok, torch.where(first_broken, broke, health[2])])
+
+
+def check_health(health, where: str) -> None:
+    """Raise FloatingPointError naming ``where`` and the first broken step if ``health`` (read on the host,
+    see :func:`update_health`) says a step broke the training."""
+    good, ok, broke = health
+    if not ok:
+        raise FloatingPointError(f"{where}: {_BROKEN[int(broke)]} at step {int(good) + 1}; stopping, the "
+                                 "checkpoints of the last good epoch are kept (lower optim.lr or set "
+                                 "optim.grad_clip)")
 
 
 def model_kwargs(cfg: dict, n_classes: int, text_dim: int) -> dict:
@@ -192,16 +224,32 @@ class Trainer:
         return out
 
     def checkpoint_state(self, epoch: int, val: dict | None, rng_states) -> dict:
-        return {
+        # data paths as resolved here, so that the checkpoint is usable from another directory
+        return ckpt.with_absolute_data_paths({
             "format": ckpt.FORMAT, "epoch": epoch, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "best_score": self.best_score, "best_epoch": self.best_epoch,
             "best_metric": self.cfg["train"]["best_metric"], "val": val, "config": self.cfg,
             "model_kwargs": self.model_kwargs, "class_names": self.class_names,
             "joint_graph": self.joint_graph.detach().cpu(), "rng": rng_states, "world_size": self.info.world_size,
             "history": self.logger.history, "data_root": os.path.abspath(self.root),
-        }
+        })
+
+    def non_finite_state(self) -> list[str]:
+        """Names of the model's parameters and buffers (and ``joint_graph``) holding a non-finite value."""
+        state = {**self.model.state_dict(), "joint_graph": self.joint_graph.detach()}
+        names = [k for k, v in state.items() if v.is_floating_point()]
+        finite = torch.stack([torch.isfinite(state[k]).all() for k in names]).tolist()  # one host read
+        return [k for k, f in zip(names, finite) if not f]
 
     def save(self, epoch: int, val: dict | None, is_best: bool) -> None:
+        """Write last.pt (and best.pt); refuses (FloatingPointError) to overwrite them with non-finite weights."""
+        # every rank holds the same weights, so every rank refuses before the collectives below
+        broken = self.non_finite_state()
+        if broken:
+            last = os.path.join(self.out_dir, "last.pt")
+            raise FloatingPointError(f"epoch {epoch}: not saving {last}: non-finite values in "
+                                     f"{', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}; the "
+                                     "checkpoints of the last good epoch are kept")
         rng_states = self._gather_rng()  # collective: every rank takes part
         barrier(self.info)
         if self.is_main:
@@ -295,21 +343,30 @@ class Trainer:
         # running sums stay on the device; the host reads them every train.log_every steps
         sums = torch.zeros(len(LOSS_KEYS) + 2, dtype=torch.float64, device=self.device)
         window = torch.zeros_like(sums)
+        health = healthy(self.device)
+        trained = [p for group in self.optimizer.param_groups for p in group["params"]]
         steps = 0
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
-        for batch in loader:
-            if steps >= n_steps:
-                break
-            window += self.train_step(batch)
-            steps += 1
-            bar.update(1)
-            if steps % every == 0 or steps == n_steps:
-                first = steps - (steps - 1) % every
-                recent = self.read_losses(window, steps - first + 1, f"epoch {epoch}, steps {first}-{steps}")
-                bar.set_postfix(loss=f"{recent['total']:.3f}")
-                sums += window
-                window.zero_()
-        bar.close()
+        # a with block: the bar is cleared before an error propagates, so the error is printed on a line of its own
+        with tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False,
+                  dynamic_ncols=True) as bar:
+            for batch in loader:
+                if steps >= n_steps:
+                    break
+                result = self.train_step(batch)
+                window += result
+                health = update_health(health, result[LOSS_KEYS.index("total")], trained)
+                steps += 1
+                bar.update(1)
+                if steps % every == 0 or steps == n_steps:
+                    # the last step is a log point too: no broken step reaches validation or a checkpoint
+                    first = steps - (steps - 1) % every
+                    where = f"epoch {epoch}, steps {first}-{steps}"
+                    read = torch.cat([window, health]).cpu()  # the one host read of the window
+                    check_health(read[-len(health):].tolist(), where)
+                    recent = self.read_losses(read[:-len(health)], steps - first + 1, where)
+                    bar.set_postfix(loss=f"{recent['total']:.3f}")
+                    sums += window
+                    window.zero_()
         t = all_reduce_sum(torch.cat([sums, sums.new_tensor([steps])]), self.info)
         row = self.read_losses(t[:-1], int(t[-1]), f"epoch {epoch}")
         return {f"train_{k}": v for k, v in row.items()}
@@ -327,8 +384,7 @@ class Trainer:
         cfg = self.cfg
         epochs, every = cfg["train"]["epochs"], cfg["train"]["eval_every"]
         metric = cfg["train"]["best_metric"]
-        val_keys = list(make_metrics(cfg, self.class_names).summary()) + [
-            "BoundaryAcc", "BoundaryPrecision", "BoundaryRecall", "BoundaryF1"]
+        val_keys = list(make_metrics(cfg, self.class_names).summary()) + list(BOUNDARY_KEYS)
         last_row = {}
         for epoch in range(self.start_epoch + 1, epochs + 1):
             t0 = time.time()
@@ -336,9 +392,6 @@ class Trainer:
             val = None
             if len(self.splits["val"]) and (epoch % every == 0 or epoch == epochs):
                 val = self.validate()
-                if metric not in val:
-                    raise ConfigError(f"train.best_metric {metric!r} is not a validation metric; "
-                                      f"choose one of {sorted(val)}")
             is_best = val is not None and val[metric] > self.best_score
             if is_best:
                 self.best_score, self.best_epoch = float(val[metric]), epoch

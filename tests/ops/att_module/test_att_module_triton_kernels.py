@@ -276,8 +276,9 @@ def test_bitwise_deterministic():
 
 
 LAUNCH_RANGE = "att_module_triton_launch"
+# resolve_conj / resolve_neg: the reading of CPU cu_seqlens values by the input check (tolist; no copy, no compute)
 HARMLESS_OPS = ("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "view", "reshape",
-                "as_strided", "detach", "alias", "contiguous", "lift_fresh")
+                "as_strided", "detach", "alias", "contiguous", "lift_fresh", "resolve_conj", "resolve_neg")
 
 
 def _inside_launch(event) -> bool:

@@ -51,6 +51,42 @@ def test_wrapper_rejects_bad_inputs(case, backend):
         linear_attention(*change(*inputs), eps=EPS, backend=backend)
 
 
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), -1e-6, 0.0, 0])
+@pytest.mark.parametrize("backend", api_backends(SPEC))
+def test_eps_must_be_finite_and_positive(eps, backend):
+    """eps keeps the denominator phi(q) . (key sum + eps) away from 0: with every key of a sample masked the key
+    sum is 0, and eps = 0 gave NaN on every backend (NaN / inf eps: NaN everywhere)."""
+    q, k, v, mask = make_inputs(2, 5, 2, 3, 4, device=BACKEND_DEVICE.get(backend, "cpu"), masked=True)
+    mask[0] = False
+    with pytest.raises(ValueError, match=re.escape(f"linear_attention: eps: expected a finite float > 0, got {eps!r}")):
+        linear_attention(q, k, v, mask, eps=eps, backend=backend)
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("backend", api_backends(SPEC))
+def test_non_finite_masked_key_frames_take_no_part(fill, backend):
+    """NaN / inf in the keys and values of masked frames: the torch backend multiplied them by 0 (NaN) and
+    poisoned every output of the sample. Every backend now gives the outputs of zeros there, and gradients that
+    are finite everywhere and exactly 0 on the masked frames of k and v."""
+    q, k, v, _ = make_inputs(2, 7, 3, 5, 3, device=BACKEND_DEVICE.get(backend, "cpu"))
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0, 1], [0, 1, 1, 1, 1, 1, 0]], dtype=torch.bool, device=q.device)
+    masked = ~mask[:, :, None, None]
+    results = []
+    for value in (0.0, fill):
+        leaves = [q.clone().requires_grad_(True), k.masked_fill(masked, value).requires_grad_(True),
+                  v.masked_fill(masked, value).requires_grad_(True)]
+        out = linear_attention(*leaves, mask, eps=EPS, backend=backend)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out))
+        results.append((out.detach(), [t.grad for t in leaves]))
+    (out_zero, grads_zero), (out_fill, grads_fill) = results
+    assert torch.equal(out_fill, out_zero)
+    for name, g_fill, g_zero in zip("qkv", grads_fill, grads_zero):
+        assert torch.isfinite(g_fill).all(), name
+        assert torch.equal(g_fill, g_zero), name
+    for g in grads_fill[1:]:
+        assert not g.masked_select(masked).any()
+
+
 # ----------------------------------------------------------------------------------------------
 # the raw native ops (C++ checks)
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
-from trgnet_fast.ops._checks import check_tensor_arguments
+from trgnet_fast.ops._checks import check_nonempty, check_tensor_arguments
 from trgnet_fast.ops.adaptive_graph_conv.autograd import OP_NAME
 from trgnet_fast.ops.adaptive_graph_conv.reference import adaptive_graph_conv_reference
 from trgnet_fast.ops.adaptive_graph_conv.validation import validate_inputs
@@ -76,7 +76,8 @@ def adaptive_graph_conv(x, p, q, beta, channel_graph, joint_graph, backend: str 
         (N, C, T, V), dtype of x. Differentiable w.r.t. every input.
 
     Raises:
-        ValueError: bad shapes / dtypes / devices (checked once, before any kernel runs: here, or for the
+        ValueError: bad shapes (an empty dimension among them) / dtypes / devices
+            (checked once, before any kernel runs: here, or for the
             triton backend by the Triton op itself).
         RuntimeError: the requested backend is not usable.
 
@@ -84,6 +85,7 @@ def adaptive_graph_conv(x, p, q, beta, channel_graph, joint_graph, backend: str 
     """
     inputs = (x, p, q, beta, channel_graph, joint_graph)
     check_tensor_arguments(OP_NAME, tuple(zip(("x", "p", "q", "beta", "channel_graph", "joint_graph"), inputs)))
+    check_nonempty(OP_NAME, (("x", x, "(N, C, T, V)"),))
     impl = resolve_backend(OP_NAME, backend, x.device.type)
     if impl == "triton":
         from trgnet_fast.ops.adaptive_graph_conv.triton_kernels import adaptive_graph_conv_triton

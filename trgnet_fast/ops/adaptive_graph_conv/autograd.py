@@ -7,11 +7,14 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.ops._autograd import make_backward, register_native_op
+from trgnet_fast.ops.adaptive_graph_conv.validation import validate_inputs
 
 OP_NAME = "adaptive_graph_conv"
 
 
 def fake_forward(x, p, q, beta, channel_graph, joint_graph):
+    # dtypes, shapes: the C++ checks never run here
+    validate_inputs(f"trgnet::{OP_NAME}", x, p, q, beta, channel_graph, joint_graph)
     return torch.empty_like(x)
 
 

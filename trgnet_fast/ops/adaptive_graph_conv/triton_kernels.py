@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._checks import check_triton_tensor
 from trgnet_fast.ops._precision import dot_precision
 from trgnet_fast.ops._autograd import make_backward
 from trgnet_fast.ops.adaptive_graph_conv.autograd import setup_context
@@ -189,6 +190,7 @@ def adaptive_graph_conv_triton(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor
     joint_graph (V, V). Returns (N, C, T, V), dtype of x. Raises ``ValueError`` for inputs the kernels
     cannot index (``validation.validate_inputs`` with ``kernel=True``)."""
     validate_inputs("trgnet_triton::adaptive_graph_conv", x, p, q, beta, channel_graph, joint_graph, kernel=True)
+    check_triton_tensor("trgnet_triton::adaptive_graph_conv", "x", x)
     n, c, t, v = x.shape
     y = torch.empty_like(x)
     if t == 0:

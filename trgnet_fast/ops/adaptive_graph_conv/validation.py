@@ -1,12 +1,12 @@
 """The one argument check of the adaptive graph conv: the public function runs it (reference and native
 backends), the raw Triton ops run it with ``kernel=True`` (adding what their kernels index: beta of shape (1,),
-contiguous tensors, a supported dtype). Shapes, dtypes and devices only, so it also runs on the FakeTensors of
+contiguous tensors). Shapes, dtypes and devices only, so it also runs on the FakeTensors of
 torch.compile. Errors are ``ValueError``s naming the op, the argument, what is expected and what was
 received."""
 from __future__ import annotations
 
 from trgnet_fast.ops._checks import (
-    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, check_supported_float, shape_of)
+    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, shape_of)
 
 LAYOUTS = {"p": "(N, T, V)", "q": "(N, T, V)", "channel_graph": "(N, C, V, V)", "joint_graph": "(V, V)"}
 
@@ -32,7 +32,6 @@ def validate_inputs(op: str, x, p, q, beta, channel_graph, joint_graph, kernel: 
                              f"(from x {shape_of(x)}), got {shape_of(tensor)}")
     check_same_dtype_device(op, named)
     if kernel:
-        check_supported_float(op, "x", x)
         for name, tensor in named:
             check_contiguous(op, name, tensor)
 

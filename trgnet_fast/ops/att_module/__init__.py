@@ -62,6 +62,7 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
+from trgnet_fast.ops._checks import check_nonempty
 from trgnet_fast.ops.att_module.autograd import OP_NAME
 from trgnet_fast.ops.att_module.reference import att_module_reference
 from trgnet_fast.ops.att_module.validation import check_argument_types, state_dtype, validate_inputs
@@ -99,12 +100,14 @@ def att_module(x, values, mask, conv_weight, conv_bias, query_weight, query_bias
         out: (B, C, T), dtype and device of x; differentiable w.r.t. x, values, every weight and bias, alpha.
 
     Raises:
-        ValueError: bad shapes / dtypes / devices / values of the scalars (checked before any kernel runs).
+        ValueError: bad shapes (an empty dimension among them) / dtypes / devices / values of the scalars
+            (checked before any kernel runs).
         RuntimeError: the requested backend is not usable.
     """
     weights = (conv_weight, conv_bias, query_weight, query_bias, key_weight, key_bias, value_weight, value_bias,
                out_weight, out_bias, conv_out_weight, conv_out_bias)
     check_argument_types(OP_NAME, x, values, mask, weights, alpha, dropout_seed, cu_seqlens)
+    check_nonempty(OP_NAME, (("x", x, "(B, C, T)"),))
     if alpha.is_floating_point() and x.dtype.is_floating_point:
         alpha = alpha.to(state_dtype(x.dtype))
     impl = resolve_backend(OP_NAME, backend, x.device.type)

@@ -8,13 +8,15 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.ops._autograd import register_native_op
-from trgnet_fast.ops.att_module.validation import state_dtype
+from trgnet_fast.ops.att_module.validation import state_dtype, validate_inputs
 
 OP_NAME = "att_module"
 N_TENSOR_INPUTS = 18  # x, values, mask, cu_seqlens, 12 weights and biases, alpha, dropout_seed
 
 
 def fake_forward(x, values, mask, cu_seqlens, conv_weight, *rest):
+    # dtypes, shapes, scalars: the C++ checks never run here
+    validate_inputs(f"trgnet::{OP_NAME}", x, values, mask, cu_seqlens, (conv_weight, *rest[:11]), *rest[11:])
     heads = rest[14]
     b, c, _ = x.shape
     n = b if cu_seqlens is None else cu_seqlens.shape[0] - 1

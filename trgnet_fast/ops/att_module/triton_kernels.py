@@ -69,6 +69,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._checks import check_triton_tensor
 from trgnet_fast.ops.att_module.autograd import make_backward, setup_context
 from trgnet_fast.ops.att_module.reference import dropout_threshold
 from trgnet_fast.ops.att_module.triton_math import (
@@ -536,6 +537,7 @@ def att_module_triton(x: torch.Tensor, values: torch.Tensor | None, mask: torch.
                out_weight, out_bias, conv_out_weight, conv_out_bias)
     validate_inputs("trgnet_triton::att_module", x, values, mask, cu_seqlens, weights, alpha, dropout_seed,
                     dilation, heads, norm_eps, attention_eps, attention_dropout, dropout, kernel=True)
+    check_triton_tensor("trgnet_triton::att_module", "x", x)
     geo = _geometry(x, cu_seqlens, heads)
     sdt = state_dtype(x.dtype)
     dev = x.device

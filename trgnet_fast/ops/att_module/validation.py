@@ -4,13 +4,11 @@ the raw Triton ops run it with ``kernel=True``. It reads shapes, dtypes, devices
 the argument, what is expected and what was received."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from trgnet_fast.ops._checks import (
-    check_contiguous, check_dtype_device, check_kernel_layout, check_layer_input, check_sequence_inputs, check_shape,
-    check_tensor_arguments, check_weights)
+    check_contiguous, check_dtype_device, check_kernel_layout, check_layer_input, check_positive_float,
+    check_sequence_inputs, check_shape, check_tensor_arguments, check_weights)
 
 WEIGHT_NAMES = ("conv_weight", "conv_bias", "query_weight", "query_bias", "key_weight", "key_bias",
                 "value_weight", "value_bias", "out_weight", "out_bias", "conv_out_weight", "conv_out_bias")
@@ -45,8 +43,7 @@ def _check_scalars(op, c, dilation, heads, norm_eps, attention_eps, attention_dr
     if c % heads:
         raise ValueError(f"{op}: heads: expected a divisor of the channels C = {c}, got {heads}")
     for name, value in (("norm_eps", norm_eps), ("attention_eps", attention_eps)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{op}: {name}: expected a finite float > 0, got {value!r}")
+        check_positive_float(op, name, value)
     for name, value in (("attention_dropout", attention_dropout), ("dropout", dropout)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
             raise ValueError(f"{op}: {name}: expected a probability in [0, 1), got {value!r}")
@@ -58,9 +55,9 @@ def _check_scalars(op, c, dilation, heads, norm_eps, attention_eps, attention_dr
 def validate_inputs(op: str, x, values, mask, cu_seqlens, weights, alpha, dropout_seed, dilation, heads,
                     norm_eps, attention_eps, attention_dropout, dropout, kernel: bool = False) -> None:
     """Shapes, dtypes and devices of every argument (module docstring of ``trgnet_fast/ops/att_module``) and the
-    ranges of the scalars. ``kernel``: also contiguous tensors of a supported dtype and C <= 256."""
+    ranges of the scalars. ``kernel``: also contiguous tensors and C <= 256."""
     check_argument_types(op, x, values, mask, weights, alpha, dropout_seed, cu_seqlens)
-    check_layer_input(op, x, kernel)
+    check_layer_input(op, x)
     c = x.shape[1]
     _check_scalars(op, c, dilation, heads, norm_eps, attention_eps, attention_dropout, dropout, dropout_seed)
     named = [("x", x)]

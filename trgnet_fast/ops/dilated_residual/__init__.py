@@ -45,6 +45,7 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
+from trgnet_fast.ops._checks import check_nonempty
 from trgnet_fast.ops.dilated_residual.autograd import OP_NAME
 from trgnet_fast.ops.dilated_residual.reference import dilated_residual_reference
 from trgnet_fast.ops.dilated_residual.validation import check_argument_types, validate_inputs
@@ -74,11 +75,13 @@ def dilated_residual(x, mask, conv_weight, conv_bias, conv_out_weight, conv_out_
         out: (B, C, T), dtype and device of x; differentiable w.r.t. x and the four weights and biases.
 
     Raises:
-        ValueError: bad shapes / dtypes / devices / values of the scalars (checked before any kernel runs).
+        ValueError: bad shapes (an empty dimension among them) / dtypes / devices / values of the scalars
+            (checked before any kernel runs).
         RuntimeError: the requested backend is not usable.
     """
     weights = (conv_weight, conv_bias, conv_out_weight, conv_out_bias)
     check_argument_types(OP_NAME, x, mask, weights, dropout_seed, cu_seqlens, dilation, dropout)
+    check_nonempty(OP_NAME, (("x", x, "(B, C, T)"),))
     impl = resolve_backend(OP_NAME, backend, x.device.type)
     scalars = (int(dilation), float(dropout))
     if impl == "triton":

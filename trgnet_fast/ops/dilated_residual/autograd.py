@@ -8,12 +8,15 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.ops._autograd import register_native_op
+from trgnet_fast.ops.dilated_residual.validation import validate_inputs
 
 OP_NAME = "dilated_residual"
 N_TENSOR_INPUTS = 8  # x, mask, cu_seqlens, 4 weights and biases, dropout_seed
 
 
-def fake_forward(x, *rest):
+def fake_forward(x, mask, cu_seqlens, *rest):
+    # dtypes, shapes, scalars: the C++ checks never run here
+    validate_inputs(f"trgnet::{OP_NAME}", x, mask, cu_seqlens, rest[:4], *rest[4:])
     return torch.empty_like(x)
 
 

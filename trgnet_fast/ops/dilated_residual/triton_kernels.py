@@ -51,6 +51,7 @@ from torch.library import triton_op, wrap_triton
 # private helpers of the AttModule's launcher module, reused as they are: the conv backward kernel (called by
 # _dr_bwd_input_kernel), the block sizes and launch options, the host double split and dropout arguments, the
 # (poisonable) allocation
+from trgnet_fast.ops._checks import check_triton_tensor
 from trgnet_fast.ops.att_module.triton_kernels import (
     FRAME_TILE, REDUCE_BLOCK, TILE_LAUNCH, _am_bwd_conv_kernel, _dropout_args, _empty, _geometry)
 from trgnet_fast.ops.att_module.triton_math import (
@@ -172,6 +173,7 @@ def dilated_residual_triton(x: torch.Tensor, mask: torch.Tensor | None, cu_seqle
     weights = (conv_weight, conv_bias, conv_out_weight, conv_out_bias)
     validate_inputs("trgnet_triton::dilated_residual", x, mask, cu_seqlens, weights, dropout_seed, dilation,
                     dropout, kernel=True)
+    check_triton_tensor("trgnet_triton::dilated_residual", "x", x)
     geo = _geometry(x, cu_seqlens, 1)
     out = _empty(x.shape, x.dtype, x.device)
     if x.numel() == 0:

@@ -43,9 +43,9 @@ def check_argument_types(op: str, x, mask, weights, dropout_seed, cu_seqlens, di
 def validate_inputs(op: str, x, mask, cu_seqlens, weights, dropout_seed, dilation, dropout,
                     kernel: bool = False) -> None:
     """Shapes, dtypes and devices of every argument (module docstring of ``trgnet_fast/ops/dilated_residual``) and
-    the ranges of the scalars. ``kernel``: also contiguous tensors of a supported dtype and C <= 256."""
+    the ranges of the scalars. ``kernel``: also contiguous tensors and C <= 256."""
     check_argument_types(op, x, mask, weights, dropout_seed, cu_seqlens, dilation, dropout)
-    check_layer_input(op, x, kernel)
+    check_layer_input(op, x)
     c = x.shape[1]
     if dropout > 0 and dropout_seed is None:
         raise ValueError(f"{op}: dropout_seed: expected a (1,) int64 tensor when dropout > 0 (dropout={dropout}), "

@@ -43,6 +43,7 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
+from trgnet_fast.ops._checks import check_nonempty
 from trgnet_fast.ops.linear_attention.autograd import OP_NAME
 from trgnet_fast.ops.linear_attention.reference import linear_attention_reference
 from trgnet_fast.ops.linear_attention.validation import check_argument_types, validate_inputs
@@ -74,7 +75,8 @@ def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | N
         out: (N, T, H, E), dtype and device of q. Differentiable w.r.t. q, k, v.
 
     Raises:
-        ValueError: bad shapes / dtypes / devices (checked once, before any kernel runs: here, or for
+        ValueError: bad shapes (an empty dimension among them) / dtypes / devices / eps
+            (checked once, before any kernel runs: here, or for
             the triton backend by the Triton op itself).
         RuntimeError: the requested backend is not usable (see ``trgnet_fast.backend``).
 
@@ -82,6 +84,7 @@ def linear_attention(q, k, v, key_mask=None, eps: float = 1e-6, backend: str | N
     memory.
     """
     check_argument_types(OP_NAME, q, k, v, key_mask, eps)
+    check_nonempty(OP_NAME, (("q", q, "(N, T, H, D)"), ("v", v, "(N, T, H, E)")))
     impl = resolve_backend(OP_NAME, backend, q.device.type)
     if impl == "triton":
         from trgnet_fast.ops.linear_attention.triton_kernels import linear_attention_triton

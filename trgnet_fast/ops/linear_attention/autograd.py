@@ -7,11 +7,13 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.ops._autograd import register_native_op
+from trgnet_fast.ops.linear_attention.validation import validate_inputs
 
 OP_NAME = "linear_attention"
 
 
 def fake_forward(q, k, v, key_mask, eps):
+    validate_inputs(f"trgnet::{OP_NAME}", q, k, v, key_mask, eps)  # dtypes, shapes: the C++ checks never run here
     N, T, H, D = q.shape
     E = v.shape[3]
     state = torch.float64 if q.dtype == torch.float64 else torch.float32

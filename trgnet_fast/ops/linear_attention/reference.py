@@ -11,9 +11,14 @@ def linear_attention_reference(q, k, v, key_mask=None, eps: float = 1e-6):
     Returns out: (N, T, H, E), dtype of the inputs (computed in that dtype).
     """
     phi_q = torch.sigmoid(q)
-    phi_k = torch.sigmoid(k)
-    if key_mask is not None:
-        phi_k = phi_k * key_mask[:, :, None, None].to(phi_k.dtype)
+    if key_mask is None:
+        phi_k = torch.sigmoid(k)
+    else:
+        # masked frames take no part even when non-finite (NaN * 0 is NaN): filled, not multiplied, before and
+        # after the sigmoid, so that their values and gradients are exact zeros
+        masked = ~key_mask[:, :, None, None]
+        phi_k = torch.sigmoid(k.masked_fill(masked, 0)).masked_fill(masked, 0)
+        v = v.masked_fill(masked, 0)
     kv = torch.einsum("nshd,nshe->nhde", phi_k, v)
     ksum = phi_k.sum(dim=1) + eps  # (N, H, D)
     num = torch.einsum("nlhd,nhde->nlhe", phi_q, kv)

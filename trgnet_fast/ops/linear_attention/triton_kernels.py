@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._checks import check_triton_tensor
 from trgnet_fast.ops.linear_attention.autograd import make_backward, setup_context
 from trgnet_fast.ops.linear_attention.validation import state_dtype, validate_backward_inputs, validate_inputs
 
@@ -179,10 +180,13 @@ def _la_bwd_key_kernel(k_ptr, v_ptr, mask_ptr, dkv_ptr, dks_ptr, dk_ptr, dv_ptr,
     sk = tl.where(td, tl.sigmoid(k), 0.0)
     v_off = ((n * T + rt[:, None]) * H + h) * E + re[None, :]
     v = tl.load(v_ptr + v_off, mask=te, other=0.0).to(ACC)
-    # dk = m phi'(k) (dS [v, 1]),  dv = m (phi(k) dKV)
+    # dk = m phi'(k) (dS [v, 1]),  dv = m (phi(k) dKV); row t of both reads only frame t's k and v, so a masked
+    # frame's rows are selected to 0 at the end (a NaN there times m = 0 would stay NaN). The dot operands stay
+    # unselected: selecting them makes Triton 3.6 pick an fp64 MMA layout it cannot lower for sm_90.
+    keep = m[:, None] != 0
     dsv = tl.dot(v, tl.trans(dkv), input_precision="ieee", out_dtype=ACC) + dks[None, :]
-    dk = m[:, None] * sk * (1.0 - sk) * dsv
-    dv = m[:, None] * tl.dot(sk, dkv, input_precision="ieee", out_dtype=ACC)
+    dk = tl.where(keep, sk * (1.0 - sk) * dsv, 0.0)
+    dv = tl.where(keep, tl.dot(sk, dkv, input_precision="ieee", out_dtype=ACC), 0.0)
     tl.store(dk_ptr + k_off, dk.to(dk_ptr.dtype.element_ty), mask=td)
     tl.store(dv_ptr + v_off, dv.to(dv_ptr.dtype.element_ty), mask=te)
 
@@ -229,6 +233,7 @@ def linear_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     eps (fp32, fp64 for float64 inputs), as ``trgnet::linear_attention``. Raises ``ValueError`` for
     inputs the kernels cannot index (``validation.validate_inputs`` with ``kernel=True``)."""
     validate_inputs("trgnet_triton::linear_attention", q, k, v, key_mask, eps, kernel=True)
+    check_triton_tensor("trgnet_triton::linear_attention", "q", q)
     N, T, H, D = q.shape
     E = v.shape[3]
     NH = N * H

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
-from trgnet_fast.ops._checks import check_tensor_arguments
+from trgnet_fast.ops._checks import check_nonempty, check_tensor_arguments
 from trgnet_fast.ops.multiscale_graph_conv.autograd import OP_NAME
 from trgnet_fast.ops.multiscale_graph_conv.reference import multiscale_graph_conv_reference
 from trgnet_fast.ops.multiscale_graph_conv.validation import validate_inputs
@@ -71,11 +71,13 @@ def multiscale_graph_conv(x, adjacency, weight, bias, backend: str | None = None
         (N, C_out, T, V), dtype of x. Differentiable w.r.t. x, adjacency, weight and bias.
 
     Raises:
-        ValueError: bad shapes / dtypes / devices (checked once, before any kernel runs: here, or for the
+        ValueError: bad shapes (an empty dimension among them) / dtypes / devices
+            (checked once, before any kernel runs: here, or for the
             triton backend by the Triton op itself).
         RuntimeError: the requested backend is not implemented or not usable.
     """
     check_tensor_arguments(OP_NAME, (("x", x), ("adjacency", adjacency), ("weight", weight), ("bias", bias)))
+    check_nonempty(OP_NAME, (("x", x, "(N, C, T, V)"),))
     impl = resolve_backend(OP_NAME, backend, x.device.type)
     if impl == "triton":
         from trgnet_fast.ops.multiscale_graph_conv.triton_kernels import multiscale_graph_conv_triton

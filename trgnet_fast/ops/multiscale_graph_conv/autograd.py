@@ -7,11 +7,13 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.ops._autograd import make_backward, register_native_op
+from trgnet_fast.ops.multiscale_graph_conv.validation import validate_inputs
 
 OP_NAME = "multiscale_graph_conv"
 
 
 def fake_forward(x, adjacency, weight, bias):
+    validate_inputs(f"trgnet::{OP_NAME}", x, adjacency, weight, bias)  # dtypes, shapes: the C++ checks never run here
     n, _, t, v = x.shape
     return x.new_empty((n, weight.shape[0], t, v))
 

@@ -45,6 +45,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._checks import check_triton_tensor
 from trgnet_fast.ops._precision import dot_precision
 from trgnet_fast.ops._autograd import make_backward
 from trgnet_fast.ops.multiscale_graph_conv.autograd import setup_context
@@ -214,6 +215,7 @@ def multiscale_graph_conv_triton(x: torch.Tensor, adjacency: torch.Tensor, weigh
     bias (C_out,) contiguous. Returns (N, C_out, T, V) contiguous, dtype of x. Raises ``ValueError`` for
     inputs the kernels cannot index (``validation.validate_inputs`` with ``kernel=True``)."""
     validate_inputs("trgnet_triton::multiscale_graph_conv", x, adjacency, weight, bias, kernel=True)
+    check_triton_tensor("trgnet_triton::multiscale_graph_conv", "x", x)
     n, c, t, v = x.shape
     c_out = weight.shape[0]
     s = adjacency.shape[0] // v

@@ -1,12 +1,12 @@
 """The one argument check of the multi-scale graph conv: the public function runs it (reference and native
 backends), the raw Triton ops run it with ``kernel=True`` (adding what their kernels index: a 2-D weight,
-contiguous adjacency/weight/bias, a supported dtype; x and grad_out may have any strides). Shapes, dtypes and
+contiguous adjacency/weight/bias; x and grad_out may have any strides). Shapes, dtypes and
 devices only, so it also runs on the FakeTensors of torch.compile. Errors are ``ValueError``s naming the op, the
 argument, what is expected and what was received."""
 from __future__ import annotations
 
 from trgnet_fast.ops._checks import (
-    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, check_supported_float, shape_of)
+    check_contiguous, check_leading_tensor, check_same_dtype_device, check_shape, shape_of)
 
 
 def validate_inputs(op: str, x, adjacency, weight, bias=None, kernel: bool = False) -> None:
@@ -30,7 +30,6 @@ def validate_inputs(op: str, x, adjacency, weight, bias=None, kernel: bool = Fal
         check_shape(op, "bias", bias, weight.shape[:1], "(C_out,)")
     check_same_dtype_device(op, named)
     if kernel:
-        check_supported_float(op, "x", x)
         for name, tensor in named[1:]:
             check_contiguous(op, name, tensor)
 

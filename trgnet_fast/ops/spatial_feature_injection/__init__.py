@@ -43,6 +43,7 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.backend import register_op, resolve_backend
+from trgnet_fast.ops._checks import check_nonempty
 from trgnet_fast.ops.spatial_feature_injection.autograd import OP_NAME
 from trgnet_fast.ops.spatial_feature_injection.reference import spatial_feature_injection_reference
 from trgnet_fast.ops.spatial_feature_injection.validation import check_argument_types, validate_inputs
@@ -73,11 +74,13 @@ def spatial_feature_injection(group, h, mask, conv_s_weight, conv_s_bias, fusion
         out: (N, C, T), dtype and device of h; differentiable w.r.t. group, h and every weight and bias.
 
     Raises:
-        ValueError: bad shapes / dtypes / devices / value of dropout (checked before any kernel runs).
+        ValueError: bad shapes (an empty dimension among them) / dtypes / devices / value of dropout
+            (checked before any kernel runs).
         RuntimeError: the requested backend is not usable.
     """
     weights = (conv_s_weight, conv_s_bias, fusion_weight, fusion_bias, ff1_weight, ff1_bias, ff2_weight, ff2_bias)
     check_argument_types(OP_NAME, group, h, mask, weights, dropout_seed, dropout)
+    check_nonempty(OP_NAME, (("group", group, "(N, G, T, V)"), ("h", h, "(N, C, T)")))
     impl = resolve_backend(OP_NAME, backend, h.device.type)
     if impl == "triton":
         from trgnet_fast.ops.spatial_feature_injection.triton_kernels import spatial_feature_injection_triton

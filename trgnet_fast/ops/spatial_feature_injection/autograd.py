@@ -8,12 +8,15 @@ import torch
 
 from trgnet_fast import _native
 from trgnet_fast.ops._autograd import register_native_op
+from trgnet_fast.ops.spatial_feature_injection.validation import validate_inputs
 
 OP_NAME = "spatial_feature_injection"
 N_TENSOR_INPUTS = 12  # group, h, mask, 8 weights and biases, dropout_seed
 
 
-def fake_forward(group, h, *rest):
+def fake_forward(group, h, mask, *rest):
+    # dtypes, shapes, dropout: the C++ checks never run here
+    validate_inputs(f"trgnet::{OP_NAME}", group, h, mask, rest[:8], *rest[8:])
     return torch.empty_like(h)
 
 

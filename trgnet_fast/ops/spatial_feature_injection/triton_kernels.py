@@ -58,6 +58,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from trgnet_fast.ops._checks import check_triton_tensor
 # private helpers of the AttModule's launcher module, reused as they are: block sizes and launch options, the
 # geometry (grid, tiles per program), the dropout arguments and the (poisonable) allocation
 from trgnet_fast.ops.att_module.triton_kernels import FRAME_TILE, REDUCE_BLOCK, TILE_LAUNCH, _dropout_args, _empty, \
@@ -325,6 +326,7 @@ def spatial_feature_injection_triton(group: torch.Tensor, h: torch.Tensor, mask:
     weights = (conv_s_weight, conv_s_bias, fusion_weight, fusion_bias, ff1_weight, ff1_bias, ff2_weight, ff2_bias)
     validate_inputs("trgnet_triton::spatial_feature_injection", group, h, mask, weights, dropout_seed, dropout,
                     kernel=True)
+    check_triton_tensor("trgnet_triton::spatial_feature_injection", "group", group)
     out = _empty(h.shape, h.dtype, h.device)
     if h.numel() == 0:
         return out

@@ -9,8 +9,8 @@ import numbers
 import torch
 
 from trgnet_fast.ops._checks import (
-    check_contiguous, check_dtype_device, check_kernel_layout, check_layer_input, check_sequence_inputs, check_shape,
-    check_supported_float, check_tensor_arguments, check_weights, shape_of)
+    check_contiguous, check_dtype_device, check_floating, check_kernel_layout, check_layer_input,
+    check_sequence_inputs, check_shape, check_tensor_arguments, check_weights, shape_of)
 from trgnet_fast.ops.att_module.validation import MAX_CHANNELS, state_dtype
 
 WEIGHT_NAMES = ("conv_s_weight", "conv_s_bias", "fusion_weight", "fusion_bias", "ff1_weight", "ff1_bias",
@@ -40,12 +40,11 @@ def check_argument_types(op: str, group, h, mask, weights, dropout_seed, dropout
 
 def validate_inputs(op: str, group, h, mask, weights, dropout_seed, dropout, kernel: bool = False) -> None:
     """Shapes, dtypes and devices of every argument (module docstring of ``trgnet_fast/ops/spatial_feature_injection``)
-    and the range of dropout. ``kernel``: also contiguous tensors (group excepted: the kernels take its strides) of a
-    supported dtype, C <= 256 and G V <= 512."""
+    and the range of dropout. ``kernel``: also contiguous tensors (group excepted: the kernels take its strides),
+    C <= 256 and G V <= 512."""
     check_argument_types(op, group, h, mask, weights, dropout_seed, dropout)
-    if kernel:  # the first argument first
-        check_supported_float(op, "group", group)
-    check_layer_input(op, h, kernel, name="h")
+    check_floating(op, "group", group)  # the first argument first
+    check_layer_input(op, h, name="h")
     n, c, t = h.shape
     if group.dim() != 4 or group.shape[0] != n or group.shape[2] != t:
         raise ValueError(f"{op}: group: expected a 4-D tensor (N, G, T, V) = ({n}, G, {t}, V), got shape "
