@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trgnet_fast.model.validation import MIN_FRAMES  # the model's InstanceNorm needs 2 frames
 from trgnet_fast.skeletons import skeleton_layout
 
 # Per skeleton layout: reference joint of the root-relative coordinates.
@@ -41,8 +42,6 @@ RAW_SHAPE_DOC = {"PKU": "(T, 150)", "LARA": "(6, T, 19, 1)", "TCG-15": "(T, 17, 
 
 MCFS_WIDTH = 1280.0
 MCFS_HEIGHT = 720.0
-# The model's InstanceNorm normalises over time: it needs at least 2 frames, in eval mode too.
-MIN_FRAMES = 2
 
 
 def check_real_dtype(arr: np.ndarray, name: str) -> np.ndarray:
