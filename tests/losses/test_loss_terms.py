@@ -210,6 +210,22 @@ def test_aris_single_segment_and_identical_features(gen):
     assert aris_relative(f, torch.tensor([1]), tag) == 0
 
 
+def test_aris_one_valid_segment_among_padding_slots(gen):
+    """One real segment and padding slots (the collate's static segment bound; two one-segment videos under the
+    published scan): max d over valid pairs is 0, yet the padding pairs have d > 0 — both ARIS terms are 0, as for
+    the lone segment without slots, with finite gradients (was NaN: d / tiny overflowed in the padding pairs)."""
+    f = torch.randn(4, 8, generator=gen, requires_grad=True)
+    labels = torch.tensor([1, 0, 0, 0])
+    valid = torch.tensor([True, False, False, False])
+    tag = torch.eye(3)
+    assert torch.isfinite(relative_similarity(f, valid)).all()
+    loss = aris_relative(f, labels, tag, valid) + aris_absolute(f, labels, torch.randn(3, 8, generator=gen),
+                                                                  torch.tensor([2.0]), valid)
+    assert loss == 0
+    loss.backward()
+    assert torch.isfinite(f.grad).all() and torch.equal(f.grad[1:], torch.zeros(3, 8))
+
+
 def test_aris_empty():
     f = torch.zeros(0, 4)
     lab = torch.zeros(0, dtype=torch.long)

@@ -358,10 +358,15 @@ def main(argv=None) -> int:
     parser.add_argument("--sample", type=int, metavar="SEED", help="pick the mutants at random with this seed")
     parser.add_argument("--timeout", type=float, help="seconds per mutant (default: 3x the unmutated run, >= 60)")
     parser.add_argument("--out", default="build/mutation/results.json", help="JSON results (written as it goes)")
+    parser.add_argument("--keyword", metavar="EXPR",
+                        help="pytest -k expression selecting the tests (e.g. 'not triton': without the Triton "
+                             "interpreter's cases, minutes per run in tests/model and tests/ops)")
     args = parser.parse_args(argv)
     if not args.package and not args.module:
         parser.error("give --package or --module")
     os.chdir(ROOT)
+    if args.keyword:
+        PYTEST_ARGS.extend(["-k", args.keyword])
     paths = targets(args.package, args.module)
     every = [(p, i) for p in paths for i in range(len(mutants_of(p, ast.parse(p.read_text()))))]
     if args.sample is not None:

@@ -309,14 +309,18 @@ def relative_similarity(segment_features: torch.Tensor, valid: torch.Tensor | No
     (unpaired: optional precomputed (M, M) bool, True where a slot of the pair is padding).
 
     If max d = 0 (M = 1, or all features equal) the division is by a tiny positive number instead,
-    so P = 1 everywhere (every segment is maximally similar to itself) and nothing is NaN.
+    so P = 1 everywhere (every segment is maximally similar to itself) and nothing is NaN. Pairs with a padding slot
+    get P = 1 too (their d is taken as 0): finite whatever max d is, and weighted 0 by the loss (a padding pair's
+    d over a max d of 0 would be inf, and 0 · inf is NaN).
     """
     d = pairwise_distance(_acc(segment_features))
     if d.numel() == 0:
         return d
     if unpaired is None and valid is not None:
         unpaired = ~_pair_mask(valid)
-    largest = (d if unpaired is None else d.masked_fill(unpaired, 0.0)).max()  # ties share the gradient, as published
+    if unpaired is not None:
+        d = d.masked_fill(unpaired, 0.0)
+    largest = d.max()  # ties share the gradient, as published
     # + tiny instead of clamp(min=tiny): the same divisor (tiny vanishes in any normal max d, and 0 + tiny = tiny),
     # and a backward without the clamp's mask ops
     return 1 - d / (largest + torch.finfo(d.dtype).tiny)

@@ -13,7 +13,7 @@ from trgnet_fast.model.attention import AttModule
 from trgnet_fast.model.dropout_seeds import draw_dropout_seeds
 from trgnet_fast.ops.att_module.reference import (
     ATTENTION_DROPOUT_STREAM, MODULE_DROPOUT_STREAM, att_module_reference, dropout_keep_mask, dropout_stream_key,
-    dropout_threshold, sequence_spans)
+    dropout_threshold, gradient_error_floors, sequence_spans, traced_gradients)
 
 M32 = 0xFFFFFFFF
 
@@ -200,3 +200,93 @@ def test_dropout_scales_kept_elements():
     keep = dropout_keep_mask(inputs["dropout_seed"], MODULE_DROPOUT_STREAM, tuple(inputs["x"].shape), 0.5)
     x = inputs["x"]
     assert torch.allclose(dropped - x, (base - x) * keep.double() * 2.0, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# the gradient error floors (``gradient_error_floors``), by brute force over the elementary products
+
+
+def _attention_products_rss(grad_out, q, k, v, eps) -> dict[str, float]:
+    """The full root-sum-square of the elementary products of the attention core's dQ, dK, dV (no key mask), each
+    product built with Python loops as trgnet_fast/ops/linear_attention/reference.py's ``gradient_error_floors``
+    writes them (the key sum counts as one factor); (1, L, H, D) inputs."""
+    (pq,), (pk,) = torch.sigmoid(q.detach()).tolist(), torch.sigmoid(k.detach()).tolist()
+    (g,), (vv,) = grad_out.detach().tolist(), v.detach().tolist()
+    _, T, H, D = q.shape
+    E = v.shape[3]
+    squares = {"q": 0.0, "k": 0.0, "v": 0.0}
+    for h in range(H):
+        ksum = [sum(pk[s][h][d] for s in range(T)) + eps for d in range(D)]
+        den = [sum(pq[l][h][d] * ksum[d] for d in range(D)) for l in range(T)]
+        for l in range(T):
+            for d in range(D):
+                dq = pq[l][h][d] * (1 - pq[l][h][d])
+                dk = pk[l][h][d] * (1 - pk[l][h][d])  # dk[s = l, d]
+                for s in range(T):
+                    for e in range(E):
+                        squares["q"] += (dq * pk[s][h][d] * vv[s][h][e] * g[l][h][e] / den[l]) ** 2
+                        squares["k"] += (dk * pq[s][h][d] * g[s][h][e] * vv[l][h][e] / den[s]) ** 2
+                        squares["v"] += (pk[l][h][d] * pq[s][h][d] * g[s][h][e] / den[s]) ** 2  # dv[s = l, e]
+                        for d2 in range(D):
+                            squares["q"] += (dq * ksum[d] * g[l][h][e] * pq[l][h][d2] * pk[s][h][d2] * vv[s][h][e]
+                                             / den[l] ** 2) ** 2
+                            for s2 in range(T):
+                                squares["k"] += (dk * pq[s][h][d] * g[s][h][e] * pq[s][h][d2] * pk[s2][h][d2]
+                                                 * vv[s2][h][e] / den[s] ** 2) ** 2
+    return {name: math.sqrt(square) for name, square in squares.items()}
+
+
+def _frame_sums(t) -> list[float]:
+    """sum over channels of t[0, c, frame]^2 for each frame of a (1, C, L) tensor, with loops."""
+    (rows,) = t.detach().tolist()
+    return [sum(rows[c][f] ** 2 for c in range(len(rows))) for f in range(len(rows[0]))]
+
+
+@pytest.mark.parametrize("s", [size(2, 4, c=4, heads=2, dilation=1, mode="decoder", layout="rows", masked=True,
+                                    dropout=True),
+                               size(2, 5, c=2, heads=1, dilation=2, mode="encoder", layout="packed", min_length=2)],
+                         ids=["decoder_rows", "encoder_packed"])
+def test_gradient_error_floors_are_a_quarter_of_the_products_root_sum_square(s):
+    """Each floor is 0.25 sqrt(sum over sequences and frames of the squared elementary products): |g_t|^2 for a
+    bias, |g_t|^2 |input_t|^2 for a weight (the conv's input_t: its three zero-padded taps), (g_u p)^2 per element
+    for alpha; the projections' add the attention core's full root-sum-square (4 times its quarter floor), times
+    the rms frame norm of the projected input for the weights. Brute force from the traced intermediates (fresh
+    random values)."""
+    # a large attention eps: the core's floors must use the module's eps, not the linear attention's default
+    inputs = case_inputs(s) | {"attention_eps": 0.5}
+    grad_out = torch.randn_like(inputs["x"])
+    floors = gradient_error_floors(inputs, grad_out)
+    squares: dict[str, float] = {}
+
+    def add(name, bias_terms, weight_terms):
+        squares[f"{name}_bias"] = squares.get(f"{name}_bias", 0.0) + sum(bias_terms)
+        squares[f"{name}_weight"] = squares.get(f"{name}_weight", 0.0) + sum(weight_terms)
+
+    def frames_first(t):  # (1, L, *) -> (1, C, L)
+        return t.flatten(2).transpose(1, 2)
+
+    traces = traced_gradients(att_module_reference, inputs, grad_out)
+    assert len(traces) == 2
+    for steps in traces:
+        core = _attention_products_rss(steps["attended"].grad.view_as(steps["V"]), steps["Q"], steps["K"],
+                                       steps["V"], inputs["attention_eps"])
+        for proj, name in (("query", "Q"), ("key", "K"), ("value", "V")):
+            g2 = _frame_sums(frames_first(steps[name].grad))
+            x2 = _frame_sums(frames_first(steps["v_in"] if name == "V" else steps["q"]))
+            rms2 = sum(x2) / len(x2)
+            add(proj, g2 + [core[name.lower()] ** 2],
+                [a * b for a, b in zip(g2, x2)] + [core[name.lower()] ** 2 * rms2])
+        for name, grad, source in (("out", steps["projection"].grad, frames_first(steps["attended"])),
+                                   ("conv_out", steps["z"].grad, steps["u"])):
+            g2, x2 = _frame_sums(grad), _frame_sums(source)
+            add(name, g2, [a * b for a, b in zip(g2, x2)])
+        (gu,), (p,) = steps["u"].grad.tolist(), steps["p"].detach().tolist()
+        squares["alpha"] = squares.get("alpha", 0.0) + sum((gu[c][t] * p[c][t]) ** 2 for c in range(len(p))
+                                                           for t in range(len(p[0])))
+        g2, x2, d = _frame_sums(steps["pre"].grad), _frame_sums(steps["x"]), steps["dilation"]
+        taps2 = [sum(x2[t + (k - 1) * d] for k in range(3) if 0 <= t + (k - 1) * d < len(x2))
+                 for t in range(len(x2))]
+        add("conv", g2, [a * b for a, b in zip(g2, taps2)])
+    assert floors.keys() == squares.keys()
+    for name, square in squares.items():
+        assert floors[name] == pytest.approx(0.25 * math.sqrt(square), rel=1e-12, abs=0), name

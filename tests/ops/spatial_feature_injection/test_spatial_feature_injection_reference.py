@@ -11,8 +11,9 @@ from op_checks import rel_err
 from spatial_feature_injection_cases import case_inputs, reference_run, size
 from trgnet_fast.model.dropout_seeds import draw_dropout_seeds
 from trgnet_fast.model.temporal import SpatialFeatureInjection
-from trgnet_fast.ops.att_module.reference import dropout_keep_mask
-from trgnet_fast.ops.spatial_feature_injection.reference import DROPOUT_STREAM, spatial_feature_injection_reference
+from trgnet_fast.ops.att_module.reference import dropout_keep_mask, traced_gradients
+from trgnet_fast.ops.spatial_feature_injection.reference import (DROPOUT_STREAM, gradient_error_floors,
+                                                                spatial_feature_injection_reference)
 
 
 def _module_and_inputs(t=11, n=2, c=16, v=25):
@@ -68,3 +69,27 @@ def test_reference_follows_the_formula_frame_by_frame():
         expected[:, t] = (inputs["ff2_weight"] @ (u * keep[:, t]) + inputs["ff2_bias"] + h[:, t]) * m[t]
     out, _ = reference_run(inputs)
     assert rel_err(out[0], expected) <= 1e-13
+
+
+@pytest.mark.parametrize("masked, dropout", [(False, False), (True, True)], ids=["plain", "masked_dropout"])
+def test_gradient_error_floors_are_a_quarter_of_the_products_root_sum_square(masked, dropout):
+    """Each floor is 0.25 sqrt(sum over rows n and frames t of the squared elementary products): |g_t|^2 for a bias,
+    |g_t|^2 |input_t|^2 for a weight (g_t (x) input_t), g the cotangent of the layer's output, summed here with
+    explicit loops over the reference's traced intermediates (fresh random values)."""
+    inputs = case_inputs(size(2, 4, c=2, g=2, v=2, masked=masked, dropout=dropout))
+    grad_out = torch.randn_like(inputs["h"])
+    floors = gradient_error_floors(inputs, grad_out)
+    (steps,) = traced_gradients(spatial_feature_injection_reference, inputs, grad_out)
+    expected = {}
+    for name, out, source in (("conv_s", "s", "g"), ("fusion", "f", "cat"), ("ff1", "a", "f"), ("ff2", "y", "u")):
+        grad, src = steps[out].grad.tolist(), steps[source].detach().tolist()
+        bias = weight = 0.0
+        for n in range(len(grad)):
+            for t in range(len(grad[n][0])):
+                g2 = sum(grad[n][c][t] ** 2 for c in range(len(grad[n])))
+                bias += g2
+                weight += g2 * sum(src[n][c][t] ** 2 for c in range(len(src[n])))
+        expected[f"{name}_bias"], expected[f"{name}_weight"] = 0.25 * math.sqrt(bias), 0.25 * math.sqrt(weight)
+    assert floors.keys() == expected.keys()
+    for name, floor in expected.items():
+        assert floors[name] == pytest.approx(floor, rel=1e-12, abs=0), name

@@ -120,7 +120,7 @@ def att_module_reference(x, values, mask, conv_weight, conv_bias, query_weight, 
             for t in steps.values():
                 if t.requires_grad:
                     t.retain_grad()
-            trace.append(steps | {"x": part(x), "dilation": dilation})
+            trace.append(steps | {"x": part(x), "dilation": dilation, "attention_eps": attention_eps})
     return out
 
 
@@ -217,7 +217,8 @@ def gradient_error_floors(inputs: dict, grad_out: torch.Tensor) -> dict[str, flo
         return t.transpose(1, 2)
 
     for steps in traced_gradients(att_module_reference, inputs, grad_out):
-        core = attention_floors(steps["attended"].grad.view_as(steps["V"]), steps["Q"], steps["K"], steps["V"])
+        core = attention_floors(steps["attended"].grad.view_as(steps["V"]), steps["Q"], steps["K"], steps["V"],
+                                eps=steps["attention_eps"])
         for proj, name in (("query", "Q"), ("key", "K"), ("value", "V")):
             grad, source = steps[name].grad, steps["v_in"] if name == "V" else steps["q"]
             rms = float(source.detach().square().sum(2).mean().sqrt())
