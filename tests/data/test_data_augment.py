@@ -109,3 +109,25 @@ def test_runs_on_device_with_device_generator():
     g = torch.Generator(device="cuda").manual_seed(0)
     out = saep(x, "PKU-subject", generator=g)
     assert out.device == x.device
+
+
+@pytest.mark.parametrize("dataset", ["PKU-subject", "TCG-15", "MCFS-130"])
+def test_packed_batch_gets_the_padded_batch_draws_per_sequence(dataset):
+    """On a packed batch every draw is per sequence: the result is the padded batch's with the same generator
+    state, laid out packed (docs/model.md#packed-batches)."""
+    from trgnet_fast.model.packing import packed_sequences, unpack
+
+    C = {"PKU-subject": 12, "TCG-15": 6, "MCFS-130": 2}[dataset]
+    V = {"PKU-subject": 25, "TCG-15": 17, "MCFS-130": 25}[dataset]
+    lengths = (7, 3, 5, 9, 4, 6, 2, 8, 5, 3, 6, 4)
+    packed = packed_sequences(lengths)
+    x_packed = torch.randn(1, C, V, sum(lengths), dtype=torch.float64)
+    x_padded = unpack(x_packed, packed)
+    got, info = saep(x_packed, dataset, generator=gen(5), return_info=True, packed=packed)
+    want, want_info = saep(x_padded, dataset, generator=gen(5), return_info=True)
+    assert torch.equal(unpack(got, packed), want)
+    assert torch.equal(info["mode"], want_info["mode"]) and len(info["mode"]) == len(lengths)
+    if dataset != "MCFS-130":
+        assert set(info["mode"].tolist()) == {OCCLUDED, UNCHANGED, ROTATED}  # the seed reaches every branch
+    with pytest.raises(ValueError, match=r"saep: expected a packed x \(1, C, V, 62\)"):
+        saep(x_padded, dataset, packed=packed)

@@ -65,18 +65,29 @@ def test_training_step_does_not_depend_on_extra_padding(backend, make_model, mak
     for inputs in ((x, mask), _padded(x, mask, 9)):
         model = _no_dropout(_model(make_model, backend)).train()
         logits, boundaries, features, scale = model(*inputs, graph)
-        t = x.shape[-1]
-        outputs = [o[..., :t] * mask for o in logits + boundaries + features]
-        (sum((o * torch.linspace(-1, 1, t, dtype=o.dtype)).sum() for o in outputs) * scale.sum()).backward()
-        results.append((outputs, {n: p.grad for n, p in model.named_parameters()},
-                        [b.clone() for n, b in model.named_buffers() if "running" in n]))
-    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = results
-    for a, b in zip(out_a, out_b):
-        assert _rel(a, b) <= 1e-10
+        results.append(step_results(model, [o[..., :x.shape[-1]] * mask for o in logits + boundaries + features],
+                                    scale))
+    assert_same_step(*results)
+
+
+def step_results(model, outputs, scale) -> tuple:
+    """(outputs, parameter gradients, BatchNorm running statistics) after ``backward`` of a fixed weighted sum of
+    ``outputs`` (valid frames only) times ``scale``."""
+    weight = torch.linspace(-1, 1, outputs[0].shape[-1], dtype=outputs[0].dtype)
+    (sum((o * weight).sum() for o in outputs) * scale.sum()).backward()
+    return (outputs, {n: p.grad for n, p in model.named_parameters()},
+            [b.clone() for n, b in model.named_buffers() if "running" in n])
+
+
+def assert_same_step(expected: tuple, got: tuple) -> None:
+    """Two ``step_results`` agree: outputs and gradients within 1e-10 (float64), running statistics to rounding."""
+    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = expected, got
+    for a, b in zip(out_a, out_b, strict=True):
+        assert _rel(b, a) <= 1e-10
     largest = max(float(g.norm()) for g in grads_a.values())
     for name, grad in grads_a.items():
         assert float((grad - grads_b[name]).norm()) <= 1e-10 * max(float(grad.norm()), 1e-6 * largest), name
-    for a, b in zip(stats_a, stats_b):
+    for a, b in zip(stats_a, stats_b, strict=True):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
 
 

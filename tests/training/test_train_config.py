@@ -95,6 +95,8 @@ BAD_VALUES = {
     "data.augment": ["1", "null"],
     "data.num_workers": ["-1", "true", "1.5"],
     "data.cache": ["0"],
+    "data.packing": ["1", "on"],
+    "data.frame_budget": ["0", "-5", "2.5", "true"],
     "data.synthetic.n_train": ["0", "-5"],
     "data.synthetic.n_val": ["-1"],
     "data.synthetic.n_test": ["-1", "true"],

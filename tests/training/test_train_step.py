@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from train_helpers import tiny_overrides
+from train_helpers import text_files, tiny_overrides
 from trgnet_fast.host_sync import HostSyncError, NoHostSync
 from trgnet_fast.losses import LossTargets
 from trgnet_fast.training import Trainer, load_config
@@ -12,18 +12,10 @@ from trgnet_fast.training.data import train_loader
 from trgnet_fast.training.trainer import LOSS_KEYS
 
 
-def _text_files(tmp_path, k=10, d=16):
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "emb.npy", rng.normal(size=(k, d)).astype(np.float32))
-    tag = rng.uniform(size=(k, k)).astype(np.float32)
-    np.save(tmp_path / "tag.npy", (tag + tag.T) / 2)
-    return [f"text.action_embeddings={tmp_path / 'emb.npy'}", f"text.action_graph={tmp_path / 'tag.npy'}"]
-
-
 @pytest.fixture()
 def trainer_and_batch(tiny_data, tmp_path):
     """A set-up trainer with every loss term on (SAEP, grad clipping, Adam) and a batch from its own loader."""
-    extra = _text_files(tmp_path) + ["optim.grad_clip=1.0", "text.joint_graph=learned"]
+    extra = text_files(tmp_path) + ["optim.grad_clip=1.0", "text.joint_graph=learned"]
     cfg = load_config("synthetic", tiny_overrides(tiny_data, str(tmp_path / "out"), extra=extra))
     trainer = Trainer(cfg, log=lambda m: None, progress=False)
     trainer.setup()

@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from trgnet_fast.model.packing import PackedSequences
 from trgnet_fast.skeletons import skeleton_layout
 
 ROTATION_AXIS = {"PKU": "y", "LARA": "z", "TCG-15": "z", "BODY_25": None}
@@ -48,19 +49,25 @@ def axis_rotation(theta: torch.Tensor, axis: str) -> torch.Tensor:
 
 
 def saep(x: torch.Tensor, dataset: str, generator: torch.Generator | None = None, p_occlusion: float = 0.35,
-         p_rotation: float = 0.35, return_info: bool = False):
+         p_rotation: float = 0.35, return_info: bool = False, packed: PackedSequences | None = None):
     """SAEP on a batch x: (N, C, V, T) → new (N, C, V, T) tensor (x is not modified).
 
     dataset: selects V's occlusion range and the rotation axis. generator: a torch.Generator on x's device
     (None: the global RNG). Rotation needs C divisible by 3 (raises otherwise unless the dataset has no
     rotation axis). With return_info=True also returns dict(mode (N,) int64 in {OCCLUDED=0, UNCHANGED=1,
     ROTATED=2}, occluded (N, V) bool, theta (N,) angle actually applied (0 where not rotated)).
+    packed: the sequences of a packed x (1, C, V, T) (docs/model.md#packed-batches): every draw is per sequence,
+    the same draws as for the S videos of the padded batch with the same generator state (N = S in the info).
     """
     if x.ndim != 4:
         raise ValueError(f"saep: expected x of shape (N, C, V, T), got {tuple(x.shape)}")
     if not (0 <= p_occlusion and 0 <= p_rotation and p_occlusion + p_rotation <= 1):
         raise ValueError(f"saep: need p_occlusion, p_rotation ≥ 0 with sum ≤ 1, got {p_occlusion}, {p_rotation}")
+    if packed is not None and (x.shape[0] != 1 or x.shape[3] != packed.total_frames):
+        raise ValueError(f"saep: expected a packed x (1, C, V, {packed.total_frames}), got {tuple(x.shape)}")
     N, C, V, T = x.shape
+    if packed is not None:
+        N = packed.num_sequences
     axis = rotation_axis(dataset)
     dev = x.device
     kw = {"device": dev, "generator": generator}
@@ -75,15 +82,23 @@ def saep(x: torch.Tensor, dataset: str, generator: torch.Generator | None = None
     perm = keys.argsort(dim=1)
     chosen = torch.arange(V, device=dev)[None, :] < k[:, None]
     occluded = torch.zeros(N, V, dtype=torch.bool, device=dev).scatter(1, perm, chosen) & occlude[:, None]
-    out = x.masked_fill(occluded[:, None, :, None], 0)
-
     theta = torch.where(rotate, theta, torch.zeros_like(theta))
+    if packed is None:
+        out = x.masked_fill(occluded[:, None, :, None], 0)
+    else:  # the per-sequence draws laid out per packed frame: (S, V) → (1, 1, V, T)
+        out = x.masked_fill(occluded.index_select(0, packed.frame_sequence).t()[None, None], 0)
+
     if axis is not None:  # computed for the whole batch (no host sync), kept only where rotate is true
         if C % 3:
             raise ValueError(f"saep: rotation needs channels divisible by 3, got C={C}")
         R = axis_rotation(theta.to(torch.float64), axis).to(x.dtype)
-        rotated = torch.einsum("nij,ngjvt->ngivt", R, x.reshape(N, C // 3, 3, V, T)).reshape(N, C, V, T)
-        out = torch.where(rotate[:, None, None, None], rotated, out)
+        if packed is None:
+            rotated = torch.einsum("nij,ngjvt->ngivt", R, x.reshape(N, C // 3, 3, V, T)).reshape(N, C, V, T)
+            out = torch.where(rotate[:, None, None, None], rotated, out)
+        else:
+            R = R.index_select(0, packed.frame_sequence)  # (T, 3, 3)
+            rotated = torch.einsum("tij,gjvt->givt", R, x[0].reshape(C // 3, 3, V, T)).reshape(1, C, V, T)
+            out = torch.where(rotate.index_select(0, packed.frame_sequence)[None, None, None, :], rotated, out)
     if not return_info:
         return out
     mode = torch.full((N,), UNCHANGED, dtype=torch.int64, device=dev)

@@ -20,6 +20,44 @@ def segment_capacity(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, min
     return max(int(minimum), 1 << max(runs - 1, 0).bit_length())
 
 
+def check_batch(batch: list[dict], where: str) -> None:
+    """Refuse an empty batch or items whose feature (C, V, T_i) disagrees with the first item's C, V or with its
+    own label / boundary length; errors name ``where`` (the calling collate), the item and its name."""
+    if not batch:
+        raise ValueError(f"{where}: empty batch")
+    C, V = batch[0]["feature"].shape[:2]
+    for i, item in enumerate(batch):
+        f, lab, b = item["feature"], item["label"], item["boundary"]
+        if f.ndim != 3 or tuple(f.shape[:2]) != (C, V):
+            raise ValueError(f"{where}: item {i} ({item.get('name')}): expected feature ({C}, {V}, T), "
+                             f"got {tuple(f.shape)}")
+        if lab.shape != (f.shape[2],) or b.shape != (f.shape[2],):
+            raise ValueError(f"{where}: item {i} ({item.get('name')}): feature has {f.shape[2]} frames, labels "
+                             f"{tuple(lab.shape)}, boundary {tuple(b.shape)}")
+
+
+def padded_targets(batch: list[dict], loss_targets=None, where: str = "collate") -> dict:
+    """Everything of :func:`collate`'s padded batch but ``x``, after :func:`check_batch`: ``labels``,
+    ``boundary``, ``mask``, ``lengths``, ``names``, ``max_segments`` and (with ``loss_targets``) ``loss_targets``,
+    shapes as there. Shared by the packed collate, whose loss keeps the padded layout
+    (docs/model.md#packed-batches)."""
+    check_batch(batch, where)
+    lengths = torch.tensor([item["feature"].shape[2] for item in batch], dtype=torch.int64)
+    N, T = len(batch), int(lengths.max())
+    labels = torch.full((N, T), IGNORE_INDEX, dtype=torch.int64)
+    boundary = torch.zeros(N, 1, T, dtype=torch.float32)
+    for i, item in enumerate(batch):
+        L = item["feature"].shape[2]
+        labels[i, :L] = item["label"]
+        boundary[i, 0, :L] = item["boundary"]
+    mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]
+    out = {"labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
+           "names": [item.get("name", "") for item in batch], "max_segments": segment_capacity(labels)}
+    if loss_targets is not None:
+        out["loss_targets"] = loss_targets(labels, mask, out["max_segments"])
+    return out
+
+
 def collate(batch: list[dict], loss_targets=None) -> dict:
     """Stack dataset items into a padded batch.
 
@@ -38,30 +76,9 @@ def collate(batch: list[dict], loss_targets=None) -> dict:
                   (labels, mask, max_segments), the loss's labels-only part, built here on the CPU
                   (docs/model.md#loss-targets)
     """
-    if not batch:
-        raise ValueError("collate: empty batch")
+    targets = padded_targets(batch, loss_targets)
     C, V = batch[0]["feature"].shape[:2]
+    x = torch.zeros(len(batch), C, V, targets["labels"].shape[1], dtype=torch.float32)
     for i, item in enumerate(batch):
-        f, lab, b = item["feature"], item["label"], item["boundary"]
-        if f.ndim != 3 or tuple(f.shape[:2]) != (C, V):
-            raise ValueError(f"collate: item {i} ({item.get('name')}): expected feature ({C}, {V}, T), "
-                             f"got {tuple(f.shape)}")
-        if lab.shape != (f.shape[2],) or b.shape != (f.shape[2],):
-            raise ValueError(f"collate: item {i} ({item.get('name')}): feature has {f.shape[2]} frames, labels "
-                             f"{tuple(lab.shape)}, boundary {tuple(b.shape)}")
-    lengths = torch.tensor([item["feature"].shape[2] for item in batch], dtype=torch.int64)
-    N, T = len(batch), int(lengths.max())
-    x = torch.zeros(N, C, V, T, dtype=torch.float32)
-    labels = torch.full((N, T), IGNORE_INDEX, dtype=torch.int64)
-    boundary = torch.zeros(N, 1, T, dtype=torch.float32)
-    for i, item in enumerate(batch):
-        L = item["feature"].shape[2]
-        x[i, :, :, :L] = item["feature"]
-        labels[i, :L] = item["label"]
-        boundary[i, 0, :L] = item["boundary"]
-    mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]
-    out = {"x": x, "labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
-           "names": [item.get("name", "") for item in batch], "max_segments": segment_capacity(labels)}
-    if loss_targets is not None:
-        out["loss_targets"] = loss_targets(labels, mask, out["max_segments"])
-    return out
+        x[i, :, :, :item["feature"].shape[2]] = item["feature"]
+    return {"x": x, **targets}

@@ -21,7 +21,8 @@ Two on-disk layouts are read:
   ``splits/*.bundle``, ``features/<video>.npy``.
 
 Both classes also give a video's full-frame-rate boundary array without reading its features
-(``full_rate_boundary`` / ``boundary_source``): the boundary BCE ``pos_weight`` is counted on those.
+(``full_rate_boundary`` / ``boundary_source``): the boundary BCE ``pos_weight`` is counted on those; and its
+item's frame count (``num_frames``, from the labels): the packed batches' frame budget.
 
 Data files are checked as they are read, and a bad one raises ValueError naming it: features must be real
 numbers (not complex, bool or strings), boundaries 0 or 1, and a video must keep at least 2 frames after
@@ -38,7 +39,7 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from trgnet_fast.data.features import (BUILT_SHAPE, check_num_frames, check_real_dtype, features_from_array,
                                        features_from_ctvm)
@@ -105,10 +106,18 @@ def read_boundary(path: str) -> np.ndarray:
     return boundary
 
 
+def downsampled_frames(num_frames: int, path: str, rate: int) -> int:
+    """The length ``downsample`` leaves of a video of ``num_frames`` frames (ceil(num_frames / rate)), refused
+    below the model's minimum as a ValueError naming ``path``."""
+    frames = len(range(0, num_frames, rate))
+    check_num_frames(frames, path, rate)
+    return frames
+
+
 def _check_features(feat: np.ndarray, path: str, rate: int) -> None:
     if not np.all(np.isfinite(feat)):
         raise ValueError(f"{path}: features contain NaN or inf")
-    check_num_frames(len(range(0, feat.shape[-1], rate)), path, rate)  # the length downsample() leaves
+    downsampled_frames(feat.shape[-1], path, rate)
 
 
 def _make_item(feature, labels, boundary, name, rate) -> dict:
@@ -216,6 +225,14 @@ class CsvSegmentationDataset(_CachedDataset):
         """Video ``index``'s boundary array as stored (before temporal downsampling); features are not read."""
         return read_boundary(self.boundary_source(index))
 
+    def num_frames(self, index: int) -> int:
+        """The frame count of video ``index``'s item (its ``feature``'s T, after temporal downsampling), from its
+        ``gt_arr`` labels alone (features are not read): the packed batches' frame budget
+        (docs/model.md#packed-batches)."""
+        label_path = self.rows[index][1]
+        labels = check_labels(load_npy(label_path), label_path, self.num_classes)
+        return downsampled_frames(labels.shape[0], label_path, self.rate)
+
     def _load(self, index: int) -> dict:
         feat_path, label_path, boundary_path = self.rows[index]
         feature = features_from_array(load_npy(feat_path), self.dataset, feat_path, self.feature_format)
@@ -231,6 +248,16 @@ class CsvSegmentationDataset(_CachedDataset):
                              f"{boundary.shape[0]} boundary values")
         name = os.path.splitext(os.path.basename(feat_path))[0]
         return _make_item(feature, labels, boundary.astype(np.float32), name, self.rate)
+
+
+def unwrap_subsets(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """(the dataset under any nesting of ``torch.utils.data.Subset``, the indices there of ``dataset``'s items in
+    order), e.g. for the training part of a carved split (:func:`carve_validation`)."""
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    return dataset, indices
 
 
 def carve_validation(n: int, every: int) -> tuple[list[int], list[int]]:
@@ -305,6 +332,13 @@ class MSTCNDataset(_CachedDataset):
         """Video ``index``'s boundary target at the full frame rate (derived from its labels; features are
         not read)."""
         return boundary_from_labels(read_ground_truth(self.boundary_source(index), self.class_to_id))
+
+    def num_frames(self, index: int) -> int:
+        """The frame count of video ``index``'s item (its ``feature``'s T, after temporal downsampling), from its
+        ``groundTruth`` file alone (features are not read): the packed batches' frame budget
+        (docs/model.md#packed-batches)."""
+        gt_path = self.boundary_source(index)
+        return downsampled_frames(read_ground_truth(gt_path, self.class_to_id).shape[0], gt_path, self.rate)
 
     def _load(self, index: int) -> dict:
         video = self.videos[index]

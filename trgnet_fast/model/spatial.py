@@ -10,6 +10,7 @@ from trgnet_fast.backend import model_backend
 from trgnet_fast.model.autocast import check_backend_dtype
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
 from trgnet_fast.model.masking import masked_batch_norm, masked_temporal_mean
+from trgnet_fast.model.packing import PackedSequences, sequence_means
 from trgnet_fast.model.spatial_recompute import AdaptiveBNResidualReLU, MultiScaleBNReLU
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP, adaptive_graph_conv
 from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP, multiscale_graph_conv
@@ -65,41 +66,46 @@ class CTRGC(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor, joint_graph: torch.Tensor, alpha: torch.Tensor,
-                beta: torch.Tensor, backend: str = "torch", frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+                beta: torch.Tensor, backend: str = "torch", frame_mask: torch.Tensor | None = None,
+                packed: PackedSequences | None = None) -> torch.Tensor:
         """x: (N, C, T, V); joint_graph: (V, V); alpha, beta: (1,) scalars; backend: a concrete backend
         of ``adaptive_graph_conv`` ("torch": the published computation); frame_mask: None (published: the temporal
-        means over all T frames) or (N, 1, T, 1) 0/1 (mask-correct mode: over each video's frames).
+        means over all T frames) or (N, 1, T, 1) 0/1 (mask-correct mode: over each video's frames); packed: None or
+        the sequences of a packed x (N = 1): the temporal means and the channel graph per sequence.
         Returns (N, C, T, V)."""
         if backend != "torch":
-            return self._fused_forward(x, joint_graph, alpha, beta, backend, frame_mask)
+            return self._fused_forward(x, joint_graph, alpha, beta, backend, frame_mask, packed)
         a, b, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
 
         frame_a, frame_b = a.mean(dim=1), b.mean(dim=1)  # (N, T, V)
         frame_graph = beta * torch.tanh(frame_a[..., :, None] - frame_b[..., None, :]) + joint_graph
         y_frame = torch.einsum("ntuv,nctv->nctu", frame_graph, x3)
 
-        channel_a, channel_b = (a.mean(dim=2), b.mean(dim=2)) if frame_mask is None else \
-            (masked_temporal_mean(a, frame_mask)[:, :, 0], masked_temporal_mean(b, frame_mask)[:, :, 0])  # (N, 8, V)
-        relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
-        channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
-        y_channel = torch.einsum("ncuv,nctv->nctu", channel_graph, x3)
+        channel_a, channel_b = _temporal_mean(a, frame_mask, packed)[:, :, 0], \
+            _temporal_mean(b, frame_mask, packed)[:, :, 0]  # (N or S, 8, V)
+        relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N or S, 8, V, V)
+        channel_graph = alpha * self.conv4(relation) + joint_graph  # (N or S, C, V, V)
+        y_channel = _per_sequence(lambda graph, x3_s: torch.einsum("ncuv,nctv->nctu", graph, x3_s), packed,
+                                  channel_graph, x3)
         return y_frame + y_channel
 
-    def _fused_forward(self, x, joint_graph, alpha, beta, backend, frame_mask=None):
+    def _fused_forward(self, x, joint_graph, alpha, beta, backend, frame_mask=None, packed=None):
         x3 = self.conv3(x)
         check_backend_dtype(backend, x3.device, x3.dtype)
         # autocast may leave the small tensors in another dtype than x3
-        graph = self.graph_inputs(x, joint_graph, alpha, beta, x3.dtype, frame_mask)
-        return adaptive_graph_conv(x3, *graph, backend=backend)
+        p, q, beta, channel_graph, joint_graph = self.graph_inputs(x, joint_graph, alpha, beta, x3.dtype, frame_mask,
+                                                                   packed)
+        # packed: one call per sequence, each with its own channel graph (the op takes one graph per row)
+        return _per_sequence(lambda graph, x3_s, p_s, q_s: adaptive_graph_conv(
+            x3_s, p_s, q_s, beta, graph, joint_graph, backend=backend), packed, channel_graph, x3, p, q)
 
-    def graph_inputs(self, x, joint_graph, alpha, beta, dtype, frame_mask=None):
+    def graph_inputs(self, x, joint_graph, alpha, beta, dtype, frame_mask=None, packed=None):
         """The fused path's small inputs of ``adaptive_graph_conv`` besides x3, cast to ``dtype``: p, q (N, T, V),
-        beta (1,), channel graph (N, C, V, V), joint_graph (V, V). x: (N, C, T, V); joint_graph: (V, V);
-        frame_mask: as in ``forward``."""
+        beta (1,), channel graph (N, C, V, V) (packed: (S, C, V, V), one per sequence), joint_graph (V, V).
+        x: (N, C, T, V); joint_graph: (V, V); frame_mask, packed: as in ``forward``."""
         frame_a = F.conv2d(x, self.conv1.weight.mean(0, keepdim=True), self.conv1.bias.mean(0, keepdim=True))
         frame_b = F.conv2d(x, self.conv2.weight.mean(0, keepdim=True), self.conv2.bias.mean(0, keepdim=True))
-        # (N, C, 1, V)
-        x_bar = x.mean(dim=2, keepdim=True) if frame_mask is None else masked_temporal_mean(x, frame_mask)
+        x_bar = _temporal_mean(x, frame_mask, packed)  # (N or S, C, 1, V)
         channel_a, channel_b = self.conv1(x_bar)[:, :, 0], self.conv2(x_bar)[:, :, 0]  # (N, 8, V)
         relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
         channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
@@ -141,10 +147,13 @@ class MultiScaleGraphConv(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.backend: str | None = None
 
-    def forward(self, x: torch.Tensor, joint_graph: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, joint_graph: torch.Tensor, frame_mask: torch.Tensor | None = None,
+                packed: PackedSequences | None = None) -> torch.Tensor:
         """x: (N, C_in, V, T); joint_graph: (V, V); frame_mask: None (published: BatchNorm statistics and CTRGC's
         temporal means over all frames, padding included) or (N, 1, T, 1) 0/1 (mask-correct mode: over the valid
-        frames; docs/model.md#mask-correct-mode). Returns (N, C_out, T, V), not masked."""
+        frames; docs/model.md#mask-correct-mode); packed: None or the sequences of a packed x (N = 1, no padded
+        frame: the BatchNorm statistics over all frames, CTRGC's means per sequence; docs/model.md#packed-batches).
+        Returns (N, C_out, T, V), not masked."""
         x = x.transpose(2, 3)
         n, c, t, v = x.shape
         if self.A_powers.device != x.device:
@@ -175,12 +184,14 @@ class MultiScaleGraphConv(nn.Module):
                 conv, bn, relu = self.mlp.layers
                 x_m = relu(_batch_norm(bn, conv(support), frame_mask))
 
-        if recompute and adaptive_impl != "torch":
+        # the recomputing CTRGC takes one channel graph per row: not for a packed batch's per-sequence graphs
+        if recompute and adaptive_impl != "torch" and packed is None:
             conv3 = self.CTRGCN.conv3
             graph = self.CTRGCN.graph_inputs(x_m, joint_graph, self.alpha, self.beta, x_m.dtype)
             return AdaptiveBNResidualReLU.apply(x_m, conv3.weight, conv3.bias, *graph, self.bn.weight,
                                                 self.bn.bias, self.bn, adaptive_impl)
-        y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl, frame_mask=frame_mask)
+        y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl, frame_mask=frame_mask,
+                        packed=packed)
         return torch.relu(_batch_norm(self.bn, y, frame_mask) + x_m)
 
     def _recompute_activations(self, x: torch.Tensor) -> bool:
@@ -192,6 +203,24 @@ class MultiScaleGraphConv(nn.Module):
         batch_statistics = self.mlp.layers[1].training and self.bn.training
         return (self._recompute and batch_statistics and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling())
+
+
+def _temporal_mean(x: torch.Tensor, frame_mask: torch.Tensor | None, packed: PackedSequences | None) -> torch.Tensor:
+    """x (N, C, T, V) → (N, C, 1, V): the mean over all frames (published), each video's valid frames (frame_mask
+    (N, 1, T, 1)) or, packed (N = 1), each sequence's frames ((S, C, 1, V))."""
+    if packed is not None:
+        return sequence_means(x, packed)
+    return x.mean(dim=2, keepdim=True) if frame_mask is None else masked_temporal_mean(x, frame_mask)
+
+
+def _per_sequence(fn, packed: PackedSequences | None, graph: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(graph, *tensors)`` with one channel graph per row (graph (N, C, V, V)), or, packed, ``fn`` on each
+    sequence's frames with its graph (graph (S, C, V, V); the tensors split along dim 2 of (1, C, T, V) / dim 1 of
+    (1, T, V)), concatenated along time."""
+    if packed is None:
+        return fn(graph, *tensors)
+    pieces = [t.split(packed.lengths, dim=1 if t.dim() == 3 else 2) for t in tensors]
+    return torch.cat([fn(graph[s:s + 1], *parts) for s, parts in enumerate(zip(*pieces))], dim=2)
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:

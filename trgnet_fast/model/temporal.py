@@ -13,6 +13,7 @@ from trgnet_fast.model.attention import AttModule
 from trgnet_fast.model.autocast import cast_all, fused_dtype
 from trgnet_fast.model.channel_dropout import ScaledConv1x1, feature_dropout_noise
 from trgnet_fast.model.dropout_seeds import SeedSlot, layer_dropout_seed
+from trgnet_fast.model.packing import PackedSequences, sequence_channel_noise
 from trgnet_fast.ops.att_module.autograd import OP_NAME as ATT_MODULE_OP
 from trgnet_fast.ops.att_module.reference import hashed_dropout
 from trgnet_fast.ops.dilated_residual import dilated_residual
@@ -108,11 +109,12 @@ class SpatioTemporalEncoder(nn.Module):
         self.conv_out = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, mask_input: bool = False,
-                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+                cu_seqlens: torch.Tensor | None = None, packed: PackedSequences | None = None) -> torch.Tensor:
         """x: (N, C, T, V) spatial features, masked unless ``mask_input`` (then STI zeroes the padded frames itself
         before conv_in: TRGNet passes SP's output so); mask: (N, 1, T) float 0/1; cu_seqlens: None or the (N + 1,)
-        offsets of mask-correct mode (``AttModule``). Returns (N, C, T)."""
-        z = self._input_stage(x, mask, mask_input)
+        offsets of mask-correct mode (``AttModule``), or a packed batch's (S + 1,) offsets; packed: None or that
+        batch's sequences (the channel masking then drops channels per sequence). Returns (N, C, T)."""
+        z = self._input_stage(x, mask, mask_input) if packed is None else self._packed_input_stage(x, packed)
         spatial_groups = z[:, :-GROUP_CHANNELS].split(GROUP_CHANNELS, dim=1)
         h = self.conv_t(flatten_joints(z[:, -GROUP_CHANNELS:]))
         injections = dict(zip(self.sfi_layers, zip(self.SFI_layers, spatial_groups)))
@@ -132,6 +134,17 @@ class SpatioTemporalEncoder(nn.Module):
         if mask_input:
             x = x * mask[..., None]
         return self.conv_in(self.dropout(x))
+
+    def _packed_input_stage(self, x: torch.Tensor, packed: PackedSequences) -> torch.Tensor:
+        """``_input_stage`` of a packed batch (no padded frame to mask): Dropout2d's channel mask is drawn per
+        sequence, as for the same videos in a padded batch, not once for the whole pack."""
+        p = self.dropout.p
+        if not self.dropout.training or p == 0.0:
+            return self.conv_in(x)
+        noise = sequence_channel_noise(x, packed, p) if p < 1.0 else x.new_zeros(1, x.shape[1], 1, 1)
+        if self._recompute_input(x):
+            return ScaledConv1x1.apply(x, None, noise, self.conv_in.weight, self.conv_in.bias)
+        return self.conv_in(x * noise)
 
     def _recompute_input(self, x: torch.Tensor) -> bool:
         """Whether the input stage runs ``ScaledConv1x1``: on the fused backends (those of STI's fused AttModules),

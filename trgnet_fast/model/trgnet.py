@@ -12,10 +12,11 @@ from trgnet_fast.backend import requested_backend
 from trgnet_fast.model.attention import AttModule, LinearAttention
 from trgnet_fast.model.dropout_seeds import DropoutSeeds
 from trgnet_fast.model.masking import check_mask_mode, sequence_offsets
+from trgnet_fast.model.packing import PackedSequences
 from trgnet_fast.model.spatial import MultiScaleGraphConv
 from trgnet_fast.model.temporal import (DilatedResidualLayer, RefinementDecoder, SingleStageTCN,
                                         SpatialFeatureInjection, SpatioTemporalEncoder)
-from trgnet_fast.model.validation import validate_inputs
+from trgnet_fast.model.validation import validate_inputs, validate_packed
 from trgnet_fast.skeletons import num_joints
 
 
@@ -50,9 +51,10 @@ class TRGNet(nn.Module):
         mask_mode: "published" (default: padded frames take part in the BatchNorm statistics, CTRGC's temporal
             means, InstanceNorm, the attention sums and the dilated convs' halos, as published) or "correct" (all
             of them over each video's own frames, so a video's outputs do not depend on its batch's padding; the
-            mask must be right-padded; docs/model.md#mask-correct-mode).
+            mask must be right-padded; docs/model.md#mask-correct-mode); "correct" also runs packed batches
+            (``forward(..., packed=...)``, docs/model.md#packed-batches).
 
-    forward(x, mask, joint_graph, check_values=True):
+    forward(x, mask, joint_graph, check_values=True, packed=None):
         x: (N, C_in, V, T): joints (dim 2) before frames (dim 3), N >= 1, T >= 2 (the AttModules' InstanceNorm
             normalises over the frames, in eval too), in the parameters' dtype. Data laid out (N, C_in, T, V) must
             be transposed first (x.transpose(2, 3)): the shape check catches it only when T != V, and an input
@@ -133,29 +135,42 @@ class TRGNet(nn.Module):
             if isinstance(module, _HASHED_LAYERS):
                 module.dropout_masks = kind
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor, check_values: bool = True):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor, check_values: bool = True,
+                packed: PackedSequences | None = None):
         """See the class docstring for shapes and return values. check_values: also check that x and
         joint_graph are finite and mask is 0/1, which reads the device (a host sync on a GPU); False checks
         shapes, dtypes and devices only, for inputs already checked (the trainer's batches: the readers refuse
-        non-finite files)."""
+        non-finite files). packed: None, or the sequences of a packed batch (x (1, C_in, V, T) with the S videos
+        concatenated along T, mask (1, 1, T) all ones; mask-correct mode only; docs/model.md#packed-batches):
+        then every output is packed the same way (``trgnet_fast.model.packing.unpack`` gives the padded layout)."""
         self._dropout_seeds.start()
         try:
-            return self._forward(x, mask, joint_graph, check_values)
+            return self._forward(x, mask, joint_graph, check_values, packed)
         finally:
             self._dropout_seeds.stop()
 
-    def _forward(self, x, mask, joint_graph, check_values):
+    def _forward(self, x, mask, joint_graph, check_values, packed):
         correct = self.mask_mode == "correct"
         validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device,
                         self.logit_scale.dtype, check_values, right_padded=correct)
+        if packed is not None:
+            if not correct:
+                raise ValueError("packed: packed batches need mask_mode='correct' (every statistic over each "
+                                 f"sequence's frames), got a model with mask_mode={self.mask_mode!r}")
+            validate_packed(packed, x, mask, check_values)
         mask = mask.to(x.dtype)
         joint_graph = joint_graph.to(x.dtype)
-        # mask-correct mode: every statistic over each video's own frames (docs/model.md#mask-correct-mode)
-        cu = sequence_offsets(mask) if correct else None
-        frame_mask = mask[..., None] if correct else None
+        # mask-correct mode: every statistic over each video's own frames (docs/model.md#mask-correct-mode); a
+        # packed batch has no padded frame, its sequences are given by their offsets
+        if packed is not None:
+            cu, frame_mask = packed.cu_seqlens, None
+        else:
+            cu = sequence_offsets(mask) if correct else None
+            frame_mask = mask[..., None] if correct else None
 
         # STI masks SP's output itself: on the fused backends it saves that output, not the masked copy
-        feature = self.STI(self.SP(x, joint_graph, frame_mask), mask, mask_input=True, cu_seqlens=cu)
+        feature = self.STI(self.SP(x, joint_graph, frame_mask, packed), mask, mask_input=True, cu_seqlens=cu,
+                           packed=packed)
         logits = self.conv_cls(feature)
         boundary = self.conv_bound(feature)
 

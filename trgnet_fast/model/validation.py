@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from trgnet_fast.model.packing import PackedSequences
+
 
 def _describe(value) -> str:
     if isinstance(value, torch.Tensor):
@@ -87,3 +89,28 @@ def validate_inputs(x, mask, joint_graph, in_channel: int, num_joints: int, devi
                          "its padding), got a row with a valid frame after a padded one")
     _require_finite("x", x)
     _require_finite("joint_graph", joint_graph)
+
+
+def validate_packed(packed, x: torch.Tensor, mask: torch.Tensor, check_values: bool = True) -> None:
+    """Validate a packed batch (trgnet_fast/model/packing.py; x and mask already checked by ``validate_inputs``):
+    x (1, C_in, V, T) with T = sum(packed.lengths), every sequence of >= 2 frames, packed's tensors on x's device;
+    with ``check_values`` also mask all ones and cu_seqlens matching the lengths (device reads)."""
+    if not isinstance(packed, PackedSequences):
+        raise ValueError(f"packed: expected a PackedSequences (trgnet_fast.model.packing), got {_describe(packed)}")
+    if x.shape[0] != 1 or x.shape[3] != packed.total_frames:
+        raise ValueError(f"x: expected one packed row (1, C_in, V, T={packed.total_frames}) for packed lengths "
+                         f"{list(packed.lengths)}, got {_describe(x)}")
+    if min(packed.lengths) < MIN_FRAMES:
+        raise ValueError(f"packed: expected sequences of >= {MIN_FRAMES} frames (the AttModules' InstanceNorm "
+                         f"normalises over each sequence's frames), got lengths {list(packed.lengths)}")
+    for name in ("cu_seqlens", "frame_sequence", "unpack_index", "valid"):
+        _require_device(f"packed.{name}", getattr(packed, name), x.device)
+    if not check_values or torch.compiler.is_compiling():
+        return
+    if not bool(mask.all()):
+        raise ValueError("mask: a packed batch has no padded frame: expected all ones, got "
+                         f"{int((mask == 0).sum())} zeros")
+    expected = torch.tensor([0, *packed.lengths]).cumsum(0).tolist()
+    if packed.cu_seqlens.tolist() != expected:
+        raise ValueError(f"packed.cu_seqlens: expected the offsets {expected} of the lengths, got "
+                         f"{packed.cu_seqlens.tolist()}")

@@ -52,6 +52,10 @@ DEFAULTS: dict = {
         "augment": True,           # SAEP on training batches (docs/model.md#saep-augmentation)
         "num_workers": 0,
         "cache": True,             # keep loaded videos in memory
+        # packed batches (docs/training.md#packed-batches): training and validation batches hold whole videos
+        # concatenated along time up to data.frame_budget frames, no padding; needs model.mask_mode: correct
+        "packing": False,
+        "frame_budget": None,      # frames per packed batch; null: train.batch_size × the mean training video length
         # used when data.dir is null: the built-in synthetic dataset, generated once under
         # <output_dir>/synthetic_data (make_synthetic arguments)
         # (200-400 frames per video keep the README's main job, 20 epochs + test evaluation, ≤ 5 min
@@ -271,6 +275,8 @@ RULES: dict[str, _Rule] = {
     "data.augment": _FLAG,
     "data.num_workers": _ints(0),
     "data.cache": _FLAG,
+    "data.packing": _FLAG,
+    "data.frame_budget": _or_null(_COUNT),
     "data.synthetic.n_train": _COUNT,
     "data.synthetic.n_val": _ints(0),
     "data.synthetic.n_test": _ints(0),
@@ -367,6 +373,9 @@ def _check_relations(cfg: dict) -> None:
     if cfg["train"]["best_metric"] not in scores:
         raise ConfigError(f"config key 'train.best_metric': expected a validation score, one of {scores}, got "
                           f"{cfg['train']['best_metric']!r}")
+    if cfg["data"]["packing"] and m["mask_mode"] != "correct":
+        raise ConfigError(f"config key 'data.packing': expected model.mask_mode: correct with packed batches (every "
+                          f"statistic over each video's frames), got model.mask_mode {m['mask_mode']!r}")
     if synthetic["max_frames"] < synthetic["min_frames"]:
         raise ConfigError(f"config key 'data.synthetic.max_frames': expected ≥ data.synthetic.min_frames "
                           f"({synthetic['min_frames']}), got {synthetic['max_frames']}")

@@ -3,6 +3,7 @@ a validation split carved from the training list, and the cached built-in synthe
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import partial
 from typing import Iterator
@@ -13,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from trgnet_fast.data import CsvSegmentationDataset, MSTCNDataset, collate, make_synthetic, read_mapping
-from trgnet_fast.data.datasets import carve_validation
+from trgnet_fast.data.datasets import carve_validation, unwrap_subsets
+from trgnet_fast.data.packing import FrameBudgetBatchSampler, frame_counts, pack_collate
 from trgnet_fast.model import default_config
 from trgnet_fast.skeletons import skeleton_layout
 
@@ -103,10 +105,7 @@ def full_rate_boundaries(dataset: Dataset) -> tuple[Iterator[np.ndarray], list[s
     MSTCNDataset, or a (nested) Subset of one, e.g. the training part of a carved split — at the full frame
     rate, i.e. before any temporal downsampling (LARA ×4), without reading features. The arrays are read
     lazily; pass both to ``boundary_pos_weight`` for the published BCE pos_weight."""
-    indices = list(range(len(dataset)))
-    while isinstance(dataset, Subset):
-        indices = [dataset.indices[i] for i in indices]
-        dataset = dataset.dataset
+    dataset, indices = unwrap_subsets(dataset)
     if not hasattr(dataset, "full_rate_boundary"):
         raise TypeError(f"dataset: expected a CsvSegmentationDataset or MSTCNDataset (or a Subset of one), got "
                         f"{type(dataset).__name__}")
@@ -122,11 +121,28 @@ def _seed_worker(worker_id):  # pragma: no cover - runs in workers
     random.seed(seed)
 
 
+def frame_budget(cfg: dict, lengths: list[int]) -> int:
+    """Frames per packed batch: data.frame_budget, or train.batch_size × the mean of ``lengths`` (rounded up), so
+    that a pack holds train.batch_size videos on average (docs/training.md#packed-batches)."""
+    if cfg["data"].get("frame_budget") is not None:
+        return cfg["data"]["frame_budget"]
+    return math.ceil(cfg["train"]["batch_size"] * sum(lengths) / max(len(lengths), 1))
+
+
 def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,
                  loss_targets=None) -> tuple[DataLoader, object]:
     """Shuffled loader (drop_last when batch > 1, as published); a DistributedSampler when world > 1. The shuffle
     order is a function of (seed, epoch) only, so resume reproduces it. loss_targets: optional builder of the loss's
-    labels-only part (``TRGNetLoss.target_builder()``), run by the collate in the loader's workers."""
+    labels-only part (``TRGNetLoss.target_builder()``), run by the collate in the loader's workers. With data.packing
+    the batches are packs of whole videos up to ``frame_budget`` frames (``FrameBudgetBatchSampler``: the same
+    number per rank, a function of (seed, epoch) too) collated by ``pack_collate``."""
+    if cfg["data"]["packing"]:
+        lengths = frame_counts(dataset)
+        sampler = FrameBudgetBatchSampler(lengths, frame_budget(cfg, lengths), seed=cfg["train"]["seed"], rank=rank,
+                                          world=world)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=partial(pack_collate, loss_targets=loss_targets),
+                            num_workers=cfg["data"]["num_workers"], worker_init_fn=_seed_worker)
+        return loader, sampler
     bs = cfg["train"]["batch_size"]
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
                                  seed=cfg["train"]["seed"], drop_last=False)
@@ -138,8 +154,15 @@ def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,
 
 
 def eval_loader(dataset: Dataset, cfg: dict, rank: int = 0, world: int = 1) -> DataLoader:
-    """Batch 1, in order; with world > 1 every rank gets a disjoint strided share (no padding duplicates)."""
+    """Batch 1, in order; with world > 1 every rank gets a disjoint strided share (no padding duplicates). With
+    data.packing: packs of the share's videos in order, up to ``frame_budget`` frames each."""
     if world > 1:
         dataset = Subset(dataset, list(range(rank, len(dataset), world)))
+    # .get: the configs of checkpoints written before data.packing existed lack the key
+    if cfg["data"].get("packing", False) and len(dataset):
+        lengths = frame_counts(dataset)
+        sampler = FrameBudgetBatchSampler(lengths, frame_budget(cfg, lengths), shuffle=False)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=pack_collate,
+                          num_workers=cfg["data"]["num_workers"])
     return DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate,
                       num_workers=cfg["data"]["num_workers"])

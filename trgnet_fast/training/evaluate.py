@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from trgnet_fast.evaluation import SegmentationMetrics, argmax_prediction, refinement_with_boundary
+from trgnet_fast.model.packing import PackedSequences, packed_to, unpack
 
 
 def make_metrics(cfg: dict, class_names) -> SegmentationMetrics:
@@ -27,23 +28,26 @@ def postprocess(cfg: dict, logits: torch.Tensor, boundary: torch.Tensor) -> torc
 
 @torch.no_grad()
 def predict_video(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor,
-                  autocast_dtype=None):
-    """Eval-mode forward of one batch; returns (logits (N,K,T), boundary (N,1,T)) in float32."""
+                  autocast_dtype=None, packed: PackedSequences | None = None):
+    """Eval-mode forward of one batch; returns (logits (N,K,T), boundary (N,1,T)) in float32. A packed batch
+    (``packed``, docs/model.md#packed-batches) returns them in the padded layout, (S, K, T_max), (S, 1, T_max)."""
     was_training = model.training
     model.eval()
     try:
         with torch.autocast(x.device.type, dtype=autocast_dtype or torch.bfloat16,
                             enabled=autocast_dtype is not None):
-            logits, boundary = model(x, mask, joint_graph)
+            logits, boundary = model(x, mask, joint_graph, packed=packed)
     finally:
         model.train(was_training)
+    if packed is not None:
+        logits, boundary = unpack(logits, packed), unpack(boundary, packed)
     return logits.float(), boundary.float()
 
 
 @torch.no_grad()
 def run_inference(model: nn.Module, loader, cfg: dict, class_names, joint_graph: torch.Tensor,
                   device: torch.device, on_video=None, progress=None) -> SegmentationMetrics:
-    """Batch-1 inference over ``loader``; updates and returns a SegmentationMetrics. ``on_video(name, pred,
+    """Inference over ``loader`` (padded or packed batches); updates and returns a SegmentationMetrics. ``on_video(name, pred,
     gt, logits, boundary)`` is called per video (e.g. to write predictions)."""
     metrics = make_metrics(cfg, class_names)
     autocast_dtype = torch.bfloat16 if cfg["train"]["bf16"] else None
@@ -51,7 +55,9 @@ def run_inference(model: nn.Module, loader, cfg: dict, class_names, joint_graph:
     it = progress(loader) if progress else loader
     for batch in it:
         x, mask = batch["x"].to(device), batch["mask"].to(device)
-        logits, boundary = predict_video(model, x, mask, jg, autocast_dtype)
+        packed = batch.get("packed")
+        packed = None if packed is None else packed_to(packed, device)
+        logits, boundary = predict_video(model, x, mask, jg, autocast_dtype, packed)
         for i, name in enumerate(batch["names"]):
             L = int(batch["lengths"][i])
             pred = postprocess(cfg, logits[i, :, :L], boundary[i, :, :L])

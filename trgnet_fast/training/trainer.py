@@ -17,6 +17,7 @@ from trgnet_fast.evaluation.metrics import BOUNDARY_KEYS
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import TRGNet, default_config
 from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS, default_sfi_layers
+from trgnet_fast.model.packing import PackedSequences, unpack
 from trgnet_fast.training import checkpoint as ckpt
 from trgnet_fast.training.config import ConfigError, dump_yaml
 from trgnet_fast.training.data import (build_splits, class_names, data_dir, ensure_synthetic, eval_loader,
@@ -87,9 +88,15 @@ def disable_dropout(model: nn.Module) -> None:
             mod.p = 0.0
 
 
+def _loss_dtype(t: torch.Tensor) -> torch.Tensor:
+    """The loss runs in float32 (bf16 outputs widened), or in float64 for a float64 model."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _float_outputs(out):
     logits, bounds, feats, scale = out
-    return ([z.float() for z in logits], [b.float() for b in bounds], [e.float() for e in feats], scale.float())
+    return ([_loss_dtype(z) for z in logits], [_loss_dtype(b) for b in bounds], [_loss_dtype(e) for e in feats],
+            _loss_dtype(scale))
 
 
 class TrainStep(nn.Module):
@@ -106,14 +113,23 @@ class TrainStep(nn.Module):
         # a trained joint graph lives here so that DDP all-reduces its gradient with the model's
         self.learned_joint_graph = learned_joint_graph
 
-    def forward(self, x, labels, boundary, mask, joint_graph, max_segments: int | None = None, targets=None):
+    def forward(self, x, labels, boundary, mask, joint_graph, max_segments: int | None = None, targets=None,
+                packed: PackedSequences | None = None, loss_mask=None):
+        """x (N, C_in, V, T), mask (N, 1, T) and the loss inputs labels (N, T), boundary (N, 1, T); a packed batch
+        (``packed``, docs/training.md#packed-batches): x (1, C_in, V, T), mask (1, 1, T) and the loss inputs in the
+        padded layout (S, T_max) with ``loss_mask`` (S, 1, T_max)."""
         if self.learned_joint_graph is not None:
             joint_graph = self.learned_joint_graph
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # shapes checked, values not: they would wait for the device, and the readers already refused
             # non-finite files; a non-finite loss is caught by Trainer.read_losses
-            out = self.model(x, mask, joint_graph, check_values=False)
+            out = self.model(x, mask, joint_graph, check_values=False, packed=packed)
         out = _float_outputs(out)
+        if packed is not None:  # the loss takes the padded layout; padded positions carry no weight in it
+            logits, bounds, feats, scale = out
+            out = ([unpack(z, packed) for z in logits], [unpack(b, packed) for b in bounds],
+                   [unpack(e, packed) for e in feats], scale)
+            x, mask = unpack(x, packed), loss_mask
         losses = self.criterion(out, x, labels, boundary, mask, max_segments=max_segments, targets=targets)
         return losses, out[0][-1].detach()
 
@@ -293,17 +309,19 @@ class Trainer:
         cfg = self.cfg
         # the loss's labels-only part, built by the training collate on the CPU (docs/model.md#loss-targets); a batch
         # from elsewhere has none, and without a segment bound the loss then counts segments with a host sync
-        moved = to_device({k: batch.get(k) for k in ("x", "labels", "boundary", "mask", "loss_targets")}, self.device)
-        x, labels, boundary, mask, targets = (moved[k] for k in ("x", "labels", "boundary", "mask", "loss_targets"))
+        keys = ("x", "labels", "boundary", "mask", "loss_targets", "packed", "loss_mask")
+        moved = to_device({k: batch.get(k) for k in keys}, self.device)
+        x, labels, boundary, mask, targets, packed, loss_mask = (moved[k] for k in keys)
         if cfg["data"]["augment"]:
-            x = saep(x, cfg["dataset"], generator=self.aug_gen)
+            x = saep(x, cfg["dataset"], generator=self.aug_gen, packed=packed)
         self.step.train()
         if cfg["model"]["freeze_bn"]:
             for mod in self.model.modules():
                 if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                     mod.eval()
         losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph,
-                                         max_segments=batch.get("max_segments"), targets=targets)
+                                         max_segments=batch.get("max_segments"), targets=targets, packed=packed,
+                                         loss_mask=loss_mask)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         if cfg["optim"]["grad_clip"]:
