@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 import torch
 
+from trgnet_fast.model.channel_dropout import feature_dropout_noise
+
 
 class PackedSequences(NamedTuple):
     """S sequences packed along the time axis of a (1, ..., T) batch, T = sum(lengths).
@@ -32,9 +34,9 @@ class PackedSequences(NamedTuple):
         return sum(self.lengths)
 
 
-def packed_sequences(lengths: Sequence[int], device: torch.device | str | None = None) -> PackedSequences:
+def packed_sequences(lengths: Sequence[int]) -> PackedSequences:
     """The :class:`PackedSequences` of sequences of ``lengths`` (S ≥ 1 host ints, each ≥ 1), built on the CPU (the
-    data loader's collate) and moved to ``device``."""
+    data loader's collate; ``training.transfer.to_device`` moves it with the batch)."""
     lengths = tuple(int(n) for n in lengths)
     if not lengths or min(lengths) < 1:
         raise ValueError(f"lengths: expected at least one sequence, each of >= 1 frames, got {list(lengths)}")
@@ -45,13 +47,7 @@ def packed_sequences(lengths: Sequence[int], device: torch.device | str | None =
     positions = torch.arange(max(lengths))
     valid = positions[None, :] < sizes[:, None]
     unpack_index = torch.where(valid, starts[:, None] + positions[None, :], 0)
-    packed = PackedSequences(cu, lengths, frame_sequence, unpack_index, valid)
-    return packed if device is None else packed_to(packed, device)
-
-
-def packed_to(packed: PackedSequences, device: torch.device | str) -> PackedSequences:
-    return PackedSequences(packed.cu_seqlens.to(device), packed.lengths, packed.frame_sequence.to(device),
-                           packed.unpack_index.to(device), packed.valid.to(device))
+    return PackedSequences(cu, lengths, frame_sequence, unpack_index, valid)
 
 
 def unpack(x: torch.Tensor, packed: PackedSequences) -> torch.Tensor:
@@ -75,8 +71,7 @@ def sequence_means(x: torch.Tensor, packed: PackedSequences) -> torch.Tensor:
 
 
 def sequence_channel_noise(x: torch.Tensor, packed: PackedSequences, p: float) -> torch.Tensor:
-    """Dropout2d's channel mask drawn per sequence (0 or 1/(1-p), as ``F.dropout2d`` of an (S, C, T, V) batch draws
-    it) and laid out per packed frame: x (1, C, T, V) → (1, C, T, 1). 0 < p < 1."""
-    noise = torch.empty((packed.num_sequences, x.shape[1]), dtype=x.dtype, device=x.device)
-    noise = noise.bernoulli_(1 - p).div_(1 - p)
+    """Dropout2d's channel mask drawn per sequence (``feature_dropout_noise`` of the (S, C, T, V) padded batch: the
+    same draw) and laid out per packed frame: x (1, C, T, V) → (1, C, T, 1). 0 < p < 1."""
+    noise = feature_dropout_noise(x.expand(packed.num_sequences, -1, -1, -1), p)[:, :, 0, 0]  # (S, C)
     return noise.index_select(0, packed.frame_sequence).t()[None, :, :, None]

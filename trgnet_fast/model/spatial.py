@@ -81,8 +81,8 @@ class CTRGC(nn.Module):
         frame_graph = beta * torch.tanh(frame_a[..., :, None] - frame_b[..., None, :]) + joint_graph
         y_frame = torch.einsum("ntuv,nctv->nctu", frame_graph, x3)
 
-        channel_a, channel_b = _temporal_mean(a, frame_mask, packed)[:, :, 0], \
-            _temporal_mean(b, frame_mask, packed)[:, :, 0]  # (N or S, 8, V)
+        # squeeze, not [:, :, 0]: its backward is a view (a select's is a zero-filled copy)
+        channel_a, channel_b = (_temporal_mean(t, frame_mask, packed).squeeze(2) for t in (a, b))  # (N or S, 8, V)
         relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N or S, 8, V, V)
         channel_graph = alpha * self.conv4(relation) + joint_graph  # (N or S, C, V, V)
         y_channel = _per_sequence(lambda graph, x3_s: torch.einsum("ncuv,nctv->nctu", graph, x3_s), packed,

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from trgnet_fast.evaluation import SegmentationMetrics, argmax_prediction, refinement_with_boundary
-from trgnet_fast.model.packing import PackedSequences, packed_to, unpack
+from trgnet_fast.model.packing import PackedSequences, unpack
+from trgnet_fast.training.transfer import to_device
 
 
 def make_metrics(cfg: dict, class_names) -> SegmentationMetrics:
@@ -56,7 +57,7 @@ def run_inference(model: nn.Module, loader, cfg: dict, class_names, joint_graph:
     for batch in it:
         x, mask = batch["x"].to(device), batch["mask"].to(device)
         packed = batch.get("packed")
-        packed = None if packed is None else packed_to(packed, device)
+        packed = None if packed is None else to_device(packed, device)
         logits, boundary = predict_video(model, x, mask, jg, autocast_dtype, packed)
         for i, name in enumerate(batch["names"]):
             L = int(batch["lengths"][i])
