@@ -76,8 +76,10 @@ def fused_grads(fn, inputs, grad_out):
 
 def check_parity(names, reference, fused, values, grad_out64, dtype, drawn_layouts, dims, floors_of):
     """``fused`` vs the float64 ``reference`` on ``values`` (float64, contiguous) rounded to ``dtype`` and
-    put in ``drawn_layouts``: output and gradients finite, in that dtype and shape, each error within TOL
-    (fp64, fp32) or within 2x the same error of ``reference`` run in ``dtype`` and not below 1e-5 (16 bits).
+    put in ``drawn_layouts``: output and gradients finite, in that dtype and shape, each error within TOL (fp64),
+    or within 2x the same error of ``reference`` run in ``dtype`` and not below TOL[float32] (fp32 and 16 bits: the
+    rule of docs/architecture.md#parity; in fp32 it loosens only ill-conditioned draws, such as a one-joint
+    adjacency gradient summed over products of both signs, where a plain float32 run errs by ~1e-5 too).
     ``floors_of(grad_out64, *inputs64) -> {name: floor}`` (denominator floors of reduction gradients)."""
     lowp = [t.to(device=DEVICE, dtype=dtype) for t in values]
     grad_out = grad_out64.to(device=DEVICE, dtype=dtype)
@@ -95,7 +97,7 @@ def check_parity(names, reference, fused, values, grad_out64, dtype, drawn_layou
         assert g.dtype == dtype and g.shape == t.shape, name
         assert torch.isfinite(g).all(), name
         errs[name] = rel_err(g.cpu(), r, floors.get(name, 0.0))
-    if dtype in TOL:
+    if dtype == torch.float64:
         errs = {k: (e, TOL[dtype]) for k, e in errs.items()}
     else:  # the same errors of the reference run in `dtype`
         low_out, low_grads = reference_grads_of(reference, lowp, grad_out)

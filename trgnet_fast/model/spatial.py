@@ -106,10 +106,11 @@ class CTRGC(nn.Module):
         frame_a = F.conv2d(x, self.conv1.weight.mean(0, keepdim=True), self.conv1.bias.mean(0, keepdim=True))
         frame_b = F.conv2d(x, self.conv2.weight.mean(0, keepdim=True), self.conv2.bias.mean(0, keepdim=True))
         x_bar = _temporal_mean(x, frame_mask, packed)  # (N or S, C, 1, V)
-        channel_a, channel_b = self.conv1(x_bar)[:, :, 0], self.conv2(x_bar)[:, :, 0]  # (N, 8, V)
+        # squeeze, not [:, :, 0] / [:, 0]: a select's backward is a zero-filled copy, a squeeze's a view
+        channel_a, channel_b = self.conv1(x_bar).squeeze(2), self.conv2(x_bar).squeeze(2)  # (N, 8, V)
         relation = torch.tanh(channel_a[..., :, None] - channel_b[..., None, :])  # (N, 8, V, V)
         channel_graph = alpha * self.conv4(relation) + joint_graph  # (N, C, V, V)
-        return (frame_a[:, 0].to(dtype), frame_b[:, 0].to(dtype), beta.to(dtype), channel_graph.to(dtype),
+        return (frame_a.squeeze(1).to(dtype), frame_b.squeeze(1).to(dtype), beta.to(dtype), channel_graph.to(dtype),
                 joint_graph.to(dtype))
 
 
