@@ -330,6 +330,7 @@ def _op_sizes():
     from trgnet_fast.ops.adaptive_graph_conv.spec import size as agc
     from trgnet_fast.ops.att_module.spec import size as att
     from trgnet_fast.ops.dilated_residual.spec import size as drl
+    from trgnet_fast.ops.frame_losses.spec import size as fl
     from trgnet_fast.ops.linear_attention.spec import size as lin
     from trgnet_fast.ops.multiscale_graph_conv.spec import size as msg
     from trgnet_fast.ops.spatial_feature_injection.spec import size as sfi
@@ -340,13 +341,15 @@ def _op_sizes():
         "att_module": att(2, 12, c=8, heads=2, dilation=2, mode="decoder", layout="rows", min_length=4),
         "dilated_residual": drl(2, 12, c=4, dilation=2, layout="rows", min_length=4),
         "spatial_feature_injection": sfi(2, 6, c=4, g=2, v=3, masked=True),
+        "frame_losses": fl(2, 3, 3, 5, 9, class_weight=True),
     }
 
 
 # size keys that are dimensions, the zero-size cases (att_module's and dilated_residual's N = 0 needs no rows)
 ZERO_DIMS = {"linear_attention": ("N", "T", "H", "D", "E"), "multiscale_graph_conv": ("N", "C", "T", "V", "O"),
              "adaptive_graph_conv": ("N", "C", "T", "V"), "att_module": ("T", "C"),
-             "dilated_residual": ("T", "C"), "spatial_feature_injection": ("N", "T", "C", "G", "V")}
+             "dilated_residual": ("T", "C"), "spatial_feature_injection": ("N", "T", "C", "G", "V"),
+             "frame_losses": ("S", "R", "N", "K", "T")}
 # scalar (non-tensor) arguments and bad values for them: value -> must it be refused?
 BAD_SCALARS = {
     "linear_attention": {"eps": (float("nan"), -1.0, float("inf"), 0.0)},
@@ -355,6 +358,7 @@ BAD_SCALARS = {
                    "dilation": (0, -1), "heads": (0, 3, -2)},
     "dilated_residual": {"dropout": (-0.1, 1.0, float("nan")), "dilation": (0, -1)},
     "spatial_feature_injection": {"dropout": (-0.1, 1.0, float("nan"))},
+    "frame_losses": {"threshold": (float("nan"), -1.0, 0.0, float("inf")), "time_axis": (1, "time")},
 }
 ZERO_OK_SCALARS = {"eps", "norm_eps", "attention_eps"}  # 0 may be valid: held to the torch backend's answer
 # frames a mask excludes (by the op's contract) : op -> (masked inputs, how the mask is given)
@@ -398,6 +402,9 @@ def _non_contiguous(t):
 ZERO_DIM_OK = {("adaptive_graph_conv", "beta")}
 FREE_LAST_DIM = {("linear_attention", "v"), ("dilated_residual", "x")}
 CONVERTED_DTYPE = {("att_module", "alpha")}
+# (op, argument): another supported floating dtype is converted by contract (float8 is refused)
+CONVERTED_FLOAT = {("frame_losses", name) for name in ("ce_weight", "pair_weight", "boundary", "boundary_weight",
+                                                       "pos_weight")}
 
 
 def _tensor_mutations(op, arg, t):
@@ -446,7 +453,8 @@ def _mutation_expectation(spec, base, arg, label, inputs):
     """(names a clear error must contain, check of a result or None) of one tensor mutation."""
     import torch
     valid = ((spec.name, arg) in FREE_LAST_DIM and label == "size+1") or (
-        (spec.name, arg) in CONVERTED_DTYPE and label in ("float64", "float8_e4m3fn"))
+        (spec.name, arg) in CONVERTED_DTYPE and label in ("float64", "float8_e4m3fn")) or (
+        (spec.name, arg) in CONVERTED_FLOAT and label == "float64")
     if valid:
         return (), _torch_result_check(spec, inputs)
     if label == "size+1":  # a mismatch between two arguments: naming either is clear

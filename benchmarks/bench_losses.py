@@ -3,11 +3,15 @@
     python benchmarks/bench_losses.py                       # CPU, --small size (N=2, T=512)
     python benchmarks/bench_losses.py --device cuda --N 8 --T 6000
     python benchmarks/bench_losses.py --N 8 --T 6000 --loss-only   # CPU: the model step takes minutes
+    python benchmarks/bench_losses.py --backends torch,cuda,triton   # the per-frame terms' backends side by side
 
 The model step is the reference TRGNet (published PKU config) zero_grad → forward (train mode) →
 benchmarks' stand-in loss → backward → Adam.step (see workload.train_loss). The loss step is
 TRGNetLoss.forward + backward on leaf tensors shaped like the model's train-mode outputs, with padded
 random labels (~1 segment per 150 frames, like PKU). Target: loss ≤ 5 % of the model step.
+``--backends``: the loss is timed once per backend of its per-frame terms (``TRGNetLoss(backend=...)``: "torch" its
+PyTorch terms, "cuda" / "triton" the fused frame_losses op, docs/kernels.md#frame_losses), in turns (default: torch
+and each fused backend usable on the device, Triton only on a GPU).
 Prints median and spread (min, max, IQR) per timing, the ratio, device and versions.
 """
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workload  # noqa: E402
 
+from trgnet_fast.backend import backend_status  # noqa: E402
 from trgnet_fast.data import segment_capacity  # noqa: E402
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight  # noqa: E402
 from trgnet_fast.training.transfer import to_device  # noqa: E402
@@ -83,6 +88,9 @@ def main(argv=None):
                     help="published_quirks=False (class-axis GS-TMSE, every segment); default: the published loss")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backends", type=lambda v: [b.strip() for b in v.split(",") if b.strip()], default=None,
+                    help="backends of the loss's per-frame terms, comma-separated (default: torch + the usable fused "
+                         "ones; Triton only on a GPU)")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -103,7 +111,10 @@ def main(argv=None):
     outputs, emb, tag = make_loss_inputs(inputs, cfg["n_classes"], 768, device, args.seed)
     pw = boundary_pos_weight([inputs["boundary"][i, 0, :int(inputs["mask"][i].sum())].cpu()
                               for i in range(n)])
-    loss_fn = TRGNetLoss(emb, tag, pw, published_quirks=not args.corrected).to(device)
+    backends = args.backends or default_backends(device)
+    losses = {b: TRGNetLoss(emb, tag, pw, published_quirks=not args.corrected, backend=b).to(device)
+              for b in backends}
+    loss_fn = losses[backends[0]]
     leaves = [z for group in outputs[:3] for z in group] + [outputs[3]]
 
     # the training path: the labels-only part built by the collate on the CPU, moved with the batch
@@ -112,19 +123,30 @@ def main(argv=None):
     targets = to_device(loss_fn.target_builder()(labels_cpu, inputs["mask"].cpu(), segment_capacity(labels_cpu)),
                         device)
 
-    def loss_step(given=targets):
+    def loss_step(given=targets, fn=loss_fn):
         for z in leaves:
             z.grad = None
-        out = loss_fn(outputs, inputs["x"], inputs["labels"], inputs["boundary"], inputs["mask"], targets=given)
+        out = fn(outputs, inputs["x"], inputs["labels"], inputs["boundary"], inputs["mask"], targets=given)
         out["total"].backward()
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    loss_times = timeit(loss_step, device, args.warmup, repeat)
-    print(summary("TRGNetLoss fwd+bwd (collate's targets)", loss_times))
-    print(summary("TRGNetLoss fwd+bwd (own targets)", timeit(lambda: loss_step(None), device, args.warmup, repeat)))
-    if device.type == "cuda":
-        print(f"  peak memory (loss step incl. inputs) {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    # the backends in turns, one timing each per round, so that a change of machine load hits them alike
+    times = {b: [] for b in backends}
+    peaks = {}
+    for b in backends:
+        timeit(lambda fn=losses[b]: loss_step(fn=fn), device, args.warmup, 0)
+    for _ in range(repeat):
+        for b in backends:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times[b] += timeit(lambda fn=losses[b]: loss_step(fn=fn), device, 0, 1)
+            if device.type == "cuda":
+                peaks[b] = max(peaks.get(b, 0), torch.cuda.max_memory_allocated(device))
+    for b in backends:
+        peak = f"   peak {peaks[b] / 2**30:.2f} GiB (incl. inputs)" if b in peaks else ""
+        print(summary(f"TRGNetLoss fwd+bwd, {b}", times[b]) + peak)
+    loss_times = times[backends[0]]
+    print(summary(f"TRGNetLoss fwd+bwd, {backends[0]}, own targets",
+                  timeit(lambda: loss_step(None), device, args.warmup, repeat)))
     if args.loss_only:
         return
 
@@ -142,6 +164,13 @@ def main(argv=None):
     print(summary("model step fwd+bwd+Adam", model_times))
     ratio = statistics.median(loss_times) / statistics.median(model_times)
     print(f"ratio loss / model step: {100 * ratio:.2f} %  (target <= 5 %)")
+
+
+def default_backends(device) -> list[str]:
+    """torch, then the fused backends usable on ``device`` (Triton's CPU interpreter is too slow to time)."""
+    status = backend_status(device.type)
+    fused = [b for b in ("cuda", "triton") if status[b][0] and not (b == "triton" and device.type == "cpu")]
+    return ["torch", *fused]
 
 
 if __name__ == "__main__":

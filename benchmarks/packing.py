@@ -214,7 +214,7 @@ class ModeStep:
         lc = cfg["loss"]
         self.criterion = TRGNetLoss(*text, pos_weight, lambda_b=lc["lambda_b"], gstmse_weight=lc["gstmse_weight"],
                                     aris_abs_weight=lc["aris_abs_weight"], aris_rel_weight=lc["aris_rel_weight"],
-                                    published_quirks=lc["published_quirks"])
+                                    published_quirks=lc["published_quirks"], backend=backend)
         o = cfg["optim"]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
                                           weight_decay=0.0)

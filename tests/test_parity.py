@@ -74,3 +74,15 @@ def test_a_per_input_gradient_floor_reaches_only_that_row(monkeypatch):
                             sizes=[{"N": 1, "C": 2, "T": 3, "V": 5}])
     assert {r.quantity for r in rows if r.ok} == {"grad_beta"}
     assert len(rows) == 1 + len(spec.grad_inputs)
+
+
+def test_state_inputs_stay_in_the_compute_dtype():
+    """An op's ``state_inputs`` (frame_losses' weights) reach a 16-bit parity run in float32 (the dtype the op takes
+    them in), float64 in a float64 run; the other floating inputs in the run's dtype, integers unchanged."""
+    from trgnet_fast.parity import _as_dtype
+    inputs = {"x": torch.ones(2, dtype=torch.float64), "w": torch.ones(2, dtype=torch.float64),
+              "i": torch.ones(2, dtype=torch.int64)}
+    half = _as_dtype(inputs, torch.bfloat16, ("w",))
+    assert (half["x"].dtype, half["w"].dtype, half["i"].dtype) == (torch.bfloat16, torch.float32, torch.int64)
+    assert _as_dtype(inputs, torch.float64, ("w",))["w"].dtype == torch.float64
+    assert OPS["frame_losses"].state_inputs and not OPS["linear_attention"].state_inputs

@@ -59,8 +59,11 @@ def _forward_backward(fn, inputs, grad_names, grad_out):
     return out, dict(zip(grad_names, grads))
 
 
-def _as_dtype(inputs, dtype):
-    return {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+def _as_dtype(inputs, dtype, state_inputs=()):
+    """The floating inputs in ``dtype``; the op's ``state_inputs`` in its compute dtype (float32 for 16 bits)."""
+    state = torch.float64 if dtype == torch.float64 else torch.float32
+    return {k: (v.to(state if k in state_inputs else dtype) if isinstance(v, torch.Tensor) and v.is_floating_point()
+                else v)
             for k, v in inputs.items()}
 
 
@@ -72,7 +75,7 @@ def parity_rows_for(spec: OpSpec, backend: str, size: dict, dtype: torch.dtype,
                     device: torch.device, generator: torch.Generator) -> list[ParityRow]:
     """Rows for one (op, backend, size, dtype): the output and each input gradient."""
     inputs64 = spec.make_inputs(size, torch.float64, device, generator)
-    inputs = _as_dtype(inputs64, dtype)
+    inputs = _as_dtype(inputs64, dtype, spec.state_inputs)
     grad_names = spec.grad_names(inputs64)
     ref_out, ref_leaves = _forward(spec.reference, inputs64, grad_names)
     grad_out = torch.randn(ref_out.shape, generator=generator).to(device=device, dtype=torch.float64)

@@ -127,7 +127,7 @@ def build_trainer_step(n: int, t: int, backend: str, seed: int = 0, model_overri
     criterion = TRGNetLoss(embeddings, graph, batch_pos_weight(inputs["boundary"]),
                            lambda_b=loss_cfg["lambda_b"], gstmse_weight=loss_cfg["gstmse_weight"],
                            aris_abs_weight=loss_cfg["aris_abs_weight"], aris_rel_weight=loss_cfg["aris_rel_weight"],
-                           published_quirks=loss_cfg["published_quirks"])
+                           published_quirks=loss_cfg["published_quirks"], backend=backend)
     optim_cfg = cfg["optim"]
     optimizer = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]),
                                  eps=optim_cfg["eps"], weight_decay=0.0, foreach=True)

@@ -10,6 +10,8 @@ from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.losses import LossTargetBuilder, LossTargets, TRGNetLoss
 from trgnet_fast.training.transfer import to_device
 
+from backend_marks import needs
+
 K, D = 6, 16
 
 
@@ -80,9 +82,11 @@ def test_targets_move_as_one(ref, gen):
     assert [t.shape for t in leaves] == [t.shape for t in torch.utils._pytree.tree_leaves(targets)]
 
 
-def test_a_step_with_targets_needs_no_bound_and_no_host_sync(ref, gen):
+@pytest.mark.parametrize("backend", ["torch", *(pytest.param(b, marks=needs(b)) for b in ("cuda", "triton"))])
+def test_a_step_with_targets_needs_no_bound_and_no_host_sync(ref, gen, backend):
+    """Also with the per-frame terms fused (frame_losses on the native C++ kernels and on Triton's interpreter)."""
     outputs, x, labels, boundary, mask = _batch(ref, gen, 3, 40, torch.float32)
-    loss = _loss(gen, torch.float32)
+    loss = _loss(gen, torch.float32, backend=backend)
     targets = loss.target_builder()(labels, mask, segment_capacity(labels))
     with NoHostSync():
         loss(outputs, x, labels, boundary, mask, targets=targets)["total"].backward()
@@ -131,3 +135,15 @@ def test_derived_buffers_follow_dtype_changes(gen):
     expected = torch.nn.functional.normalize(loss.action_embeddings, dim=1)
     assert torch.equal(loss.unit_action_embeddings, expected)
     assert loss.pos_weight_float32.dtype == torch.float32 and float(loss.pos_weight_float32) == 9.5
+
+
+def test_the_builder_folds_the_class_weights_into_the_ce_frame_weights(gen):
+    """ce_weight (the fused loss's CE input): the loss's class weight of each labelled frame's label over their sum,
+    0 on ignored frames; previous_frame: the inverse of next_frame on the pairs."""
+    labels = torch.tensor([[0, 3, 255, 5, 5], [255, 2, 2, 255, 255]])
+    weights = torch.rand(K, generator=gen) + 0.5
+    targets = _loss(gen, torch.float32, class_weight=weights).target_builder()(labels, (labels != 255)[:, None], 8)
+    expected = torch.where(labels != 255, weights[labels.clamp(max=K - 1)], 0.0)
+    assert torch.allclose(targets.ce_weight, expected / expected.sum(), rtol=1e-6, atol=0)
+    assert torch.equal(targets.pairs.next_frame[:, 0], torch.tensor([[1, 3, 2, 4, 4], [0, 2, 2, 3, 4]]))
+    assert torch.equal(targets.pairs.previous_frame, torch.tensor([[0, 0, 2, 1, 3], [0, 1, 1, 3, 4]]))

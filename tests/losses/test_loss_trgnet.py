@@ -9,6 +9,8 @@ from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 from trgnet_fast.host_sync import HostSyncError, NoHostSync
 from trgnet_fast.losses import TRGNetLoss
 
+from backend_marks import needs
+
 K, D = 6, 16
 
 
@@ -73,19 +75,27 @@ def _segment_bound(kind: str | None, labels: torch.Tensor) -> int | None:
     return {"tight": max(runs, 1), "collate": segment_capacity(labels), "loose": 2 * runs + 7}[kind]
 
 
+# the per-frame terms' backends on CPU tensors: the loss's own PyTorch code, and the fused op (frame_losses) on each
+# fused backend (the native op's C++ kernels; Triton in its CPU interpreter)
+LOSS_BACKENDS = [pytest.param("torch", id="torch"),
+                 *(pytest.param(b, id=b, marks=needs(b)) for b in ("cuda", "triton"))]
+
+
 @pytest.mark.parametrize("bound", [None, "tight", "collate", "loose"])
 @pytest.mark.parametrize("quirks", [True, False])
 @pytest.mark.parametrize("n,t,mid", [(1, 9, False), (3, 25, False), (4, 30, True), (5, 61, True)])
-def test_every_term_and_gradient_matches_loop(ref, gen, quirks, n, t, mid, bound):
+@pytest.mark.parametrize("backend", LOSS_BACKENDS)
+def test_every_term_and_gradient_matches_loop(ref, gen, backend, quirks, n, t, mid, bound):
     """TRGNetLoss vs the loop implementation of the same loss, float64, random padded batches with many
     segments (runs of 1-5 frames; ignored runs inside videos when mid): every term and the gradient of
     every term w.r.t. every model output within 1e-12 relative. quirks=True is the published objective.
-    With a static segment bound (padding slots masked out of the ARIS matrices) the value is the same."""
+    With a static segment bound (padding slots masked out of the ARIS matrices) the value is the same. The same
+    on the fused per-frame terms (``backend`` cuda / triton: the frame_losses op for CE, GS-TMSE and BCE)."""
     outputs, x, labels, boundary, mask = _batch(ref, gen, n, t, mid_ignore=mid)
     copies = _batch_copy(outputs)
     emb, tag = _tables(gen)
     pw = 12.5 + float(torch.rand((), generator=gen, dtype=torch.float64))  # not a float32 value
-    loss = TRGNetLoss(emb, tag, pw, published_quirks=quirks).double()
+    loss = TRGNetLoss(emb, tag, pw, published_quirks=quirks, backend=backend).double()
     out = loss(outputs, x, labels, boundary, mask, max_segments=_segment_bound(bound, labels))
     expect = dict(zip(("ce", "gstmse", "boundary", "aris_abs", "aris_rel"),
                       _loop_terms(ref, copies, x, labels, boundary, mask, emb, tag, pw, quirks)))

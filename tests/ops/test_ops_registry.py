@@ -109,6 +109,7 @@ NONEMPTY = {
     "att_module": (("x", "(B, C, T)"),),
     "dilated_residual": (("x", "(B, C, T)"),),
     "spatial_feature_injection": (("group", "(N, G, T, V)"), ("h", "(N, C, T)")),
+    "frame_losses": (("logits", "(S, N, K, T)"), ("boundary_logits", "(R, N, T)")),
 }
 
 

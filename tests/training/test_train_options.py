@@ -26,6 +26,7 @@ def test_bf16_autocast_and_grad_clip(tiny_data, tmp_path, backend):
     trainer, row = _fit(tiny_data, tmp_path, ["train.bf16=true", "optim.grad_clip=0.5", "train.best_metric=Acc",
                                               f"model.backend={backend}"])
     assert math.isfinite(row["train_total"]) and row["val_Acc"] != ""
+    assert trainer.criterion.backend == backend  # the loss's per-frame terms follow model.backend
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights
     assert load_checkpoint(os.path.join(tmp_path, "best.pt"))["best_metric"] == "Acc"
 

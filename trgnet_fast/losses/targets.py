@@ -14,8 +14,8 @@ import torch
 
 from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.losses.segments import Segments, extract_segments
-from trgnet_fast.losses.terms import (GsTmsePairs, KLTarget, absolute_target, boundary_frame_weight, gs_tmse_pairs,
-                                      relative_target)
+from trgnet_fast.losses.terms import (GsTmsePairs, KLTarget, absolute_target, boundary_frame_weight,
+                                      cross_entropy_frame_weight, gs_tmse_pairs, relative_target)
 
 
 class LossTargets(NamedTuple):
@@ -24,7 +24,8 @@ class LossTargets(NamedTuple):
     pairs: GS-TMSE pairs (``gs_tmse_pairs``); boundary_weight (N, 1, T): per-frame weight of the boundary BCE
     (``boundary_frame_weight``); segments: ARIS segments (``extract_segments``), None without ARIS terms;
     unpaired (M, M) bool: a slot of the pair is padding; absolute, relative: the ARIS KL targets
-    (``absolute_target``, ``relative_target``), None for a term switched off.
+    (``absolute_target``, ``relative_target``), None for a term switched off; ce_weight (N, T): per-frame weight of
+    the cross-entropy (``cross_entropy_frame_weight``; the fused ``frame_losses`` op's input).
     """
 
     pairs: GsTmsePairs
@@ -33,6 +34,7 @@ class LossTargets(NamedTuple):
     unpaired: torch.Tensor | None
     absolute: KLTarget | None
     relative: KLTarget | None
+    ce_weight: torch.Tensor
 
 
 class LossTargetBuilder:
@@ -40,15 +42,17 @@ class LossTargetBuilder:
     loader workers can run it.
 
     action_graph: (K, K) TAG (needed when ``use_aris_rel``); published_quirks: the ARIS segment rule
-    (``extract_segments``); dtype: of the float parts (float32 for float32 training, float64 for float64 losses).
+    (``extract_segments``); dtype: of the float parts (float32 for float32 training, float64 for float64 losses);
+    class_weight: optional (K,) CE class weights.
     """
 
     def __init__(self, action_graph: torch.Tensor | None, published_quirks: bool = True,
                  ignore_index: int = IGNORE_INDEX, use_aris_abs: bool = True, use_aris_rel: bool = True,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, class_weight: torch.Tensor | None = None):
         if use_aris_rel and action_graph is None:
             raise ValueError("action_graph: the ARIS relative term needs the (K, K) TAG, got None")
         self.action_graph = None if action_graph is None else action_graph.detach().to("cpu", dtype)
+        self.class_weight = None if class_weight is None else class_weight.detach().to("cpu", dtype)
         self.published_quirks = bool(published_quirks)
         self.ignore_index = int(ignore_index)
         self.use_aris_abs, self.use_aris_rel = bool(use_aris_abs), bool(use_aris_rel)
@@ -60,8 +64,10 @@ class LossTargetBuilder:
         labels = labels.long()
         pairs = gs_tmse_pairs(labels, self.ignore_index, self.dtype)
         boundary_weight = boundary_frame_weight(mask, self.dtype)
+        class_weight = None if self.class_weight is None else self.class_weight.to(labels.device)
+        ce_weight = cross_entropy_frame_weight(labels, class_weight, self.ignore_index, self.dtype)
         if not (self.use_aris_abs or self.use_aris_rel):
-            return LossTargets(pairs, boundary_weight, None, None, None, None)
+            return LossTargets(pairs, boundary_weight, None, None, None, None, ce_weight)
         segments = extract_segments(labels, published_quirks=self.published_quirks, ignore_index=self.ignore_index,
                                     max_segments=max_segments)
         valid = segments.valid
@@ -69,4 +75,5 @@ class LossTargetBuilder:
         relative = None
         if self.use_aris_rel:
             relative = relative_target(segments.label, self.action_graph.to(labels.device), valid, self.dtype)
-        return LossTargets(pairs, boundary_weight, segments, ~(valid[:, None] & valid[None, :]), absolute, relative)
+        return LossTargets(pairs, boundary_weight, segments, ~(valid[:, None] & valid[None, :]), absolute, relative,
+                           ce_weight)

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 from trgnet_fast.data.labels import IGNORE_INDEX
 
-__all__ = ["frame_log_probs", "cross_entropy", "gs_tmse", "gs_tmse_pairs", "gs_tmse_weights", "GsTmsePairs",
-           "boundary_bce", "boundary_frame_weight", "boundary_pos_weight", "KLTarget", "kl_target", "kl_divergence",
+__all__ = ["frame_log_probs", "cross_entropy", "cross_entropy_frame_weight", "gs_tmse", "gs_tmse_pairs",
+           "gs_tmse_weights", "GsTmsePairs", "boundary_bce", "boundary_frame_weight", "boundary_pos_weight", "KLTarget",
+           "kl_target", "kl_divergence",
            "kl_loss", "aris_absolute", "absolute_target", "aris_relative", "relative_target", "pairwise_distance",
            "relative_similarity"]
 
@@ -42,6 +43,19 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_weight: torc
     return F.nll_loss(log_probs, labels, weight=w, ignore_index=ignore_index)
 
 
+def cross_entropy_frame_weight(labels: torch.Tensor, class_weight: torch.Tensor | None = None,
+                               ignore_index: int = IGNORE_INDEX, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, T) weight of every frame's CE, the mean of :func:`cross_entropy` folded in: class_weight[y] (1 without
+    weights) over their sum on the batch's labelled frames, 0 on ignored frames; NaN everywhere when no frame is
+    labelled (0 / 0, where F.nll_loss's mean is NaN too). labels: (N, T) long; class_weight: optional (K,)."""
+    valid = labels != ignore_index
+    if class_weight is None:
+        weight = valid.to(dtype)
+    else:
+        weight = torch.where(valid, class_weight.to(dtype)[labels.masked_fill(~valid, 0)], 0.0)
+    return weight / weight.sum()
+
+
 def _next_valid_index(valid: torch.Tensor) -> torch.Tensor:
     """(N, T) long: index of the next valid frame after t in the same row, T if there is none."""
     n, t = valid.shape
@@ -62,12 +76,15 @@ class GsTmsePairs(NamedTuple):
     frame but a row's last), 0 elsewhere — the per-sample mean and the batch mean in one factor;
     time_bias (2, N, 1, T) float: [0] 0 on the frames that end a pair, [1] on those that start one, -inf elsewhere
     (a row without such frames: 0 everywhere — finite, and only ever used with weight 0), added to logits before
-    the time-axis logsumexp (both in one op).
+    the time-axis logsumexp (both in one op); previous_frame (N, T) long: time index of the previous valid frame of
+    the same row (the frame itself where there is none; the inverse of next_frame on the pairs, for the fused
+    ``frame_losses`` op).
     """
 
     next_frame: torch.Tensor
     weight: torch.Tensor
     time_bias: torch.Tensor
+    previous_frame: torch.Tensor
 
 
 def _frame_bias(frames: torch.Tensor, dtype) -> torch.Tensor:
@@ -86,8 +103,11 @@ def gs_tmse_pairs(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
     own = torch.arange(t, device=labels.device).expand(n, t)
     second = valid & (valid.long().cumsum(1) > 1)
     weight = has_pair.to(dtype) / (has_pair.sum(1, keepdim=True).clamp(min=1).to(dtype) * max(n, 1))
+    # the previous valid frame: the running maximum of the valid frames' indices, shifted by one
+    last_valid = torch.where(valid, own, torch.full_like(own, -1)).cummax(1).values
+    previous = torch.cat([last_valid.new_full((n, 1), -1), last_valid[:, :-1]], dim=1)
     return GsTmsePairs(torch.where(has_pair, nxt, own)[:, None], weight,
-                       _frame_bias(torch.stack([second, has_pair]), dtype))
+                       _frame_bias(torch.stack([second, has_pair]), dtype), torch.where(second, previous, own))
 
 
 def gs_tmse_weights(x: torch.Tensor, pairs: GsTmsePairs, sigma: float = 1.0) -> torch.Tensor:

@@ -7,11 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trgnet_fast.backend import model_backend, requested_backend
 from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.losses.segments import segment_means
 from trgnet_fast.losses.targets import LossTargetBuilder, LossTargets
 from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy, frame_log_probs,
-                                      gs_tmse)
+                                      gs_tmse, gs_tmse_weights)
+from trgnet_fast.ops.frame_losses import frame_losses
+from trgnet_fast.ops.frame_losses.autograd import OP_NAME as FRAME_LOSSES_OP
 
 
 def _check_tensor(name: str, value, dim: int | None = None) -> torch.Tensor:
@@ -48,14 +51,20 @@ class TRGNetLoss(nn.Module):
             the last segment of every padded video and the segment before every ignored run
             (docs/model.md#aris-segments). False: class-axis GS-TMSE and every real segment.
         class_weight: optional (K,) CE class weights (published: none).
+        backend: of the per-frame terms (CE, GS-TMSE, BCE): "torch" runs them as above, "cuda" / "triton" as the
+            fused ``frame_losses`` op (docs/kernels.md#frame_losses), None / "auto" as ``trgnet_fast.backend``
+            resolves it on the logits' device (the model's rule, ``model_backend``).
     """
 
     def __init__(self, action_embeddings: torch.Tensor, action_graph: torch.Tensor, pos_weight: float,
                  lambda_b: float = 0.1, gstmse_weight: float = 1.0, aris_abs_weight: float = 0.8,
                  aris_rel_weight: float = 1.0, use_aris_abs: bool = True, use_aris_rel: bool = True,
                  published_quirks: bool = True, class_weight: torch.Tensor | None = None,
-                 ignore_index: int = IGNORE_INDEX):
+                 ignore_index: int = IGNORE_INDEX, backend: str | None = None):
         super().__init__()
+        if backend is not None:
+            requested_backend(backend)  # raises ValueError for an unknown name
+        self.backend = backend
         action_embeddings = torch.as_tensor(action_embeddings)
         action_graph = torch.as_tensor(action_graph)
         if action_embeddings.dim() != 2:
@@ -152,7 +161,7 @@ class TRGNetLoss(nn.Module):
         """The builder of this loss's labels-only part (:class:`LossTargets`), for the training collate; dtype of
         its float parts (the loss's compute dtype: float32, or float64 for float64 outputs)."""
         return LossTargetBuilder(self.action_graph if self.use_aris_rel else None, self.published_quirks,
-                                 self.ignore_index, self.use_aris_abs, self.use_aris_rel, dtype)
+                                 self.ignore_index, self.use_aris_abs, self.use_aris_rel, dtype, self.class_weight)
 
     def _check_targets(self, targets, labels: torch.Tensor) -> None:
         if not isinstance(targets, LossTargets):
@@ -165,6 +174,30 @@ class TRGNetLoss(nn.Module):
         if (targets.segments is None) != (not (self.use_aris_abs or self.use_aris_rel)) or \
                 (targets.absolute is None) == self.use_aris_abs or (targets.relative is None) == self.use_aris_rel:
             raise ValueError("targets: built for other ARIS switches than this loss's (use target_builder())")
+
+    def _frame_terms(self, z, b, x, labels, boundary, mask, targets: LossTargets):
+        """CE, GS-TMSE and BCE of the stacked stages z (S, N, K, T), b (R, N, 1, T) in plain PyTorch."""
+        log_probs = frame_log_probs(z)  # shared by CE and the class-axis GS-TMSE
+        ce = cross_entropy(z, labels.expand(z.shape[0], *labels.shape).flatten(0, 1), self.class_weight,
+                           self.ignore_index, log_probs=log_probs.flatten(0, 1))
+        gst = gs_tmse(z, x, labels, ignore_index=self.ignore_index,
+                      log_softmax_over="time" if self.published_quirks else "classes", log_probs=log_probs,
+                      pairs=targets.pairs)
+        pos_weight = self.pos_weight_float32 if b.dtype == torch.float32 else self.pos_weight
+        return ce, gst, boundary_bce(b, boundary, mask, pos_weight, targets.boundary_weight)
+
+    def _fused_frame_terms(self, z, b, x, labels, boundary, targets: LossTargets, backend: str):
+        """The same three terms as one fused op (``frame_losses``, one kernel pass each way on ``backend``): the
+        labels-only weights from ``targets``, the GS-TMSE similarities from x, all in the compute dtype."""
+        acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+        pairs = targets.pairs
+        pos_weight = self.pos_weight if acc == torch.float64 else self.pos_weight_float32
+        terms = frame_losses(z, labels, targets.ce_weight.to(acc), pairs.next_frame[:, 0], pairs.previous_frame,
+                             # squeeze, not [:, :, 0]: a select's backward is one more op (a zero-fill)
+                             gs_tmse_weights(x, pairs).to(acc), b.squeeze(2), boundary[:, 0].to(acc),
+                             targets.boundary_weight[:, 0].to(acc), pos_weight.reshape(1),
+                             time_axis=self.published_quirks, backend=backend)
+        return terms.unbind(0)
 
     def forward(self, outputs, x: torch.Tensor, labels: torch.Tensor, boundary: torch.Tensor,
                 mask: torch.Tensor, max_segments: int | None = None,
@@ -188,15 +221,12 @@ class TRGNetLoss(nn.Module):
         # the stages as one (S, N, ...) batch: every term is a mean over samples (CE: over frames, the same frames in
         # every stage), so the mean over stages is the term of the stacked batch, in a few ops
         z = torch.stack(list(logits))
-        log_probs = frame_log_probs(z)  # shared by CE and the class-axis GS-TMSE
-        ce = cross_entropy(z, labels.expand(len(logits), *labels.shape).flatten(0, 1), self.class_weight,
-                           self.ignore_index, log_probs=log_probs.flatten(0, 1))
-        gst = gs_tmse(z, x, labels, ignore_index=self.ignore_index,
-                      log_softmax_over="time" if self.published_quirks else "classes", log_probs=log_probs,
-                      pairs=targets.pairs)
         b = torch.stack(list(bounds))
-        pos_weight = self.pos_weight_float32 if b.dtype == torch.float32 else self.pos_weight
-        bce = boundary_bce(b, boundary, mask, pos_weight, targets.boundary_weight)
+        impl = model_backend(FRAME_LOSSES_OP, self.backend, z.device.type)
+        if impl == "torch":
+            ce, gst, bce = self._frame_terms(z, b, x, labels, boundary, mask, targets)
+        else:
+            ce, gst, bce = self._fused_frame_terms(z, b, x, labels, boundary, targets, impl)
 
         terms = [(ce, 1.0), (gst, self.gstmse_weight), (bce, self.lambda_b)]
         aris_abs = aris_rel = None

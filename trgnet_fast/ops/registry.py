@@ -10,6 +10,7 @@ from __future__ import annotations
 from trgnet_fast.ops.adaptive_graph_conv.spec import SPEC as ADAPTIVE_GRAPH_CONV
 from trgnet_fast.ops.att_module.spec import SPEC as ATT_MODULE
 from trgnet_fast.ops.dilated_residual.spec import SPEC as DILATED_RESIDUAL
+from trgnet_fast.ops.frame_losses.spec import SPEC as FRAME_LOSSES
 from trgnet_fast.ops.linear_attention.spec import SPEC as LINEAR_ATTENTION
 from trgnet_fast.ops.multiscale_graph_conv.spec import SPEC as MULTISCALE_GRAPH_CONV
 from trgnet_fast.ops.spatial_feature_injection.spec import SPEC as SPATIAL_FEATURE_INJECTION
@@ -22,6 +23,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     ATT_MODULE,
     DILATED_RESIDUAL,
     SPATIAL_FEATURE_INJECTION,
+    FRAME_LOSSES,
 )}
 
 BENCH_VARIANTS: dict[str, tuple[OpSpec, BenchVariant]] = {

@@ -57,6 +57,8 @@ class OpSpec:
     triton_kernels     the Triton kernels one forward + backward launches, in launch order (first launch each)
     bench              benchmarked variants (sizes, FLOP and byte models)
     emulation_min_cases  fewest PASS lines the op's CPU emulation driver (tests/kernels/emulation) must print
+    state_inputs       floating inputs the op takes in its compute dtype (float32 for 16-bit inputs, float64 for
+                       float64): ``trgnet parity`` gives them to every run in that dtype instead of the run's dtype
     """
     name: str
     backends: tuple[str, ...]
@@ -70,6 +72,7 @@ class OpSpec:
     bench: tuple[BenchVariant, ...]
     emulation_min_cases: int
     grad_error_floor: Callable | None = None
+    state_inputs: tuple[str, ...] = ()
 
     def grad_names(self, inputs: dict) -> list[str]:
         """The ``grad_inputs`` that ``inputs`` holds (an optional tensor input may be None: att_module's values

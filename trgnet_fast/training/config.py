@@ -68,7 +68,8 @@ DEFAULTS: dict = {
         "n_classes": None,         # null: number of classes in the mapping (else the dataset's published value)
         **ARCHITECTURE_DEFAULTS,   # n_features, n_stages, n_layers, n_refine_layers, n_stages_asb, n_stages_brb
         "SFI_layer": None,         # null: 1..n_layers-1 (published [1..9])
-        # backend of every fused op (linear attention, multi-scale graph conv, adaptive graph conv):
+        # backend of every fused op (linear attention, multi-scale graph conv, adaptive graph conv) and of the
+        # loss's per-frame terms (CE, GS-TMSE, boundary BCE: frame_losses):
         # auto | torch | triton | cuda (null: $TRGNET_BACKEND)
         "backend": None,
         "dropout": True,           # false: every Dropout p = 0 (for exact comparisons)

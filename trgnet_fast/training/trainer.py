@@ -199,7 +199,8 @@ class Trainer:
                                     lambda_b=lc["lambda_b"], gstmse_weight=lc["gstmse_weight"],
                                     aris_abs_weight=lc["aris_abs_weight"], aris_rel_weight=lc["aris_rel_weight"],
                                     use_aris_abs=self.text.use_aris_abs, use_aris_rel=self.text.use_aris_rel,
-                                    published_quirks=lc["published_quirks"]).to(self.device)
+                                    published_quirks=lc["published_quirks"],
+                                    backend=cfg["model"]["backend"]).to(self.device)
         step = TrainStep(self.model, self.criterion, cfg["train"]["bf16"],
                          self.joint_graph if self.text.joint_graph_trainable else None)
         if info.enabled:
