@@ -276,10 +276,24 @@ void test_problem(const Problem& p, std::mt19937_64& rng) {
     const double e = rel_err(to_vector(std::get<0>(forward(p, c))), to_vector(ref_out), 1e-6);
     expect(e < (dt == at::kFloat ? 1e-5 : 2e-2), "forward " + label + name + " err " + fmt(e));
     const std::vector<at::Tensor> gl = backward(p, c, g_dt);
+    auto floor_of = [&](int i) { return 1e-3 * std::sqrt(ref_grads[i].numel()); };
     double ge = 0;
+    for (int i = 0; i < 15; ++i) ge = std::max(ge, rel_err(to_vector(gl[i]), to_vector(ref_grads[i]), floor_of(i)));
+    // what dt's rounding alone does to the float64 gradients: the inputs moved by a relative N(0, 2^-24) step
+    // (float32's rounding, taken the other way) — large where the problem is ill-conditioned (InstanceNorm over a
+    // 2-frame sequence whose frames nearly agree); the bound is twice that or the fixed one, whichever is larger
+    // (the parity rule of docs/architecture.md#parity)
+    std::vector<std::vector<double>> nudged = rounded;
+    std::normal_distribution<double> step(0.0, std::ldexp(1.0, -24));
+    for (auto& v : nudged)
+      for (double& x : v) x *= 1.0 + step(rng);
+    nudged[14] = rounded[14];
+    const std::vector<at::Tensor> nudged_grads = backward(p, make_call(p, nudged, at::kDouble), g_dt.to(at::kDouble));
+    double sensitivity = 0;
     for (int i = 0; i < 15; ++i)
-      ge = std::max(ge, rel_err(to_vector(gl[i]), to_vector(ref_grads[i]), 1e-3 * std::sqrt(ref_grads[i].numel())));
-    expect(ge < (dt == at::kFloat ? 1e-4 : 5e-2), "backward " + label + name + " worst " + fmt(ge));
+      sensitivity = std::max(sensitivity, rel_err(to_vector(nudged_grads[i]), to_vector(ref_grads[i]), floor_of(i)));
+    const double bound = std::max(dt == at::kFloat ? 1e-4 : 5e-2, 2 * sensitivity);
+    expect(ge < bound, "backward " + label + name + " worst " + fmt(ge) + " (bound " + fmt(bound) + ")");
   }
 }
 

@@ -79,3 +79,16 @@ def test_cross_entropy_frame_weight():
     plain = cross_entropy_frame_weight(labels)
     assert plain.dtype == torch.float32 and torch.equal(plain, (labels != IGNORED).float() / 4)
     assert torch.isnan(cross_entropy_frame_weight(torch.full((2, 3), IGNORED))).all()
+
+
+def test_the_reference_defaults_to_the_published_loss():
+    """threshold 4 and the time-axis log-softmax of GS-TMSE, as the public function's defaults."""
+    inputs = {k: v for k, v in _spec_inputs().items() if k not in ("threshold", "time_axis")}
+    published = frame_losses_reference(**inputs, threshold=4.0, time_axis=True)
+    assert torch.equal(frame_losses_reference(**inputs), published)
+    assert not torch.equal(frame_losses_reference(**inputs, time_axis=False)[1], published[1])
+
+
+def _spec_inputs():
+    from trgnet_fast.ops.frame_losses.spec import make_inputs
+    return make_inputs(size(2, 1, 3, 6, 20), torch.float64, "cpu", torch.Generator().manual_seed(torch.seed()))

@@ -97,3 +97,24 @@ def test_raw_kernels_refuse_too_many_classes():
     with pytest.raises(ValueError, match=re.escape("op: logits: expected at most 1024 classes for the fused kernels, "
                                                    "got K = 1025")):
         validate_inputs("op", tensors, 4.0, True, kernel=True)
+    tensors[0] = tensors[0][:, :, :1024].contiguous()  # K = 1024: the largest the kernels take
+    validate_inputs("op", tensors, 4.0, True, kernel=True)
+
+
+@pytest.mark.parametrize("time_axis", [True, False], ids=["time", "classes"])
+def test_backward_checks_grad_terms_and_time_lse(time_axis):
+    """The raw backward ops' extra arguments: grad_terms (3,) and time_lse (S, N, 2, K) (time axis) or (0,), both in
+    the compute dtype."""
+    from trgnet_fast.ops.frame_losses.validation import validate_backward_inputs
+    inputs = case_inputs(size(2, 3, 2, 5, 9, time_axis=time_axis))
+    tensors = [inputs[n] for n in TENSOR_NAMES]
+    time_lse = torch.zeros((2, 2, 2, 5) if time_axis else (0,), dtype=torch.float64)
+    grad_terms = torch.ones(3, dtype=torch.float64)
+    validate_backward_inputs("op", grad_terms, tensors, time_lse, 4.0, time_axis)
+    with pytest.raises(ValueError, match=re.escape("op: grad_terms: expected shape (3,) = (3,), got (2,)")):
+        validate_backward_inputs("op", grad_terms[:2], tensors, time_lse, 4.0, time_axis)
+    with pytest.raises(ValueError, match=re.escape("op: grad_terms: expected dtype torch.float64")):
+        validate_backward_inputs("op", grad_terms.float(), tensors, time_lse, 4.0, time_axis)
+    wrong = torch.zeros((2, 2, 2, 5) if not time_axis else (0,), dtype=torch.float64)
+    with pytest.raises(ValueError, match=re.escape("op: time_lse: expected shape")):
+        validate_backward_inputs("op", grad_terms, tensors, wrong, 4.0, time_axis)
