@@ -398,13 +398,13 @@ def _non_contiguous(t):
 
 
 # (op, argument): a 0-d tensor is documented valid (no rank-1 case), the last dim is free (size+1 is valid), the
-# dtype is converted by contract (other floating dtypes are valid)
+# dtype is converted by contract (the dtypes named are valid)
 ZERO_DIM_OK = {("adaptive_graph_conv", "beta")}
 FREE_LAST_DIM = {("linear_attention", "v"), ("dilated_residual", "x")}
-CONVERTED_DTYPE = {("att_module", "alpha")}
-# (op, argument): another supported floating dtype is converted by contract (float8 is refused)
-CONVERTED_FLOAT = {("frame_losses", name) for name in ("ce_weight", "pair_weight", "boundary", "boundary_weight",
-                                                       "pos_weight")}
+CONVERTED_DTYPE = {("att_module", "alpha"): ("float64", "float8_e4m3fn"),
+                   # another supported floating dtype is converted by contract (float8 is refused)
+                   **{("frame_losses", name): ("float64",) for name in ("ce_weight", "pair_weight", "boundary",
+                                                                         "boundary_weight", "pos_weight")}}
 
 
 def _tensor_mutations(op, arg, t):
@@ -453,8 +453,7 @@ def _mutation_expectation(spec, base, arg, label, inputs):
     """(names a clear error must contain, check of a result or None) of one tensor mutation."""
     import torch
     valid = ((spec.name, arg) in FREE_LAST_DIM and label == "size+1") or (
-        (spec.name, arg) in CONVERTED_DTYPE and label in ("float64", "float8_e4m3fn")) or (
-        (spec.name, arg) in CONVERTED_FLOAT and label == "float64")
+        label in CONVERTED_DTYPE.get((spec.name, arg), ()))
     if valid:
         return (), _torch_result_check(spec, inputs)
     if label == "size+1":  # a mismatch between two arguments: naming either is clear

@@ -7,7 +7,7 @@ import torch
 
 from trgnet_fast.ops.frame_losses import BACKENDS, frame_losses
 from trgnet_fast.ops.frame_losses.reference import compute_dtype, frame_losses_reference
-from trgnet_fast.ops.frame_losses.validation import WEIGHT_NAMES
+from trgnet_fast.ops.frame_losses.validation import STATE_NAMES
 from trgnet_fast.ops.spec import BenchVariant, OpSpec, randn
 
 IGNORED = 255  # a label outside [0, K): the frame takes no part in CE or GS-TMSE
@@ -118,5 +118,5 @@ SPEC = OpSpec(
                         note="CE + GS-TMSE (time axis) + boundary BCE of TRGNet's 2 logit and 3 boundary stages "
                              "(K = 52)"),),
     emulation_min_cases=40,
-    state_inputs=(*WEIGHT_NAMES, "pos_weight"),
+    state_inputs=STATE_NAMES,
 )

@@ -292,9 +292,8 @@ def _fl_frames_backward_kernel(g_ptr, z_ptr, label_ptr, ce_w_ptr, next_ptr, prev
         q_end = _pair_gradient(_pair_difference(z_p, z, lse_p, lse, l2, l1, TIME_AXIS), ends, km, pair_w_p, thr2)
         e = g_gst * (q_end - q_start)
         if TIME_AXIS:
-            _, starts = _partner(next_ptr, n * T, t, tm, T)
             q_row = tl.load(q_ptr + row * K + k, mask=km, other=0.0)
-            share1 = tl.exp(tl.where(starts[None, :], z - l1[:, None], float("-inf")))
+            share1 = tl.exp(tl.where(pair[None, :], z - l1[:, None], float("-inf")))  # pair: the frame starts one
             share2 = tl.exp(tl.where(ends[None, :], z - l2[:, None], float("-inf")))
             grad += e + (g_gst * q_row)[:, None] * (share1 - share2)
         else:

@@ -19,6 +19,8 @@ TENSOR_NAMES = ("logits", "labels", "ce_weight", "next_frame", "previous_frame",
 # the per-frame (N, T) inputs: int64 indices and labels, weights and targets in the compute dtype
 INDEX_NAMES = ("labels", "next_frame", "previous_frame")
 WEIGHT_NAMES = ("ce_weight", "pair_weight", "boundary", "boundary_weight")
+# the inputs taken in the compute dtype: the per-frame weights and targets, and pos_weight
+STATE_NAMES = (*WEIGHT_NAMES, "pos_weight")
 # the fused kernels hold one frame's K logits at once
 MAX_CLASSES = 1024
 
@@ -45,7 +47,7 @@ def in_compute_dtype(op: str, tensors) -> tuple:
     acc = compute_dtype(logits.dtype)
     converted = []
     for name, t in zip(TENSOR_NAMES, tensors):
-        if name in WEIGHT_NAMES or name == "pos_weight":
+        if name in STATE_NAMES:
             check_floating(op, name, t)
             t = t.to(acc)
         converted.append(t)
