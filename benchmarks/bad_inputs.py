@@ -328,6 +328,7 @@ def model_cases() -> list[Case]:
 
 def _op_sizes():
     from trgnet_fast.ops.adaptive_graph_conv.spec import size as agc
+    from trgnet_fast.ops.aris_losses.spec import size as aris
     from trgnet_fast.ops.att_module.spec import size as att
     from trgnet_fast.ops.dilated_residual.spec import size as drl
     from trgnet_fast.ops.frame_losses.spec import size as fl
@@ -342,6 +343,7 @@ def _op_sizes():
         "dilated_residual": drl(2, 12, c=4, dilation=2, layout="rows", min_length=4),
         "spatial_feature_injection": sfi(2, 6, c=4, g=2, v=3, masked=True),
         "frame_losses": fl(2, 3, 3, 5, 9, class_weight=True),
+        "aris_losses": aris(2, 3, 9, 4, run=3, spare=2),
     }
 
 
@@ -349,7 +351,7 @@ def _op_sizes():
 ZERO_DIMS = {"linear_attention": ("N", "T", "H", "D", "E"), "multiscale_graph_conv": ("N", "C", "T", "V", "O"),
              "adaptive_graph_conv": ("N", "C", "T", "V"), "att_module": ("T", "C"),
              "dilated_residual": ("T", "C"), "spatial_feature_injection": ("N", "T", "C", "G", "V"),
-             "frame_losses": ("S", "R", "N", "K", "T")}
+             "frame_losses": ("S", "R", "N", "K", "T"), "aris_losses": ("N", "D", "T")}
 # scalar (non-tensor) arguments and bad values for them: value -> must it be refused?
 BAD_SCALARS = {
     "linear_attention": {"eps": (float("nan"), -1.0, float("inf"), 0.0)},
@@ -399,12 +401,16 @@ def _non_contiguous(t):
 
 # (op, argument): a 0-d tensor is documented valid (no rank-1 case), the last dim is free (size+1 is valid), the
 # dtype is converted by contract (the dtypes named are valid)
-ZERO_DIM_OK = {("adaptive_graph_conv", "beta")}
+ZERO_DIM_OK = {("adaptive_graph_conv", "beta"), ("aris_losses", "logit_scale")}
 FREE_LAST_DIM = {("linear_attention", "v"), ("dilated_residual", "x")}
 CONVERTED_DTYPE = {("att_module", "alpha"): ("float64", "float8_e4m3fn"),
                    # another supported floating dtype is converted by contract (float8 is refused)
                    **{("frame_losses", name): ("float64",) for name in ("ce_weight", "pair_weight", "boundary",
-                                                                         "boundary_weight", "pos_weight")}}
+                                                                         "boundary_weight", "pos_weight")},
+                   # float64 features: the other floating inputs follow them (their compute dtype)
+                   **{("aris_losses", name): ("float64",) for name in (
+                       "features", "segment_count", "unit_embeddings", "logit_scale", "absolute_weight",
+                       "absolute_log_weight", "relative_weight", "relative_log_weight")}}
 
 
 def _tensor_mutations(op, arg, t):

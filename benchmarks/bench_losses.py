@@ -9,9 +9,10 @@ The model step is the reference TRGNet (published PKU config) zero_grad → forw
 benchmarks' stand-in loss → backward → Adam.step (see workload.train_loss). The loss step is
 TRGNetLoss.forward + backward on leaf tensors shaped like the model's train-mode outputs, with padded
 random labels (~1 segment per 150 frames, like PKU). Target: loss ≤ 5 % of the model step.
-``--backends``: the loss is timed once per backend of its per-frame terms (``TRGNetLoss(backend=...)``: "torch" its
-PyTorch terms, "cuda" / "triton" the fused frame_losses op, docs/kernels.md#frame_losses), in turns (default: torch
-and each fused backend usable on the device, Triton only on a GPU).
+``--backends``: the loss is timed once per backend of its terms (``TRGNetLoss(backend=...)``: "torch" its PyTorch
+terms, "cuda" / "triton" the fused frame_losses and aris_losses ops, docs/kernels.md#frame_losses,
+docs/kernels.md#aris_losses), in turns (default: torch and each fused backend usable on the device, Triton only on a
+GPU).
 Prints median and spread (min, max, IQR) per timing, the ratio, device and versions.
 """
 from __future__ import annotations
@@ -117,16 +118,18 @@ def main(argv=None):
     loss_fn = losses[backends[0]]
     leaves = [z for group in outputs[:3] for z in group] + [outputs[3]]
 
-    # the training path: the labels-only part built by the collate on the CPU, moved with the batch
-    # (docs/model.md#loss-targets); "own targets": the loss builds it on the device (a host sync for the segments)
+    # the training path: the labels-only part and the GS-TMSE pair weights of the (augmented) x built by the collate
+    # on the CPU, moved with the batch, so the loss takes no x (docs/model.md#loss-targets); "own targets": the loss
+    # builds them on the device (a host sync for the segments)
     labels_cpu = inputs["labels"].cpu()
-    targets = to_device(loss_fn.target_builder()(labels_cpu, inputs["mask"].cpu(), segment_capacity(labels_cpu)),
-                        device)
+    targets = to_device(loss_fn.target_builder()(labels_cpu, inputs["mask"].cpu(), segment_capacity(labels_cpu),
+                                                 inputs["x"].cpu()), device)
 
     def loss_step(given=targets, fn=loss_fn):
         for z in leaves:
             z.grad = None
-        out = fn(outputs, inputs["x"], inputs["labels"], inputs["boundary"], inputs["mask"], targets=given)
+        x = inputs["x"] if given is None else None
+        out = fn(outputs, x, inputs["labels"], inputs["boundary"], inputs["mask"], targets=given)
         out["total"].backward()
 
     # the backends in turns, one timing each per round, so that a change of machine load hits them alike

@@ -35,34 +35,6 @@ namespace fl {
 // kernels take any K.
 constexpr int64_t kMaxClasses = 1024;
 
-// ---- elementary functions: CUDA's overloads on the device, std:: on the host ---------------------------------
-#if defined(__CUDA_ARCH__)
-template <typename Acc>
-TRGNET_HD Acc fl_exp(Acc x) {
-  return exp(x);
-}
-template <typename Acc>
-TRGNET_HD Acc fl_log(Acc x) {
-  return log(x);
-}
-template <typename Acc>
-TRGNET_HD Acc fl_log1p(Acc x) {
-  return log1p(x);
-}
-#else
-template <typename Acc>
-TRGNET_HD Acc fl_exp(Acc x) {
-  return std::exp(x);
-}
-template <typename Acc>
-TRGNET_HD Acc fl_log(Acc x) {
-  return std::log(x);
-}
-template <typename Acc>
-TRGNET_HD Acc fl_log1p(Acc x) {
-  return std::log1p(x);
-}
-#endif
 
 // The partner index idx of frame t when it is another frame of the row (0 <= idx < T, idx != t), else -1.
 TRGNET_HD int64_t partner(int64_t idx, int64_t t, int64_t T) { return idx != t && idx >= 0 && idx < T ? idx : -1; }
@@ -76,7 +48,7 @@ struct Lse {
   TRGNET_HD static Lse empty() { return {-static_cast<Acc>(INFINITY), Acc(0)}; }
   TRGNET_HD bool nonempty() const { return !(s == Acc(0)); }
   // exp(mi - m) for mi <= m, 1 when equal (both infinite included)
-  TRGNET_HD static Acc scale(Acc mi, Acc m) { return mi == m ? Acc(1) : fl_exp(mi - m); }
+  TRGNET_HD static Acc scale(Acc mi, Acc m) { return mi == m ? Acc(1) : hd_exp(mi - m); }
   TRGNET_HD void add(Acc x) {
     if (x > m) {
       s = s * scale(m, x) + Acc(1);
@@ -94,7 +66,7 @@ struct Lse {
     }
   }
   // logsumexp of the set (-inf for a set of -inf elements), `if_empty` for the empty set
-  TRGNET_HD Acc value(Acc if_empty) const { return nonempty() ? m + fl_log(s) : if_empty; }
+  TRGNET_HD Acc value(Acc if_empty) const { return nonempty() ? m + hd_log(s) : if_empty; }
 };
 
 // lse_c of one frame: logsumexp_k col[k], K >= 1.
@@ -133,13 +105,13 @@ template <typename Acc>
 TRGNET_HD Acc bce_loss(Acc x, Acc yb, Acc pw) {
   const Acc lw = Acc(1) + (pw - Acc(1)) * yb;
   const Acc ax = x < Acc(0) ? -x : x;
-  return (Acc(1) - yb) * x + lw * (fl_log1p(fl_exp(-ax)) + (-x > Acc(0) ? -x : Acc(0)));
+  return (Acc(1) - yb) * x + lw * (hd_log1p(hd_exp(-ax)) + (-x > Acc(0) ? -x : Acc(0)));
 }
 // d bce_loss / dx = (1 - yb) - lw sigmoid(-x)
 template <typename Acc>
 TRGNET_HD Acc bce_grad(Acc x, Acc yb, Acc pw) {
   const Acc lw = Acc(1) + (pw - Acc(1)) * yb;
-  return (Acc(1) - yb) - lw / (Acc(1) + fl_exp(x));
+  return (Acc(1) - yb) - lw / (Acc(1) + hd_exp(x));
 }
 
 // ---- forward of one frame of a logits row ---------------------------------------------------------------------
@@ -205,11 +177,11 @@ TRGNET_HD void frame_backward(const Frame<Acc>& f, const FrameGrad<Acc>& g, cons
   if (f.time_axis) {
     for (int64_t k = 0; k < K; ++k) {
       const Acc z = zt[k];
-      const Acc ce = in_range ? gce * (fl_exp(z - lse_t) - (k == f.y ? Acc(1) : Acc(0))) : Acc(0);
+      const Acc ce = in_range ? gce * (hd_exp(z - lse_t) - (k == f.y ? Acc(1) : Acc(0))) : Acc(0);
       const Acc qt = f.pair ? q_of(d_time(z, zv[k], f.lse2[k], f.lse1[k]), f.pair_w, f.thr2) : Acc(0);
       const Acc qp =
           g.prev_pair ? q_of(d_time(zp[k], zpv[k], f.lse2[k], f.lse1[k]), g.prev_pair_w, f.thr2) : Acc(0);
-      const Acc soft = (f.pair ? fl_exp(z - f.lse1[k]) : Acc(0)) - (g.prev ? fl_exp(z - f.lse2[k]) : Acc(0));
+      const Acc soft = (f.pair ? hd_exp(z - f.lse1[k]) : Acc(0)) - (g.prev ? hd_exp(z - f.lse2[k]) : Acc(0));
       out(k, ce + g.gg * (qp - qt + g.Q[k] * soft));
     }
     return;
@@ -227,7 +199,7 @@ TRGNET_HD void frame_backward(const Frame<Acc>& f, const FrameGrad<Acc>& g, cons
   if (f.pair || g.prev_pair)
     for (int64_t k = 0; k < K; ++k) sum_e += e_at(k);
   for (int64_t k = 0; k < K; ++k) {
-    const Acc soft = fl_exp(zt[k] - lse_t);
+    const Acc soft = hd_exp(zt[k] - lse_t);
     const Acc ce = in_range ? gce * (soft - (k == f.y ? Acc(1) : Acc(0))) : Acc(0);
     const Acc e = f.pair || g.prev_pair ? e_at(k) - soft * sum_e : Acc(0);
     out(k, ce + e);

@@ -2,6 +2,7 @@
 // by the C++ CPU kernels of csrc/) and the launcher headers (kernels/*.h). No CUDA or torch headers.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
@@ -11,6 +12,43 @@
 #endif
 
 namespace trgnet {
+
+// exp, log, log1p and sqrt of a float or double: CUDA's overloads on the device, std:: on the host.
+#if defined(__CUDA_ARCH__)
+template <typename Acc>
+TRGNET_HD Acc hd_exp(Acc x) {
+  return exp(x);
+}
+template <typename Acc>
+TRGNET_HD Acc hd_log(Acc x) {
+  return log(x);
+}
+template <typename Acc>
+TRGNET_HD Acc hd_log1p(Acc x) {
+  return log1p(x);
+}
+template <typename Acc>
+TRGNET_HD Acc hd_sqrt(Acc x) {
+  return sqrt(x);
+}
+#else
+template <typename Acc>
+TRGNET_HD Acc hd_exp(Acc x) {
+  return std::exp(x);
+}
+template <typename Acc>
+TRGNET_HD Acc hd_log(Acc x) {
+  return std::log(x);
+}
+template <typename Acc>
+TRGNET_HD Acc hd_log1p(Acc x) {
+  return std::log1p(x);
+}
+template <typename Acc>
+TRGNET_HD Acc hd_sqrt(Acc x) {
+  return std::sqrt(x);
+}
+#endif
 
 // sum_i a[i * sa] * b[i * sb], i in increasing order.
 template <typename Acc>

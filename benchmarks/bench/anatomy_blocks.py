@@ -2,14 +2,15 @@
 
 The step is the trainer's own: the published config (``load_config("PKU-subject")``), the model, Adam and
 ``TRGNetLoss`` built as ``Trainer.setup`` builds them (trgnet_fast/training/trainer.py), and
-``Trainer.train_step`` itself run on them (SAEP augmentation → ``TrainStep`` (model + loss) →
-``losses["total"].backward()`` → ``Adam.step`` → the loss floats and accuracy counts it returns). The batch is
-``benchmarks/workload.py``'s padded random batch; the text inputs (action embeddings (K, 768), TAG (K, K)) are
-random tensors of the published shapes, so no text encoder is needed. Adam runs with ``foreach=True``: what the
+``Trainer.train_step`` itself run on them (``TrainStep`` (model + loss) → ``losses["total"].backward()`` →
+``Adam.step`` → the loss floats and accuracy counts it returns). The batch is ``benchmarks/workload.py``'s padded
+random batch, augmented (SAEP) and given its loss targets on the CPU as the training collate does; the text inputs
+(action embeddings (K, 768), TAG (K, K)) are random tensors of the published shapes, so no text encoder is needed. Adam runs with ``foreach=True``: what the
 trainer's default Adam picks on CUDA tensors (on CPU tensors it would loop over the parameters one by one).
 
-Phases: augment, forward (inside the model), loss (the rest of ``TrainStep``), backward, optimizer, bookkeeping
-(``train_step``'s loss floats and accuracy). Blocks: :func:`model_blocks`.
+Phases: batch (what ``train_step`` does before ``TrainStep``: on a GPU the batch's copies; nothing on the CPU), forward
+(inside the model), loss (the rest of ``TrainStep``), backward, optimizer, bookkeeping (``train_step``'s loss floats and
+accuracy). Blocks: :func:`model_blocks`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import trgnet_fast
-from trgnet_fast.data import segment_capacity
+from trgnet_fast.data import saep, segment_capacity
+from trgnet_fast.data.seeded_batches import batch_seed
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import default_config
 from trgnet_fast.training.config import load_config
@@ -37,7 +39,7 @@ from bench.anatomy import (AUTOGRAD_ENGINE, PARAMETER_GRADS, AutogradNodeBlocks,
                            OpCounts, SavedTensorRecorder, fake_module, module_state, storage_keys)
 
 DATASET = "PKU-subject"
-PHASES = ("augment", "forward", "loss", "backward", "optimizer", "bookkeeping")
+PHASES = ("batch", "forward", "loss", "backward", "optimizer", "bookkeeping")
 STEP_PHASES = ("forward", "loss", "backward", "optimizer")  # the training step proper
 MODEL_TOP_LEVEL = "model top level"
 LOSS = "loss"
@@ -72,8 +74,7 @@ def model_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def block_order(model: nn.Module) -> list[str]:
     """Display order of the labels: the model's blocks, then the loss, backward-only labels and other phases."""
     labels = [label for label, _ in model_blocks(model)[1:]] + [MODEL_TOP_LEVEL, LOSS, PARAMETER_GRADS,
-                                                                 AUTOGRAD_ENGINE, "optimizer", "augment",
-                                                                 "bookkeeping"]
+                                                                 AUTOGRAD_ENGINE, "optimizer", "batch", "bookkeeping"]
     return list(dict.fromkeys(labels))
 
 
@@ -133,12 +134,14 @@ def build_trainer_step(n: int, t: int, backend: str, seed: int = 0, model_overri
                                  eps=optim_cfg["eps"], weight_decay=0.0, foreach=True)
     trainer = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), model=model, optimizer=optimizer,
                               step=TrainStep(model, criterion, cfg["train"]["bf16"]),
-                              aug_gen=torch.Generator().manual_seed(seed * 1000 + 17),
                               joint_graph=inputs["joint_graph"])
     batch = {k: inputs[k] for k in ("x", "labels", "boundary", "mask")}
-    # as the training collate adds them, on the CPU in the loader's workers
+    # as the training collate does, on the CPU in the loader's workers: SAEP with the batch's seed, the segment bound,
+    # the loss targets with the augmented batch's GS-TMSE pair weights
+    batch["x"] = saep(batch["x"], cfg["dataset"], generator=torch.Generator().manual_seed(batch_seed(seed, 0, 0, 0)))
     batch["max_segments"] = segment_capacity(batch["labels"])
-    batch["loss_targets"] = criterion.target_builder()(batch["labels"], batch["mask"], batch["max_segments"])
+    batch["loss_targets"] = criterion.target_builder()(batch["labels"], batch["mask"], batch["max_segments"],
+                                                       batch["x"])
     return TrainerStep(trainer, batch)
 
 
@@ -175,7 +178,7 @@ def measure_step(parts: TrainerStep) -> StepMeasurement:
     parts.run()
     node_blocks = AutogradNodeBlocks()
     tracker = _track_blocks(parts.model, node_blocks)
-    tracker.phase = "augment"
+    tracker.phase = "batch"
 
     def where() -> tuple[str, str]:
         if tracker.inside_blocks():

@@ -40,18 +40,22 @@ def _leaves(outputs):
     return [*logits, *bounds, feats[0], scale]
 
 
+@pytest.mark.parametrize("with_x", [True, False], ids=["pair-weights-built", "pair-weights-from-the-loss-x"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("quirks", [True, False])
-def test_targets_built_beforehand_give_the_same_loss(ref, gen, dtype, quirks):
+def test_targets_built_beforehand_give_the_same_loss(ref, gen, dtype, quirks, with_x):
     """Targets from target_builder() — on the CPU, through a pickle (as a loader worker gets the builder) — equal the
-    loss building its own: every term and every gradient bit for bit (the same ops on the same values)."""
+    loss building its own: every term and every gradient bit for bit (the same ops on the same values). Built with x
+    (as the training collate builds them) they carry the GS-TMSE pair weights and the loss needs no x; built without,
+    the loss computes the weights from its x."""
     outputs, x, labels, boundary, mask = _batch(ref, gen, 4, 37, dtype)
     loss = _loss(gen, dtype, published_quirks=quirks)
     bound = segment_capacity(labels)
     builder = pickle.loads(pickle.dumps(loss.target_builder(dtype)))
-    targets = builder(labels, mask, bound)
+    targets = builder(labels, mask, bound, x if with_x else None)
+    assert (targets.pair_weight is not None) == with_x
     own = loss(outputs, x, labels, boundary, mask, max_segments=bound)
-    given = loss(outputs, x, labels, boundary, mask, targets=targets)
+    given = loss(outputs, None if with_x else x, labels, boundary, mask, targets=targets)
     for name in own:
         assert torch.equal(own[name], given[name]), name
     for a, b in zip(torch.autograd.grad(own["total"], _leaves(outputs)),
@@ -64,7 +68,7 @@ def test_the_collate_builds_the_targets_of_its_batch(gen):
     items = [{"feature": torch.randn(3, 5, t), "label": torch.randint(0, K, (t,)), "boundary": torch.zeros(t),
               "name": str(t)} for t in (9, 14, 4)]
     batch = collate(items, loss_targets=loss.target_builder())
-    expected = loss.target_builder()(batch["labels"], batch["mask"], batch["max_segments"])
+    expected = loss.target_builder()(batch["labels"], batch["mask"], batch["max_segments"], batch["x"])
     got_leaves, expected_leaves = (torch.utils._pytree.tree_leaves(v) for v in (batch["loss_targets"], expected))
     assert len(got_leaves) == len(expected_leaves) > 10
     assert all(torch.equal(a, b) for a, b in zip(got_leaves, expected_leaves))
@@ -73,8 +77,8 @@ def test_the_collate_builds_the_targets_of_its_batch(gen):
 
 
 def test_targets_move_as_one(ref, gen):
-    _, _, labels, _, mask = _batch(ref, gen, 2, 11, torch.float32)
-    targets = _loss(gen, torch.float32).target_builder()(labels, mask, segment_capacity(labels))
+    _, x, labels, _, mask = _batch(ref, gen, 2, 11, torch.float32)
+    targets = _loss(gen, torch.float32).target_builder()(labels, mask, segment_capacity(labels), x)
     moved = to_device(targets, "meta")  # as the trainer moves them (trgnet_fast/training/transfer.py)
     assert isinstance(moved, LossTargets)
     leaves = torch.utils._pytree.tree_leaves(moved)
@@ -105,6 +109,16 @@ def test_targets_that_do_not_fit_are_refused(ref, gen):
         loss(outputs, x, labels, boundary, mask, targets=no_relative)
     with pytest.raises(ValueError, match="targets: expected LossTargets"):
         loss(outputs, x, labels, boundary, mask, targets={"pairs": None})
+    without_x = loss.target_builder()(labels, mask, segment_capacity(labels))
+    with pytest.raises(ValueError, match=r"x: needed \(the GS-TMSE similarity source\) when the targets carry no pair"):
+        loss(outputs, None, labels, boundary, mask, targets=without_x)
+    with pytest.raises(ValueError, match=r"x: needed \(the GS-TMSE similarity source\) when no targets are given"):
+        loss(outputs, None, labels, boundary, mask)
+    other_weights = without_x._replace(pair_weight=torch.zeros(3, 21))
+    with pytest.raises(ValueError, match=r"targets: expected pair weights of shape \(3, 20\)"):
+        loss(outputs, x, labels, boundary, mask, targets=other_weights)
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, C, V, T\) with \(N, T\) = \(3, 20\)"):
+        loss.target_builder()(labels, mask, 8, x[:, :, :, :-1])
 
 
 def test_the_builder_needs_the_action_graph_for_the_relative_term():

@@ -110,6 +110,7 @@ NONEMPTY = {
     "dilated_residual": (("x", "(B, C, T)"),),
     "spatial_feature_injection": (("group", "(N, G, T, V)"), ("h", "(N, C, T)")),
     "frame_losses": (("logits", "(S, N, K, T)"), ("boundary_logits", "(R, N, T)")),
+    "aris_losses": (("features", "(N, D, T)"), ("segment_count", "(M,)"), ("unit_embeddings", "(K, D)")),
 }
 
 
@@ -131,7 +132,7 @@ def test_public_function_refuses_an_empty_dimension(spec, backend):
     error (cuda) or an obscure error: now the same ValueError naming the argument and the dimension everywhere."""
     inputs = _public_inputs(spec, backend)
     for name, layout in NONEMPTY[spec.name]:
-        for dim_index, dim in enumerate(layout.strip("()").split(", ")):
+        for dim_index, dim in enumerate(layout.strip("(,)").split(", ")):
             empty = inputs | {name: inputs[name].narrow(dim_index, 0, 0)}
             message = re.escape(f"{spec.name}: {name}: expected {dim} >= 1 (no empty dimension of {layout}), got shape")
             with pytest.raises(ValueError, match=message):

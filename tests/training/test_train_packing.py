@@ -34,7 +34,8 @@ def test_a_packed_training_step_from_the_loader_issues_no_host_sync(tiny_data, t
     batch = next(iter(loader))
     # the default budget: train.batch_size (2) × the mean length, so a pack holds about 2 videos, no padding
     assert batch["x"].shape[0] == 1 and batch["x"].shape[-1] == int(batch["lengths"].sum())
-    assert sum(batch["lengths"].tolist()) <= sampler.frame_budget and len(sampler) >= 2
+    # data.augment: the FrameBudgetBatchSampler inside SeededBatches (trgnet_fast/data/seeded_batches.py)
+    assert sum(batch["lengths"].tolist()) <= sampler.batches.frame_budget and len(sampler) >= 2
     trainer.train_step(batch)
     counters = [state["step"] for state in trainer.optimizer.state.values()]
     before = [p.detach().clone() for p in trainer.model.parameters()]

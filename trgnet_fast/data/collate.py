@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from trgnet_fast.data.labels import IGNORE_INDEX, label_runs
+from trgnet_fast.data.seeded_batches import batch_generator
 
 
 def segment_capacity(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, minimum: int = 8) -> int:
@@ -36,12 +37,12 @@ def check_batch(batch: list[dict], where: str) -> None:
                              f"{tuple(lab.shape)}, boundary {tuple(b.shape)}")
 
 
-def padded_targets(batch: list[dict], loss_targets=None, where: str = "collate") -> dict:
-    """Everything of :func:`collate`'s padded batch but ``x``, after :func:`check_batch`: ``labels``,
-    ``boundary``, ``mask``, ``lengths``, ``names``, ``max_segments`` and (with ``loss_targets``) ``loss_targets``,
-    shapes as there. Shared by the packed collate, whose loss keeps the padded layout
+def padded_targets(batch: list[dict], loss_targets=None, x: torch.Tensor | None = None) -> dict:
+    """Everything of :func:`collate`'s padded batch but ``x``, for a batch that passed :func:`check_batch`:
+    ``labels``, ``boundary``, ``mask``, ``lengths``, ``names``, ``max_segments`` and (with ``loss_targets``)
+    ``loss_targets``, shapes as there; x: the batch's (augmented) padded (N, C, V, T) features, the GS-TMSE
+    similarity source of the loss targets. Shared by the packed collate, whose loss keeps the padded layout
     (docs/model.md#packed-batches)."""
-    check_batch(batch, where)
     lengths = torch.tensor([item["feature"].shape[2] for item in batch], dtype=torch.int64)
     N, T = len(batch), int(lengths.max())
     labels = torch.full((N, T), IGNORE_INDEX, dtype=torch.int64)
@@ -54,17 +55,17 @@ def padded_targets(batch: list[dict], loss_targets=None, where: str = "collate")
     out = {"labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
            "names": [item.get("name", "") for item in batch], "max_segments": segment_capacity(labels)}
     if loss_targets is not None:
-        out["loss_targets"] = loss_targets(labels, mask, out["max_segments"])
+        out["loss_targets"] = loss_targets(labels, mask, out["max_segments"], x)
     return out
 
 
-def collate(batch: list[dict], loss_targets=None) -> dict:
+def collate(batch: list[dict], loss_targets=None, augment=None) -> dict:
     """Stack dataset items into a padded batch.
 
     batch: list of N items with ``feature`` (C, V, T_i) float, ``label`` (T_i,) int, ``boundary`` (T_i,) float,
-    ``name`` str. With T = max_i T_i returns::
+    ``name`` str (and ``augment_seed`` with ``augment``). With T = max_i T_i returns::
 
-        x         (N, C, V, T) float32, zero right-padded
+        x         (N, C, V, T) float32, zero right-padded (augmented with ``augment``)
         labels    (N, T) int64, padded with 255 (the ignore index)
         boundary  (N, 1, T) float32, padded with 0
         mask      (N, 1, T) bool, True for t < T_i
@@ -73,12 +74,19 @@ def collate(batch: list[dict], loss_targets=None) -> dict:
         max_segments  int: a static bound on the batch's ARIS segments (``segment_capacity``), counted here
                   on the CPU so that the training step needs no host sync for it
         loss_targets  with ``loss_targets`` (a callable, ``TRGNetLoss.target_builder()``): its result for
-                  (labels, mask, max_segments), the loss's labels-only part, built here on the CPU
-                  (docs/model.md#loss-targets)
+                  (labels, mask, max_segments, x), the loss's labels-only part and the GS-TMSE pair weights of the
+                  (augmented) x, built here on the CPU (docs/model.md#loss-targets)
+
+    augment: None, or SAEP (``augment(x, generator=...)``, e.g. ``functools.partial(saep, dataset=...)``) run on x
+    with the batch's generator (``data.seeded_batches.batch_generator``: the items' ``augment_seed``), here on the
+    CPU in the loader's workers (docs/model.md#saep-augmentation).
     """
-    targets = padded_targets(batch, loss_targets)
+    check_batch(batch, "collate")
     C, V = batch[0]["feature"].shape[:2]
-    x = torch.zeros(len(batch), C, V, targets["labels"].shape[1], dtype=torch.float32)
+    T = max(item["feature"].shape[2] for item in batch)
+    x = torch.zeros(len(batch), C, V, T, dtype=torch.float32)
     for i, item in enumerate(batch):
         x[i, :, :, :item["feature"].shape[2]] = item["feature"]
-    return {"x": x, **targets}
+    if augment is not None:
+        x = augment(x, generator=batch_generator(batch, "collate"))
+    return {"x": x, **padded_targets(batch, loss_targets, x)}

@@ -9,30 +9,36 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from trgnet_fast.data.collate import padded_targets
+from trgnet_fast.data.collate import check_batch, padded_targets
+from trgnet_fast.data.seeded_batches import batch_generator
 from trgnet_fast.data.datasets import unwrap_subsets
-from trgnet_fast.model.packing import packed_sequences
+from trgnet_fast.model.packing import packed_sequences, unpack
 
 
-def pack_collate(batch: list[dict], loss_targets=None) -> dict:
+def pack_collate(batch: list[dict], loss_targets=None, augment=None) -> dict:
     """Concatenate dataset items along time (the items and their checks as :func:`~trgnet_fast.data.collate.collate`).
 
     With S items of T_i frames, T = sum_i T_i and T_max = max_i T_i returns::
 
-        x          (1, C, V, T) float32, the features one after another, no padding
+        x          (1, C, V, T) float32, the features one after another, no padding (augmented with ``augment``)
         mask       (1, 1, T) bool, all True (every stored frame is a real one)
         packed     ``PackedSequences`` of the S lengths (CPU tensors), for the model and ``unpack``
         labels, boundary, lengths, names, max_segments, loss_targets
                    exactly as ``collate`` returns them: the loss keeps the padded (S, ..., T_max) layout
         loss_mask  (S, 1, T_max) bool, ``collate``'s ``mask``
 
-    The padded x (S, C, V, T_max) is never built.
+    augment: as ``collate``'s, per sequence (the same draws as for the padded batch). The padded x (S, C, V, T_max)
+    is built only for the loss targets' GS-TMSE pair weights, here on the CPU.
     """
-    targets = padded_targets(batch, loss_targets, "pack_collate")
-    loss_mask = targets.pop("mask")  # "mask" is the packed input's
+    check_batch(batch, "pack_collate")
     x = torch.cat([item["feature"] for item in batch], dim=2).to(torch.float32)[None]
-    return {"x": x, "mask": torch.ones(1, 1, x.shape[-1], dtype=torch.bool),
-            "packed": packed_sequences(targets["lengths"].tolist()), "loss_mask": loss_mask, **targets}
+    packed = packed_sequences([item["feature"].shape[2] for item in batch])
+    if augment is not None:
+        x = augment(x, generator=batch_generator(batch, "pack_collate"), packed=packed)
+    targets = padded_targets(batch, loss_targets, None if loss_targets is None else unpack(x, packed))
+    loss_mask = targets.pop("mask")  # "mask" is the packed input's
+    return {"x": x, "mask": torch.ones(1, 1, x.shape[-1], dtype=torch.bool), "packed": packed, "loss_mask": loss_mask,
+            **targets}
 
 
 def _check_int(value, name: str, minimum: int) -> int:

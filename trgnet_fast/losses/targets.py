@@ -15,7 +15,7 @@ import torch
 from trgnet_fast.data.labels import IGNORE_INDEX
 from trgnet_fast.losses.segments import Segments, extract_segments
 from trgnet_fast.losses.terms import (GsTmsePairs, KLTarget, absolute_target, boundary_frame_weight,
-                                      cross_entropy_frame_weight, gs_tmse_pairs, relative_target)
+                                      cross_entropy_frame_weight, gs_tmse_pairs, gs_tmse_weights, relative_target)
 
 
 class LossTargets(NamedTuple):
@@ -35,6 +35,7 @@ class LossTargets(NamedTuple):
     absolute: KLTarget | None
     relative: KLTarget | None
     ce_weight: torch.Tensor
+    pair_weight: torch.Tensor | None = None
 
 
 class LossTargetBuilder:
@@ -58,16 +59,24 @@ class LossTargetBuilder:
         self.use_aris_abs, self.use_aris_rel = bool(use_aris_abs), bool(use_aris_rel)
         self.dtype = dtype
 
-    def __call__(self, labels: torch.Tensor, mask: torch.Tensor, max_segments: int | None = None) -> LossTargets:
+    def __call__(self, labels: torch.Tensor, mask: torch.Tensor, max_segments: int | None = None,
+                 x: torch.Tensor | None = None) -> LossTargets:
         """labels: (N, T) integer, ``ignore_index`` on padding; mask: (N, 1, T) bool or 0/1; max_segments: a static
-        bound on the ARIS segments (``data.segment_capacity``), or None to count them (a host sync on a GPU)."""
+        bound on the ARIS segments (``data.segment_capacity``), or None to count them (a host sync on a GPU); x: None,
+        or the (augmented) (N, C, V, T) model input, whose GS-TMSE pair weights are then built here too."""
         labels = labels.long()
         pairs = gs_tmse_pairs(labels, self.ignore_index, self.dtype)
+        pair_weight = None
+        if x is not None:
+            if x.dim() != 4 or x.shape[0] != labels.shape[0] or x.shape[-1] != labels.shape[1]:
+                raise ValueError(f"x: expected shape (N, C, V, T) with (N, T) = {tuple(labels.shape)}, got "
+                                 f"{tuple(x.shape)}")
+            pair_weight = gs_tmse_weights(x, pairs).to(self.dtype)
         boundary_weight = boundary_frame_weight(mask, self.dtype)
         class_weight = None if self.class_weight is None else self.class_weight.to(labels.device)
         ce_weight = cross_entropy_frame_weight(labels, class_weight, self.ignore_index, self.dtype)
         if not (self.use_aris_abs or self.use_aris_rel):
-            return LossTargets(pairs, boundary_weight, None, None, None, None, ce_weight)
+            return LossTargets(pairs, boundary_weight, None, None, None, None, ce_weight, pair_weight)
         segments = extract_segments(labels, published_quirks=self.published_quirks, ignore_index=self.ignore_index,
                                     max_segments=max_segments)
         valid = segments.valid
@@ -76,4 +85,4 @@ class LossTargetBuilder:
         if self.use_aris_rel:
             relative = relative_target(segments.label, self.action_graph.to(labels.device), valid, self.dtype)
         return LossTargets(pairs, boundary_weight, segments, ~(valid[:, None] & valid[None, :]), absolute, relative,
-                           ce_weight)
+                           ce_weight, pair_weight)

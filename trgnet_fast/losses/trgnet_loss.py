@@ -13,6 +13,8 @@ from trgnet_fast.losses.segments import segment_means
 from trgnet_fast.losses.targets import LossTargetBuilder, LossTargets
 from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy, frame_log_probs,
                                       gs_tmse, gs_tmse_weights)
+from trgnet_fast.ops.aris_losses import aris_losses
+from trgnet_fast.ops.aris_losses.autograd import OP_NAME as ARIS_LOSSES_OP
 from trgnet_fast.ops.frame_losses import frame_losses
 from trgnet_fast.ops.frame_losses.autograd import OP_NAME as FRAME_LOSSES_OP
 
@@ -51,9 +53,11 @@ class TRGNetLoss(nn.Module):
             the last segment of every padded video and the segment before every ignored run
             (docs/model.md#aris-segments). False: class-axis GS-TMSE and every real segment.
         class_weight: optional (K,) CE class weights (published: none).
-        backend: of the per-frame terms (CE, GS-TMSE, BCE): "torch" runs them as above, "cuda" / "triton" as the
-            fused ``frame_losses`` op (docs/kernels.md#frame_losses), None / "auto" as ``trgnet_fast.backend``
-            resolves it on the logits' device (the model's rule, ``model_backend``).
+        backend: of the per-frame terms (CE, GS-TMSE, BCE) and the ARIS terms: "torch" runs them as above,
+            "cuda" / "triton" as the fused ``frame_losses`` op (docs/kernels.md#frame_losses) and, with both ARIS terms
+            on, the fused ``aris_losses`` op (docs/kernels.md#aris_losses; one term alone keeps the PyTorch code),
+            None / "auto" as ``trgnet_fast.backend`` resolves it on the logits' device (the model's rule,
+            ``model_backend``).
     """
 
     def __init__(self, action_embeddings: torch.Tensor, action_graph: torch.Tensor, pos_weight: float,
@@ -121,14 +125,16 @@ class TRGNetLoss(nn.Module):
         labels = _check_tensor("labels", labels, 2)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"labels: expected an integer dtype, got {labels.dtype}")
-        _check_tensor("x", x, 4)
+        if x is not None:
+            _check_tensor("x", x, 4)
         _check_tensor("boundary", boundary, 3)
         _check_tensor("mask", mask, 3)
         _check_tensor("outputs[0][0] (logits)", logits[0], 3)
         # (N, T) agreed on by most arguments, so that the odd one out is the one named
-        candidates = [(labels.shape[0], labels.shape[1]), (x.shape[0], x.shape[-1]),
-                      (boundary.shape[0], boundary.shape[-1]), (mask.shape[0], mask.shape[-1]),
-                      (logits[0].shape[0], logits[0].shape[-1])]
+        candidates = [(labels.shape[0], labels.shape[1]), (boundary.shape[0], boundary.shape[-1]),
+                      (mask.shape[0], mask.shape[-1]), (logits[0].shape[0], logits[0].shape[-1])]
+        if x is not None:
+            candidates.append((x.shape[0], x.shape[-1]))
         n, t = max(candidates, key=candidates.count)
         if tuple(labels.shape) != (n, t):
             raise ValueError(f"labels: expected shape {(n, t)}, got {tuple(labels.shape)}")
@@ -150,7 +156,7 @@ class TRGNetLoss(nn.Module):
         if logit_scale.numel() != 1:
             raise ValueError(f"outputs[3] (logit_scale): expected one element, got shape "
                              f"{tuple(logit_scale.shape)}")
-        if x.shape[0] != n or x.shape[-1] != t:
+        if x is not None and (x.shape[0] != n or x.shape[-1] != t):
             raise ValueError(f"x: expected shape (N={n}, C, V, T={t}), got {tuple(x.shape)}")
         if tuple(boundary.shape) != (n, 1, t):
             raise ValueError(f"boundary: expected shape {(n, 1, t)}, got {tuple(boundary.shape)}")
@@ -171,43 +177,61 @@ class TRGNetLoss(nn.Module):
         if tuple(next_frame.shape) != (n, 1, t) or next_frame.device != labels.device:
             raise ValueError(f"targets: expected the targets of labels of shape {(n, t)} on {labels.device}, got "
                              f"shape {tuple(next_frame.shape[::2])} on {next_frame.device}")
+        weight = targets.pair_weight
+        if weight is not None and (tuple(weight.shape) != (n, t) or weight.device != labels.device):
+            raise ValueError(f"targets: expected pair weights of shape {(n, t)} on {labels.device}, got shape "
+                             f"{tuple(weight.shape)} on {weight.device}")
         if (targets.segments is None) != (not (self.use_aris_abs or self.use_aris_rel)) or \
                 (targets.absolute is None) == self.use_aris_abs or (targets.relative is None) == self.use_aris_rel:
             raise ValueError("targets: built for other ARIS switches than this loss's (use target_builder())")
 
-    def _frame_terms(self, z, b, x, labels, boundary, mask, targets: LossTargets):
+    def _frame_terms(self, z, b, labels, boundary, mask, targets: LossTargets):
         """CE, GS-TMSE and BCE of the stacked stages z (S, N, K, T), b (R, N, 1, T) in plain PyTorch."""
         log_probs = frame_log_probs(z)  # shared by CE and the class-axis GS-TMSE
         ce = cross_entropy(z, labels.expand(z.shape[0], *labels.shape).flatten(0, 1), self.class_weight,
                            self.ignore_index, log_probs=log_probs.flatten(0, 1))
-        gst = gs_tmse(z, x, labels, ignore_index=self.ignore_index,
+        gst = gs_tmse(z, None, labels, ignore_index=self.ignore_index,
                       log_softmax_over="time" if self.published_quirks else "classes", log_probs=log_probs,
-                      pairs=targets.pairs)
+                      pairs=targets.pairs, weights=targets.pair_weight)
         pos_weight = self.pos_weight_float32 if b.dtype == torch.float32 else self.pos_weight
         return ce, gst, boundary_bce(b, boundary, mask, pos_weight, targets.boundary_weight)
 
-    def _fused_frame_terms(self, z, b, x, labels, boundary, targets: LossTargets, backend: str):
+    def _fused_frame_terms(self, z, b, labels, boundary, targets: LossTargets, backend: str):
         """The same three terms as one fused op (``frame_losses``, one kernel pass each way on ``backend``): the
-        labels-only weights from ``targets``, the GS-TMSE similarities from x, all in the compute dtype."""
+        weights from ``targets``, all in the compute dtype."""
         acc = torch.float64 if z.dtype == torch.float64 else torch.float32
         pairs = targets.pairs
         pos_weight = self.pos_weight if acc == torch.float64 else self.pos_weight_float32
         terms = frame_losses(z, labels, targets.ce_weight.to(acc), pairs.next_frame[:, 0], pairs.previous_frame,
                              # squeeze, not [:, :, 0]: a select's backward is one more op (a zero-fill)
-                             gs_tmse_weights(x, pairs).to(acc), b.squeeze(2), boundary[:, 0].to(acc),
+                             targets.pair_weight.to(acc), b.squeeze(2), boundary[:, 0].to(acc),
                              targets.boundary_weight[:, 0].to(acc), pos_weight.reshape(1),
                              time_axis=self.published_quirks, backend=backend)
+        return terms.unbind(0)
+
+    def _fused_aris_terms(self, e0, logit_scale, targets: LossTargets, backend: str):
+        """Both ARIS terms as one fused op (``aris_losses``, docs/kernels.md#aris_losses) on ``backend``: the segment
+        means, the similarities and both KL divergences, from the target builder's slots and KL targets."""
+        acc = torch.float64 if e0.dtype == torch.float64 else torch.float32
+        unit = self.unit_action_embeddings
+        if unit.dtype != acc:  # normalised in the compute dtype, as the PyTorch terms do
+            unit = F.normalize(self.action_embeddings.to(acc), dim=1)
+        segs, absolute, relative = targets.segments, targets.absolute, targets.relative
+        terms = aris_losses(e0, segs.frame_segment, segs.video, segs.start, segs.count, segs.valid, segs.label, unit,
+                            logit_scale, absolute.weight, absolute.log_weight, relative.weight, relative.log_weight,
+                            backend=backend)
         return terms.unbind(0)
 
     def forward(self, outputs, x: torch.Tensor, labels: torch.Tensor, boundary: torch.Tensor,
                 mask: torch.Tensor, max_segments: int | None = None,
                 targets: LossTargets | None = None) -> dict[str, torch.Tensor]:
         """outputs: the model's train-mode tuple ([logits (N,K,T)...], [b (N,1,T)...], [e (N,D,T)...],
-        logit_scale (1,)); x: (N, C, V, T) model input; labels: (N, T) long, 255 = ignore;
+        logit_scale (1,)); x: (N, C, V, T) (augmented) model input, GS-TMSE's similarity source, or None when
+        ``targets`` carry its pair weights (the training collate's do); labels: (N, T) long, 255 = ignore;
         boundary: (N, 1, T) 0/1 float; mask: (N, 1, T) bool or 0/1; max_segments: None, or a static bound
         on the ARIS segments (the collate's ``max_segments``, ``segment_capacity``): then nothing in the loss
         waits for the device (``extract_segments``); the value is the same. targets: the labels-only part built
-        beforehand (``target_builder()(labels, mask, max_segments)``, the training collate's ``loss_targets``),
+        beforehand (``target_builder()(labels, mask, max_segments, x)``, the training collate's ``loss_targets``),
         on the labels' device; None builds it here.
         Returns {total, ce, gstmse, boundary, aris_abs, aris_rel}: 0-d float32 tensors."""
         self._validate(outputs, x, labels, boundary, mask)
@@ -215,22 +239,33 @@ class TRGNetLoss(nn.Module):
         labels = labels.long()
         if targets is None:
             dtype = torch.float64 if logits[0].dtype == torch.float64 else torch.float32
-            targets = self.target_builder(dtype)(labels, mask, max_segments)
+            if x is None:
+                raise ValueError("x: needed (the GS-TMSE similarity source) when no targets are given")
+            targets = self.target_builder(dtype)(labels, mask, max_segments, x)
         else:
             self._check_targets(targets, labels)
+            if targets.pair_weight is None:  # built without x: the pair weights from the loss's x
+                if x is None:
+                    raise ValueError("x: needed (the GS-TMSE similarity source) when the targets carry no pair "
+                                     "weights (built without x)")
+                targets = targets._replace(pair_weight=gs_tmse_weights(x, targets.pairs))
         # the stages as one (S, N, ...) batch: every term is a mean over samples (CE: over frames, the same frames in
         # every stage), so the mean over stages is the term of the stacked batch, in a few ops
         z = torch.stack(list(logits))
         b = torch.stack(list(bounds))
         impl = model_backend(FRAME_LOSSES_OP, self.backend, z.device.type)
         if impl == "torch":
-            ce, gst, bce = self._frame_terms(z, b, x, labels, boundary, mask, targets)
+            ce, gst, bce = self._frame_terms(z, b, labels, boundary, mask, targets)
         else:
-            ce, gst, bce = self._fused_frame_terms(z, b, x, labels, boundary, targets, impl)
+            ce, gst, bce = self._fused_frame_terms(z, b, labels, boundary, targets, impl)
 
         terms = [(ce, 1.0), (gst, self.gstmse_weight), (bce, self.lambda_b)]
         aris_abs = aris_rel = None
-        if self.use_aris_abs or self.use_aris_rel:
+        aris_impl = model_backend(ARIS_LOSSES_OP, self.backend, z.device.type)
+        if self.use_aris_abs and self.use_aris_rel and aris_impl != "torch":
+            aris_abs, aris_rel = self._fused_aris_terms(feats[0], logit_scale, targets, aris_impl)
+            terms += [(aris_abs, self.aris_abs_weight), (aris_rel, self.aris_rel_weight)]
+        elif self.use_aris_abs or self.use_aris_rel:
             segs = targets.segments
             f = segment_means(feats[0], segs)
             if self.use_aris_abs:

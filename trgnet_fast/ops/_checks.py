@@ -44,12 +44,31 @@ def check_floating(op: str, name: str, t: torch.Tensor) -> None:
     check_supported_float(op, name, t)
 
 
+def converted_state(op: str, named, state_names, compute_dtype) -> tuple:
+    """The tensors of ``named`` ((name, tensor) pairs in schema order, the leading floating input first) with those
+    named in ``state_names`` converted to ``compute_dtype(leading dtype)``: the public functions take them in any
+    supported floating dtype, the raw ops in the compute dtype. One that is not of a supported floating dtype is
+    refused here, naming it. Unchanged when the leading input is not of a supported floating dtype (refused later,
+    naming it)."""
+    lead = named[0][1]
+    if lead.dtype not in SUPPORTED_FLOAT_DTYPES:
+        return tuple(t for _, t in named)
+    acc = compute_dtype(lead.dtype)
+    converted = []
+    for name, t in named:
+        if name in state_names:
+            check_floating(op, name, t)
+            t = t.to(acc)
+        converted.append(t)
+    return tuple(converted)
+
+
 def check_nonempty(op: str, named) -> None:
     """No tensor of ``named`` ((name, tensor, layout) triples, layout naming the dimensions, e.g. "(N, C, T)") has a
     zero-size dimension. Run by the public functions before the backend is chosen, so that every backend refuses an
     empty input alike (the raw ops keep their own handling of empty sizes)."""
     for name, t, layout in named:
-        dims = layout.strip("()").split(", ")
+        dims = layout.strip("(,)").split(", ")
         for i, size in enumerate(t.shape):
             if size == 0:
                 dim = dims[i] if len(dims) == t.dim() else f"dim {i}"

@@ -8,6 +8,7 @@ and the kernel report, the CUDA-emulation harness and the parametrised tests. Ad
 from __future__ import annotations
 
 from trgnet_fast.ops.adaptive_graph_conv.spec import SPEC as ADAPTIVE_GRAPH_CONV
+from trgnet_fast.ops.aris_losses.spec import SPEC as ARIS_LOSSES
 from trgnet_fast.ops.att_module.spec import SPEC as ATT_MODULE
 from trgnet_fast.ops.dilated_residual.spec import SPEC as DILATED_RESIDUAL
 from trgnet_fast.ops.frame_losses.spec import SPEC as FRAME_LOSSES
@@ -24,6 +25,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     DILATED_RESIDUAL,
     SPATIAL_FEATURE_INJECTION,
     FRAME_LOSSES,
+    ARIS_LOSSES,
 )}
 
 BENCH_VARIANTS: dict[str, tuple[OpSpec, BenchVariant]] = {

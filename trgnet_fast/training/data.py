@@ -10,12 +10,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from trgnet_fast.data import CsvSegmentationDataset, MSTCNDataset, collate, make_synthetic, read_mapping
+from trgnet_fast.data import CsvSegmentationDataset, MSTCNDataset, collate, make_synthetic, read_mapping, saep
 from trgnet_fast.data.datasets import carve_validation, unwrap_subsets
 from trgnet_fast.data.packing import FrameBudgetBatchSampler, frame_counts, pack_collate
+from trgnet_fast.data.seeded_batches import SeededBatches, SeededItems
 from trgnet_fast.model import default_config
 from trgnet_fast.skeletons import skeleton_layout
 
@@ -133,24 +134,32 @@ def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,
                  loss_targets=None) -> tuple[DataLoader, object]:
     """Shuffled loader (drop_last when batch > 1, as published); a DistributedSampler when world > 1. The shuffle
     order is a function of (seed, epoch) only, so resume reproduces it. loss_targets: optional builder of the loss's
-    labels-only part (``TRGNetLoss.target_builder()``), run by the collate in the loader's workers. With data.packing
-    the batches are packs of whole videos up to ``frame_budget`` frames (``FrameBudgetBatchSampler``: the same
-    number per rank, a function of (seed, epoch) too) collated by ``pack_collate``."""
+    labels-only part (``TRGNetLoss.target_builder()``), run by the collate in the loader's workers. With data.augment
+    the collate runs SAEP on each batch there too, with the batch's own seed (``data.seeded_batches``: a function of
+    the seed, rank, epoch and batch index, so resume and any number of workers reproduce it). With data.packing the
+    batches are packs of whole videos up to ``frame_budget`` frames (``FrameBudgetBatchSampler``: the same number per
+    rank, a function of (seed, epoch) too) collated by ``pack_collate``. Returns the loader and the object whose
+    ``set_epoch`` selects an epoch."""
+    seed = cfg["train"]["seed"]
     if cfg["data"]["packing"]:
         lengths = frame_counts(dataset)
-        sampler = FrameBudgetBatchSampler(lengths, frame_budget(cfg, lengths), seed=cfg["train"]["seed"], rank=rank,
-                                          world=world)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=partial(pack_collate, loss_targets=loss_targets),
-                            num_workers=cfg["data"]["num_workers"], worker_init_fn=_seed_worker)
-        return loader, sampler
-    bs = cfg["train"]["batch_size"]
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=cfg["train"]["seed"], drop_last=False)
-    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, drop_last=bs > 1,
-                        collate_fn=partial(collate, loss_targets=loss_targets),
-                        num_workers=cfg["data"]["num_workers"], worker_init_fn=_seed_worker,
-                        persistent_workers=False)
-    return loader, sampler
+        batches = epochs = FrameBudgetBatchSampler(lengths, frame_budget(cfg, lengths), seed=seed, rank=rank,
+                                                   world=world)
+        collate_fn = pack_collate
+    else:
+        bs = cfg["train"]["batch_size"]
+        epochs = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        batches = BatchSampler(epochs, bs, drop_last=bs > 1)
+        collate_fn = collate
+    augment = None
+    if cfg["data"]["augment"]:
+        augment = partial(saep, dataset=cfg["dataset"])
+        batches = epochs = SeededBatches(batches, seed, rank, epochs)
+        dataset = SeededItems(dataset)
+    loader = DataLoader(dataset, batch_sampler=batches,
+                        collate_fn=partial(collate_fn, loss_targets=loss_targets, augment=augment),
+                        num_workers=cfg["data"]["num_workers"], worker_init_fn=_seed_worker)
+    return loader, epochs
 
 
 def eval_loader(dataset: Dataset, cfg: dict, rank: int = 0, world: int = 1) -> DataLoader:

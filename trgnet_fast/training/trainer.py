@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from trgnet_fast.data import IGNORE_INDEX, saep
+from trgnet_fast.data import IGNORE_INDEX
 from trgnet_fast.evaluation.metrics import BOUNDARY_KEYS
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import TRGNet, default_config
@@ -129,7 +129,9 @@ class TrainStep(nn.Module):
             logits, bounds, feats, scale = out
             out = ([unpack(z, packed) for z in logits], [unpack(b, packed) for b in bounds],
                    [unpack(e, packed) for e in feats], scale)
-            x, mask = unpack(x, packed), loss_mask
+            # the padded x only as GS-TMSE's similarity source: not needed when the targets carry the pair weights
+            needs_x = targets is None or targets.pair_weight is None
+            x, mask = (unpack(x, packed) if needs_x else None), loss_mask
         losses = self.criterion(out, x, labels, boundary, mask, max_segments=max_segments, targets=targets)
         return losses, out[0][-1].detach()
 
@@ -210,9 +212,6 @@ class Trainer:
                 step, device_ids=[self.device] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         self.step = step
-        # SAEP randomness: its own generator on the batch device, different per rank, saved in checkpoints
-        self.aug_gen = torch.Generator(device=self.device)
-        self.aug_gen.manual_seed(cfg["train"]["seed"] * 1000 + 17 + info.rank)
         self.start_epoch, self.best_score, self.best_epoch = 0, -math.inf, 0
         self.logger = EpochLogger(self.out_dir, enabled=self.is_main, tensorboard=cfg["train"]["tensorboard"])
         if self.is_main:
@@ -233,7 +232,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _gather_rng(self):
-        state = {"rng": ckpt.rng_state(), "aug": self.aug_gen.get_state()}
+        state = {"rng": ckpt.rng_state()}
         if not self.info.enabled:
             return [state]
         out = [None] * self.info.world_size
@@ -294,7 +293,6 @@ class Trainer:
                           "RNG streams differ from an uninterrupted run")
         mine = rngs[self.info.rank % len(rngs)]
         ckpt.set_rng_state(mine["rng"])
-        self.aug_gen.set_state(mine["aug"].to("cpu") if mine["aug"].device.type != "cpu" else mine["aug"])
         self.logger.history = [dict(r) for r in state.get("history", [])]
         self.logger.rewrite(self.logger.history)
         self.log(f"resumed from {path}: epoch {self.start_epoch} done, best {self.cfg['train']['best_metric']} "
@@ -308,13 +306,12 @@ class Trainer:
         classified and the valid frames of this rank; :meth:`read_losses` turns sums of them into floats.
         """
         cfg = self.cfg
-        # the loss's labels-only part, built by the training collate on the CPU (docs/model.md#loss-targets); a batch
-        # from elsewhere has none, and without a segment bound the loss then counts segments with a host sync
+        # the batch comes augmented (SAEP, in the training collate, docs/model.md#saep-augmentation) with the loss's
+        # labels-only part and GS-TMSE pair weights built on the CPU (docs/model.md#loss-targets); a batch from
+        # elsewhere has none, and without a segment bound the loss then counts segments with a host sync
         keys = ("x", "labels", "boundary", "mask", "loss_targets", "packed", "loss_mask")
         moved = to_device({k: batch.get(k) for k in keys}, self.device)
         x, labels, boundary, mask, targets, packed, loss_mask = (moved[k] for k in keys)
-        if cfg["data"]["augment"]:
-            x = saep(x, cfg["dataset"], generator=self.aug_gen, packed=packed)
         self.step.train()
         if cfg["model"]["freeze_bn"]:
             for mod in self.model.modules():

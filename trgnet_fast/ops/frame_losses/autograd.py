@@ -31,6 +31,8 @@ def fake_backward(grad_terms, logits, *rest):
 
 def setup_context(ctx, inputs, output):
     """Saves the tensor inputs and time_lse; the scalars on the context."""
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradient of time_lse (the backward ignores it)
     ctx.save_for_backward(*inputs[:N_TENSOR_INPUTS], output[1])
     ctx.scalars = tuple(inputs[N_TENSOR_INPUTS:])
 
@@ -40,6 +42,8 @@ def make_backward(backward_op):
     Returns one gradient per forward input: logits, None for the labels-only inputs, boundary_logits, None for the
     targets, weights and scalars."""
     def backward(ctx, grad_terms, _grad_time_lse):
+        if grad_terms is None:  # gradients are not materialised: the terms' gradient is undefined (gradcheck asks)
+            return (None,) * (N_TENSOR_INPUTS + len(ctx.scalars))
         *tensors, time_lse = ctx.saved_tensors
         grad_logits, grad_boundary = backward_op(grad_terms.contiguous(), *tensors, time_lse, *ctx.scalars)
         return (grad_logits, None, None, None, None, None, grad_boundary, None, None, None,

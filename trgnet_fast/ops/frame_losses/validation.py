@@ -9,8 +9,8 @@ import numbers
 
 import torch
 
-from trgnet_fast.ops._checks import (SUPPORTED_FLOAT_DTYPES, check_contiguous, check_dtype_device, check_floating,
-                                     check_shape, check_tensor_arguments)
+from trgnet_fast.ops._checks import (check_contiguous, check_dtype_device, check_floating, check_shape,
+                                     check_tensor_arguments, converted_state)
 from trgnet_fast.ops.frame_losses.reference import compute_dtype
 
 # the tensor arguments in schema order
@@ -37,21 +37,9 @@ def check_argument_types(op: str, tensors, threshold, time_axis) -> None:
 
 
 def in_compute_dtype(op: str, tensors) -> tuple:
-    """``tensors`` (schema order) with the floating weights, targets and pos_weight converted to the compute dtype of
-    the logits (the public function's contract: any supported floating dtype is taken); a weight that is not of a
-    supported floating dtype is refused here, naming it. Unchanged when the logits are not of a supported floating
-    dtype (refused later, naming them)."""
-    logits = tensors[0]
-    if logits.dtype not in SUPPORTED_FLOAT_DTYPES:
-        return tuple(tensors)
-    acc = compute_dtype(logits.dtype)
-    converted = []
-    for name, t in zip(TENSOR_NAMES, tensors):
-        if name in STATE_NAMES:
-            check_floating(op, name, t)
-            t = t.to(acc)
-        converted.append(t)
-    return tuple(converted)
+    """``tensors`` (schema order) with the floating weights, targets and pos_weight in the compute dtype of the logits
+    (``converted_state``)."""
+    return converted_state(op, tuple(zip(TENSOR_NAMES, tensors)), STATE_NAMES, compute_dtype)
 
 
 def validate_inputs(op: str, tensors, threshold, time_axis, kernel: bool = False) -> None:
