@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# One-shot GPU check of trgnet_fast: environment, build, tests, parity, paper-size benchmark.
+# One-shot GPU check of trgnet_fast: environment, build, tests, parity, whole-step and paper-size benchmarks.
 #
 #   OUT=/path/to/out bash benchmarks/gpu_check.sh        # from the repository root, on the GPU machine
 #
 # Every stage has its own timeout and the script goes on after a failing or timed-out stage; the whole
 # run stays inside TRGNET_CHECK_BUDGET seconds (default 540, i.e. 9 min on an H100/H200).
-# Files written (8, all under $OUT, names [A-Za-z0-9._-] only):
+# Files written (11, all under $OUT, names [A-Za-z0-9._-] only):
 #   summary.txt            versions, nvidia-smi, `trgnet info`, one line per stage (rc, seconds)
 #   build.log              pip install --no-build-isolation --no-deps .
 #   tests.log              pytest -m gpu -q -rs, then the op and model tests that run on the GPU without the
 #                          gpu marker (tests/ops, tests/model; the rest of the suite is CPU-only: CI runs it)
 #   parity.log             trgnet parity --device cuda
 #   sanitizer.log          compute-sanitizer memcheck + racecheck of the native ops (fp32 and bf16, small shapes)
+#   step.log               benchmarks/train_step.py progress (the whole training step and N=1 inference, every provider)
+#   step/train_step.json   its raw per-step times     step/train_step.md   its tables
 #   bench.log              benchmarks/run.py progress
 #   bench/results.json     every raw timing          bench/results.md   the tables
 # Environment knobs:
@@ -20,13 +22,15 @@
 #   TRGNET_SANITIZER=0     skip compute-sanitizer (on by default)
 #   TRGNET_BENCH_DEVICE    device of the benchmark (default cuda)
 #   TRGNET_BENCH_ARGS      benchmark arguments (default: --sizes paper --op-compile-sizes 6000)
+#   TRGNET_STEP_ARGS       train_step.py arguments (default: --device cuda --N 8 --T 6000; every provider, train and
+#                          infer; CPU dry run: --device cpu --small)
 set -o pipefail
 set -u
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 
 : "${OUT:?set OUT to the folder whose files are fetched back}"
-mkdir -p "$OUT" "$OUT/bench"
+mkdir -p "$OUT" "$OUT/bench" "$OUT/step"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 
@@ -37,9 +41,12 @@ REPO=$(pwd)
 PY=${TRGNET_PYTHON:-python3}
 BENCH_DEVICE=${TRGNET_BENCH_DEVICE:-cuda}
 BENCH_ARGS=${TRGNET_BENCH_ARGS:---sizes paper --op-compile-sizes 6000}
+STEP_ARGS=${TRGNET_STEP_ARGS:---device cuda --N 8 --T 6000}
 SANITIZE=${TRGNET_SANITIZER:-1}
-# minimum seconds kept for the later stages (in stage order)
-MIN_TESTS=60 MIN_PARITY=30 MIN_SANITIZER=$(( SANITIZE != 0 ? 60 : 0 )) MIN_DEVICE_TESTS=30 MIN_BENCH=150 COLLECT=10
+# minimum seconds kept for the later stages (in stage order); MIN_BENCH is what the bench stage needs to start at
+# all (it skips itself under 60 s and otherwise spends what is left)
+MIN_TESTS=60 MIN_PARITY=30 MIN_SANITIZER=$(( SANITIZE != 0 ? 60 : 0 )) MIN_DEVICE_TESTS=30 MIN_STEP=120 MIN_BENCH=60
+COLLECT=10
 
 elapsed() { echo $(( $(date +%s) - START )); }
 left() { echo $(( BUDGET - $(elapsed) )); }
@@ -82,7 +89,7 @@ skip_stage() {
 # ---------------------------------------------------------------- 0. environment
 {
     echo "# trgnet_fast GPU check — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(hostname)"
-    echo "# budget ${BUDGET}s; bench: $BENCH_DEVICE $BENCH_ARGS"
+    echo "# budget ${BUDGET}s; step: $STEP_ARGS; bench: $BENCH_DEVICE $BENCH_ARGS"
     echo "git commit: $(git rev-parse --verify -q HEAD 2>/dev/null || echo 'unknown (not a git checkout or no commit)')"
     echo "uncommitted files: $(git status --porcelain 2>/dev/null | wc -l)"
     echo
@@ -125,7 +132,8 @@ if [[ "${TRGNET_SKIP_BUILD:-0}" != "0" ]]; then
 else
     # the GPU build of the whole extension should take < 4 min (docs/architecture.md#targets): the stage line
     # records its seconds
-    T=$(stage_timeout 240 $(( MIN_TESTS + MIN_PARITY + MIN_SANITIZER + MIN_DEVICE_TESTS + MIN_BENCH + COLLECT )))
+    T=$(stage_timeout 240 $(( MIN_TESTS + MIN_PARITY + MIN_SANITIZER + MIN_DEVICE_TESTS + MIN_STEP + MIN_BENCH
+                              + COLLECT )))
     run_stage build "$OUT/build.log" "$T" "$PY" -m pip install --no-build-isolation --no-deps .
 fi
 {
@@ -137,14 +145,14 @@ fi
 
 # ---------------------------------------------------------------- 2. GPU tests
 : > "$OUT/tests.log"
-T=$(stage_timeout 150 $(( MIN_PARITY + MIN_SANITIZER + MIN_DEVICE_TESTS + MIN_BENCH + COLLECT )))
+T=$(stage_timeout 150 $(( MIN_PARITY + MIN_SANITIZER + MIN_DEVICE_TESTS + MIN_STEP + MIN_BENCH + COLLECT )))
 # Python runs outside the source tree, which would otherwise hide the installed trgnet_fast._C.
 cd /tmp
 run_stage tests-gpu "$OUT/tests.log" "$T" "$PY" -m pytest "$REPO/tests" -m gpu -q -rs
 
 # ---------------------------------------------------------------- 3. parity
 : > "$OUT/parity.log"
-T=$(stage_timeout 60 $(( MIN_SANITIZER + MIN_DEVICE_TESTS + MIN_BENCH + COLLECT )))
+T=$(stage_timeout 60 $(( MIN_SANITIZER + MIN_DEVICE_TESTS + MIN_STEP + MIN_BENCH + COLLECT )))
 run_stage parity "$OUT/parity.log" "$T" "$PY" -m trgnet_fast.cli parity --device cuda
 
 # ---------------------------------------------------------------- 3b. compute-sanitizer
@@ -155,7 +163,7 @@ if [[ "$SANITIZE" != "0" ]]; then
     SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
     if [[ -x "$SANITIZER" ]]; then
         for tool in memcheck racecheck; do
-            T=$(stage_timeout 75 $(( MIN_DEVICE_TESTS + MIN_BENCH + COLLECT )))
+            T=$(stage_timeout 75 $(( MIN_DEVICE_TESTS + MIN_STEP + MIN_BENCH + COLLECT )))
             run_stage "sanitize-$tool" "$OUT/sanitizer.log" "$T" "$SANITIZER" --tool "$tool" --error-exitcode 99 \
                 "$PY" -m trgnet_fast.cli parity --device cuda --backend cuda --small --dtype float32 --dtype bfloat16
         done
@@ -170,10 +178,26 @@ fi
 # The op and model tests without the gpu marker pick the GPU when there is one (Triton compiled for real instead
 # of the interpreter: poisoned outputs, determinism, contiguity, hypothesis cases). The CPU stand-ins for a GPU
 # (kernel emulation, offline Triton compiles) and the CPU-only rest of the suite run in CI, not here.
-T=$(stage_timeout 120 $(( MIN_BENCH + COLLECT )))
+T=$(stage_timeout 120 $(( MIN_STEP + MIN_BENCH + COLLECT )))
 run_stage tests-device "$OUT/tests.log" "$T" "$PY" -m pytest "$REPO/tests/ops" "$REPO/tests/model" -q -rs \
     -m "not gpu" --ignore="$REPO/tests/ops/test_kernel_resources.py"
 cd "$REPO"
+
+# ---------------------------------------------------------------- 3d. whole training step
+# the trainer's step (published PKU config, TRGNetLoss with every term, Adam) at N=8, T=6000 and N=1 inference, for
+# every provider (reference, compile, compile-ro, cuda, triton, cuda-graph, triton-graph): the measurement of the
+# goal "<= 8 ms per step, <= 1.5 ms inference, peak <= 2 GiB"
+: > "$OUT/step.log"
+T=$(stage_timeout 210 $(( MIN_BENCH + COLLECT )))
+if (( T < 60 )); then
+    skip_stage step "only $(left)s of the ${BUDGET}s budget left" "$OUT/step.log"
+else
+    # train_step.py starts no provider past --time-budget (a compiled one not with < 120 s left) and writes its
+    # tables after every provider (and on SIGINT); timeout is the safety net
+    # shellcheck disable=SC2086
+    run_stage step "$OUT/step.log" "$T" "$PY" benchmarks/train_step.py $STEP_ARGS --out "$OUT/step" \
+        --time-budget $(( T - 25 ))
+fi
 
 # ---------------------------------------------------------------- 4. benchmark
 : > "$OUT/bench.log"
@@ -188,8 +212,8 @@ else
 fi
 
 # ---------------------------------------------------------------- collect
-rm -f "$OUT"/bench/*.tmp
-for f in "$OUT"/*.log "$OUT"/bench/*; do
+rm -f "$OUT"/bench/*.tmp "$OUT"/step/*.tmp
+for f in "$OUT"/*.log "$OUT"/bench/* "$OUT"/step/*; do
     [[ -f "$f" ]] || continue
     size=$(stat -c %s "$f")
     if (( size > 15 * 1024 * 1024 )); then  # keep under the 16 MiB fetch limit: head + tail
@@ -205,7 +229,9 @@ done
     echo "--- files"
     (cd "$OUT" && find . -type f -printf '%p %s bytes\n' | sort)
 } | tee -a "$SUMMARY"
-if [[ -f "$OUT/bench/results.md" ]]; then
-    echo
-    cat "$OUT/bench/results.md"
-fi
+for md in "$OUT/step/train_step.md" "$OUT/bench/results.md"; do
+    if [[ -f "$md" ]]; then
+        echo
+        cat "$md"
+    fi
+done

@@ -19,6 +19,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -31,6 +32,7 @@ from trgnet_fast.data.seeded_batches import batch_seed
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import default_config
 from trgnet_fast.training.config import load_config
+from trgnet_fast.training.cuda_graphs import GraphedSteps
 from trgnet_fast.training.text import PUBLISHED_TEXT_DIM
 from trgnet_fast.training.trainer import Trainer, TrainStep, build_model, model_kwargs
 
@@ -111,13 +113,17 @@ def batch_pos_weight(boundary: torch.Tensor) -> float:
 
 
 def build_trainer_step(n: int, t: int, backend: str, seed: int = 0, model_overrides: dict | None = None,
-                       text_dim: int = PUBLISHED_TEXT_DIM) -> TrainerStep:
-    """The trainer's objects for the published PKU config on CPU, and an (N, T) batch.
+                       text_dim: int = PUBLISHED_TEXT_DIM, device="cpu", cuda_graphs: bool = False) -> TrainerStep:
+    """The trainer's objects for the published PKU config on ``device``, and an (N, T) batch (on the CPU, as the
+    loader gives it: ``train_step`` moves it).
 
-    model_overrides: ``model.*`` config keys (e.g. a smaller model for tests); text_dim: width of the text heads.
+    model_overrides: ``model.*`` config keys (e.g. a smaller model for tests); text_dim: width of the text heads;
+    cuda_graphs: the step as the trainer runs it with train.cuda_graphs (docs/training.md#cuda-graphs: fused Adam,
+    the step captured per batch shape; needs a CUDA ``device`` and model.mask_mode correct among the overrides).
     """
-    overrides = [f"model.backend={backend}"] + [f"model.{k}={json.dumps(v)}"
-                                                 for k, v in (model_overrides or {}).items()]
+    device = torch.device(device)
+    overrides = [f"model.backend={backend}", f"train.cuda_graphs={json.dumps(cuda_graphs)}"] + [
+        f"model.{k}={json.dumps(v)}" for k, v in (model_overrides or {}).items()]
     cfg = load_config(DATASET, overrides)
     n_classes = default_config(DATASET)["n_classes"]  # the classes workload.make_model_inputs draws
     torch.manual_seed(seed)
@@ -129,12 +135,17 @@ def build_trainer_step(n: int, t: int, backend: str, seed: int = 0, model_overri
                            lambda_b=loss_cfg["lambda_b"], gstmse_weight=loss_cfg["gstmse_weight"],
                            aris_abs_weight=loss_cfg["aris_abs_weight"], aris_rel_weight=loss_cfg["aris_rel_weight"],
                            published_quirks=loss_cfg["published_quirks"], backend=backend)
+    model, criterion = model.to(device), criterion.to(device)
     optim_cfg = cfg["optim"]
     optimizer = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]),
-                                 eps=optim_cfg["eps"], weight_decay=0.0, foreach=True)
-    trainer = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), model=model, optimizer=optimizer,
+                                 eps=optim_cfg["eps"], weight_decay=0.0, foreach=None if cuda_graphs else True,
+                                 fused=True if cuda_graphs else None, capturable=cuda_graphs)
+    trainer = SimpleNamespace(cfg=cfg, device=device, model=model, optimizer=optimizer,
                               step=TrainStep(model, criterion, cfg["train"]["bf16"]),
-                              joint_graph=inputs["joint_graph"])
+                              joint_graph=inputs["joint_graph"].to(device), graphed_steps=None)
+    trainer._step = partial(Trainer._step, trainer)
+    if cuda_graphs:
+        trainer.graphed_steps = GraphedSteps(trainer._step, device)
     batch = {k: inputs[k] for k in ("x", "labels", "boundary", "mask")}
     # as the training collate does, on the CPU in the loader's workers: SAEP with the batch's seed, the segment bound,
     # the loss targets with the augmented batch's GS-TMSE pair weights

@@ -11,7 +11,8 @@ from .plan import MODEL_MODES, OP_MODES, Cell
 from .timing import MiB
 
 
-def _fmt_ms(v):
+def format_ms(v) -> str:
+    """A time in ms with 3 significant digits (– for None)."""
     if v is None:
         return "–"
     if v >= 100:
@@ -21,6 +22,25 @@ def _fmt_ms(v):
     if v >= 1:
         return f"{v:.2f}"
     return f"{v:.3f}"
+
+
+def machine_lines(env: dict, cuda: bool) -> list[str]:
+    """The markdown lines on the machine of ``env`` (bench/environment.py): the GPU (``cuda``) or the CPU, and the load
+    average, flagged when other work ran beside the benchmark."""
+    if cuda:
+        lines = [f"- GPU: {env['gpu']} (sm_{env['gpu_capability'].replace('.', '')}, {env['gpu_memory_gib']} GiB, "
+                 f"{env['gpu_sms']} SMs), driver {env['driver']}, cuDNN {env['cudnn']}, TF32 matmul "
+                 f"{env['tf32_matmul']} / cuDNN {env['tf32_cudnn']}, cudnn.benchmark {env['cudnn_benchmark']}"]
+    else:
+        lines = [f"- CPU: {env['cpu']}, {env['cpu_count']} cores, torch threads {env['torch_threads']}"]
+    load = env.get("loadavg_start")
+    if load:
+        line = f"- load average at start {load[0]:.2f}" + (
+            f", at end {env['loadavg_end'][0]:.2f}" if env.get("loadavg_end") else "")
+        if load[0] > 0.5 or (env.get("loadavg_end") or [0])[0] > env["cpu_count"] + 0.5:
+            line += " — **other work was running on this machine: timings are noisy**"
+        lines.append(line)
+    return lines
 
 
 def _short_commit(commit: str) -> str:
@@ -72,19 +92,7 @@ def _header(meta: dict, device) -> list[str]:
     if env.get("git_dirty_files"):
         ver += f" (+{env['git_dirty_files']} uncommitted files)"
     lines.append(f"- versions: {ver}")
-    if cuda:
-        lines.append(f"- GPU: {env['gpu']} (sm_{env['gpu_capability'].replace('.', '')}, {env['gpu_memory_gib']} GiB, "
-                     f"{env['gpu_sms']} SMs), driver {env['driver']}, cuDNN {env['cudnn']}, TF32 matmul "
-                     f"{env['tf32_matmul']} / cuDNN {env['tf32_cudnn']}, cudnn.benchmark {env['cudnn_benchmark']}")
-    else:
-        lines.append(f"- CPU: {env['cpu']}, {env['cpu_count']} cores, torch threads {env['torch_threads']}")
-    load = env.get("loadavg_start")
-    if load:
-        line = f"- load average at start {load[0]:.2f}" + (
-            f", at end {env['loadavg_end'][0]:.2f}" if env.get("loadavg_end") else "")
-        if load[0] > 0.5 or (env.get("loadavg_end") or [0])[0] > env["cpu_count"] + 0.5:
-            line += " — **other work was running on this machine: timings are noisy**"
-        lines.append(line)
+    lines += machine_lines(env, cuda)
     bs = ", ".join(f"{k}: {'yes' if v['usable'] else 'no'}" for k, v in env["backends"][device.type].items())
     lines.append(f"- backends usable: {bs}; implemented: "
                  + "; ".join(f"{op} → {', '.join(b)}" for op, b in sorted(env["ops"].items())))
@@ -97,7 +105,8 @@ def _header(meta: dict, device) -> list[str]:
         lines.append(f"- copy rate: not measured ({copy['error']})")
     elif copy:
         line = (f"- copy rate (`dst.copy_(src)`, {copy['mib']} MiB, read + write counted): {copy['gbps']:.0f} GB/s "
-                f"(median {_fmt_ms(copy['median_ms'])} ms, p10–p90 {_fmt_ms(copy['p10_ms'])}–{_fmt_ms(copy['p90_ms'])})")
+                f"(median {format_ms(copy['median_ms'])} ms, "
+                f"p10–p90 {format_ms(copy['p10_ms'])}–{format_ms(copy['p90_ms'])})")
         if copy.get("gbps_busy"):
             line += f"; from GPU busy time {copy['gbps_busy']:.0f} GB/s"
         lines.append(line + " — the `% of copy` figures below are against it")
@@ -120,7 +129,7 @@ def _provider_cell(p: str, c: Cell | None, size: dict, kind: str, mode: str, not
     if c.result.get("status") != "ok":
         return "not run"
     r = c.result
-    text = f"{_fmt_ms(r['median_ms'])} ({_fmt_ms(r['p10_ms'])}–{_fmt_ms(r['p90_ms'])})"
+    text = f"{format_ms(r['median_ms'])} ({format_ms(r['p10_ms'])}–{format_ms(r['p90_ms'])})"
     cc = r.get("compile_counters") or {}
     if cc.get("graph_breaks") or cc.get("cudagraph_skips"):
         text += notes.ref(
@@ -140,7 +149,7 @@ def _op_columns(row_cells: dict[str, Cell], size: dict, copy: dict | None, cuda:
     else:
         out.append("–")
     if cuda:
-        busy = [f"{p} {_fmt_ms(c.result['device_ms'])}"
+        busy = [f"{p} {format_ms(c.result['device_ms'])}"
                 + (f" ({c.result['gbps_device']:.0f}{_copy_share(c.result['gbps_device'], copy, 'gbps_busy')})"
                    if c.result.get("gbps_device") else "")
                 for p, c in row_cells.items() if _ok(c) and c.result.get("device_ms")]

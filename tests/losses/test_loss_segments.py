@@ -51,6 +51,25 @@ def test_segments_any_rows(ref, rows, quirks):
     assert torch.equal(torch.where(frames == bound, m, frames), segs.frame_segment)  # "no segment" = M
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(_label_value, min_size=1, max_size=12), min_size=1, max_size=4),
+       st.booleans(), st.integers(1, 9))
+def test_padding_to_a_length_bucket_keeps_the_segments_given_the_batch_length(ref, rows, quirks, extra):
+    """Rows padded ``extra`` frames beyond the longest (as the collate pads to a length bucket): with batch_length =
+    the longest, the segments of the batch padded to its longest only, in either mode; without it the published scan
+    sees the full-length rows as padded and drops their last segment."""
+    t = max(len(r) for r in rows)
+    labels = torch.tensor([r + [IGN] * (t - len(r)) for r in rows])
+    padded = torch.cat([labels, torch.full((len(rows), extra), IGN)], 1)
+    segs = extract_segments(labels, published_quirks=quirks)
+    bucketed = extract_segments(padded, published_quirks=quirks, batch_length=t)
+    assert _as_list(bucketed) == _as_list(segs) and torch.equal(bucketed.count, segs.count)
+    m = segs.num_segments
+    assert torch.equal(bucketed.frame_segment, torch.cat([segs.frame_segment, torch.full((len(rows), extra), m)], 1))
+    unaware = extract_segments(padded, published_quirks=quirks)
+    assert _as_list(unaware) == (ref.scan_published(padded) if quirks else _as_list(segs))
+
+
 def test_published_scan_drops_segments_before_ignored_frames(ref):
     """The published scan: the last real segment of every padded video is dropped, and so is the segment
     right before a 255 run inside a video; a 255 run followed by a label is dropped (the published code
@@ -141,6 +160,9 @@ def test_segments_bad_input():
     for bound in (0, 2.0, True):
         with pytest.raises(ValueError, match="max_segments"):
             extract_segments(torch.zeros(2, 3, dtype=torch.long), max_segments=bound)
+    for length in (0, 4, 2.0, True):
+        with pytest.raises(ValueError, match=r"batch_length: expected None or an int in \[1, T = 3\]"):
+            extract_segments(torch.zeros(2, 3, dtype=torch.long), batch_length=length)
     segs = extract_segments(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="features"):
         segment_means(torch.zeros(2, 4, 5), segs)

@@ -348,3 +348,45 @@ def test_half_precision_outputs_compute_in_float32(ref, gen):
     for name, v in out.items():
         assert v.dtype == torch.float32 and torch.isfinite(v)
         torch.testing.assert_close(v, ref_out[name], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", LOSS_BACKENDS)
+def test_extra_padding_changes_neither_terms_nor_gradients(ref, gen, backend):
+    """A batch padded further (as the collate pads to length buckets for CUDA graphs, data.collate.bucket_length),
+    with arbitrary model outputs on the extra frames: the same terms and the same gradients on the real frames within
+    1e-12 (float64), none on the extra frames. Targets built from the padded labels, mask and x, as the collate
+    builds them (with the batch's own length, where the published ARIS scan ends each row: without it the scan
+    drops the longest video's last segment too, test_loss_segments)."""
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 3, 25, mid_ignore=True)
+    emb, tag = _tables(gen)
+    loss = TRGNetLoss(emb, tag, 7.5, backend=backend).double()
+    extra = 13
+
+    def pad(t, value=0):
+        return torch.nn.functional.pad(t, (0, extra), value=value)
+
+    def leaf_padded(o):  # the extra frames' outputs: random values, which must not matter
+        return torch.cat([o.detach(), torch.randn(*o.shape[:-1], extra, generator=gen, dtype=o.dtype)],
+                         -1).requires_grad_(True)
+
+    logits, bounds, feats, scale = outputs
+    padded = ([leaf_padded(z) for z in logits], [leaf_padded(b) for b in bounds], [leaf_padded(e) for e in feats],
+              scale.detach().clone().requires_grad_(True))
+    batches = [(outputs, x, labels, boundary, mask),
+               (padded, pad(x), pad(labels, IGN), pad(boundary), pad(mask, False))]
+    results = []
+    for (out, xb, lab, bnd, msk), batch_length in zip(batches, (None, x.shape[-1])):
+        bound = segment_capacity(lab)
+        targets = loss.target_builder(torch.float64)(lab, msk, bound, xb, batch_length=batch_length)
+        terms = loss(out, None, lab, bnd, msk, max_segments=bound, targets=targets)
+        results.append((terms, torch.autograd.grad(terms["total"], _leaves(out))))
+    (terms, grads), (terms_padded, grads_padded) = results
+    for name in terms:
+        assert abs(float(terms_padded[name] - terms[name])) <= 1e-12 * abs(float(terms[name])) + 1e-15, name
+    t = x.shape[-1]
+    for g, gp in zip(grads, grads_padded):
+        if gp.dim() == 1:  # logit_scale
+            assert torch.allclose(gp, g, rtol=1e-12, atol=0)
+            continue
+        assert float(torch.linalg.vector_norm(gp[..., :t] - g)) <= 1e-12 * float(torch.linalg.vector_norm(g)) + 1e-15
+        assert not gp[..., t:].any()

@@ -97,6 +97,7 @@ BAD_VALUES = {
     "data.cache": ["0"],
     "data.packing": ["1", "on"],
     "data.frame_budget": ["0", "-5", "2.5", "true"],
+    "data.length_buckets": ["0", "-1", "2.5", "true"],
     "data.synthetic.n_train": ["0", "-5"],
     "data.synthetic.n_val": ["-1"],
     "data.synthetic.n_test": ["-1", "true"],
@@ -148,6 +149,7 @@ BAD_VALUES = {
     "train.max_steps_per_epoch": ["-1", "0", "1.5", "true"],
     "train.log_every": ["0", "true"],
     "train.deterministic": ["0"],
+    "train.cuda_graphs": ["1", "yes-ish"],
     "eval.refinement": ["magic"],
     "eval.boundary_th": ["5", "-0.1", "1.01", ".nan", "true", "null"],  # a probability threshold
     "eval.tolerance": ["-3", "2.5", "true"],  # frames

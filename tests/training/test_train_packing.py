@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from test_train_ddp import _free_port, _worker
-from train_helpers import text_files, tiny_overrides
+from train_helpers import assert_same_step, float64_step, text_files, tiny_overrides
 from trgnet_fast.data import collate, pack_collate
 from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.training import Trainer, load_checkpoint, load_config
@@ -55,28 +55,8 @@ def test_packed_step_equals_the_padded_step_of_the_same_videos(tiny_data, tmp_pa
     items = [trainer.splits["train"][i] for i in range(4)]
     assert len({item["feature"].shape[-1] for item in items}) > 1  # different lengths: the padded batch pads
     builder = trainer.criterion.target_builder(torch.float64)
-    results = []
-    for batch in (collate(items, builder), pack_collate(items, builder)):
-        trainer.step.zero_grad(set_to_none=True)
-        losses, final = trainer.step(batch["x"].double(), batch["labels"], batch["boundary"], batch["mask"],
-                                     trainer.joint_graph.double(), max_segments=batch["max_segments"],
-                                     targets=batch["loss_targets"], packed=batch.get("packed"),
-                                     loss_mask=batch.get("loss_mask"))
-        losses["total"].backward()
-        results.append(({k: float(v.detach()) for k, v in losses.items()}, final,
-                        {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}))
-    (padded, final_padded, grads_padded), (packed, final_packed, grads_packed) = results
-    assert final_packed.dtype == torch.float64 and padded["aris_abs"] > 0 and padded["aris_rel"] > 0
-    for key in LOSS_KEYS:
-        assert packed[key] == pytest.approx(padded[key], rel=1e-10), key
-    mask = collate(items)["mask"]
-    assert float((final_packed * mask - final_padded * mask).norm() / (final_padded * mask).norm()) <= 1e-10
-    assert grads_padded.keys() == grads_packed.keys() and len(grads_padded) > 50
-    # floor: the biases before a batch-statistics BatchNorm have a gradient of exactly 0, left as rounding noise
-    # (~1e-15 of the largest gradient)
-    largest = max(float(g.norm()) for g in grads_padded.values())
-    for name, grad in grads_padded.items():
-        assert float((grads_packed[name] - grad).norm()) <= 1e-10 * max(float(grad.norm()), 1e-4 * largest), name
+    padded, packed = (float64_step(trainer, batch) for batch in (collate(items, builder), pack_collate(items, builder)))
+    assert_same_step(padded, packed, collate(items)["mask"])
 
 
 def test_packed_evaluation_gives_the_batch_1_results(tiny_data, tmp_path):

@@ -21,6 +21,22 @@ def segment_capacity(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, min
     return max(int(minimum), 1 << max(runs - 1, 0).bit_length())
 
 
+def bucket_length(frames: int, per_octave: int = 4) -> int:
+    """The padded length of a batch whose longest video has ``frames`` frames: the smallest length ≥ frames of
+    the form m · 2^e with per_octave ≤ m < 2 · per_octave (every length below per_octave is its own). Padding stays
+    under 1 / per_octave of ``frames`` and a training run sees about per_octave · log2(longest / shortest) + 1 distinct
+    lengths (one CUDA graph each, docs/training.md#cuda-graphs); e.g. per_octave = 4: 300 → 320, 6000 → 6144,
+    10,333 → 12,288."""
+    for name, value in (("frames", frames), ("per_octave", per_octave)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int ≥ 1, got {value!r}")
+    if frames < per_octave:
+        return frames
+    # 2^e with per_octave · 2^e ≤ frames < 2 · per_octave · 2^e
+    step = 1 << ((frames // per_octave).bit_length() - 1)
+    return -(-frames // step) * step
+
+
 def check_batch(batch: list[dict], where: str) -> None:
     """Refuse an empty batch or items whose feature (C, V, T_i) disagrees with the first item's C, V or with its
     own label / boundary length; errors name ``where`` (the calling collate), the item and its name."""
@@ -37,14 +53,14 @@ def check_batch(batch: list[dict], where: str) -> None:
                              f"{tuple(lab.shape)}, boundary {tuple(b.shape)}")
 
 
-def padded_targets(batch: list[dict], loss_targets=None, x: torch.Tensor | None = None) -> dict:
-    """Everything of :func:`collate`'s padded batch but ``x``, for a batch that passed :func:`check_batch`:
-    ``labels``, ``boundary``, ``mask``, ``lengths``, ``names``, ``max_segments`` and (with ``loss_targets``)
-    ``loss_targets``, shapes as there; x: the batch's (augmented) padded (N, C, V, T) features, the GS-TMSE
-    similarity source of the loss targets. Shared by the packed collate, whose loss keeps the padded layout
+def padded_targets(batch: list[dict], T: int, loss_targets=None, x: torch.Tensor | None = None) -> dict:
+    """Everything of :func:`collate`'s padded batch but ``x``, for a batch that passed :func:`check_batch`, padded
+    to T ≥ its longest video: ``labels``, ``boundary``, ``mask``, ``lengths``, ``names``, ``max_segments`` and (with
+    ``loss_targets``) ``loss_targets``, shapes as there; x: the batch's (augmented) padded (N, C, V, T) features, the
+    GS-TMSE similarity source of the loss targets. Shared by the packed collate, whose loss keeps the padded layout
     (docs/model.md#packed-batches)."""
     lengths = torch.tensor([item["feature"].shape[2] for item in batch], dtype=torch.int64)
-    N, T = len(batch), int(lengths.max())
+    N = len(batch)
     labels = torch.full((N, T), IGNORE_INDEX, dtype=torch.int64)
     boundary = torch.zeros(N, 1, T, dtype=torch.float32)
     for i, item in enumerate(batch):
@@ -55,15 +71,18 @@ def padded_targets(batch: list[dict], loss_targets=None, x: torch.Tensor | None 
     out = {"labels": labels, "boundary": boundary, "mask": mask, "lengths": lengths,
            "names": [item.get("name", "") for item in batch], "max_segments": segment_capacity(labels)}
     if loss_targets is not None:
-        out["loss_targets"] = loss_targets(labels, mask, out["max_segments"], x)
+        longest = int(lengths.max())  # the published ARIS scan ends there, whatever the padding
+        out["loss_targets"] = loss_targets(labels, mask, out["max_segments"], x,
+                                           batch_length=None if longest == T else longest)
     return out
 
 
-def collate(batch: list[dict], loss_targets=None, augment=None) -> dict:
+def collate(batch: list[dict], loss_targets=None, augment=None, length_buckets: int | None = None) -> dict:
     """Stack dataset items into a padded batch.
 
     batch: list of N items with ``feature`` (C, V, T_i) float, ``label`` (T_i,) int, ``boundary`` (T_i,) float,
-    ``name`` str (and ``augment_seed`` with ``augment``). With T = max_i T_i returns::
+    ``name`` str (and ``augment_seed`` with ``augment``). With T = max_i T_i (published), or with ``length_buckets``
+    (an int, lengths per octave) T = ``bucket_length(max_i T_i, length_buckets)``, returns::
 
         x         (N, C, V, T) float32, zero right-padded (augmented with ``augment``)
         labels    (N, T) int64, padded with 255 (the ignore index)
@@ -84,9 +103,11 @@ def collate(batch: list[dict], loss_targets=None, augment=None) -> dict:
     check_batch(batch, "collate")
     C, V = batch[0]["feature"].shape[:2]
     T = max(item["feature"].shape[2] for item in batch)
+    if length_buckets is not None:
+        T = bucket_length(T, length_buckets)
     x = torch.zeros(len(batch), C, V, T, dtype=torch.float32)
     for i, item in enumerate(batch):
         x[i, :, :, :item["feature"].shape[2]] = item["feature"]
     if augment is not None:
         x = augment(x, generator=batch_generator(batch, "collate"))
-    return {"x": x, **padded_targets(batch, loss_targets, x)}
+    return {"x": x, **padded_targets(batch, T, loss_targets, x)}

@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from trgnet_fast.data.collate import check_batch, padded_targets
-from trgnet_fast.data.seeded_batches import batch_generator
 from trgnet_fast.data.datasets import unwrap_subsets
+from trgnet_fast.data.seeded_batches import batch_generator
 from trgnet_fast.model.packing import packed_sequences, unpack
 
 
@@ -35,7 +35,8 @@ def pack_collate(batch: list[dict], loss_targets=None, augment=None) -> dict:
     packed = packed_sequences([item["feature"].shape[2] for item in batch])
     if augment is not None:
         x = augment(x, generator=batch_generator(batch, "pack_collate"), packed=packed)
-    targets = padded_targets(batch, loss_targets, None if loss_targets is None else unpack(x, packed))
+    targets = padded_targets(batch, max(packed.lengths), loss_targets,
+                             None if loss_targets is None else unpack(x, packed))
     loss_mask = targets.pop("mask")  # "mask" is the packed input's
     return {"x": x, "mask": torch.ones(1, 1, x.shape[-1], dtype=torch.bool), "packed": packed, "loss_mask": loss_mask,
             **targets}

@@ -58,7 +58,8 @@ class Segments(NamedTuple):
 
 
 def extract_segments(labels: torch.Tensor, *, published_quirks: bool = True,
-                     ignore_index: int = IGNORE_INDEX, max_segments: int | None = None) -> Segments:
+                     ignore_index: int = IGNORE_INDEX, max_segments: int | None = None,
+                     batch_length: int | None = None) -> Segments:
     """Run-length encode a padded label batch.
 
     labels: (N, T) integer tensor, ``ignore_index`` on padding / ignored frames.
@@ -68,6 +69,10 @@ def extract_segments(labels: torch.Tensor, *, published_quirks: bool = True,
         an int: M = max_segments, the segments first and padding slots (``valid`` False) after them, no
         host sync. More segments than that is an error (``torch._assert_async``: raised at once on the CPU,
         a device-side assert on a GPU); ``data.collate.segment_capacity`` gives a bound that holds.
+    batch_length: None (= T), or the batch's own length (its longest video) when the collate padded it further, to
+        a length bucket (``data.collate.bucket_length``; every label from there on is ``ignore_index``): the
+        published rule then ends each row there, so that the segments are those of the batch padded to its
+        longest video only (docs/training.md#cuda-graphs).
     """
     if labels.dim() != 2:
         raise ValueError(f"labels: expected shape (N, T), got {tuple(labels.shape)}")
@@ -78,6 +83,10 @@ def extract_segments(labels: torch.Tensor, *, published_quirks: bool = True,
         raise ValueError(f"max_segments: expected None or an int >= 1, got {max_segments!r}")
     labels = labels.long()
     n, t = labels.shape
+    if batch_length is not None and (isinstance(batch_length, bool) or not isinstance(batch_length, int)
+                                     or not 1 <= batch_length <= t):
+        raise ValueError(f"batch_length: expected None or an int in [1, T = {t}], got {batch_length!r}")
+    end = t if batch_length is None else batch_length
     member, start = label_runs(labels, ignore_index)
     if published_quirks and t > 1:
         # drop the runs whose next frame is ignored: flag each run's last frame, then spread the flag
@@ -88,7 +97,7 @@ def extract_segments(labels: torch.Tensor, *, published_quirks: bool = True,
         run_end = member & follows
         dropped_end = run_end.clone()
         dropped_end[:, :-1] &= ~member[:, 1:]
-        dropped_end[:, -1] = False
+        dropped_end[:, end - 1] = False  # the scan's end of a row: its running segment is emitted there
         idx = torch.arange(t, device=labels.device).expand(n, t)
         next_end = torch.where(run_end, idx, torch.full_like(idx, t - 1)).flip(1).cummin(1).values.flip(1)
         member = member & ~dropped_end.gather(1, next_end)

@@ -60,10 +60,11 @@ class LossTargetBuilder:
         self.dtype = dtype
 
     def __call__(self, labels: torch.Tensor, mask: torch.Tensor, max_segments: int | None = None,
-                 x: torch.Tensor | None = None) -> LossTargets:
+                 x: torch.Tensor | None = None, batch_length: int | None = None) -> LossTargets:
         """labels: (N, T) integer, ``ignore_index`` on padding; mask: (N, 1, T) bool or 0/1; max_segments: a static
         bound on the ARIS segments (``data.segment_capacity``), or None to count them (a host sync on a GPU); x: None,
-        or the (augmented) (N, C, V, T) model input, whose GS-TMSE pair weights are then built here too."""
+        or the (augmented) (N, C, V, T) model input, whose GS-TMSE pair weights are then built here too;
+        batch_length: the batch's longest video when T is a length bucket beyond it (``extract_segments``)."""
         labels = labels.long()
         pairs = gs_tmse_pairs(labels, self.ignore_index, self.dtype)
         pair_weight = None
@@ -78,7 +79,7 @@ class LossTargetBuilder:
         if not (self.use_aris_abs or self.use_aris_rel):
             return LossTargets(pairs, boundary_weight, None, None, None, None, ce_weight, pair_weight)
         segments = extract_segments(labels, published_quirks=self.published_quirks, ignore_index=self.ignore_index,
-                                    max_segments=max_segments)
+                                    max_segments=max_segments, batch_length=batch_length)
         valid = segments.valid
         absolute = absolute_target(segments.label, valid, self.dtype) if self.use_aris_abs else None
         relative = None

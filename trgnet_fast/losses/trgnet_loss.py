@@ -209,13 +209,15 @@ class TRGNetLoss(nn.Module):
                              time_axis=self.published_quirks, backend=backend)
         return terms.unbind(0)
 
+    def _unit_embeddings(self, dtype: torch.dtype) -> torch.Tensor:
+        """t̂ (K, D) in the compute dtype ``dtype``: the stored rows when they are in it, else normalised in it."""
+        unit = self.unit_action_embeddings
+        return unit if unit.dtype == dtype else F.normalize(self.action_embeddings.to(dtype), dim=1)
+
     def _fused_aris_terms(self, e0, logit_scale, targets: LossTargets, backend: str):
         """Both ARIS terms as one fused op (``aris_losses``, docs/kernels.md#aris_losses) on ``backend``: the segment
         means, the similarities and both KL divergences, from the target builder's slots and KL targets."""
-        acc = torch.float64 if e0.dtype == torch.float64 else torch.float32
-        unit = self.unit_action_embeddings
-        if unit.dtype != acc:  # normalised in the compute dtype, as the PyTorch terms do
-            unit = F.normalize(self.action_embeddings.to(acc), dim=1)
+        unit = self._unit_embeddings(torch.float64 if e0.dtype == torch.float64 else torch.float32)
         segs, absolute, relative = targets.segments, targets.absolute, targets.relative
         terms = aris_losses(e0, segs.frame_segment, segs.video, segs.start, segs.count, segs.valid, segs.label, unit,
                             logit_scale, absolute.weight, absolute.log_weight, relative.weight, relative.log_weight,
@@ -269,10 +271,8 @@ class TRGNetLoss(nn.Module):
             segs = targets.segments
             f = segment_means(feats[0], segs)
             if self.use_aris_abs:
-                unit = self.unit_action_embeddings
-                normalized = unit.dtype == f.dtype  # else the exact path: normalise in the compute dtype
-                aris_abs = aris_absolute(f, segs.label, unit if normalized else self.action_embeddings, logit_scale,
-                                         segs.valid, targets.absolute, embeddings_normalized=normalized)
+                aris_abs = aris_absolute(f, segs.label, self._unit_embeddings(f.dtype), logit_scale, segs.valid,
+                                         targets.absolute, embeddings_normalized=True)
                 terms.append((aris_abs, self.aris_abs_weight))
             if self.use_aris_rel:
                 aris_rel = aris_relative(f, segs.label, self.action_graph, segs.valid, targets.relative,

@@ -56,6 +56,10 @@ DEFAULTS: dict = {
         # concatenated along time up to data.frame_budget frames, no padding; needs model.mask_mode: correct
         "packing": False,
         "frame_budget": None,      # frames per packed batch; null: train.batch_size × the mean training video length
+        # padded training batches: null pads to the batch's longest video (published); k pads to one of k lengths
+        # per octave (data.collate.bucket_length; padding < 1/k), the static shapes of train.cuda_graphs (which
+        # uses 4 when null); needs model.mask_mode: correct, where padding changes nothing
+        "length_buckets": None,
         # used when data.dir is null: the built-in synthetic dataset, generated once under
         # <output_dir>/synthetic_data (make_synthetic arguments)
         # (200-400 frames per video keep the README's main job, 20 epochs + test evaluation, ≤ 5 min
@@ -123,6 +127,9 @@ DEFAULTS: dict = {
         # for the device (docs/training.md#no-host-syncs)
         "log_every": 10,
         "deterministic": False,    # torch.use_deterministic_algorithms (warn_only)
+        # capture the whole step (forward, losses, backward, clipping, fused Adam) as one CUDA graph per batch
+        # shape and replay it (docs/training.md#cuda-graphs); one CUDA process, padded batches, mask_mode: correct
+        "cuda_graphs": False,
     },
     "eval": {
         "refinement": "boundary",  # boundary (refinement_with_boundary) | argmax
@@ -278,6 +285,7 @@ RULES: dict[str, _Rule] = {
     "data.cache": _FLAG,
     "data.packing": _FLAG,
     "data.frame_budget": _or_null(_COUNT),
+    "data.length_buckets": _or_null(_COUNT),
     "data.synthetic.n_train": _COUNT,
     "data.synthetic.n_val": _ints(0),
     "data.synthetic.n_test": _ints(0),
@@ -333,6 +341,7 @@ RULES: dict[str, _Rule] = {
     "train.device": _Rule("auto | cpu | cuda | cuda:N",
                           lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None),
     "train.bf16": _FLAG,
+    "train.cuda_graphs": _FLAG,
     "train.best_metric": _TEXT,  # a score of the validation summary: checked in _check_relations
     "train.eval_every": _COUNT,
     "train.tensorboard": _FLAG,
@@ -377,6 +386,15 @@ def _check_relations(cfg: dict) -> None:
     if cfg["data"]["packing"] and m["mask_mode"] != "correct":
         raise ConfigError(f"config key 'data.packing': expected model.mask_mode: correct with packed batches (every "
                           f"statistic over each video's frames), got model.mask_mode {m['mask_mode']!r}")
+    for key, on in (("data.length_buckets", cfg["data"]["length_buckets"] is not None),
+                    ("train.cuda_graphs", cfg["train"]["cuda_graphs"])):
+        if on and m["mask_mode"] != "correct":
+            raise ConfigError(f"config key {key!r}: expected model.mask_mode: correct with padding to length buckets "
+                              f"(published mode's statistics would change with the padding), got model.mask_mode "
+                              f"{m['mask_mode']!r}")
+    if cfg["train"]["cuda_graphs"] and cfg["data"]["packing"]:
+        raise ConfigError("config key 'train.cuda_graphs': expected padded batches (data.packing: false; a pack's "
+                          "per-video shapes differ from batch to batch), got data.packing: true")
     if synthetic["max_frames"] < synthetic["min_frames"]:
         raise ConfigError(f"config key 'data.synthetic.max_frames': expected ≥ data.synthetic.min_frames "
                           f"({synthetic['min_frames']}), got {synthetic['max_frames']}")

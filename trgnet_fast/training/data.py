@@ -130,6 +130,14 @@ def frame_budget(cfg: dict, lengths: list[int]) -> int:
     return math.ceil(cfg["train"]["batch_size"] * sum(lengths) / max(len(lengths), 1))
 
 
+def length_buckets(cfg: dict) -> int | None:
+    """Padded lengths per octave of the training batches (``data.collate.bucket_length``): data.length_buckets, 4
+    with train.cuda_graphs when it is null (about 10 graphs for PKU-MMD's 1,860-10,333 frames), else None (padded
+    to the batch's longest video, published)."""
+    k = cfg["data"]["length_buckets"]
+    return 4 if k is None and cfg["train"]["cuda_graphs"] else k
+
+
 def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,
                  loss_targets=None) -> tuple[DataLoader, object]:
     """Shuffled loader (drop_last when batch > 1, as published); a DistributedSampler when world > 1. The shuffle
@@ -138,8 +146,8 @@ def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,
     the collate runs SAEP on each batch there too, with the batch's own seed (``data.seeded_batches``: a function of
     the seed, rank, epoch and batch index, so resume and any number of workers reproduce it). With data.packing the
     batches are packs of whole videos up to ``frame_budget`` frames (``FrameBudgetBatchSampler``: the same number per
-    rank, a function of (seed, epoch) too) collated by ``pack_collate``. Returns the loader and the object whose
-    ``set_epoch`` selects an epoch."""
+    rank, a function of (seed, epoch) too) collated by ``pack_collate``; else padded batches, to the lengths of
+    :func:`length_buckets`. Returns the loader and the object whose ``set_epoch`` selects an epoch."""
     seed = cfg["train"]["seed"]
     if cfg["data"]["packing"]:
         lengths = frame_counts(dataset)
@@ -150,7 +158,7 @@ def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,
         bs = cfg["train"]["batch_size"]
         epochs = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
         batches = BatchSampler(epochs, bs, drop_last=bs > 1)
-        collate_fn = collate
+        collate_fn = partial(collate, length_buckets=length_buckets(cfg))
     augment = None
     if cfg["data"]["augment"]:
         augment = partial(saep, dataset=cfg["dataset"])

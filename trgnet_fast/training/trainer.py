@@ -20,6 +20,7 @@ from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS, default_sfi_layers
 from trgnet_fast.model.packing import PackedSequences, unpack
 from trgnet_fast.training import checkpoint as ckpt
 from trgnet_fast.training.config import ConfigError, dump_yaml
+from trgnet_fast.training.cuda_graphs import GraphedSteps
 from trgnet_fast.training.data import (build_splits, class_names, data_dir, ensure_synthetic, eval_loader,
                                        full_rate_boundaries, output_dir, train_loader)
 from trgnet_fast.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, reduce_metrics
@@ -29,6 +30,8 @@ from trgnet_fast.training.text import resolve_text
 from trgnet_fast.training.transfer import to_device
 
 LOSS_KEYS = ("total", "ce", "gstmse", "boundary", "aris_abs", "aris_rel")
+# what a training step takes of a collated batch
+_STEP_INPUTS = ("x", "labels", "boundary", "mask", "loss_targets", "packed", "loss_mask", "max_segments")
 
 # What the first step of an epoch to break the training broke (docs/training.md#non-finite-stops)
 _BROKEN = {1: "the loss became non-finite", 2: "the updated weights became non-finite (the loss was still finite)",
@@ -192,8 +195,13 @@ class Trainer:
         self.joint_graph = nn.Parameter(joint_graph.clone()) if self.text.joint_graph_trainable else joint_graph
         trained = list(self.model.parameters()) + ([self.joint_graph] if self.text.joint_graph_trainable else [])
         o = cfg["optim"]
+        graphed = cfg["train"]["cuda_graphs"]
+        if graphed and (self.device.type != "cuda" or info.enabled):
+            raise ConfigError(f"config key 'train.cuda_graphs': expected one process on a CUDA device, got device "
+                              f"{self.device} and {info.world_size} process(es)")
+        # with CUDA graphs: fused (one kernel per step) and capturable (its step counts on the device)
         self.optimizer = torch.optim.Adam(trained, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
-                                          weight_decay=0.0)
+                                          weight_decay=0.0, fused=True if graphed else None, capturable=graphed)
         # published: counted on the training videos' full-rate boundary files (before LARA's ×4 downsampling)
         pos_weight = boundary_pos_weight(*full_rate_boundaries(self.splits["train"]))
         lc = cfg["loss"]
@@ -212,6 +220,7 @@ class Trainer:
                 step, device_ids=[self.device] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         self.step = step
+        self.graphed_steps = GraphedSteps(self._step, self.device) if graphed else None
         self.start_epoch, self.best_score, self.best_epoch = 0, -math.inf, 0
         self.logger = EpochLogger(self.out_dir, enabled=self.is_main, tensorboard=cfg["train"]["tensorboard"])
         if self.is_main:
@@ -305,22 +314,28 @@ class Trainer:
         Returns (len(LOSS_KEYS) + 2,) float64 on the device: the loss terms of LOSS_KEYS, then the correctly
         classified and the valid frames of this rank; :meth:`read_losses` turns sums of them into floats.
         """
-        cfg = self.cfg
         # the batch comes augmented (SAEP, in the training collate, docs/model.md#saep-augmentation) with the loss's
         # labels-only part and GS-TMSE pair weights built on the CPU (docs/model.md#loss-targets); a batch from
         # elsewhere has none, and without a segment bound the loss then counts segments with a host sync
-        keys = ("x", "labels", "boundary", "mask", "loss_targets", "packed", "loss_mask")
-        moved = to_device({k: batch.get(k) for k in keys}, self.device)
-        x, labels, boundary, mask, targets, packed, loss_mask = (moved[k] for k in keys)
+        inputs = {k: batch.get(k) for k in _STEP_INPUTS}
         self.step.train()
-        if cfg["model"]["freeze_bn"]:
+        if self.cfg["model"]["freeze_bn"]:
             for mod in self.model.modules():
                 if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                     mod.eval()
-        losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph,
-                                         max_segments=batch.get("max_segments"), targets=targets, packed=packed,
-                                         loss_mask=loss_mask)
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.graphed_steps is not None:
+            return self.graphed_steps(inputs)
+        return self._step(to_device(inputs, self.device))
+
+    def _step(self, inputs: dict) -> torch.Tensor:
+        """:meth:`train_step` on ``inputs`` (the batch's _STEP_INPUTS, on the device); capturable as a CUDA graph
+        (docs/training.md#cuda-graphs): with train.cuda_graphs the gradients are zeroed in place, so that every
+        replay accumulates into the same tensors."""
+        cfg = self.cfg
+        x, labels, boundary, mask, targets, packed, loss_mask, max_segments = (inputs[k] for k in _STEP_INPUTS)
+        losses, final_logits = self.step(x, labels, boundary, mask, self.joint_graph, max_segments=max_segments,
+                                         targets=targets, packed=packed, loss_mask=loss_mask)
+        self.optimizer.zero_grad(set_to_none=self.graphed_steps is None)
         losses["total"].backward()
         if cfg["optim"]["grad_clip"]:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg["optim"]["grad_clip"])

@@ -46,6 +46,33 @@ def unpack(packed: PackedTensors, buffers: dict | None = None):
     return tree_unflatten(leaves, packed.spec)
 
 
+def layout_key(packed: PackedTensors) -> tuple:
+    """A hashable key equal for two :func:`pack` results exactly when their tensors have the same dtypes, shapes and
+    buffer offsets and their other leaves and structure are equal: batches with one key fit one set of static
+    buffers (one CUDA graph, docs/training.md#cuda-graphs)."""
+    return (tuple((i, str(dtype), offset, shape) for i, dtype, offset, shape in packed.layout),
+            tuple(repr(leaf) for leaf in packed.leaves), str(packed.spec))
+
+
+def _host_buffer(buffer: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return buffer.pin_memory() if device.type == "cuda" else buffer
+
+
+def device_buffers(packed: PackedTensors, device) -> dict:
+    """The buffers of ``packed`` on ``device``: one asynchronous (pinned, on CUDA) host-to-device copy per dtype."""
+    device = torch.device(device)
+    return {dtype: _host_buffer(buffer, device).to(device, non_blocking=True)
+            for dtype, buffer in packed.buffers.items()}
+
+
+def copy_buffers(destination: dict, packed: PackedTensors) -> None:
+    """Copy the buffers of ``packed`` into ``destination`` (dtype → buffer of the same size, e.g. a CUDA graph's
+    static inputs), one asynchronous copy per dtype; the destination's addresses stay as they are."""
+    for dtype, buffer in packed.buffers.items():
+        target = destination[dtype]
+        target.copy_(_host_buffer(buffer, target.device), non_blocking=True)
+
+
 def to_device(tree, device):
     """``tree`` with its tensors on ``device``. To an accelerator the tensors of each dtype travel as one (pinned,
     on CUDA) buffer: one asynchronous host-to-device copy per dtype (3 for a training batch: float32, int64, bool)
@@ -55,9 +82,4 @@ def to_device(tree, device):
     if device.type == "cpu":
         return tree
     packed = pack(tree)
-    moved = {}
-    for dtype, buffer in packed.buffers.items():
-        if device.type == "cuda":
-            buffer = buffer.pin_memory()
-        moved[dtype] = buffer.to(device, non_blocking=True)
-    return unpack(packed, moved)
+    return unpack(packed, device_buffers(packed, device))

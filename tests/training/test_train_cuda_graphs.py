@@ -1,0 +1,167 @@
+"""Training steps as CUDA graphs (train.cuda_graphs, docs/training.md#cuda-graphs): batches padded to length buckets
+train as the unbucketed ones do, the options refuse what a graph cannot replay, and on a GPU the replayed step
+equals the eager one."""
+import pytest
+import torch
+
+from train_helpers import assert_same_step, float64_step, text_files, tiny_overrides
+from trgnet_fast.data import collate
+from trgnet_fast.training import Trainer, load_config
+from trgnet_fast.training.config import ConfigError
+from trgnet_fast.training.cuda_graphs import GraphedSteps
+from trgnet_fast.training.data import length_buckets, train_loader
+from trgnet_fast.training.trainer import disable_dropout
+from trgnet_fast.training.transfer import copy_buffers, layout_key, pack
+
+CORRECT = ["model.mask_mode=correct"]
+
+
+def _trainer(data, out, extra=()):
+    cfg = load_config("synthetic", tiny_overrides(data, str(out), extra=[*CORRECT, *extra]))
+    trainer = Trainer(cfg, log=lambda m: None, progress=False)
+    trainer.setup()
+    return trainer
+
+
+def test_a_step_on_a_batch_padded_to_its_length_bucket_equals_the_unbucketed_step(tiny_data, tmp_path):
+    """Train mode, dropout off, float64, every loss term on: the loss terms, the final logits on the real frames and
+    every gradient of the batch padded to its length bucket equal those of the batch padded to its longest video."""
+    trainer = _trainer(tiny_data, tmp_path / "out", text_files(tmp_path))
+    disable_dropout(trainer.step.double())
+    items = [item for item in (trainer.splits["train"][i] for i in range(6)) if item["feature"].shape[-1] < 64][:4]
+    builder = trainer.criterion.target_builder(torch.float64)
+    batches = (collate(items, builder), collate(items, builder, length_buckets=1))
+    t = batches[0]["x"].shape[-1]
+    assert batches[1]["x"].shape[-1] == 64 > t  # 48-63 frames: one bucket per octave pads to 64
+    plain, (terms, final, grads) = (float64_step(trainer, batch) for batch in batches)
+    assert_same_step(plain, (terms, final[..., :t], grads), batches[0]["mask"])
+
+
+def test_the_loader_pads_to_length_buckets_with_data_length_buckets_or_cuda_graphs(tiny_data, tmp_path):
+    cfg = load_config("synthetic", tiny_overrides(tiny_data, str(tmp_path), extra=[*CORRECT, "data.length_buckets=1"]))
+    assert length_buckets(cfg) == 1
+    trainer = Trainer(cfg, log=lambda m: None, progress=False)
+    trainer.setup()
+    loader, _ = train_loader(trainer.splits["train"], cfg, 0, 1, loss_targets=trainer.criterion.target_builder())
+    lengths = {batch["x"].shape[-1] for batch in loader}
+    assert lengths == {64}  # 48-64 frames, one length per octave
+    cfg["data"]["length_buckets"] = None
+    assert length_buckets(cfg) is None
+    cfg["train"]["cuda_graphs"] = True
+    assert length_buckets(cfg) == 4
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["data.length_buckets=4"], r"'data\.length_buckets': expected model\.mask_mode: correct"),
+    (["train.cuda_graphs=true"], r"'train\.cuda_graphs': expected model\.mask_mode: correct"),
+    (["train.cuda_graphs=true", "model.mask_mode=correct", "data.packing=true"],
+     r"'train\.cuda_graphs': expected padded batches \(data\.packing: false"),
+])
+def test_options_a_graph_cannot_replay_are_refused(tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("synthetic", tiny_overrides(str(tmp_path), str(tmp_path), extra=extra))
+
+
+def test_cuda_graphs_on_the_cpu_is_refused_at_setup(tiny_data, tmp_path):
+    cfg = load_config("synthetic", tiny_overrides(tiny_data, str(tmp_path),
+                                                  extra=[*CORRECT, "train.cuda_graphs=true", "train.device=cpu"]))
+    with pytest.raises(ConfigError, match=r"'train\.cuda_graphs': expected one process on a CUDA device, got device "
+                                          r"cpu and 1 process"):
+        Trainer(cfg, log=lambda m: None, progress=False).setup()
+
+
+def test_graphed_steps_refuse_a_cpu_device_and_a_bad_warmup():
+    with pytest.raises(ValueError, match="device: CUDA graphs need a CUDA device, got cpu"):
+        GraphedSteps(lambda tree: tree, "cpu")
+    for warmup in (0, 1.5, True):
+        with pytest.raises(ValueError, match="warmup: expected an int ≥ 1"):
+            GraphedSteps(lambda tree: tree, "cuda", warmup=warmup)
+
+
+def test_layout_keys_tell_apart_what_a_graph_cannot_share():
+    """Equal for batches with the same shapes and bound, different for another length, bound or dtype; copying a
+    batch into static buffers keeps their addresses."""
+    def batch(t, bound=8, dtype=torch.float32, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        return {"x": torch.randn(2, 3, t, generator=gen, dtype=dtype), "labels": torch.randint(0, 5, (2, t)),
+                "max_segments": bound, "packed": None}
+
+    key = layout_key(pack(batch(10)))
+    assert layout_key(pack(batch(10, seed=1))) == key
+    for other in (batch(11), batch(10, bound=16), batch(10, dtype=torch.float64)):
+        assert layout_key(pack(other)) != key
+    packed = pack(batch(10, seed=2))
+    static = {dtype: torch.zeros_like(buffer) for dtype, buffer in packed.buffers.items()}
+    addresses = {dtype: buffer.data_ptr() for dtype, buffer in static.items()}
+    copy_buffers(static, packed)
+    assert {dtype: buffer.data_ptr() for dtype, buffer in static.items()} == addresses
+    assert all(torch.equal(static[dtype], buffer) for dtype, buffer in packed.buffers.items())
+
+
+# ------------------------------------------------------------------------------------------------ on a GPU
+@pytest.mark.gpu
+def test_replays_equal_the_eager_steps_of_the_same_code():
+    """A small model with fused Adam through GraphedSteps (warmup 1, then a capture per layout and replays) against
+    the same steps run eagerly, batch by batch, over two layouts: equal losses and weights after every step."""
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).cuda()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True, capturable=True)
+
+        def step(tree):
+            loss = torch.nn.functional.cross_entropy(model(tree["x"]), tree["y"])
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            optimizer.step()
+            return loss.detach().reshape(1)
+        return model, step
+
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"x": torch.randn(n, 6, generator=gen), "y": torch.randint(0, 3, (n,), generator=gen)}
+               for n in (5, 5, 5, 7, 5, 7, 7, 5)]
+    eager_model, eager_step = make()
+    graph_model, graph_step = make()
+    graphed = GraphedSteps(graph_step, "cuda", warmup=1)
+    for batch in batches:
+        expect = eager_step({k: v.cuda() for k, v in batch.items()})
+        got = graphed(batch)
+        torch.testing.assert_close(got, expect, rtol=1e-6, atol=0)
+        for a, b in zip(graph_model.parameters(), eager_model.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert graphed.layouts == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_graphed_training_equals_the_same_steps_uncaptured(tiny_data, tmp_path, backend):
+    """The trainer with train.cuda_graphs against the same trainer whose steps never get captured (the same code,
+    fused Adam and in-place gradient zeroing, eager): equal loss terms and weights after 8 steps over the loader's
+    batches (several length buckets), deterministic algorithms, dropout off."""
+    extra = [*text_files(tmp_path), "train.cuda_graphs=true", "train.device=cuda", f"model.backend={backend}",
+             "model.dropout=false", "train.deterministic=true", "optim.grad_clip=1.0", "data.length_buckets=8"]
+    trainers = [_trainer(tiny_data, tmp_path / name, extra) for name in ("graphs", "eager")]
+    trainers[1].graphed_steps.warmup = 10**9  # every step eager
+    loader, _ = train_loader(trainers[0].splits["train"], trainers[0].cfg, 0, 1,
+                             loss_targets=trainers[0].criterion.target_builder())
+    batches = [batch for _ in range(3) for batch in loader][:8]
+    assert len({batch["x"].shape[-1] for batch in batches}) >= 2
+    for batch in batches:
+        got, expect = (trainer.train_step(batch) for trainer in trainers)
+        torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-6)
+    assert trainers[0].graphed_steps.layouts >= 1 and trainers[1].graphed_steps.layouts == 0
+    for a, b in zip(trainers[0].model.parameters(), trainers[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_graphed_replays_draw_new_dropout_masks():
+    """With dropout on, replaying the same batch twice gives different results (the RNG advances per replay) and the
+    result stays finite."""
+    def step(tree):
+        return torch.nn.functional.dropout(tree["x"], 0.5).sum().reshape(1)
+
+    graphed = GraphedSteps(step, "cuda", warmup=1)
+    batch = {"x": torch.ones(1000)}
+    results = [graphed(batch) for _ in range(4)]  # eager, then capture + replay, replay, replay
+    assert graphed.layouts == 1
+    assert len({float(r) for r in results[1:]}) == 3 and all(torch.isfinite(r).all() for r in results)

@@ -1,0 +1,78 @@
+"""Training steps replayed as CUDA graphs (docs/training.md#cuda-graphs).
+
+The whole step — forward, losses, backward, gradient clipping, Adam — is captured once per batch layout (the padded
+length bucket and the ARIS segment bound fix every shape) and replayed for every later batch of that layout, after a
+copy of the batch into the graph's static input buffers. What makes the step capturable is arranged elsewhere: it
+reads nothing back from the device (docs/training.md#no-host-syncs), the collate pads to a few lengths
+(``data.collate.bucket_length``), gradients are zeroed in place (their addresses stay), the optimizer keeps its step
+counts on the device (``Adam(fused=True, capturable=True)``), and the dropout seeds are one device draw per step.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from typing import Callable, NamedTuple
+
+import torch
+
+from trgnet_fast.training.transfer import copy_buffers, device_buffers, layout_key, pack, unpack
+
+
+class _Captured(NamedTuple):
+    graph: torch.cuda.CUDAGraph
+    buffers: dict  # dtype → static input buffer on the device
+    result: torch.Tensor  # the step's static output
+
+
+class GraphedSteps:
+    """Run ``step`` (a function of a pytree of device tensors, e.g. a training batch, returning one tensor) as CUDA
+    graphs: for each new batch layout (``transfer.layout_key``: dtypes, shapes, other leaves) the first ``warmup``
+    batches run eagerly (real steps; they compile kernels and create the optimizer's state outside the capture), the
+    next is captured and every later one replays the capture.
+
+    ``step`` must be capturable: no host reads of device values, no new parameters or optimizer states after its
+    warmup, gradients zeroed in place, and the same Python control flow for every batch of one layout.
+    Calling returns the step's result for the batch (a copy, so that it survives the next replay).
+    """
+
+    def __init__(self, step: Callable[[object], torch.Tensor], device, warmup: int = 2):
+        device = torch.device(device)
+        if device.type != "cuda":
+            raise ValueError(f"device: CUDA graphs need a CUDA device, got {device}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"warmup: expected an int ≥ 1 (eager steps per layout before its capture), got "
+                             f"{warmup!r}")
+        self.step, self.device, self.warmup = step, device, warmup
+        self.pool = torch.cuda.graph_pool_handle()  # one memory pool for every layout's graph
+        self.graphs: dict = {}
+        self.eager_steps: Counter = Counter()
+
+    @property
+    def layouts(self) -> int:
+        """The number of layouts captured so far."""
+        return len(self.graphs)
+
+    def __call__(self, tree) -> torch.Tensor:
+        packed = pack(tree)
+        key = layout_key(packed)
+        captured = self.graphs.get(key)
+        if captured is None:
+            if self.eager_steps[key] < self.warmup:
+                self.eager_steps[key] += 1
+                with warnings.catch_warnings():  # a capturable optimizer's warmup steps are meant to run uncaptured
+                    warnings.filterwarnings("ignore", message=".*capturable=True.*without .* graph capture")
+                    return self.step(unpack(packed, device_buffers(packed, self.device)))
+            captured = self.graphs[key] = self._capture(packed)
+        copy_buffers(captured.buffers, packed)
+        captured.graph.replay()
+        return captured.result.clone()
+
+    def _capture(self, packed) -> _Captured:
+        """Capture ``step`` on static buffers shaped like ``packed``'s; nothing runs (the caller replays)."""
+        buffers = {dtype: torch.empty_like(buffer, device=self.device) for dtype, buffer in packed.buffers.items()}
+        tree = unpack(packed, buffers)
+        torch.cuda.synchronize(self.device)  # the eager steps' work done before the capture starts
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            result = self.step(tree)
+        return _Captured(graph, buffers, result)
