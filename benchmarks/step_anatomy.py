@@ -3,6 +3,7 @@
     python benchmarks/step_anatomy.py                # backends usable here, N=2 T=300, saved at N=8 T=6000
     python benchmarks/step_anatomy.py --backends torch,cuda --out results/anatomy
     python benchmarks/step_anatomy.py --backends cuda --no-saved --check-no-sync   # exit 1 if the step syncs
+    python benchmarks/step_anatomy.py --backends cuda --mask-mode correct          # the mode CUDA graphs need
 
 Runs on a CPU. One steady-state step of the trainer (``Trainer.train_step`` on the published PKU config:
 SAEP → TrainStep (model + TRGNetLoss) → backward → Adam; see bench/anatomy_blocks.py) per backend, counted with
@@ -31,6 +32,7 @@ if not torch.cuda.is_available():
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from trgnet_fast.backend import backend_status  # noqa: E402
+from trgnet_fast.model.masking import MASK_MODES  # noqa: E402
 
 from bench.anatomy_blocks import (PHASES, STEP_PHASES, block_order, build_trainer_step, measure_step,  # noqa: E402
                                   saved_bytes_full_size, saved_total)
@@ -154,7 +156,8 @@ def saved_table(results: list[dict]) -> list[str]:
 
 def markdown(results: list[dict], env: dict, args, seconds: float) -> str:
     commit = env["git_commit"].split()[0][:10] + (" + local changes" if env.get("git_dirty_files") else "")
-    lines = ["# Step anatomy: one TRGNet training step (PKU-subject published config), counted on CPU", "",
+    lines = [f"# Step anatomy: one TRGNet training step (PKU-subject published config, model.mask_mode "
+             f"{args.mask_mode}), counted on CPU", "",
              f"{env['date_utc']}, torch {env['torch']}, triton {env['triton']}, Python {env['python']}, "
              f"{env['platform']}, CPU {env['cpu']} ({env['cpu_count']} cores), commit {commit}. "
              f"Report time {seconds:.0f} s.", "",
@@ -191,6 +194,8 @@ def parse_args(argv=None):
     p.add_argument("--saved-t", type=int, default=6000, help="frames of the saved-bytes measurement")
     p.add_argument("--no-saved", action="store_true", help="skip the full-size saved-bytes measurement")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mask-mode", choices=MASK_MODES, default="published",
+                   help="model.mask_mode (correct: what train.cuda_graphs needs, docs/training.md#cuda-graphs)")
     p.add_argument("--out", default=None, help="directory for step_anatomy.md and step_anatomy.json")
     p.add_argument("--check-no-sync", action="store_true",
                    help="exit 1 (listing them) if the step issues any host-syncing op")
@@ -201,7 +206,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     backends = args.backends or default_backends()
     start = time.perf_counter()
-    results = [measure_backend(b, args) for b in backends]
+    results = [measure_backend(b, args, model_overrides={"mask_mode": args.mask_mode}) for b in backends]
     seconds = time.perf_counter() - start
     env = describe(torch.device("cpu"))
     text = markdown(results, env, args, seconds)

@@ -31,7 +31,7 @@ Providers (all with ``model.mask_mode`` = ``--mask-mode``, default correct, whic
 * ``cuda`` / ``triton`` — the fused backends, eager;
 * ``cuda-graph`` / ``triton-graph`` (CUDA only) — the fused backends with ``train.cuda_graphs``: the trainer's
   ``GraphedSteps`` (trgnet_fast/training/cuda_graphs.py; fused Adam; 2 eager steps, then one capture, then replays);
-  infer: ``GraphedSteps`` around the eval forward, called with the CPU batch each time.
+  infer: the evaluation's ``graphed_forward`` (trgnet_fast/training/evaluate.py), called with the CPU batch each time.
 
 On the CPU, ``compile`` (inductor's C++ compile of the whole step: minutes) and the Triton providers (the Triton
 interpreter: minutes per step) run only when named in ``--providers``; a provider that cannot run on the device is
@@ -82,6 +82,7 @@ from bench.timing import stats  # noqa: E402
 from trgnet_fast.backend import backend_status  # noqa: E402
 from trgnet_fast.model.masking import MASK_MODES  # noqa: E402
 from trgnet_fast.training.cuda_graphs import GraphedSteps  # noqa: E402
+from trgnet_fast.training.evaluate import graphed_forward  # noqa: E402
 from trgnet_fast.training.text import PUBLISHED_TEXT_DIM  # noqa: E402
 from trgnet_fast.training.trainer import LOSS_KEYS  # noqa: E402
 from trgnet_fast.training.transfer import to_device  # noqa: E402
@@ -307,7 +308,8 @@ def infer_runnable(provider: Provider, args, device: torch.device) -> Runnable:
             logits, _boundary = forward_model(tree["x"], tree["mask"], joint_graph, check_values=False)
         return logits
 
-    graphed = GraphedSteps(forward, device) if provider.graphs else None
+    # the evaluation's graphed forward (trgnet_fast/training/evaluate.py): logits and boundary logits as one tensor
+    graphed = graphed_forward(model, joint_graph, device) if provider.graphs else None
 
     def step():
         if graphed is not None:

@@ -46,3 +46,20 @@ def test_sync_reason_of_an_integer_index_is_none():
     x = torch.randn(4)
     assert sync_reason(torch.ops.aten.index.Tensor, (x, [torch.tensor([1])]), {}) is None
     assert "boolean-mask" in sync_reason(torch.ops.aten.index.Tensor, (x, [x > 0]), {})
+
+
+def test_copies_between_the_host_and_a_device_are_refused():
+    """On the meta device (a stand-in for a GPU on a CPU-only machine) a tensor made on the host and copied over, and a
+    copy back, are refused; copies within one device and host scalars in an op are not copies between the two."""
+    x = torch.ones(3, device="meta")
+    for copy in (lambda: x + torch.arange(3).to(x.device), lambda: x.copy_(torch.ones(3))):
+        with pytest.raises(HostSyncError, match="host-to-device copy"):
+            with NoHostSync():
+                copy()
+    with pytest.raises(HostSyncError, match="device-to-host copy"):
+        with NoHostSync():
+            x.cpu()
+    with NoHostSync():
+        y = x.to(torch.float64).clone().copy_(x) * torch.tensor(2.0)
+        z = torch.ones(2).to(torch.float64)
+    assert y.device.type == "meta" and y.dtype == torch.float64 and z.tolist() == [1.0, 1.0]

@@ -78,6 +78,9 @@ def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="default: test")
     p.add_argument("--data", help="dataset root, if it moved since training")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="run the forwards as CUDA graphs, one per video length bucket (a GPU and a mask-correct model "
+                        "with fused layers; default: the checkpoint's eval.cuda_graphs)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+COPY_OPS = frozenset({"aten::_to_copy", "aten::copy_"})
 BOOL_INDEX_OPS = frozenset({"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"})
 # ops that return a device comparison as a Python value
 HOST_VALUE_OPS = frozenset({"aten::equal"})
@@ -21,15 +22,47 @@ def _has_bool_index(indices) -> bool:
     return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
 
 
+def _pinned(t: torch.Tensor) -> bool:
+    try:
+        return t.is_pinned()
+    except RuntimeError:  # no accelerator to ask (a CPU-only build)
+        return False
+
+
+def _copy_reason(name: str, args, kwargs) -> str | None:
+    """Why a copy between the host and a device waits, or None: a device-to-host copy waits for the device, and so
+    does a host-to-device copy unless it is asynchronous from pinned memory (from pageable memory the stream syncs
+    before it). Within one device, or from a 0-dim host scalar into an op, nothing waits."""
+    if name == "aten::copy_":
+        dst, src = args[0].device, args[1]
+        non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+    else:
+        src = args[0]
+        dst = torch.device(kwargs["device"]) if kwargs.get("device") is not None else src.device
+        non_blocking = kwargs.get("non_blocking", False)
+    if not isinstance(src, torch.Tensor) or (src.device.type == "cpu") == (dst.type == "cpu"):
+        return None
+    if src.device.type != "cpu":
+        return "device-to-host copy"
+    if non_blocking and _pinned(src):
+        return None
+    return "host-to-device copy from pageable memory or without non_blocking (a host tensor made in the step)"
+
+
 def sync_reason(func, args, kwargs) -> str | None:
     """Why ``func(*args, **kwargs)`` (an OpOverload) makes the host wait for the device, or None.
 
     Counted: ops tagged ``data_dependent_output`` (``_local_scalar_dense``: ``.item()``, ``bool()``, ``int()``,
     ``.tolist()``), ``aten::equal``, ``index`` / ``index_put`` with a bool index (boolean-mask indexing), and the
     other ``dynamic_output_shape`` ops (``nonzero``, ``masked_select``, ``unique*``, ``bincount``,
-    ``repeat_interleave`` without ``output_size``). ``_assert_async`` is asynchronous and not counted.
+    ``repeat_interleave`` without ``output_size``), and copies between the host and a device but asynchronous
+    ones from pinned memory (:func:`_copy_reason`; a run on the CPU has none of them: a run on the meta device
+    finds the host tensors a step makes and copies over, except ``torch.tensor(data, device=...)``, whose copy
+    does not pass through the dispatch modes). ``_assert_async`` is asynchronous and not counted.
     """
     name = func._schema.name
+    if name in COPY_OPS:
+        return _copy_reason(name, args, kwargs)
     if torch.Tag.data_dependent_output in func.tags:
         return "device value read by the host"
     if name in HOST_VALUE_OPS:

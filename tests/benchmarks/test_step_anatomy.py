@@ -154,12 +154,13 @@ def test_backward_ops_go_to_the_block_that_created_the_nodes():
 # ------------------------------------------------------------------------------------------------- whole step
 def tiny_args(**overrides):
     """The CLI's arguments for one step of the tiny model at N=1, T=64, saved bytes at the same size."""
-    base = dict(n=1, t=64, saved_n=1, saved_t=64, seed=0, no_saved=False)
+    base = dict(n=1, t=64, saved_n=1, saved_t=64, seed=0, no_saved=False, mask_mode="published")
     return argparse.Namespace(**{**base, **overrides})
 
 
-def measure_tiny(backend: str, args) -> dict:
-    return ORIGINAL_MEASURE(backend, args, model_overrides=TINY, text_dim=TINY_TEXT_DIM)
+def measure_tiny(backend: str, args, model_overrides=None) -> dict:
+    """measure_backend on the tiny model (the CLI's model overrides, e.g. the mask mode, on top)."""
+    return ORIGINAL_MEASURE(backend, args, model_overrides={**TINY, **(model_overrides or {})}, text_dim=TINY_TEXT_DIM)
 
 
 ORIGINAL_MEASURE = step_anatomy.measure_backend
@@ -199,6 +200,17 @@ def test_the_whole_step_issues_no_host_sync(tiny_result):
     dispatch mode: not one op that waits for the device."""
     assert tiny_result["syncs"] == []
     assert {r["phase"] for r in tiny_result["ops"]} >= set(STEP_PHASES)  # every phase ran under the counter
+
+
+@needs("cuda")
+def test_mask_correct_mode_the_cuda_graphs_need_is_counted_without_a_sync(tmp_path, monkeypatch):
+    """--mask-mode correct (what train.cuda_graphs needs): the cuda backend's step, counted, issues no host sync,
+    and the report says which mode it counted."""
+    monkeypatch.setattr(step_anatomy, "measure_backend", measure_tiny)
+    argv = ["--backends", "cuda", "--n", "2", "--t", "64", "--no-saved", "--check-no-sync", "--mask-mode", "correct",
+            "--out", str(tmp_path)]
+    assert step_anatomy.main(argv) == 0
+    assert "model.mask_mode correct" in (tmp_path / "step_anatomy.md").read_text()
 
 
 def test_check_no_sync_passes_the_step_and_fails_a_batch_without_a_segment_bound(tmp_path, capsys, monkeypatch):

@@ -156,6 +156,7 @@ BAD_VALUES = {
     "eval.iou_thresholds": ["[]", "[0.5, 1.5]", "[.nan]", "0.5", "[true]", "[-0.1]"],
     "eval.background": ["[1.5]", "-1", "true", '""', "[null]"],
     "eval.f1_end": ["x", "1"],
+    "eval.cuda_graphs": ["1", "sometimes"],
 }
 BAD_CASES = [(key, raw) for key, raws in BAD_VALUES.items() for raw in raws]
 

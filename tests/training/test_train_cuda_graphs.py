@@ -3,14 +3,19 @@ train as the unbucketed ones do, the options refuse what a graph cannot replay, 
 equals the eager one."""
 import pytest
 import torch
+from torch.utils._pytree import tree_map
 
+from backend_marks import needs
 from train_helpers import assert_same_step, float64_step, text_files, tiny_overrides
+from trgnet_fast import cli
 from trgnet_fast.data import collate
+from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.training import Trainer, load_config
 from trgnet_fast.training.config import ConfigError
 from trgnet_fast.training.cuda_graphs import GraphedSteps
-from trgnet_fast.training.data import length_buckets, train_loader
-from trgnet_fast.training.trainer import disable_dropout
+from trgnet_fast.training.data import eval_loader, length_buckets, train_loader
+from trgnet_fast.training.evaluate import graphed_forward, run_inference
+from trgnet_fast.training.trainer import _STEP_INPUTS, LOSS_KEYS, disable_dropout
 from trgnet_fast.training.transfer import copy_buffers, layout_key, pack
 
 CORRECT = ["model.mask_mode=correct"]
@@ -48,7 +53,23 @@ def test_the_loader_pads_to_length_buckets_with_data_length_buckets_or_cuda_grap
     cfg["data"]["length_buckets"] = None
     assert length_buckets(cfg) is None
     cfg["train"]["cuda_graphs"] = True
-    assert length_buckets(cfg) == 4
+    assert length_buckets(cfg) == 8 and length_buckets(cfg, "eval") is None
+
+
+def test_a_graph_layout_is_fixed_by_the_length_bucket_and_the_segment_bound(tiny_data, tmp_path):
+    """Over two epochs of the loader's batches (SAEP, every loss target), the step inputs' layouts (what GraphedSteps
+    keys its graphs by) are exactly as many as the distinct (length bucket, segment bound) pairs: nothing else in a
+    batch changes a shape, so every later batch of a bucket replays its graph."""
+    trainer = _trainer(tiny_data, tmp_path / "out", [*text_files(tmp_path), "data.length_buckets=8"])
+    keys, shapes = set(), set()
+    for epoch in (1, 2):
+        loader, sampler = train_loader(trainer.splits["train"], trainer.cfg, 0, 1,
+                                       loss_targets=trainer.criterion.target_builder())
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            keys.add(layout_key(pack({k: batch.get(k) for k in _STEP_INPUTS})))
+            shapes.add((batch["x"].shape[-1], batch["max_segments"]))
+    assert len(keys) == len(shapes) >= 2
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -56,6 +77,13 @@ def test_the_loader_pads_to_length_buckets_with_data_length_buckets_or_cuda_grap
     (["train.cuda_graphs=true"], r"'train\.cuda_graphs': expected model\.mask_mode: correct"),
     (["train.cuda_graphs=true", "model.mask_mode=correct", "data.packing=true"],
      r"'train\.cuda_graphs': expected padded batches \(data\.packing: false"),
+    (["train.cuda_graphs=true", "model.mask_mode=correct", "model.backend=torch"],
+     r"'train\.cuda_graphs': expected a fused model\.backend .* got model\.backend 'torch'"),
+    (["eval.cuda_graphs=true"], r"'eval\.cuda_graphs': expected model\.mask_mode: correct"),
+    (["eval.cuda_graphs=true", "model.mask_mode=correct", "model.backend=torch"],
+     r"'eval\.cuda_graphs': expected a fused model\.backend"),
+    (["eval.cuda_graphs=true", "model.mask_mode=correct", "data.packing=true"],
+     r"'eval\.cuda_graphs': expected padded batches"),
 ])
 def test_options_a_graph_cannot_replay_are_refused(tmp_path, extra, match):
     with pytest.raises(ConfigError, match=match):
@@ -68,6 +96,38 @@ def test_cuda_graphs_on_the_cpu_is_refused_at_setup(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match=r"'train\.cuda_graphs': expected one process on a CUDA device, got device "
                                           r"cpu and 1 process"):
         Trainer(cfg, log=lambda m: None, progress=False).setup()
+
+
+def test_evaluation_on_batches_padded_to_length_buckets_gives_the_unbucketed_outputs(tiny_data, tmp_path):
+    """run_inference with length_buckets (the graphed evaluation's padding, eager here): every video's logits and
+    boundary logits and the metrics equal those of the unpadded batches (mask-correct model, float32)."""
+    trainer = _trainer(tiny_data, tmp_path / "out")
+    loader = eval_loader(trainer.splits["train"], trainer.cfg)
+    outputs = []
+    for buckets in (None, 1):
+        videos = {}
+        metrics = run_inference(trainer.model, loader, trainer.cfg, trainer.class_names, trainer.joint_graph,
+                                trainer.device, on_video=lambda name, pred, gt, z, b: videos.update({name: (z, b)}),
+                                length_buckets=buckets)
+        outputs.append((videos, metrics.summary()))
+    (plain, summary), (bucketed, summary_bucketed) = outputs
+    assert plain.keys() == bucketed.keys() and len(plain) == len(trainer.splits["train"])
+    assert any(z.shape[-1] < 64 for z, _ in plain.values())  # 48-64 frames: those under 64 are padded to 64
+    for name, (z, b) in plain.items():
+        torch.testing.assert_close(bucketed[name][0], z, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bucketed[name][1], b, rtol=1e-5, atol=1e-5)
+    assert summary_bucketed == pytest.approx(summary)
+
+
+def test_graphed_evaluation_on_the_cpu_is_a_user_error(tiny_data, tmp_path, capsys):
+    """`trgnet eval --cuda-graphs` on the CPU: one line naming the flag and the device."""
+    trainer = _trainer(tiny_data, tmp_path / "out", ["train.epochs=1", "train.device=cpu"])
+    trainer.fit()
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "out" / "last.pt"), "--device", "cpu",
+                     "--cuda-graphs"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("trgnet eval: error: --cuda-graphs: expected one process on a CUDA device, got device cpu and 1 "
+                   "process(es)\n")
 
 
 def test_graphed_steps_refuse_a_cpu_device_and_a_bad_warmup():
@@ -96,6 +156,45 @@ def test_layout_keys_tell_apart_what_a_graph_cannot_share():
     copy_buffers(static, packed)
     assert {dtype: buffer.data_ptr() for dtype, buffer in static.items()} == addresses
     assert all(torch.equal(static[dtype], buffer) for dtype, buffer in packed.buffers.items())
+
+
+def _to_meta(trainer) -> None:
+    """The trainer's model, loss and joint graph as meta tensors (shapes without values: a stand-in for a GPU on which
+    a tensor the step makes on the host must be copied over), its Adam rebuilt over them, and its step zeroing the
+    gradients in place as it does inside GraphedSteps."""
+    for module in trainer.step.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                module._parameters[name] = torch.nn.Parameter(param.detach().to("meta"), param.requires_grad)
+        for name, buf in list(module._buffers.items()):
+            if buf is not None:
+                module._buffers[name] = buf.to("meta")
+    trainer.joint_graph = trainer.joint_graph.to("meta")
+    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-3, foreach=True)
+    trainer.device = torch.device("meta")
+    trainer.graphed_steps = "set: Trainer._step zeroes the gradients in place"
+
+
+@needs("cuda")
+def test_the_step_a_graph_captures_makes_no_host_tensor_and_reads_nothing_back(tiny_data, tmp_path, monkeypatch):
+    """The trainer's step as GraphedSteps captures it (the cuda backend's fused ops, every loss term, gradient clipping,
+    in-place gradient zeroing, Adam) on the meta device: NoHostSync, which refuses host reads and copies between the
+    host and the device (a capture can hold neither), lets the steady-state step through."""
+    trainer = _trainer(tiny_data, tmp_path / "out",
+                       [*text_files(tmp_path), "model.backend=cuda", "optim.grad_clip=1.0"])
+    loader, _ = train_loader(trainer.splits["train"], trainer.cfg, 0, 1,
+                             loss_targets=trainer.criterion.target_builder())
+    batch = next(iter(loader))
+    inputs = tree_map(lambda v: v.to("meta") if torch.is_tensor(v) else v, {k: batch.get(k) for k in _STEP_INPUTS})
+    _to_meta(trainer)
+    is_autocast_enabled = torch.is_autocast_enabled  # meta has no autocast to ask about
+    monkeypatch.setattr(torch, "is_autocast_enabled",
+                        lambda *device: False if device and str(device[0]) == "meta" else is_autocast_enabled(*device))
+    trainer._step(inputs)  # Adam's state exists from here on: a steady-state step, as captured
+    with NoHostSync(host_tensors=[state["step"] for state in trainer.optimizer.state.values()]):
+        result = trainer._step(inputs)
+    assert result.device.type == "meta" and result.shape == (len(LOSS_KEYS) + 2,)
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in trainer.model.SP.parameters())
 
 
 # ------------------------------------------------------------------------------------------------ on a GPU
@@ -165,3 +264,27 @@ def test_graphed_replays_draw_new_dropout_masks():
     results = [graphed(batch) for _ in range(4)]  # eager, then capture + replay, replay, replay
     assert graphed.layouts == 1
     assert len({float(r) for r in results[1:]}) == 3 and all(torch.isfinite(r).all() for r in results)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_graphed_evaluation_equals_the_eager_one(tiny_data, tmp_path, backend):
+    """run_inference through graphed_forward (a capture per length bucket after 2 eager calls each) against the eager
+    forward of the same padded batches: the same logits, boundary logits and metrics."""
+    trainer = _trainer(tiny_data, tmp_path / "out", ["train.device=cuda", f"model.backend={backend}"])
+    loader = eval_loader(trainer.splits["train"], trainer.cfg)
+    graphed = graphed_forward(trainer.model, trainer.joint_graph, trainer.device)
+    outputs = []
+    for forward in (None, graphed, graphed):  # eager, then graphed (warm-up and captures), then replays only
+        videos = {}
+        metrics = run_inference(trainer.model, loader, trainer.cfg, trainer.class_names, trainer.joint_graph,
+                                trainer.device, on_video=lambda name, pred, gt, z, b: videos.update({name: (z, b)}),
+                                length_buckets=2, graphed=forward)
+        outputs.append((videos, metrics.summary()))
+    assert graphed.layouts >= 1
+    (eager, summary), *graphs = outputs
+    for videos, graph_summary in graphs:
+        for name, (z, b) in eager.items():
+            torch.testing.assert_close(videos[name][0], z, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(videos[name][1], b, rtol=1e-5, atol=1e-5)
+        assert graph_summary == pytest.approx(summary)

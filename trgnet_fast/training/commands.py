@@ -85,17 +85,29 @@ def _eval_dataset(state, split: str, data_dir_override):
 
 
 def _evaluate_checkpoint(checkpoint, split, data_dir_override, out_dir, device, on_video=None, quiet=False,
-                         f1_end=None):
-    from trgnet_fast.training.data import eval_loader
-    from trgnet_fast.training.evaluate import run_inference
+                         f1_end=None, cuda_graphs=False):
+    from trgnet_fast.training.cuda_graphs import check_graphable
+    from trgnet_fast.training.data import eval_loader, length_buckets
+    from trgnet_fast.training.evaluate import graphed_forward, run_inference
     model, state = load_model(checkpoint, device)
     cfg, dataset = _eval_dataset(state, split, data_dir_override)
     # f1_end (--f1-end) overrides the checkpoint's eval.f1_end; checkpoints written before that key existed
-    # were evaluated with the published end
-    cfg["eval"] = dict(cfg["eval"], f1_end=f1_end or cfg["eval"].get("f1_end", "published"))
+    # were evaluated with the published end; the same for --cuda-graphs and eval.cuda_graphs
+    cfg["eval"] = dict(cfg["eval"], f1_end=f1_end or cfg["eval"].get("f1_end", "published"),
+                       cuda_graphs=cuda_graphs or cfg["eval"].get("cuda_graphs", False))
+    graphed = buckets = None
+    if cfg["eval"]["cuda_graphs"]:
+        kwargs = state["model_kwargs"]
+        check_graphable("--cuda-graphs" if cuda_graphs else "config key 'eval.cuda_graphs'", device,
+                        kwargs.get("backend"), kwargs.get("mask_mode", "published"))
+        # padded batches, one video each, padded to length buckets (a packed run's videos give the same outputs)
+        cfg["data"] = dict(cfg["data"], packing=False, length_buckets=cfg["data"].get("length_buckets"))
+        graphed = graphed_forward(model, state["joint_graph"].to(device), device,
+                                  torch.bfloat16 if cfg["train"]["bf16"] else None)
+        buckets = length_buckets(cfg, "eval")
     loader = eval_loader(dataset, cfg)
     metrics = run_inference(model, loader, cfg, state["class_names"], state["joint_graph"], device,
-                            on_video=on_video(state) if on_video else None)
+                            on_video=on_video(state) if on_video else None, length_buckets=buckets, graphed=graphed)
     os.makedirs(out_dir, exist_ok=True)
     csv_path = metrics.write_csv(os.path.join(out_dir, f"metrics_{split}.csv"))
     summary = metrics.summary()
@@ -124,7 +136,8 @@ def _device(name: str | None) -> torch.device:
 
 def evaluate(args) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{args.split}")
-    _evaluate_checkpoint(args.checkpoint, args.split, args.data, out, _device(args.device), f1_end=args.f1_end)
+    _evaluate_checkpoint(args.checkpoint, args.split, args.data, out, _device(args.device), f1_end=args.f1_end,
+                         cuda_graphs=args.cuda_graphs)
     return 0
 
 
@@ -142,7 +155,7 @@ def predict(args) -> int:
         return write
 
     summary, csv_path = _evaluate_checkpoint(args.checkpoint, args.split, args.data, args.out,
-                                             _device(args.device), on_video=on_video)
+                                             _device(args.device), on_video=on_video, cuda_graphs=args.cuda_graphs)
     _log(f"predictions (MS-TCN text, one class name per frame): {os.path.join(args.out, 'predictions')}")
     if not args.no_plots:
         _log(f"barcode plots: {os.path.join(args.out, 'plots')}")

@@ -58,7 +58,7 @@ DEFAULTS: dict = {
         "frame_budget": None,      # frames per packed batch; null: train.batch_size × the mean training video length
         # padded training batches: null pads to the batch's longest video (published); k pads to one of k lengths
         # per octave (data.collate.bucket_length; padding < 1/k), the static shapes of train.cuda_graphs (which
-        # uses 4 when null); needs model.mask_mode: correct, where padding changes nothing
+        # uses 8 when null); needs model.mask_mode: correct, where padding changes nothing
         "length_buckets": None,
         # used when data.dir is null: the built-in synthetic dataset, generated once under
         # <output_dir>/synthetic_data (make_synthetic arguments)
@@ -138,6 +138,9 @@ DEFAULTS: dict = {
         "iou_thresholds": [0.1, 0.25, 0.5, 0.75, 0.9],
         "background": None,        # class names/ids excluded from segment metrics (published: "background")
         "f1_end": "published",     # F1: a video's final segment ends at T-1 (published) | T (mstcn)
+        # validation and trgnet eval / predict forwards as CUDA graphs, one per length bucket (data.length_buckets,
+        # 8 when null; docs/training.md#cuda-graphs): GPU, model.mask_mode correct, a fused backend, padded batches
+        "cuda_graphs": False,
     },
 }
 
@@ -358,6 +361,7 @@ RULES: dict[str, _Rule] = {
         "a class name, a class id ≥ 0 or a list of them",
         lambda v: _is_class(v) or (isinstance(v, (list, tuple)) and all(_is_class(c) for c in v)))),
     "eval.f1_end": _choice(F1_ENDS),
+    "eval.cuda_graphs": _FLAG,
 }
 
 
@@ -386,15 +390,20 @@ def _check_relations(cfg: dict) -> None:
     if cfg["data"]["packing"] and m["mask_mode"] != "correct":
         raise ConfigError(f"config key 'data.packing': expected model.mask_mode: correct with packed batches (every "
                           f"statistic over each video's frames), got model.mask_mode {m['mask_mode']!r}")
-    for key, on in (("data.length_buckets", cfg["data"]["length_buckets"] is not None),
-                    ("train.cuda_graphs", cfg["train"]["cuda_graphs"])):
-        if on and m["mask_mode"] != "correct":
+    graphs = [key for key in ("train.cuda_graphs", "eval.cuda_graphs") if cfg[key.split(".")[0]]["cuda_graphs"]]
+    for key in graphs + ["data.length_buckets"] * (cfg["data"]["length_buckets"] is not None):
+        if m["mask_mode"] != "correct":
             raise ConfigError(f"config key {key!r}: expected model.mask_mode: correct with padding to length buckets "
                               f"(published mode's statistics would change with the padding), got model.mask_mode "
                               f"{m['mask_mode']!r}")
-    if cfg["train"]["cuda_graphs"] and cfg["data"]["packing"]:
-        raise ConfigError("config key 'train.cuda_graphs': expected padded batches (data.packing: false; a pack's "
-                          "per-video shapes differ from batch to batch), got data.packing: true")
+    for key in graphs:
+        if m["backend"] == "torch":
+            raise ConfigError(f"config key {key!r}: expected a fused model.backend (cuda, triton or auto; the "
+                              "AttModules' torch reference reads each video's length on the host), got model.backend "
+                              "'torch'")
+        if cfg["data"]["packing"]:
+            raise ConfigError(f"config key {key!r}: expected padded batches (data.packing: false; a pack's per-video "
+                              "shapes differ from batch to batch), got data.packing: true")
     if synthetic["max_frames"] < synthetic["min_frames"]:
         raise ConfigError(f"config key 'data.synthetic.max_frames': expected ≥ data.synthetic.min_frames "
                           f"({synthetic['min_frames']}), got {synthetic['max_frames']}")

@@ -1,4 +1,5 @@
-"""Training steps replayed as CUDA graphs (docs/training.md#cuda-graphs).
+"""Training steps (and evaluation forwards, ``training.evaluate.graphed_forward``) replayed as CUDA graphs
+(docs/training.md#cuda-graphs).
 
 The whole step — forward, losses, backward, gradient clipping, Adam — is captured once per batch layout (the padded
 length bucket and the ARIS segment bound fix every shape) and replayed for every later batch of that layout, after a
@@ -15,7 +16,28 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from trgnet_fast.backend import model_backend
+from trgnet_fast.ops.att_module.autograd import OP_NAME as ATT_MODULE_OP
+from trgnet_fast.training.config import ConfigError
 from trgnet_fast.training.transfer import copy_buffers, device_buffers, layout_key, pack, unpack
+
+
+def check_graphable(what: str, device, backend: str | None, mask_mode: str, processes: int = 1) -> None:
+    """Raise ConfigError naming ``what`` (e.g. "config key 'train.cuda_graphs'", "--cuda-graphs") unless a model of
+    ``backend`` and ``mask_mode`` can run as CUDA graphs on ``device`` in ``processes`` processes: a CUDA device, one
+    process (DDP's gradient hooks are host logic per step; pass 1 for inference), padding that changes nothing
+    (mask_mode correct) and fused layers (the AttModules' torch reference reads each video's length on the host)."""
+    device = torch.device(device)
+    if device.type != "cuda" or processes != 1:
+        raise ConfigError(f"{what}: expected one process on a CUDA device, got device {device} and "
+                          f"{processes} process(es)")
+    if mask_mode != "correct":
+        raise ConfigError(f"{what}: expected model.mask_mode: correct (batches are padded to length "
+                          f"buckets), got {mask_mode!r}")
+    if model_backend(ATT_MODULE_OP, backend, device) == "torch":
+        raise ConfigError(f"{what}: expected a fused model.backend (cuda or triton; auto where one is "
+                          f"usable): the AttModules' torch reference reads each video's length on the host, got "
+                          f"model.backend {backend!r} running them in torch")
 
 
 class _Captured(NamedTuple):

@@ -130,12 +130,17 @@ def frame_budget(cfg: dict, lengths: list[int]) -> int:
     return math.ceil(cfg["train"]["batch_size"] * sum(lengths) / max(len(lengths), 1))
 
 
-def length_buckets(cfg: dict) -> int | None:
-    """Padded lengths per octave of the training batches (``data.collate.bucket_length``): data.length_buckets, 4
-    with train.cuda_graphs when it is null (about 10 graphs for PKU-MMD's 1,860-10,333 frames), else None (padded
-    to the batch's longest video, published)."""
+# padded lengths per octave with CUDA graphs: on PKU-like batches of 8 (benchmarks/NOTES.md#cuda-graphs) 4.2 % more
+# frames than padding to each batch's longest video, in 10 lengths (4 per octave: 8.6 %, 6 lengths)
+GRAPH_LENGTH_BUCKETS = 8
+
+
+def length_buckets(cfg: dict, graphs: str = "train") -> int | None:
+    """Padded lengths per octave (``data.collate.bucket_length``) of the training batches (``graphs`` "train") or of
+    the graphed validation and evaluation batches ("eval"): data.length_buckets, else GRAPH_LENGTH_BUCKETS with
+    ``graphs``.cuda_graphs, else None (padded to the batch's longest video, published)."""
     k = cfg["data"]["length_buckets"]
-    return 4 if k is None and cfg["train"]["cuda_graphs"] else k
+    return GRAPH_LENGTH_BUCKETS if k is None and cfg[graphs]["cuda_graphs"] else k
 
 
 def train_loader(dataset: Dataset, cfg: dict, rank: int, world: int,

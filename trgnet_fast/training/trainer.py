@@ -2,6 +2,7 @@
 carved from the training data, atomic ``last.pt`` / ``best.pt``, exact ``--resume``."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -20,11 +21,11 @@ from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS, default_sfi_layers
 from trgnet_fast.model.packing import PackedSequences, unpack
 from trgnet_fast.training import checkpoint as ckpt
 from trgnet_fast.training.config import ConfigError, dump_yaml
-from trgnet_fast.training.cuda_graphs import GraphedSteps
+from trgnet_fast.training.cuda_graphs import GraphedSteps, check_graphable
 from trgnet_fast.training.data import (build_splits, class_names, data_dir, ensure_synthetic, eval_loader,
-                                       full_rate_boundaries, output_dir, train_loader)
+                                       full_rate_boundaries, length_buckets, output_dir, train_loader)
 from trgnet_fast.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, reduce_metrics
-from trgnet_fast.training.evaluate import make_metrics, run_inference
+from trgnet_fast.training.evaluate import graphed_forward, make_metrics, run_inference
 from trgnet_fast.training.logger import EpochLogger
 from trgnet_fast.training.text import resolve_text
 from trgnet_fast.training.transfer import to_device
@@ -123,7 +124,8 @@ class TrainStep(nn.Module):
         padded layout (S, T_max) with ``loss_mask`` (S, 1, T_max)."""
         if self.learned_joint_graph is not None:
             joint_graph = self.learned_joint_graph
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        # no autocast context at all without bf16 (one device type fewer to support: the capture check runs on meta)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
             # shapes checked, values not: they would wait for the device, and the readers already refused
             # non-finite files; a non-finite loss is caught by Trainer.read_losses
             out = self.model(x, mask, joint_graph, check_values=False, packed=packed)
@@ -196,9 +198,10 @@ class Trainer:
         trained = list(self.model.parameters()) + ([self.joint_graph] if self.text.joint_graph_trainable else [])
         o = cfg["optim"]
         graphed = cfg["train"]["cuda_graphs"]
-        if graphed and (self.device.type != "cuda" or info.enabled):
-            raise ConfigError(f"config key 'train.cuda_graphs': expected one process on a CUDA device, got device "
-                              f"{self.device} and {info.world_size} process(es)")
+        for section, processes in (("train", info.world_size), ("eval", 1)):  # validation runs on each rank alone
+            if cfg[section]["cuda_graphs"]:
+                check_graphable(f"config key '{section}.cuda_graphs'", self.device, cfg["model"]["backend"],
+                                cfg["model"]["mask_mode"], processes)
         # with CUDA graphs: fused (one kernel per step) and capturable (its step counts on the device)
         self.optimizer = torch.optim.Adam(trained, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
                                           weight_decay=0.0, fused=True if graphed else None, capturable=graphed)
@@ -221,6 +224,10 @@ class Trainer:
                 find_unused_parameters=True)
         self.step = step
         self.graphed_steps = GraphedSteps(self._step, self.device) if graphed else None
+        self.graphed_eval = None
+        if cfg["eval"]["cuda_graphs"]:
+            self.graphed_eval = graphed_forward(self.model, self.joint_graph, self.device,
+                                                torch.bfloat16 if cfg["train"]["bf16"] else None)
         self.start_epoch, self.best_score, self.best_epoch = 0, -math.inf, 0
         self.logger = EpochLogger(self.out_dir, enabled=self.is_main, tensorboard=cfg["train"]["tensorboard"])
         if self.is_main:
@@ -406,7 +413,8 @@ class Trainer:
         loader = eval_loader(self.splits["val"], self.cfg, self.info.rank, self.info.world_size)
         bar = (lambda it: tqdm(it, desc="validate", leave=False, dynamic_ncols=True)) if self.progress else None
         metrics = run_inference(self.model, loader, self.cfg, self.class_names, self.joint_graph, self.device,
-                                progress=bar)
+                                progress=bar, graphed=self.graphed_eval,
+                                length_buckets=length_buckets(self.cfg, "eval") if self.graphed_eval else None)
         reduce_metrics(metrics, self.info)
         return metrics.summary()
 
