@@ -40,11 +40,18 @@ def sp_inputs(seed, joint_graph_factory):
     return x, joint_graph_factory(V, generator, torch.float64)
 
 
-def train_step(module, x, joint_graph, seed):
+def frame_mask(masked: bool):
+    """None (published mode), or the (N, 1, T, 1) mask of mask-correct mode with videos of T and 4 frames."""
+    if not masked:
+        return None
+    return (torch.arange(T)[None, :] < torch.tensor([T, 4])[:, None]).to(torch.float64)[:, None, :, None]
+
+
+def train_step(module, x, joint_graph, seed, mask=None):
     """Output, input gradient and parameter gradients of one step with a random output gradient."""
     module.zero_grad()
     x = x.clone().requires_grad_()
-    out = module(x, joint_graph)
+    out = module(x, joint_graph, mask)
     out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype))
     return out.detach(), x.grad, {name: p.grad for name, p in module.named_parameters()}
 
@@ -55,17 +62,20 @@ def assert_close_grad(got, want, name):
     assert err <= 1e-10 * scale, (name, err, scale)
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "mask-correct"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_recompute_matches_saving_path(backend, make_joint_graph):
+def test_recompute_matches_saving_path(backend, masked, make_joint_graph):
     """Outputs, every parameter and input gradient, and the BatchNorm running statistics (both momentum rules)
-    after one and after two steps equal those of the path that saves its intermediates."""
+    after one and after two steps equal those of the path that saves its intermediates; in mask-correct mode the
+    BatchNorms' statistics are over the valid frames (a random gradient reaches the padded frames' outputs too)."""
     module = sp_module(backend)
     saving = copy.deepcopy(module)
     saving._recompute = False
+    mask = frame_mask(masked)
     for step in range(2):
         x, joint_graph = sp_inputs(step, make_joint_graph)
-        out, grad_x, grads = train_step(module, x, joint_graph, seed=10 + step)
-        ref_out, ref_grad_x, ref_grads = train_step(saving, x, joint_graph, seed=10 + step)
+        out, grad_x, grads = train_step(module, x, joint_graph, 10 + step, mask)
+        ref_out, ref_grad_x, ref_grads = train_step(saving, x, joint_graph, 10 + step, mask)
         assert float((out - ref_out).abs().max()) <= 1e-12
         assert_close_grad(grad_x, ref_grad_x, "x")
         for name, grad in grads.items():
@@ -74,14 +84,16 @@ def test_recompute_matches_saving_path(backend, make_joint_graph):
             assert torch.equal(buffer, ref_buffer), (step, name)
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["published", "mask-correct"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_recompute_saves_three_full_tensors_fewer(backend, make_joint_graph, saved_bytes):
+def test_recompute_saves_three_full_tensors_fewer(backend, masked, make_joint_graph, saved_bytes):
     """h, x3 and Y (N, 64, T, V) are recomputed, not saved."""
     module = sp_module(backend)
     x, joint_graph = sp_inputs(0, make_joint_graph)
-    recomputing = saved_bytes(lambda: module(x.clone().requires_grad_(), joint_graph))
+    mask = frame_mask(masked)
+    recomputing = saved_bytes(lambda: module(x.clone().requires_grad_(), joint_graph, mask))
     module._recompute = False
-    saving = saved_bytes(lambda: module(x.clone().requires_grad_(), joint_graph))
+    saving = saved_bytes(lambda: module(x.clone().requires_grad_(), joint_graph, mask))
     assert saving - recomputing >= 3 * N * C_OUT * T * V * x.element_size(), (saving, recomputing)
 
 

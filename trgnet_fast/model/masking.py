@@ -27,22 +27,36 @@ def masked_temporal_mean(x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Ten
     return (x * frame_mask).sum(2, keepdim=True) / frames
 
 
+def masked_batch_statistics(x: torch.Tensor, frame_mask: torch.Tensor):
+    """(x − mean, mean (C,), biased variance (C,), count (0-d)) over the (n, t, v) of x (N, C, T, V) with frame_mask
+    (N, 1, T, 1) 0/1 set; count ≥ 1."""
+    count = (frame_mask.sum() * x.shape[3]).clamp(min=1)
+    mean = (x * frame_mask).sum((0, 2, 3)) / count
+    centred = x - mean[None, :, None, None]
+    var = (centred.square() * frame_mask).sum((0, 2, 3)) / count
+    return centred, mean, var, count
+
+
+def update_running_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+    """``bn``'s running statistics after a batch of statistics (mean, biased var) over ``count`` values, by
+    nn.BatchNorm2d's rule (momentum, or the cumulative average for momentum None; the unbiased variance)."""
+    if not bn.track_running_stats:
+        return
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        unbiased = var * count / (count - 1).clamp(min=1)
+        bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+        bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+
+
 def masked_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, frame_mask: torch.Tensor) -> torch.Tensor:
     """``bn(x)`` in training mode with the batch statistics taken over the valid frames only: x (N, C, T, V),
     frame_mask (N, 1, T, 1) 0/1. Mean and biased variance over the (n, t, v) with frame_mask 1 normalise x; the
     running statistics follow nn.BatchNorm2d's rule (momentum, or the cumulative average for momentum None; the
     unbiased variance) with those statistics. Padded frames are normalised too (their values are masked later)."""
-    count = (frame_mask.sum() * x.shape[3]).clamp(min=1)
-    mean = (x * frame_mask).sum((0, 2, 3)) / count
-    centred = x - mean[None, :, None, None]
-    var = (centred.square() * frame_mask).sum((0, 2, 3)) / count
-    if bn.track_running_stats:
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            unbiased = var * count / (count - 1).clamp(min=1)
-            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
-            bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+    centred, mean, var, count = masked_batch_statistics(x, frame_mask)
+    update_running_statistics(bn, mean, var, count)
     out = centred * torch.rsqrt(var + bn.eps)[None, :, None, None]
     if bn.affine:
         out = out * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]

@@ -164,13 +164,13 @@ class MultiScaleGraphConv(nn.Module):
 
         adaptive_impl = model_backend(ADAPTIVE_OP, self.backend, x.device.type)
         impl = model_backend(MULTISCALE_OP, self.backend, x.device.type)
-        recompute = frame_mask is None and self._recompute_activations(x)
+        recompute = self._recompute_activations(x)
         if impl != "torch":
             check_backend_dtype(impl, x.device, x.dtype)
             conv, bn, relu = self.mlp.layers
             weight, bias = conv.weight.to(x.dtype), conv.bias.to(x.dtype)
             if recompute:
-                x_m = MultiScaleBNReLU.apply(x, adjacency, weight, bias, bn.weight, bn.bias, bn, impl)
+                x_m = MultiScaleBNReLU.apply(x, adjacency, weight, bias, bn.weight, bn.bias, bn, impl, frame_mask)
             else:
                 x_m = relu(_batch_norm(bn, multiscale_graph_conv(x, adjacency, weight, bias, backend=impl),
                                        frame_mask))
@@ -188,9 +188,9 @@ class MultiScaleGraphConv(nn.Module):
         # the recomputing CTRGC takes one channel graph per row: not for a packed batch's per-sequence graphs
         if recompute and adaptive_impl != "torch" and packed is None:
             conv3 = self.CTRGCN.conv3
-            graph = self.CTRGCN.graph_inputs(x_m, joint_graph, self.alpha, self.beta, x_m.dtype)
+            graph = self.CTRGCN.graph_inputs(x_m, joint_graph, self.alpha, self.beta, x_m.dtype, frame_mask)
             return AdaptiveBNResidualReLU.apply(x_m, conv3.weight, conv3.bias, *graph, self.bn.weight,
-                                                self.bn.bias, self.bn, adaptive_impl)
+                                                self.bn.bias, self.bn, adaptive_impl, frame_mask)
         y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl, frame_mask=frame_mask,
                         packed=packed)
         return torch.relu(_batch_norm(self.bn, y, frame_mask) + x_m)
