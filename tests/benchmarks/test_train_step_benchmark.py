@@ -79,9 +79,9 @@ def test_cpu_skips_compile_and_triton_unless_named(tmp_path):
     data, _ = run(tmp_path, "--time-budget", "1e-9", "--what", "train")
     reasons = {r["provider"]: r["reason"] for r in data["records"]}
     assert list(reasons) == list(train_step.PROVIDERS)  # run order: uncompiled first, compiled last
-    for name in ("compile-ro", "cuda-graph", "triton-graph"):
+    for name in ("compile-ro", "cuda-compile-ro", "cuda-graph", "triton-graph"):
         assert "CUDA" in reasons[name]
-    assert "name it in --providers" in reasons["compile"]
+    assert "name it in --providers" in reasons["compile"] and "name it in --providers" in reasons["cuda-compile"]
     assert "triton" in reasons["triton"].lower()
 
 

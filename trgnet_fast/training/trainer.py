@@ -316,7 +316,8 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- training
     def train_step(self, batch: dict) -> torch.Tensor:
-        """One optimisation step on a collated batch, without a host sync (docs/training.md#no-host-syncs).
+        """One optimisation step on a collated batch, without a host sync (docs/training.md#no-host-syncs); with
+        train.cuda_graphs a replay of the step's CUDA graph for the batch's layout (docs/training.md#cuda-graphs).
 
         Returns (len(LOSS_KEYS) + 2,) float64 on the device: the loss terms of LOSS_KEYS, then the correctly
         classified and the valid frames of this rank; :meth:`read_losses` turns sums of them into floats.
