@@ -1,7 +1,10 @@
 """collate (docs/model.md#batching-padding-and-masks)."""
+import functools
+
 import pytest
 import torch
 
+from trgnet_fast.data import saep
 from trgnet_fast.data.collate import bucket_length, collate, segment_capacity
 from trgnet_fast.data.labels import IGNORE_INDEX
 
@@ -88,3 +91,16 @@ def test_bucketed_loss_targets_end_the_published_scan_at_the_batch_length():
     assert collate(items, builder)["loss_targets"] == "targets"
     assert collate(items, builder, length_buckets=2)["loss_targets"] == "targets"
     assert calls == [((2, 9), None), ((2, 12), 9)]
+
+
+def test_augmentation_of_a_batch_padded_to_its_bucket_leaves_the_real_frames_as_unbucketed():
+    """SAEP (axial rotation, joint occlusion) on the batch padded to its length bucket: the real frames get the values
+    they get in the batch padded to its longest video, and the extra frames stay zero."""
+    items = [item(41, C=6, V=25), item(37, C=6, V=25)]
+    for it in items:
+        it["augment_seed"] = 1234
+    augment = functools.partial(saep, dataset="PKU-subject")
+    plain = collate(items, augment=augment)["x"]
+    bucketed = collate(items, augment=augment, length_buckets=2)["x"]
+    assert bucketed.shape[-1] == 48 and torch.equal(bucketed[..., :41], plain)
+    assert not bucketed[..., 41:].any() and not torch.equal(plain, collate(items)["x"])  # it did augment

@@ -288,3 +288,18 @@ def test_graphed_evaluation_equals_the_eager_one(tiny_data, tmp_path, backend):
             torch.testing.assert_close(videos[name][0], z, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(videos[name][1], b, rtol=1e-5, atol=1e-5)
         assert graph_summary == pytest.approx(summary)
+
+
+@pytest.mark.gpu
+def test_a_step_that_cannot_be_captured_is_an_error_naming_the_batch():
+    """A step that reads a device value on the host (``.item()``) runs in its eager warm-up but cannot be captured:
+    the error says so and names the batch's tensors."""
+    def step(tree):
+        return tree["x"] * float(tree["x"].sum().item())
+
+    graphed = GraphedSteps(step, "cuda", warmup=1)
+    batch = {"x": torch.ones(3)}
+    assert torch.equal(graphed(batch).cpu(), torch.full((3,), 3.0))
+    with pytest.raises(RuntimeError, match=r"CUDA graphs: capturing the step for a batch of tensors \(3,\) float32 "
+                                           r"failed"):
+        graphed(batch)

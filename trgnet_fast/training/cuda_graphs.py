@@ -95,6 +95,12 @@ class GraphedSteps:
         tree = unpack(packed, buffers)
         torch.cuda.synchronize(self.device)  # the eager steps' work done before the capture starts
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            result = self.step(tree)
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                result = self.step(tree)
+        except Exception as exc:
+            shapes = ", ".join(f"{tuple(shape)} {str(dtype).replace('torch.', '')}"
+                               for _, dtype, _, shape in packed.layout)
+            raise RuntimeError(f"CUDA graphs: capturing the step for a batch of tensors {shapes} failed: {exc} "
+                               "(run without cuda_graphs; docs/training.md#cuda-graphs)") from exc
         return _Captured(graph, buffers, result)
