@@ -170,9 +170,11 @@ def test_float64_parity_published_size():
 
 @pytest.mark.parametrize("case", ["enc-C8H2-d3-mask", "dec-packed-dropout"], ids=str)
 def test_float32_parity(case):
+    # measured as every float32 case: alpha's gradient is a sum with cancellation, whose plain relative error crossed
+    # 1e-5 (1.08e-5) on one fresh draw in CI; the op's gradient floors and twice the error of plain float32 runs
+    # (tests/ops/att_module/att_module_cases.py) judge it as the other float32 cases are judged
     inputs = on_device(make_case(**CASES[case], dtype=torch.float32))
-    errs = errors(inputs, torch.randn_like(inputs["x"]))
-    assert max(errs.values()) <= TOL[torch.float32], errs
+    assert_close_to_reference(inputs, "triton", TOL[torch.float32])
 
 
 def test_float16_within_twice_the_reference_error():
