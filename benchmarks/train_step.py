@@ -20,7 +20,9 @@ backward → Adam → the (8,) tensor of loss terms and accuracy counts (no host
 
 **infer** — ``model.eval()``, ``torch.no_grad()``, N=1, T = ``--infer-T`` frames, no padding, the trainer's
 joint graph; every call copies the CPU batch {x, mask} to the device and runs the eval forward
-(``check_values=False`` as in the trainer: the input value checks would read the device) → final logits.
+(``check_values=False`` as in the trainer: the input value checks would read the device) → the final logits and
+boundary logits concatenated, (1, K + 1, T): what the evaluation's ``graphed_forward`` returns, so that every provider
+(eager, compiled, graphed) does the same work.
 
 Providers (the fused ones with ``model.mask_mode`` = ``--mask-mode``, default correct, which the graph providers need;
 the torch-backend ones with ``--reference-mask-mode``, default published: the published code's computation, which
@@ -313,7 +315,8 @@ def train_runnable(provider: Provider, args, device: torch.device) -> Runnable:
 
 
 def infer_runnable(provider: Provider, args, device: torch.device) -> Runnable:
-    """The eval forward at N=1, T=--infer-T on ``provider``, from the CPU batch {x, mask} to the final logits."""
+    """The eval forward at N=1, T=--infer-T on ``provider``, from the CPU batch {x, mask} to the final logits and
+    boundary logits as one tensor (1, K + 1, T), for every provider."""
     parts = build_trainer_step(1, args.infer_T, provider.backend, seed=args.seed,
                                model_overrides=model_overrides(provider, args),
                                text_dim=PUBLISHED_TEXT_DIM, device=device)
@@ -323,10 +326,10 @@ def infer_runnable(provider: Provider, args, device: torch.device) -> Runnable:
     batch = {"x": inputs["x"], "mask": inputs["mask"]}  # on the CPU, as a loader gives it
     forward_model = compile_fn(model, provider.compiled) if provider.compiled else model
 
-    def forward(tree) -> torch.Tensor:
+    def forward(tree) -> torch.Tensor:  # the output of graphed_forward below (float32 here: no autocast)
         with torch.no_grad():
-            logits, _boundary = forward_model(tree["x"], tree["mask"], joint_graph, check_values=False)
-        return logits
+            logits, boundary = forward_model(tree["x"], tree["mask"], joint_graph, check_values=False)
+        return torch.cat([logits, boundary], 1)
 
     # the evaluation's graphed forward (trgnet_fast/training/evaluate.py): logits and boundary logits as one tensor
     graphed = graphed_forward(model, joint_graph, device) if provider.graphs else None
@@ -536,7 +539,7 @@ def markdown(meta: dict, records: list[dict], device: torch.device) -> str:
               "first warm-up step (compile, JIT, cuDNN autotuning).", ""]
     titles = {"train": "Training step — Trainer.train_step: batch to the device → forward → TRGNetLoss (every "
                        "term) → backward → Adam",
-              "infer": "Inference — eval, no grad, batch to the device → forward → final logits"}
+              "infer": "Inference — eval, no grad, batch to the device → forward → final and boundary logits"}
     header = ["provider", "median ms", "min", "max", "IQR", "peak GiB", "reserved GiB", "frames/s",
               "× reference", "1st s", "note"]
     for what in WHATS:

@@ -81,20 +81,25 @@ def test_recompute_matches_saving_path(backend, masked, make_joint_graph):
         for name, grad in grads.items():
             assert_close_grad(grad, ref_grads[name], name)
         for (name, buffer), ref_buffer in zip(module.named_buffers(), saving.buffers()):
-            assert torch.equal(buffer, ref_buffer), (step, name)
+            if buffer.is_floating_point():  # the fused BatchNorm's sums against aten's: rounding apart
+                assert float((buffer - ref_buffer).abs().max()) <= 1e-12 * max(1.0, float(ref_buffer.abs().max()))
+            else:
+                assert torch.equal(buffer, ref_buffer), (step, name)
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["published", "mask-correct"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_recompute_saves_three_full_tensors_fewer(backend, masked, make_joint_graph, saved_bytes):
-    """h, x3 and Y (N, 64, T, V) are recomputed, not saved."""
+    """h, x3 and Y (N, 64, T, V) are recomputed, not saved (the two (C_OUT,) conv biases they are recomputed with are
+    saved instead)."""
     module = sp_module(backend)
     x, joint_graph = sp_inputs(0, make_joint_graph)
     mask = frame_mask(masked)
     recomputing = saved_bytes(lambda: module(x.clone().requires_grad_(), joint_graph, mask))
     module._recompute = False
     saving = saved_bytes(lambda: module(x.clone().requires_grad_(), joint_graph, mask))
-    assert saving - recomputing >= 3 * N * C_OUT * T * V * x.element_size(), (saving, recomputing)
+    biases = 2 * C_OUT * x.element_size()
+    assert saving - recomputing >= 3 * N * C_OUT * T * V * x.element_size() - biases, (saving, recomputing)
 
 
 @pytest.mark.parametrize("mode", ["eval", "frozen BatchNorms", "no_grad", "torch backend", "autocast"])

@@ -106,6 +106,7 @@ NONEMPTY = {
     "linear_attention": (("q", "(N, T, H, D)"), ("v", "(N, T, H, E)")),
     "multiscale_graph_conv": (("x", "(N, C, T, V)"),),
     "adaptive_graph_conv": (("x", "(N, C, T, V)"),),
+    "batch_norm_relu": (("x", "(N, C, T, V)"),),
     "att_module": (("x", "(B, C, T)"),),
     "dilated_residual": (("x", "(B, C, T)"),),
     "spatial_feature_injection": (("group", "(N, G, T, V)"), ("h", "(N, C, T)")),

@@ -9,13 +9,13 @@ import torch
 from torch.utils._pytree import tree_map
 
 from backend_marks import needs
-from train_helpers import assert_same_step, float64_step, text_files, tiny_overrides
+from train_helpers import assert_same_step, float64_step, setup_trainer, text_files, tiny_overrides
 from trgnet_fast import cli
 from trgnet_fast.data import collate
 from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.training import Trainer, load_config
 from trgnet_fast.training.config import ConfigError
-from trgnet_fast.training.cuda_graphs import GraphedSteps
+from trgnet_fast.training.cuda_graphs import GraphedSteps, check_graphable
 from trgnet_fast.training.data import eval_loader, length_buckets, train_loader
 from trgnet_fast.training.evaluate import graphed_forward, run_inference
 from trgnet_fast.training.trainer import _STEP_INPUTS, LOSS_KEYS, disable_dropout
@@ -24,17 +24,10 @@ from trgnet_fast.training.transfer import copy_buffers, layout_key, pack
 CORRECT = ["model.mask_mode=correct"]
 
 
-def _trainer(data, out, extra=()):
-    cfg = load_config("synthetic", tiny_overrides(data, str(out), extra=[*CORRECT, *extra]))
-    trainer = Trainer(cfg, log=lambda m: None, progress=False)
-    trainer.setup()
-    return trainer
-
-
 def test_a_step_on_a_batch_padded_to_its_length_bucket_equals_the_unbucketed_step(tiny_data, tmp_path):
     """Train mode, dropout off, float64, every loss term on: the loss terms, the final logits on the real frames and
     every gradient of the batch padded to its length bucket equal those of the batch padded to its longest video."""
-    trainer = _trainer(tiny_data, tmp_path / "out", text_files(tmp_path))
+    trainer = setup_trainer(tiny_data, tmp_path / "out", [*CORRECT, *text_files(tmp_path)])
     disable_dropout(trainer.step.double())
     items = [item for item in (trainer.splits["train"][i] for i in range(6)) if item["feature"].shape[-1] < 64][:4]
     builder = trainer.criterion.target_builder(torch.float64)
@@ -63,7 +56,7 @@ def test_a_graph_layout_is_fixed_by_the_length_bucket_and_the_segment_bound(tiny
     """Over two epochs of the loader's batches (SAEP, every loss target), the step inputs' layouts (what GraphedSteps
     keys its graphs by) are exactly as many as the distinct (length bucket, segment bound) pairs: nothing else in a
     batch changes a shape, so every later batch of a bucket replays its graph."""
-    trainer = _trainer(tiny_data, tmp_path / "out", [*text_files(tmp_path), "data.length_buckets=8"])
+    trainer = setup_trainer(tiny_data, tmp_path / "out", [*CORRECT, *text_files(tmp_path), "data.length_buckets=8"])
     keys, shapes = set(), set()
     for epoch in (1, 2):
         loader, sampler = train_loader(trainer.splits["train"], trainer.cfg, 0, 1,
@@ -104,7 +97,7 @@ def test_cuda_graphs_on_the_cpu_is_refused_at_setup(tiny_data, tmp_path):
 def test_evaluation_on_batches_padded_to_length_buckets_gives_the_unbucketed_outputs(tiny_data, tmp_path):
     """run_inference with length_buckets (the graphed evaluation's padding, eager here): every video's logits and
     boundary logits and the metrics equal those of the unpadded batches (mask-correct model, float32)."""
-    trainer = _trainer(tiny_data, tmp_path / "out")
+    trainer = setup_trainer(tiny_data, tmp_path / "out", CORRECT)
     loader = eval_loader(trainer.splits["train"], trainer.cfg)
     outputs = []
     for buckets in (None, 1):
@@ -124,13 +117,24 @@ def test_evaluation_on_batches_padded_to_length_buckets_gives_the_unbucketed_out
 
 def test_graphed_evaluation_on_the_cpu_is_a_user_error(tiny_data, tmp_path, capsys):
     """`trgnet eval --cuda-graphs` on the CPU: one line naming the flag and the device."""
-    trainer = _trainer(tiny_data, tmp_path / "out", ["train.epochs=1", "train.device=cpu"])
+    trainer = setup_trainer(tiny_data, tmp_path / "out", [*CORRECT, "train.epochs=1", "train.device=cpu"])
     trainer.fit()
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "out" / "last.pt"), "--device", "cpu",
                      "--cuda-graphs"]) == 2
     err = capsys.readouterr().err
     assert err == ("trgnet eval: error: --cuda-graphs: expected one process on a CUDA device, got device cpu and 1 "
                    "process(es)\n")
+
+
+def test_check_graphable_refuses_an_unvalidated_mask_mode_and_a_torch_backend():
+    """A checkpoint's model under `--cuda-graphs` (its config never validated with eval.cuda_graphs on): the mask mode
+    is checked here, after the device (a CUDA device object: nothing runs on it)."""
+    with pytest.raises(ConfigError, match=r"^--cuda-graphs: expected model\.mask_mode: correct \(batches are padded to "
+                                          r"length buckets\), got 'published'$"):
+        check_graphable("--cuda-graphs", "cuda", "cuda", unvalidated_mask_mode="published")
+    with pytest.raises(ConfigError, match=r"^--cuda-graphs: expected a fused model\.backend .* got model\.backend "
+                                          r"'torch' running them in torch$"):
+        check_graphable("--cuda-graphs", "cuda", "torch", unvalidated_mask_mode="correct")
 
 
 def test_graphed_steps_refuse_a_cpu_device_and_a_bad_warmup():
@@ -183,8 +187,8 @@ def test_the_step_a_graph_captures_makes_no_host_tensor_and_reads_nothing_back(t
     """The trainer's step as GraphedSteps captures it (the cuda backend's fused ops, every loss term, gradient clipping,
     in-place gradient zeroing, Adam) on the meta device: NoHostSync, which refuses host reads and copies between the
     host and the device (a capture can hold neither), lets the steady-state step through."""
-    trainer = _trainer(tiny_data, tmp_path / "out",
-                       [*text_files(tmp_path), "model.backend=cuda", "optim.grad_clip=1.0"])
+    trainer = setup_trainer(tiny_data, tmp_path / "out",
+                            [*CORRECT, *text_files(tmp_path), "model.backend=cuda", "optim.grad_clip=1.0"])
     loader, _ = train_loader(trainer.splits["train"], trainer.cfg, 0, 1,
                              loss_targets=trainer.criterion.target_builder())
     batch = next(iter(loader))
@@ -239,9 +243,10 @@ def test_graphed_training_equals_the_same_steps_uncaptured(tiny_data, tmp_path, 
     """The trainer with train.cuda_graphs against the same trainer whose steps never get captured (the same code,
     fused Adam and in-place gradient zeroing, eager): equal loss terms and weights after 8 steps over the loader's
     batches (several length buckets), deterministic algorithms, dropout off."""
-    extra = [*text_files(tmp_path), "train.cuda_graphs=true", "train.device=cuda", f"model.backend={backend}",
-             "model.dropout=false", "train.deterministic=true", "optim.grad_clip=1.0", "data.length_buckets=8"]
-    trainers = [_trainer(tiny_data, tmp_path / name, extra) for name in ("graphs", "eager")]
+    extra = [*CORRECT, *text_files(tmp_path), "train.cuda_graphs=true", "train.device=cuda",
+             f"model.backend={backend}", "model.dropout=false", "train.deterministic=true", "optim.grad_clip=1.0",
+             "data.length_buckets=8"]
+    trainers = [setup_trainer(tiny_data, tmp_path / name, extra) for name in ("graphs", "eager")]
     trainers[1].graphed_steps.warmup = 10**9  # every step eager
     loader, _ = train_loader(trainers[0].splits["train"], trainers[0].cfg, 0, 1,
                              loss_targets=trainers[0].criterion.target_builder())
@@ -274,7 +279,7 @@ def test_graphed_replays_draw_new_dropout_masks():
 def test_graphed_evaluation_equals_the_eager_one(tiny_data, tmp_path, backend):
     """run_inference through graphed_forward (a capture per length bucket after 2 eager calls each) against the eager
     forward of the same padded batches: the same logits, boundary logits and metrics."""
-    trainer = _trainer(tiny_data, tmp_path / "out", ["train.device=cuda", f"model.backend={backend}"])
+    trainer = setup_trainer(tiny_data, tmp_path / "out", [*CORRECT, "train.device=cuda", f"model.backend={backend}"])
     loader = eval_loader(trainer.splits["train"], trainer.cfg)
     graphed = graphed_forward(trainer.model, trainer.joint_graph, trainer.device)
     outputs = []

@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from test_train_ddp import _free_port, _worker
-from train_helpers import assert_same_step, float64_step, text_files, tiny_overrides
+from train_helpers import assert_same_step, float64_step, setup_trainer, text_files, tiny_overrides
 from trgnet_fast.data import collate, pack_collate
 from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.training import Trainer, load_checkpoint, load_config
@@ -20,15 +20,8 @@ PACKED = ["data.packing=true", "model.mask_mode=correct"]
 pytestmark = pytest.mark.filterwarnings("ignore:no text inputs")  # the tiny configs train without ARIS text terms
 
 
-def _trainer(data, out, extra=()):
-    cfg = load_config("synthetic", tiny_overrides(data, str(out), extra=[*PACKED, *extra]))
-    trainer = Trainer(cfg, log=lambda m: None, progress=False)
-    trainer.setup()
-    return trainer
-
-
 def test_a_packed_training_step_from_the_loader_issues_no_host_sync(tiny_data, tmp_path):
-    trainer = _trainer(tiny_data, tmp_path / "out", text_files(tmp_path) + ["optim.grad_clip=1.0"])
+    trainer = setup_trainer(tiny_data, tmp_path / "out", [*PACKED, *text_files(tmp_path), "optim.grad_clip=1.0"])
     loader, sampler = train_loader(trainer.splits["train"], trainer.cfg, 0, 1,
                                    loss_targets=trainer.criterion.target_builder())
     batch = next(iter(loader))
@@ -50,7 +43,7 @@ def test_a_packed_training_step_from_the_loader_issues_no_host_sync(tiny_data, t
 def test_packed_step_equals_the_padded_step_of_the_same_videos(tiny_data, tmp_path):
     """Train mode, dropout off, float64: every loss term, the final logits and every gradient of the packed batch
     equal the padded batch's."""
-    trainer = _trainer(tiny_data, tmp_path / "out", text_files(tmp_path))
+    trainer = setup_trainer(tiny_data, tmp_path / "out", [*PACKED, *text_files(tmp_path)])
     disable_dropout(trainer.step.double())
     items = [trainer.splits["train"][i] for i in range(4)]
     assert len({item["feature"].shape[-1] for item in items}) > 1  # different lengths: the padded batch pads
@@ -61,7 +54,7 @@ def test_packed_step_equals_the_padded_step_of_the_same_videos(tiny_data, tmp_pa
 
 def test_packed_evaluation_gives_the_batch_1_results(tiny_data, tmp_path):
     """Validation on packs of several videos: the same logits per video as one video per batch."""
-    trainer = _trainer(tiny_data, tmp_path / "out", ["data.frame_budget=200"])
+    trainer = setup_trainer(tiny_data, tmp_path / "out", [*PACKED, "data.frame_budget=200"])
     outputs = []
     for packing in (True, False):
         trainer.cfg["data"]["packing"] = packing

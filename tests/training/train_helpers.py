@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from trgnet_fast.training import Trainer, load_config
 from trgnet_fast.training.trainer import LOSS_KEYS
 
 TINY_MODEL = ["model.n_features=16", "model.n_layers=2", "model.n_refine_layers=2", "model.n_stages_asb=2",
@@ -13,6 +14,15 @@ TINY_MODEL = ["model.n_features=16", "model.n_layers=2", "model.n_refine_layers=
 def tiny_overrides(data_dir, out_dir, epochs=2, extra=()):
     return [f"data.dir={data_dir}", f"output_dir={out_dir}", f"train.epochs={epochs}", "train.batch_size=2",
             "data.val_every=4", "optim.lr=0.003", *TINY_MODEL, *extra]
+
+
+def setup_trainer(data_dir, out_dir, extra=()):
+    """A set-up, quiet :class:`Trainer` of the synthetic preset with the tiny model (:func:`tiny_overrides`, 2 epochs)
+    and the overrides ``extra``."""
+    trainer = Trainer(load_config("synthetic", tiny_overrides(data_dir, str(out_dir), extra=extra)),
+                      log=lambda m: None, progress=False)
+    trainer.setup()
+    return trainer
 
 
 def text_files(tmp_path, k=10, d=16):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trgnet_fast.ops.batch_norm_relu.reference import batch_statistics
+
 MASK_MODES = ("published", "correct")
 
 
@@ -27,25 +29,26 @@ def masked_temporal_mean(x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Ten
     return (x * frame_mask).sum(2, keepdim=True) / frames
 
 
-def masked_batch_statistics(x: torch.Tensor, frame_mask: torch.Tensor):
-    """(x − mean, mean (C,), biased variance (C,), count (0-d)) over the (n, t, v) of x (N, C, T, V) with frame_mask
-    (N, 1, T, 1) 0/1 set; count ≥ 1."""
-    count = (frame_mask.sum() * x.shape[3]).clamp(min=1)
-    mean = (x * frame_mask).sum((0, 2, 3)) / count
-    centred = x - mean[None, :, None, None]
-    var = (centred.square() * frame_mask).sum((0, 2, 3)) / count
-    return centred, mean, var, count
+def statistics_count(x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor | int:
+    """The values per channel a BatchNorm's batch statistics of x (N, C, T, V) are over: N·T·V (frame_mask None), or
+    max(1, V · Σ frame_mask) over the valid frames (frame_mask (N, 1, T, 1) 0/1; a 0-d tensor, no host sync)."""
+    if frame_mask is None:
+        return x.shape[0] * x.shape[2] * x.shape[3]
+    return (frame_mask.sum() * x.shape[3]).clamp(min=1)
 
 
-def update_running_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
-    """``bn``'s running statistics after a batch of statistics (mean, biased var) over ``count`` values, by
-    nn.BatchNorm2d's rule (momentum, or the cumulative average for momentum None; the unbiased variance)."""
+def update_running_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
+                              count: torch.Tensor | int) -> None:
+    """``bn``'s running statistics after a batch of statistics (mean, biased var) over ``count`` values (an int, or
+    a 0-d tensor), by nn.BatchNorm2d's rule (momentum, or the cumulative average for momentum None; the unbiased
+    variance)."""
     if not bn.track_running_stats:
         return
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
         momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-        unbiased = var * count / (count - 1).clamp(min=1)
+        correction = count / max(count - 1, 1) if isinstance(count, int) else count / (count - 1).clamp(min=1)
+        unbiased = var * correction
         bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
         bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
 
@@ -55,7 +58,7 @@ def masked_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, frame_mask: torch.Ten
     frame_mask (N, 1, T, 1) 0/1. Mean and biased variance over the (n, t, v) with frame_mask 1 normalise x; the
     running statistics follow nn.BatchNorm2d's rule (momentum, or the cumulative average for momentum None; the
     unbiased variance) with those statistics. Padded frames are normalised too (their values are masked later)."""
-    centred, mean, var, count = masked_batch_statistics(x, frame_mask)
+    centred, mean, var, count = batch_statistics(x, frame_mask)
     update_running_statistics(bn, mean, var, count)
     out = centred * torch.rsqrt(var + bn.eps)[None, :, None, None]
     if bn.affine:

@@ -9,9 +9,9 @@ from torch import nn
 from trgnet_fast.backend import model_backend
 from trgnet_fast.model.autocast import check_backend_dtype
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
-from trgnet_fast.model.masking import masked_batch_norm, masked_temporal_mean
+from trgnet_fast.model.masking import masked_batch_norm, masked_temporal_mean, statistics_count
 from trgnet_fast.model.packing import PackedSequences, sequence_means
-from trgnet_fast.model.spatial_recompute import AdaptiveBNResidualReLU, MultiScaleBNReLU
+from trgnet_fast.model.spatial_recompute import AdaptiveBNResidualReLU, MultiScaleBNReLU, batch_norm_relu_train
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP, adaptive_graph_conv
 from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP, multiscale_graph_conv
 
@@ -165,15 +165,19 @@ class MultiScaleGraphConv(nn.Module):
         adaptive_impl = model_backend(ADAPTIVE_OP, self.backend, x.device.type)
         impl = model_backend(MULTISCALE_OP, self.backend, x.device.type)
         recompute = self._recompute_activations(x)
+        # the values per channel of both BatchNorms' batch statistics (the fused BatchNorm + ReLU, in training; it
+        # runs on the graph convs' backend)
+        count = statistics_count(x, frame_mask) if impl != "torch" and self.training else None
         if impl != "torch":
             check_backend_dtype(impl, x.device, x.dtype)
             conv, bn, relu = self.mlp.layers
             weight, bias = conv.weight.to(x.dtype), conv.bias.to(x.dtype)
             if recompute:
-                x_m = MultiScaleBNReLU.apply(x, adjacency, weight, bias, bn.weight, bn.bias, bn, impl, frame_mask)
+                x_m = MultiScaleBNReLU.apply(x, adjacency, weight, bias, bn.weight, bn.bias, bn, impl, frame_mask,
+                                             count)
             else:
-                x_m = relu(_batch_norm(bn, multiscale_graph_conv(x, adjacency, weight, bias, backend=impl),
-                                       frame_mask))
+                x_m = _batch_norm_relu(bn, multiscale_graph_conv(x, adjacency, weight, bias, backend=impl),
+                                       frame_mask, count, impl)
         else:
             support = torch.einsum("su,nctu->ncts", adjacency, x)  # s = k * V + v
             # Channel index of the stacked scales is k * C_in + c (scale-major).
@@ -190,9 +194,11 @@ class MultiScaleGraphConv(nn.Module):
             conv3 = self.CTRGCN.conv3
             graph = self.CTRGCN.graph_inputs(x_m, joint_graph, self.alpha, self.beta, x_m.dtype, frame_mask)
             return AdaptiveBNResidualReLU.apply(x_m, conv3.weight, conv3.bias, *graph, self.bn.weight,
-                                                self.bn.bias, self.bn, adaptive_impl, frame_mask)
+                                                self.bn.bias, self.bn, adaptive_impl, frame_mask, count)
         y = self.CTRGCN(x_m, joint_graph, self.alpha, self.beta, backend=adaptive_impl, frame_mask=frame_mask,
                         packed=packed)
+        if adaptive_impl != "torch":
+            return _batch_norm_relu(self.bn, y, frame_mask, count, adaptive_impl, residual=x_m)
         return torch.relu(_batch_norm(self.bn, y, frame_mask) + x_m)
 
     def _recompute_activations(self, x: torch.Tensor) -> bool:
@@ -222,6 +228,17 @@ def _per_sequence(fn, packed: PackedSequences | None, graph: torch.Tensor, *tens
         return fn(graph, *tensors)
     pieces = [t.split(packed.lengths, dim=1 if t.dim() == 3 else 2) for t in tensors]
     return torch.cat([fn(graph[s:s + 1], *parts) for s, parts in enumerate(zip(*pieces))], dim=2)
+
+
+def _batch_norm_relu(bn: nn.BatchNorm2d, x: torch.Tensor, frame_mask: torch.Tensor | None, count, backend: str,
+                     residual: torch.Tensor | None = None) -> torch.Tensor:
+    """ReLU(bn(x) + residual) on a fused backend: in training mode the fused op with batch statistics (over the
+    valid frames in mask-correct mode; the running statistics updated); in eval mode, and under autocast (its casts
+    are the modules'), the module. x, residual: (N, C, T, V); count: ``masking.statistics_count``."""
+    if bn.training and not torch.is_autocast_enabled(x.device.type):
+        return batch_norm_relu_train(x, bn, bn.weight, bn.bias, frame_mask, count, backend, residual)[0]
+    normalised = _batch_norm(bn, x, frame_mask)
+    return torch.relu(normalised if residual is None else normalised + residual)
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from trgnet_fast.ops.adaptive_graph_conv.spec import SPEC as ADAPTIVE_GRAPH_CONV
 from trgnet_fast.ops.aris_losses.spec import SPEC as ARIS_LOSSES
 from trgnet_fast.ops.att_module.spec import SPEC as ATT_MODULE
+from trgnet_fast.ops.batch_norm_relu.spec import SPEC as BATCH_NORM_RELU
 from trgnet_fast.ops.dilated_residual.spec import SPEC as DILATED_RESIDUAL
 from trgnet_fast.ops.frame_losses.spec import SPEC as FRAME_LOSSES
 from trgnet_fast.ops.linear_attention.spec import SPEC as LINEAR_ATTENTION
@@ -21,6 +22,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     LINEAR_ATTENTION,
     MULTISCALE_GRAPH_CONV,
     ADAPTIVE_GRAPH_CONV,
+    BATCH_NORM_RELU,
     ATT_MODULE,
     DILATED_RESIDUAL,
     SPATIAL_FEATURE_INJECTION,

@@ -99,7 +99,7 @@ def _evaluate_checkpoint(checkpoint, split, data_dir_override, out_dir, device, 
     if cfg["eval"]["cuda_graphs"]:
         kwargs = state["model_kwargs"]
         check_graphable("--cuda-graphs" if cuda_graphs else "config key 'eval.cuda_graphs'", device,
-                        kwargs.get("backend"), kwargs.get("mask_mode", "published"))
+                        kwargs.get("backend"), unvalidated_mask_mode=kwargs.get("mask_mode", "published"))
         # padded batches, one video each, padded to length buckets (a packed run's videos give the same outputs)
         cfg["data"] = dict(cfg["data"], packing=False, length_buckets=cfg["data"].get("length_buckets"))
         graphed = graphed_forward(model, state["joint_graph"].to(device), device,

@@ -22,18 +22,27 @@ from trgnet_fast.training.config import ConfigError
 from trgnet_fast.training.transfer import copy_buffers, device_buffers, layout_key, pack, unpack
 
 
-def check_graphable(what: str, device, backend: str | None, mask_mode: str, processes: int = 1) -> None:
+def check_graphable(what: str, device, backend: str | None, processes: int = 1, *,
+                    unvalidated_mask_mode: str | None = None) -> None:
     """Raise ConfigError naming ``what`` (e.g. "config key 'train.cuda_graphs'", "--cuda-graphs") unless a model of
-    ``backend`` and ``mask_mode`` can run as CUDA graphs on ``device`` in ``processes`` processes: a CUDA device, one
-    process (DDP's gradient hooks are host logic per step; pass 1 for inference), padding that changes nothing
-    (mask_mode correct) and fused layers (the AttModules' torch reference reads each video's length on the host)."""
+    ``backend`` can run as CUDA graphs on ``device`` in ``processes`` processes: a CUDA device, one process (DDP's
+    gradient hooks are host logic per step; pass 1 for inference) and fused layers as ``backend`` resolves on
+    ``device`` (the AttModules' torch reference reads each video's length on the host; "auto" or $TRGNET_BACKEND may
+    resolve to it).
+
+    These are what the config cannot know before the device is chosen; the config relations of the graphs options
+    (model.mask_mode correct, no explicit torch backend, padded batches) are config validation's
+    (``training.config._check_relations``). ``unvalidated_mask_mode`` is the model's mask mode where graphs are
+    turned on for a config that validation did not check with them on: `trgnet eval/predict --cuda-graphs` on a
+    checkpoint (trained without eval.cuda_graphs, or written before the relation existed); it must be correct, as
+    padding to length buckets would change published mode's statistics."""
     device = torch.device(device)
     if device.type != "cuda" or processes != 1:
         raise ConfigError(f"{what}: expected one process on a CUDA device, got device {device} and "
                           f"{processes} process(es)")
-    if mask_mode != "correct":
+    if unvalidated_mask_mode is not None and unvalidated_mask_mode != "correct":
         raise ConfigError(f"{what}: expected model.mask_mode: correct (batches are padded to length "
-                          f"buckets), got {mask_mode!r}")
+                          f"buckets), got {unvalidated_mask_mode!r}")
     if model_backend(ATT_MODULE_OP, backend, device) == "torch":
         raise ConfigError(f"{what}: expected a fused model.backend (cuda or triton; auto where one is "
                           f"usable): the AttModules' torch reference reads each video's length on the host, got "

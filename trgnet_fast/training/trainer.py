@@ -200,8 +200,7 @@ class Trainer:
         graphed = cfg["train"]["cuda_graphs"]
         for section, processes in (("train", info.world_size), ("eval", 1)):  # validation runs on each rank alone
             if cfg[section]["cuda_graphs"]:
-                check_graphable(f"config key '{section}.cuda_graphs'", self.device, cfg["model"]["backend"],
-                                cfg["model"]["mask_mode"], processes)
+                check_graphable(f"config key '{section}.cuda_graphs'", self.device, cfg["model"]["backend"], processes)
         # with CUDA graphs: fused (one kernel per step) and capturable (its step counts on the device)
         self.optimizer = torch.optim.Adam(trained, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
                                           weight_decay=0.0, fused=True if graphed else None, capturable=graphed)
