@@ -330,6 +330,7 @@ def _op_sizes():
     from trgnet_fast.ops.adaptive_graph_conv.spec import size as agc
     from trgnet_fast.ops.aris_losses.spec import size as aris
     from trgnet_fast.ops.att_module.spec import size as att
+    from trgnet_fast.ops.batch_norm_relu.spec import size as bnr
     from trgnet_fast.ops.dilated_residual.spec import size as drl
     from trgnet_fast.ops.frame_losses.spec import size as fl
     from trgnet_fast.ops.linear_attention.spec import size as lin
@@ -341,6 +342,7 @@ def _op_sizes():
         "adaptive_graph_conv": agc(2, 5, v=5, c=3),
         "att_module": att(2, 12, c=8, heads=2, dilation=2, mode="decoder", layout="rows", min_length=4),
         "dilated_residual": drl(2, 12, c=4, dilation=2, layout="rows", min_length=4),
+        "batch_norm_relu": bnr(2, 6, c=3, v=5, masked=True, residual=True),
         "spatial_feature_injection": sfi(2, 6, c=4, g=2, v=3, masked=True),
         "frame_losses": fl(2, 3, 3, 5, 9, class_weight=True),
         "aris_losses": aris(2, 3, 9, 4, run=3, spare=2),
@@ -350,7 +352,7 @@ def _op_sizes():
 # size keys that are dimensions, the zero-size cases (att_module's and dilated_residual's N = 0 needs no rows)
 ZERO_DIMS = {"linear_attention": ("N", "T", "H", "D", "E"), "multiscale_graph_conv": ("N", "C", "T", "V", "O"),
              "adaptive_graph_conv": ("N", "C", "T", "V"), "att_module": ("T", "C"),
-             "dilated_residual": ("T", "C"), "spatial_feature_injection": ("N", "T", "C", "G", "V"),
+             "dilated_residual": ("T", "C"), "batch_norm_relu": ("N", "C", "T", "V"), "spatial_feature_injection": ("N", "T", "C", "G", "V"),
              "frame_losses": ("S", "R", "N", "K", "T"), "aris_losses": ("N", "D", "T")}
 # scalar (non-tensor) arguments and bad values for them: value -> must it be refused?
 BAD_SCALARS = {
@@ -359,6 +361,7 @@ BAD_SCALARS = {
                    "dropout": (-0.1, 1.0, float("nan")), "attention_dropout": (-0.1, 1.0, float("nan")),
                    "dilation": (0, -1), "heads": (0, 3, -2)},
     "dilated_residual": {"dropout": (-0.1, 1.0, float("nan")), "dilation": (0, -1)},
+    "batch_norm_relu": {"eps": (float("nan"), -1.0, float("inf"), 0.0)},
     "spatial_feature_injection": {"dropout": (-0.1, 1.0, float("nan"))},
     "frame_losses": {"threshold": (float("nan"), -1.0, 0.0, float("inf")), "time_axis": (1, "time")},
 }
@@ -404,6 +407,8 @@ def _non_contiguous(t):
 ZERO_DIM_OK = {("adaptive_graph_conv", "beta"), ("aris_losses", "logit_scale")}
 FREE_LAST_DIM = {("linear_attention", "v"), ("dilated_residual", "x")}
 CONVERTED_DTYPE = {("att_module", "alpha"): ("float64", "float8_e4m3fn"),
+                   # the BatchNorm's parameters: any supported floating dtype, taken in the state dtype
+                   **{("batch_norm_relu", name): ("float64",) for name in ("weight", "bias")},
                    # another supported floating dtype is converted by contract (float8 is refused)
                    **{("frame_losses", name): ("float64",) for name in ("ce_weight", "pair_weight", "boundary",
                                                                          "boundary_weight", "pos_weight")},
