@@ -131,3 +131,21 @@ def test_other_modes_keep_the_saving_path(backend, mode, make_joint_graph, monke
     else:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             module.float()(x.float(), joint_graph.float())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frozen_batch_norms_skip_the_statistics_count(backend, make_joint_graph, monkeypatch):
+    """With both BatchNorms frozen (eval mode inside a training SP) nothing uses batch statistics, so the valid-value
+    count is not computed; with one of them in training mode it is, once per forward."""
+    calls = []
+    real_count = spatial.statistics_count
+    monkeypatch.setattr(spatial, "statistics_count", lambda *args: calls.append(1) or real_count(*args))
+    module = sp_module(backend)
+    x, joint_graph = sp_inputs(0, make_joint_graph)
+    module.mlp.layers[1].eval()
+    module.bn.eval()
+    module(x, joint_graph, frame_mask(True))
+    assert calls == []
+    module.bn.train()
+    module(x, joint_graph, frame_mask(True))
+    assert calls == [1]

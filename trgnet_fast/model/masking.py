@@ -29,14 +29,6 @@ def masked_temporal_mean(x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Ten
     return (x * frame_mask).sum(2, keepdim=True) / frames
 
 
-def statistics_count(x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor | int:
-    """The values per channel a BatchNorm's batch statistics of x (N, C, T, V) are over: N·T·V (frame_mask None), or
-    max(1, V · Σ frame_mask) over the valid frames (frame_mask (N, 1, T, 1) 0/1; a 0-d tensor, no host sync)."""
-    if frame_mask is None:
-        return x.shape[0] * x.shape[2] * x.shape[3]
-    return (frame_mask.sum() * x.shape[3]).clamp(min=1)
-
-
 def update_running_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
                               count: torch.Tensor | int) -> None:
     """``bn``'s running statistics after a batch of statistics (mean, biased var) over ``count`` values (an int, or

@@ -9,10 +9,11 @@ from torch import nn
 from trgnet_fast.backend import model_backend
 from trgnet_fast.model.autocast import check_backend_dtype
 from trgnet_fast.model.graph import NUM_SCALES, binary_adjacency, multiscale_adjacency
-from trgnet_fast.model.masking import masked_batch_norm, masked_temporal_mean, statistics_count
+from trgnet_fast.model.masking import masked_batch_norm, masked_temporal_mean
 from trgnet_fast.model.packing import PackedSequences, sequence_means
 from trgnet_fast.model.spatial_recompute import AdaptiveBNResidualReLU, MultiScaleBNReLU, batch_norm_relu_train
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME as ADAPTIVE_OP, adaptive_graph_conv
+from trgnet_fast.ops.batch_norm_relu.reference import statistics_count
 from trgnet_fast.ops.multiscale_graph_conv import OP_NAME as MULTISCALE_OP, multiscale_graph_conv
 
 
@@ -165,9 +166,10 @@ class MultiScaleGraphConv(nn.Module):
         adaptive_impl = model_backend(ADAPTIVE_OP, self.backend, x.device.type)
         impl = model_backend(MULTISCALE_OP, self.backend, x.device.type)
         recompute = self._recompute_activations(x)
-        # the values per channel of both BatchNorms' batch statistics (the fused BatchNorm + ReLU, in training; it
-        # runs on the graph convs' backend)
-        count = statistics_count(x, frame_mask) if impl != "torch" and self.training else None
+        # the values per channel of both BatchNorms' batch statistics (the fused BatchNorm + ReLU of a BatchNorm in
+        # training mode; it runs on the graph convs' backend)
+        batch_statistics = self.mlp.layers[1].training or self.bn.training
+        count = statistics_count(x, frame_mask) if impl != "torch" and batch_statistics else None
         if impl != "torch":
             check_backend_dtype(impl, x.device, x.dtype)
             conv, bn, relu = self.mlp.layers
@@ -234,7 +236,7 @@ def _batch_norm_relu(bn: nn.BatchNorm2d, x: torch.Tensor, frame_mask: torch.Tens
                      residual: torch.Tensor | None = None) -> torch.Tensor:
     """ReLU(bn(x) + residual) on a fused backend: in training mode the fused op with batch statistics (over the
     valid frames in mask-correct mode; the running statistics updated); in eval mode, and under autocast (its casts
-    are the modules'), the module. x, residual: (N, C, T, V); count: ``masking.statistics_count``."""
+    are the modules'), the module. x, residual: (N, C, T, V); count: ``batch_norm_relu.reference.statistics_count``."""
     if bn.training and not torch.is_autocast_enabled(x.device.type):
         return batch_norm_relu_train(x, bn, bn.weight, bn.bias, frame_mask, count, backend, residual)[0]
     normalised = _batch_norm(bn, x, frame_mask)

@@ -24,7 +24,7 @@ from trgnet_fast.ops.multiscale_graph_conv import multiscale_graph_conv
 def batch_norm_relu_train(h, bn: nn.BatchNorm2d, weight, bias, frame_mask, count, backend, residual=None):
     """(ReLU(bn(h) + residual), (mean, var)) in training mode with ``bn``'s parameters passed in, its running
     statistics updated with the batch's; h, residual: (N, C, T, V); frame_mask: None or (N, 1, T, 1); count: the
-    values per channel the statistics are over (``masking.statistics_count``)."""
+    values per channel the statistics are over (``batch_norm_relu.reference.statistics_count``)."""
     out, mean, var = batch_norm_relu(h, weight, bias, residual=residual, frame_mask=frame_mask, eps=bn.eps,
                                      statistics=True, backend=backend)
     update_running_statistics(bn, mean, var, count)
@@ -52,7 +52,7 @@ class MultiScaleBNReLU(torch.autograd.Function):
         """x: (N, C_in, T, V); adjacency: (S*V, V); weight: (C_out, S*C_in, 1, 1); bias: (C_out,); bn_weight,
         bn_bias: (C_out,), the parameters of ``bn`` (the nn.BatchNorm2d whose running statistics are updated);
         backend: "triton" | "cuda"; frame_mask: None, or (N, 1, T, 1) 0/1 (mask-correct mode: BN1's statistics
-        over the valid frames); count: the values per channel of those statistics (``masking.statistics_count``).
+        over the valid frames); count: the values per channel of those statistics (``batch_norm_relu.reference.statistics_count``).
         Returns X_m (N, C_out, T, V)."""
         # The native op copies a strided x anyway: one copy serves the forward and the recompute.
         x = x.contiguous()

@@ -11,16 +11,23 @@ def _channel(t: torch.Tensor) -> torch.Tensor:
     return t[None, :, None, None]
 
 
+def statistics_count(x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor | int:
+    """The values per channel the batch statistics of x (N, C, T, V) are over: the int max(1, N·T·V) (frame_mask
+    None), or max(1, V · Σ frame_mask) over the valid frames (frame_mask (N, 1, T, 1) 0/1; a 0-d tensor in the
+    mask's dtype, no host sync)."""
+    if frame_mask is None:
+        return max(1, x.shape[0] * x.shape[2] * x.shape[3])
+    return (frame_mask.sum() * x.shape[3]).clamp(min=1)
+
+
 def batch_statistics(x: torch.Tensor, frame_mask: torch.Tensor | None):
     """(x − mean, mean (C,), biased variance (C,), count) over the (n, t, v) of x (N, C, T, V) with frame_mask
-    (N, 1, T, 1) 0/1 set (every one when None), in x's dtype; count = max(1, V · Σ frame_mask) (0-d), or the int
-    max(1, N·T·V) without a mask."""
+    (N, 1, T, 1) 0/1 set (every one when None), in x's dtype; count: ``statistics_count``."""
+    count = statistics_count(x, frame_mask)
     if frame_mask is None:
-        count = max(1, x.shape[0] * x.shape[2] * x.shape[3])
         mean = x.sum((0, 2, 3)) / count
         centred = x - _channel(mean)
         return centred, mean, centred.square().sum((0, 2, 3)) / count, count
-    count = (frame_mask.sum() * x.shape[3]).clamp(min=1)
     mean = (x * frame_mask).sum((0, 2, 3)) / count
     centred = x - _channel(mean)
     return centred, mean, (centred.square() * frame_mask).sum((0, 2, 3)) / count, count
@@ -50,12 +57,8 @@ def batch_norm_relu_backward_reference(grad_out, out, x, frame_mask, weight, mea
     x_hat = (x.to(state) - _channel(mean)) * _channel(invstd)
     grad_bias = g.sum((0, 2, 3))
     grad_weight = (g * x_hat).sum((0, 2, 3))
-    if frame_mask is None:
-        mask = x.new_ones((), dtype=state)
-        count = max(1, x.shape[0] * x.shape[2] * x.shape[3])
-    else:
-        mask = frame_mask.to(state)
-        count = (mask.sum() * x.shape[3]).clamp(min=1)
+    mask = x.new_ones((), dtype=state) if frame_mask is None else frame_mask.to(state)
+    count = statistics_count(x, None if frame_mask is None else mask)
     shift = (_channel(grad_bias) + x_hat * _channel(grad_weight)) * (mask / count)
     grad_x = ((g - shift) * _channel(weight * invstd)).to(x.dtype)
     grad_residual = g.to(x.dtype) if residual_grad else x.new_empty((0,))
