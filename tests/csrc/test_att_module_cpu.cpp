@@ -44,11 +44,6 @@ std::vector<int64_t> weight_shape(int i, int64_t C) {
   if (i % 2 == 1) return {C};
   return {C, C};
 }
-int64_t numel(const std::vector<int64_t>& s) {
-  int64_t n = 1;
-  for (int64_t v : s) n *= v;
-  return n;
-}
 
 Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t T, int64_t H, int64_t dilation,
                      Layout layout, bool decoder, bool masked, bool dropout) {
@@ -57,14 +52,12 @@ Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t T, int6
   p.in.resize(15);
   fill(p.in[0], B * C * T);
   fill(p.in[1], B * C * T);
-  for (int i = 0; i < 12; ++i) fill(p.in[2 + i], numel(weight_shape(i, C)), i % 2 ? 0.2 : 0.5 / std::sqrt(C));
+  for (int i = 0; i < 12; ++i) fill(p.in[2 + i], numel_of(weight_shape(i, C)), i % 2 ? 0.2 : 0.5 / std::sqrt(C));
   p.in[14] = {0.7};
   fill(p.g, B * C * T);
-  p.mask.resize(B * T);
-  for (auto& m : p.mask) m = rng() % 4 ? 1.0 : 0.0;
+  p.mask = random_frame_mask(rng, B * T);
   if (layout == kPadded) {
-    p.cu = {0};
-    for (int64_t b = 0; b < B; ++b) p.cu.push_back(p.cu.back() + static_cast<int32_t>(rng() % (T + 1)));
+    p.cu = padded_offsets(rng, B, T);
   } else if (layout == kPacked) {
     p.cu = {0, static_cast<int32_t>(rng() % (T + 1)), 0, static_cast<int32_t>(T)};
     p.cu[2] = p.cu[1] + static_cast<int32_t>(rng() % (T - p.cu[1] + 1));
@@ -73,22 +66,6 @@ Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t T, int6
 }
 
 // ---- the direct evaluation ----------------------------------------------------------------------------------
-
-uint32_t fmix(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35u;
-  return h ^ (h >> 16);
-}
-// reference.dropout_keep_mask, scaled: element i of stream s.
-double dropout_factor(int64_t seed, int stream, int64_t i, double p) {
-  const uint64_t bits = static_cast<uint64_t>(seed);
-  const uint32_t key = fmix(fmix(static_cast<uint32_t>(bits >> 32) ^ (stream ? 0x7F4A7C15u : 0x9E3779B9u)) ^
-                            static_cast<uint32_t>(bits));
-  const uint32_t h = fmix(fmix(static_cast<uint32_t>(i) + key) ^ key) >> 8;
-  return h >= static_cast<uint32_t>(std::floor(p * (1 << 24))) ? 1.0 / (1.0 - p) : 0.0;
-}
 
 double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -194,7 +171,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const Problem
 }
 
 // The 15 gradients in the order of Problem::in (grad_values zeros in encoder mode).
-std::vector<at::Tensor> backward(const Problem& p, const Call& c, const at::Tensor& g) {
+std::vector<at::Tensor> backward(const Problem& p, const Inputs& in, at::ScalarType dtype, const at::Tensor& g) {
+  const Call c = make_call(p, in, dtype);
   const auto& t = c.t;
   const auto [out, stats, kv, ks] = forward(p, c);
   const auto r = trgnet::att_module_backward_cpu(g, t[0], c.values, c.mask, c.cu, t[2], t[3], t[4], t[5], t[6], t[7],
@@ -206,6 +184,16 @@ std::vector<at::Tensor> backward(const Problem& p, const Call& c, const at::Tens
                                 std::get<8>(r), std::get<9>(r), std::get<10>(r), std::get<11>(r), std::get<12>(r),
                                 std::get<13>(r), std::get<14>(r)};
   return grads;
+}
+
+// The kernels on p's sizes and options: out; the 15 gradients.
+Kernels kernels(const Problem& p) {
+  return {[&p](const Inputs& in, at::ScalarType dtype) {
+            return std::vector<at::Tensor>{std::get<0>(forward(p, make_call(p, in, dtype)))};
+          },
+          [&p](const Inputs& in, at::ScalarType dtype, const at::Tensor& g, const std::vector<at::Tensor>&) {
+            return backward(p, in, dtype, g);
+          }};
 }
 
 const char* kInputNames[15] = {"x", "values", "conv_w", "conv_b", "query_w", "query_b", "key_w", "key_b",
@@ -224,86 +212,37 @@ std::string describe(const Problem& p) {
 // float64: the forward against the direct evaluation, every gradient against central differences along a random
 // direction; float32 / bfloat16 against float64.
 void test_problem(const Problem& p, std::mt19937_64& rng) {
-  const std::string name = describe(p);
-  const Call c64 = make_call(p, p.in, at::kDouble);
-  const std::vector<double> ref = direct_forward(p, p.in);
-  const at::Tensor out64 = std::get<0>(forward(p, c64));
-  expect(rel_err(to_vector(out64), ref, 1e-12) < 1e-12, "forward f64 vs direct: " + name + " err " +
-                                                            fmt(rel_err(to_vector(out64), ref, 1e-12)));
-  const at::Tensor g = to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble);
-  const std::vector<at::Tensor> grads = backward(p, c64, g);
-  NormalFill fill{rng};
-  double worst = 0;
-  std::string worst_name;
-  for (int i = 0; i < 15; ++i) {
-    if (i == 1 && !p.decoder) continue;
-    std::vector<double> dir;
-    fill(dir, static_cast<int64_t>(p.in[i].size()));
-    const double h = 1e-6;  // small: a ReLU kink inside [-h, h] spoils the central difference
-    auto loss = [&](double s) {
-      auto in = p.in;
-      for (size_t k = 0; k < dir.size(); ++k) in[i][k] += s * dir[k];
-      const auto out = direct_forward(p, in);
-      double L = 0;
-      for (size_t k = 0; k < out.size(); ++k) L += p.g[k] * out[k];
-      return L;
-    };
-    const double fd = (loss(h) - loss(-h)) / (2 * h);
-    const std::vector<double> gv = to_vector(grads[i]);
-    double an = 0, scale = 0;
-    for (size_t k = 0; k < dir.size(); ++k) {
-      an += gv[k] * dir[k];
-      scale += std::abs(gv[k] * dir[k]);
-    }
-    // floors: the terms' scale, and 1e-4 for derivatives that vanish (the key gradients of one-frame sequences
-    // are O(attention_eps)), whose central differences are rounding noise of the O(1) loss
-    const double err = std::abs(an - fd) / std::max({std::abs(fd), 1e-3 * scale, 1e-4});
-    if (err > worst) worst = err, worst_name = kInputNames[i];
-  }
-  expect(worst < 1e-4, "backward f64 vs central differences (every gradient): " + name + " worst " + fmt(worst) +
-                           " (" + worst_name + ")");
-  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
-    // the float64 kernel on the same inputs rounded to dt is the yardstick: what remains is dt's arithmetic
-    std::vector<std::vector<double>> rounded;
-    for (const auto& v : p.in) rounded.push_back(to_vector(to_tensor(v, {static_cast<int64_t>(v.size())}, dt)));
-    rounded[14] = p.in[14];  // alpha is in the state dtype
-    const at::Tensor g_dt = g.to(dt);
-    const Call ref_call = make_call(p, rounded, at::kDouble);
-    const at::Tensor ref_out = std::get<0>(forward(p, ref_call));
-    const std::vector<at::Tensor> ref_grads = backward(p, ref_call, g_dt.to(at::kDouble));
-    const Call c = make_call(p, rounded, dt);
-    const std::string label = std::string(dt == at::kFloat ? "f32" : "bf16") + " vs f64 on the same inputs: ";
-    const double e = rel_err(to_vector(std::get<0>(forward(p, c))), to_vector(ref_out), 1e-6);
-    expect(e < (dt == at::kFloat ? 1e-5 : 2e-2), "forward " + label + name + " err " + fmt(e));
-    const std::vector<at::Tensor> gl = backward(p, c, g_dt);
-    auto floor_of = [&](int i) { return 1e-3 * std::sqrt(ref_grads[i].numel()); };
-    double ge = 0;
-    for (int i = 0; i < 15; ++i) ge = std::max(ge, rel_err(to_vector(gl[i]), to_vector(ref_grads[i]), floor_of(i)));
-    // what dt's rounding alone does to the float64 gradients: the inputs moved by a relative N(0, 2^-24) step
-    // (float32's rounding, taken the other way) — large where the problem is ill-conditioned (InstanceNorm over a
-    // 2-frame sequence whose frames nearly agree); the bound is twice that or the fixed one, whichever is larger
-    // (the parity rule of docs/architecture.md#parity)
-    std::vector<std::vector<double>> nudged = rounded;
+  const Kernels k = kernels(p);
+  // what dt's rounding alone does to the float64 gradients: the inputs moved by a relative N(0, 2^-24) step
+  // (float32's rounding, taken the other way) — large where the problem is ill-conditioned (InstanceNorm over a
+  // 2-frame sequence whose frames nearly agree); the bound is twice that or the fixed one, whichever is larger
+  // (the parity rule of docs/architecture.md#parity)
+  auto backward_bound = [&](at::ScalarType dt, const Inputs& rounded, const at::Tensor& g_dt,
+                            const std::vector<at::Tensor>& ref_grads) {
+    Inputs nudged = rounded;
     std::normal_distribution<double> step(0.0, std::ldexp(1.0, -24));
     for (auto& v : nudged)
       for (double& x : v) x *= 1.0 + step(rng);
     nudged[14] = rounded[14];
-    const std::vector<at::Tensor> nudged_grads = backward(p, make_call(p, nudged, at::kDouble), g_dt.to(at::kDouble));
-    double sensitivity = 0;
-    for (int i = 0; i < 15; ++i)
-      sensitivity = std::max(sensitivity, rel_err(to_vector(nudged_grads[i]), to_vector(ref_grads[i]), floor_of(i)));
-    const double bound = std::max(dt == at::kFloat ? 1e-4 : 5e-2, 2 * sensitivity);
-    expect(ge < bound, "backward " + label + name + " worst " + fmt(ge) + " (bound " + fmt(bound) + ")");
-  }
+    const std::vector<at::Tensor> nudged_grads = k.backward(nudged, at::kDouble, g_dt.to(at::kDouble), {});
+    return std::max(dt == at::kFloat ? 1e-4 : 5e-2, 2 * worst_gradient_error(nudged_grads, ref_grads));
+  };
+  // the step small: a ReLU kink inside [-h, h] spoils the central difference; the floor 1e-4 for derivatives that
+  // vanish (the key gradients of one-frame sequences are O(attention_eps)), whose central differences are rounding
+  // noise of the O(1) loss; no grad_values in encoder mode
+  const CentralDifferences cd{1e-6, 1e-4, 1e-4, [&](size_t i) { return i == 1 && !p.decoder; }};
+  // alpha (input 14) is in the state dtype
+  check_fused_op(describe(p), rng, k, p.in, to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble), kInputNames,
+                 [&](const Inputs& in) { return std::vector<std::vector<double>>{direct_forward(p, in)}; },
+                 {cd, "", {14}, backward_bound});
 }
 
 // Frames outside every sequence: out and grad_x zero.
 void test_outside_frames(std::mt19937_64& rng) {
   Problem p = make_problem(rng, 2, 4, 9, 2, 2, kPadded, true, false, false);
   p.cu = {0, 3, 3};  // lengths 3 and 0
-  const Call c = make_call(p, p.in, at::kDouble);
-  const at::Tensor out = std::get<0>(forward(p, c));
-  const std::vector<at::Tensor> grads = backward(p, c, to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble));
+  const at::Tensor out = std::get<0>(forward(p, make_call(p, p.in, at::kDouble)));
+  const std::vector<at::Tensor> grads = backward(p, p.in, at::kDouble, to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble));
   at::Tensor outside = at::ones({p.B, 1, p.T}, at::kBool);
   outside.index_put_({0, 0, at::indexing::Slice(0, 3)}, false);
   expect(out.masked_select(outside.expand_as(out)).abs().max().item<double>() == 0 &&

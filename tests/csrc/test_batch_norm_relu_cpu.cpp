@@ -9,7 +9,6 @@
 // elements; determinism across thread counts; the argument checks. Fresh random inputs each run (the seed is
 // printed). Returns nonzero on failure.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstdio>
@@ -54,7 +53,7 @@ Problem make_problem(std::mt19937_64& rng, int64_t N, int64_t C, int64_t T, int6
   p.mask.assign(N * T, 1.0);
   if (mask_kind == kZeroMask) p.mask.assign(N * T, 0.0);
   if (mask_kind == kPadded) {
-    for (auto& m : p.mask) m = rng() % 4 ? 1.0 : 0.0;
+    p.mask = random_frame_mask(rng, N * T);
     if (N > 1)
       for (int64_t t = 0; t < T; ++t) p.mask[t] = 0.0;  // row 0 fully padded
     p.mask[(N - 1) * T] = 1.0;                          // at least one valid frame
@@ -132,6 +131,20 @@ std::vector<at::Tensor> backward(const Problem& p, const Call& c, const trgnet::
   return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r)};
 }
 
+// The kernels on p's sizes and options: out, mean, var; the gradients in the order of Problem::in, the backward on
+// the given forward results (out decides the ReLU's gradient).
+Kernels kernels(const Problem& p) {
+  return {[&p](const Inputs& in, at::ScalarType dtype) {
+            const auto f = forward(make_call(p, in, dtype));
+            return std::vector<at::Tensor>{std::get<0>(f), std::get<1>(f), std::get<2>(f)};
+          },
+          [&p](const Inputs& in, at::ScalarType dtype, const at::Tensor& g, const std::vector<at::Tensor>& outs) {
+            const trgnet::BatchNormReluOutputs f{outs[0].to(dtype), outs[1].to(state_of(dtype)),
+                                                 outs[2].to(state_of(dtype))};
+            return backward(p, make_call(p, in, dtype), f, g);
+          }};
+}
+
 std::string describe(const Problem& p) {
   static const char* masks[] = {"", " masked (row 0 padded)", " all-zero mask"};
   const trgnet::bnr::Plan plan = trgnet::bnr::make_plan(p.N, p.C, p.T, p.V);
@@ -142,78 +155,23 @@ std::string describe(const Problem& p) {
 }
 
 // float64: the forward against the direct evaluation, every gradient against central differences along a random
-// direction; float32 / bfloat16 against float64 on the same rounded inputs.
+// direction; float32 / bfloat16 against float64 on the same rounded inputs (the backward on the lower-precision
+// forward's results, the yardstick on the same values); grad_residual's shape.
 void test_problem(const Problem& p, std::mt19937_64& rng) {
   const std::string name = describe(p);
-  const Call c64 = make_call(p, p.in, at::kDouble);
-  const Direct ref = direct_forward(p, p.in);
-  const auto f64 = forward(c64);
-  const double ef = std::max({rel_err(to_vector(std::get<0>(f64)), ref.out, 1e-12),
-                              rel_err(to_vector(std::get<1>(f64)), ref.mean, 1e-12),
-                              rel_err(to_vector(std::get<2>(f64)), ref.var, 1e-12)});
-  expect(ef < 1e-12, "forward f64 (out, mean, var) vs direct: " + name + " err " + fmt(ef));
-  const at::Tensor g = to_tensor(p.g, {p.N, p.C, p.T, p.V}, at::kDouble);
-  const std::vector<at::Tensor> grads = backward(p, c64, f64, g);
-  expect(p.residual ? grads[1].sizes() == c64.x.sizes() : grads[1].sizes() == at::IntArrayRef{0},
+  auto direct = [&](const Inputs& in) {
+    const Direct d = direct_forward(p, in);
+    return std::vector<std::vector<double>>{d.out, d.mean, d.var};
+  };
+  // a small step: a ReLU kink inside [-h, h] spoils the central difference; no residual, no grad_residual to check;
+  // weight and bias are in the state dtype
+  const CentralDifferences cd{1e-6, 1e-6, 1e-5, [&](size_t i) { return p.in[i].empty(); }};
+  const std::vector<at::Tensor> grads = check_fused_op(
+      name, rng, kernels(p), p.in, to_tensor(p.g, {p.N, p.C, p.T, p.V}, at::kDouble), kInputNames, direct,
+      {cd, "out, mean, var", {2, 3}});
+  const std::vector<int64_t> residual_shape{p.N, p.C, p.T, p.V};
+  expect(grads[1].sizes() == (p.residual ? at::IntArrayRef(residual_shape) : at::IntArrayRef{0}),
          "grad_residual (N, C, T, V) with residual_grad, else (0,): " + name);
-  NormalFill fill{rng};
-  double worst = 0;
-  std::string worst_name = "-";
-  for (int i = 0; i < 4; ++i) {
-    if (p.in[i].empty()) continue;  // no residual
-    std::vector<double> dir;
-    fill(dir, static_cast<int64_t>(p.in[i].size()));
-    const double h = 1e-6;  // small: a ReLU kink inside [-h, h] spoils the central difference
-    auto loss = [&](double s) {
-      auto in = p.in;
-      for (size_t k = 0; k < dir.size(); ++k) in[i][k] += s * dir[k];
-      const auto out = direct_forward(p, in).out;
-      double L = 0;
-      for (size_t k = 0; k < out.size(); ++k) L += p.g[k] * out[k];
-      return L;
-    };
-    const double fd = (loss(h) - loss(-h)) / (2 * h);
-    const std::vector<double> gv = to_vector(grads[i]);
-    double an = 0, scale = 0;
-    for (size_t k = 0; k < dir.size(); ++k) {
-      an += gv[k] * dir[k];
-      scale += std::abs(gv[k] * dir[k]);
-    }
-    const double err = std::abs(an - fd) / std::max({std::abs(fd), 1e-3 * scale, 1e-6});
-    if (err > worst) worst = err, worst_name = kInputNames[i];
-  }
-  expect(worst < 1e-5, "backward f64 vs central differences (every gradient): " + name + " worst " + fmt(worst) +
-                           " (" + worst_name + ")");
-  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
-    // the float64 kernel on the same inputs rounded to dt is the yardstick: what remains is dt's arithmetic
-    std::vector<std::vector<double>> rounded = p.in;
-    for (int i = 0; i < 2; ++i)
-      rounded[i] = to_vector(to_tensor(p.in[i], {static_cast<int64_t>(p.in[i].size())}, dt));
-    const Call c = make_call(p, rounded, dt);
-    const Call ref_call = make_call(p, rounded, at::kDouble);
-    const std::string label = std::string(dt == at::kFloat ? "f32" : "bf16") + " vs f64 on the same inputs: ";
-    const double tol = dt == at::kFloat ? 1e-5 : 2e-2;
-    const auto f = forward(c);
-    const auto fr = forward(ref_call);
-    double e = 0;
-    for (int k = 0; k < 3; ++k) {
-      const at::Tensor a = k == 0 ? std::get<0>(f) : k == 1 ? std::get<1>(f) : std::get<2>(f);
-      const at::Tensor b = k == 0 ? std::get<0>(fr) : k == 1 ? std::get<1>(fr) : std::get<2>(fr);
-      e = std::max(e, rel_err(to_vector(a), to_vector(b), 1e-6));
-    }
-    expect(e < tol, "forward " + label + name + " err " + fmt(e));
-    // the backward on dt's own forward results (out decides the ReLU's gradient), the yardstick on the same values
-    const at::Tensor g_dt = g.to(dt);
-    const std::vector<at::Tensor> gl = backward(p, c, f, g_dt);
-    const trgnet::BatchNormReluOutputs f_as64{std::get<0>(f).to(at::kDouble), std::get<1>(f).to(at::kDouble),
-                                              std::get<2>(f).to(at::kDouble)};
-    const std::vector<at::Tensor> ref_grads = backward(p, ref_call, f_as64, g_dt.to(at::kDouble));
-    double ge = 0;
-    for (int i = 0; i < 4; ++i)
-      if (ref_grads[i].numel())
-        ge = std::max(ge, rel_err(to_vector(gl[i]), to_vector(ref_grads[i]), 1e-3 * std::sqrt(ref_grads[i].numel())));
-    expect(ge < tol, "backward " + label + name + " worst " + fmt(ge));
-  }
 }
 
 // float32 over many positions per channel with a mean far from 0 (20, 1000 against a spread of 1.5): the chunked,
@@ -221,14 +179,9 @@ void test_problem(const Problem& p, std::mt19937_64& rng) {
 void test_float32_accuracy(std::mt19937_64& rng) {
   for (double offset : {20.0, 1000.0}) {
     Problem p = make_problem(rng, 2, 3, 6000, 30, true, kPadded, offset);
-    std::vector<std::vector<double>> rounded = p.in;
-    for (int i = 0; i < 2; ++i)
-      rounded[i] = to_vector(to_tensor(p.in[i], {static_cast<int64_t>(p.in[i].size())}, at::kFloat));
-    const auto f = forward(make_call(p, rounded, at::kFloat));
-    const auto fr = forward(make_call(p, rounded, at::kDouble));
-    const double e = std::max({rel_err(to_vector(std::get<0>(f)), to_vector(std::get<0>(fr))),
-                               rel_err(to_vector(std::get<1>(f)), to_vector(std::get<1>(fr))),
-                               rel_err(to_vector(std::get<2>(f)), to_vector(std::get<2>(fr)))});
+    const Inputs rounded = rounded_to(p.in, at::kFloat, {2, 3});
+    const Kernels k = kernels(p);
+    const double e = worst_rel_err(k.forward(rounded, at::kFloat), k.forward(rounded, at::kDouble), 1e-300);
     expect(e < 1e-5, "f32 vs f64, 360000 positions a channel, mean " + fmt(offset) + ": " + describe(p) + " err " +
                          fmt(e));
   }
@@ -262,20 +215,7 @@ void test_empty() {
 // The same call with 1 and with 2 threads: bitwise-equal outputs and gradients.
 void test_deterministic(std::mt19937_64& rng) {
   const Problem p = make_problem(rng, 5, 7, 130, 25, true, kPadded);
-  const Call c = make_call(p, p.in, at::kFloat);
-  const at::Tensor g = to_tensor(p.g, {p.N, p.C, p.T, p.V}, at::kFloat);
-  const int threads = at::get_num_threads();
-  at::set_num_threads(1);
-  const auto f1 = forward(c);
-  const std::vector<at::Tensor> g1 = backward(p, c, f1, g);
-  at::set_num_threads(std::max(2, threads));
-  const auto f2 = forward(c);
-  const std::vector<at::Tensor> g2 = backward(p, c, f2, g);
-  at::set_num_threads(threads);
-  bool same = at::equal(std::get<0>(f1), std::get<0>(f2)) && at::equal(std::get<1>(f1), std::get<1>(f2)) &&
-              at::equal(std::get<2>(f1), std::get<2>(f2));
-  for (int i = 0; i < 4; ++i) same = same && at::equal(g1[i], g2[i]);
-  expect(same, "1 and 2 threads: bitwise-equal outputs and gradients: " + describe(p));
+  expect_deterministic_across_threads(describe(p), kernels(p), p.in, to_tensor(p.g, {p.N, p.C, p.T, p.V}, at::kFloat));
 }
 
 void test_argument_checks(std::mt19937_64& rng) {

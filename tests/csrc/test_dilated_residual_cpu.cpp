@@ -8,7 +8,6 @@
 // sequence; determinism across thread counts; the argument checks. Fresh random inputs each run (the seed is
 // printed). Returns nonzero on failure.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstdio>
@@ -44,11 +43,6 @@ std::vector<int64_t> weight_shape(int i, int64_t C) {
   if (i == 2) return {C, C, 1};
   return {C};
 }
-int64_t numel(const std::vector<int64_t>& s) {
-  int64_t n = 1;
-  for (int64_t v : s) n *= v;
-  return n;
-}
 
 Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t T, int64_t dilation, Layout layout,
                      bool masked, bool dropout, int packed_sequences = 3) {
@@ -56,13 +50,11 @@ Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t T, int6
   NormalFill fill{rng};
   p.in.resize(5);
   fill(p.in[0], B * C * T);
-  for (int i = 0; i < 4; ++i) fill(p.in[1 + i], numel(weight_shape(i, C)), i % 2 ? 0.2 : 0.6 / std::sqrt(C));
+  for (int i = 0; i < 4; ++i) fill(p.in[1 + i], numel_of(weight_shape(i, C)), i % 2 ? 0.2 : 0.6 / std::sqrt(C));
   fill(p.g, B * C * T);
-  p.mask.resize(B * T);
-  for (auto& m : p.mask) m = rng() % 4 ? 1.0 : 0.0;
+  p.mask = random_frame_mask(rng, B * T);
   if (layout == kPadded) {
-    p.cu = {0};
-    for (int64_t b = 0; b < B; ++b) p.cu.push_back(p.cu.back() + static_cast<int32_t>(rng() % (T + 1)));
+    p.cu = padded_offsets(rng, B, T);
   } else if (layout == kPacked) {
     std::vector<int32_t> cuts{0, static_cast<int32_t>(T)};
     for (int i = 1; i < packed_sequences; ++i) cuts.push_back(static_cast<int32_t>(rng() % (T + 1)));
@@ -73,21 +65,6 @@ Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t T, int6
 }
 
 // ---- the direct evaluation ----------------------------------------------------------------------------------
-
-uint32_t fmix(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35u;
-  return h ^ (h >> 16);
-}
-// reference.dropout_keep_mask of stream 1 (the AttModule's module dropout), scaled: element i.
-double dropout_factor(int64_t seed, int64_t i, double p) {
-  const uint64_t bits = static_cast<uint64_t>(seed);
-  const uint32_t key = fmix(fmix(static_cast<uint32_t>(bits >> 32) ^ 0x7F4A7C15u) ^ static_cast<uint32_t>(bits));
-  const uint32_t h = fmix(fmix(static_cast<uint32_t>(i) + key) ^ key) >> 8;
-  return h >= static_cast<uint32_t>(std::floor(p * (1 << 24))) ? 1.0 / (1.0 - p) : 0.0;
-}
 
 std::vector<double> direct_forward(const Problem& p, const std::vector<std::vector<double>>& in) {
   const int64_t B = p.B, C = p.C, T = p.T, dil = p.dilation;
@@ -116,7 +93,8 @@ std::vector<double> direct_forward(const Problem& p, const std::vector<std::vect
         double z = bo[c];
         for (int64_t i = 0; i < C; ++i) z += Wo[c * C + i] * o[f * C + i];
         const int64_t i = (row * C + c) * T + start + f;
-        out[i] = (x[i] + z * (p.dropout ? dropout_factor(p.seed, i, kP) : 1.0)) * m;
+        // dropout stream 1: the AttModule's module dropout
+        out[i] = (x[i] + z * (p.dropout ? dropout_factor(p.seed, 1, i, kP) : 1.0)) * m;
       }
     }
   }
@@ -140,20 +118,6 @@ Call make_call(const Problem& p, const std::vector<std::vector<double>>& in, at:
   return c;
 }
 
-at::Tensor forward(const Problem& p, const Call& c) {
-  const auto& t = c.t;
-  return trgnet::dilated_residual_forward_cpu(t[0], c.mask, c.cu, t[1], t[2], t[3], t[4], c.seed, p.dilation,
-                                              p.dropout ? kP : 0.0);
-}
-
-// The 5 gradients in the order of Problem::in.
-std::vector<at::Tensor> backward(const Problem& p, const Call& c, const at::Tensor& g) {
-  const auto& t = c.t;
-  const auto r = trgnet::dilated_residual_backward_cpu(g, t[0], c.mask, c.cu, t[1], t[2], t[3], t[4], c.seed,
-                                                       p.dilation, p.dropout ? kP : 0.0);
-  return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r)};
-}
-
 const char* kInputNames[5] = {"x", "conv_w", "conv_b", "conv_out_w", "conv_out_b"};
 
 std::string describe(const Problem& p) {
@@ -165,76 +129,47 @@ std::string describe(const Problem& p) {
          (p.masked ? " masked" : "") + (p.dropout ? " dropout" : "");
 }
 
+// The kernels on p's sizes and options: out; the 5 gradients in the order of Problem::in.
+Kernels kernels(const Problem& p) {
+  auto forward = [&p](const Inputs& in, at::ScalarType dtype) -> std::vector<at::Tensor> {
+    const Call c = make_call(p, in, dtype);
+    const auto& t = c.t;
+    return {trgnet::dilated_residual_forward_cpu(t[0], c.mask, c.cu, t[1], t[2], t[3], t[4], c.seed, p.dilation,
+                                                 p.dropout ? kP : 0.0)};
+  };
+  auto backward = [&p](const Inputs& in, at::ScalarType dtype, const at::Tensor& g,
+                       const std::vector<at::Tensor>&) -> std::vector<at::Tensor> {
+    const Call c = make_call(p, in, dtype);
+    const auto& t = c.t;
+    const auto r = trgnet::dilated_residual_backward_cpu(g, t[0], c.mask, c.cu, t[1], t[2], t[3], t[4], c.seed,
+                                                         p.dilation, p.dropout ? kP : 0.0);
+    return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r)};
+  };
+  return {forward, backward};
+}
+
 // float64: the forward against the direct evaluation, every gradient against central differences along a random
 // direction; float32 / bfloat16 against float64 on the same rounded inputs.
 void test_problem(const Problem& p, std::mt19937_64& rng) {
-  const std::string name = describe(p);
-  const Call c64 = make_call(p, p.in, at::kDouble);
-  const std::vector<double> ref = direct_forward(p, p.in);
-  const double ef = rel_err(to_vector(forward(p, c64)), ref, 1e-12);
-  expect(ef < 1e-12, "forward f64 vs direct: " + name + " err " + fmt(ef));
-  const at::Tensor g = to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble);
-  const std::vector<at::Tensor> grads = backward(p, c64, g);
-  NormalFill fill{rng};
-  double worst = 0;
-  std::string worst_name = "-";
-  for (int i = 0; i < 5; ++i) {
-    std::vector<double> dir;
-    fill(dir, static_cast<int64_t>(p.in[i].size()));
-    const double h = 1e-6;  // small: a ReLU kink inside [-h, h] spoils the central difference
-    auto loss = [&](double s) {
-      auto in = p.in;
-      for (size_t k = 0; k < dir.size(); ++k) in[i][k] += s * dir[k];
-      const auto out = direct_forward(p, in);
-      double L = 0;
-      for (size_t k = 0; k < out.size(); ++k) L += p.g[k] * out[k];
-      return L;
-    };
-    const double fd = (loss(h) - loss(-h)) / (2 * h);
-    const std::vector<double> gv = to_vector(grads[i]);
-    double an = 0, scale = 0;
-    for (size_t k = 0; k < dir.size(); ++k) {
-      an += gv[k] * dir[k];
-      scale += std::abs(gv[k] * dir[k]);
-    }
-    const double err = std::abs(an - fd) / std::max({std::abs(fd), 1e-3 * scale, 1e-6});
-    if (err > worst) worst = err, worst_name = kInputNames[i];
-  }
-  expect(worst < 1e-5, "backward f64 vs central differences (every gradient): " + name + " worst " + fmt(worst) +
-                           " (" + worst_name + ")");
-  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
-    // the float64 kernel on the same inputs rounded to dt is the yardstick: what remains is dt's arithmetic
-    std::vector<std::vector<double>> rounded;
-    for (const auto& v : p.in) rounded.push_back(to_vector(to_tensor(v, {static_cast<int64_t>(v.size())}, dt)));
-    const at::Tensor g_dt = g.to(dt);
-    const Call ref_call = make_call(p, rounded, at::kDouble);
-    const at::Tensor ref_out = forward(p, ref_call);
-    const std::vector<at::Tensor> ref_grads = backward(p, ref_call, g_dt.to(at::kDouble));
-    const Call c = make_call(p, rounded, dt);
-    const std::string label = std::string(dt == at::kFloat ? "f32" : "bf16") + " vs f64 on the same inputs: ";
-    const double e = rel_err(to_vector(forward(p, c)), to_vector(ref_out), 1e-6);
-    expect(e < (dt == at::kFloat ? 1e-5 : 2e-2), "forward " + label + name + " err " + fmt(e));
-    const std::vector<at::Tensor> gl = backward(p, c, g_dt);
-    double ge = 0;
-    for (int i = 0; i < 5; ++i)
-      ge = std::max(ge, rel_err(to_vector(gl[i]), to_vector(ref_grads[i]), 1e-3 * std::sqrt(ref_grads[i].numel())));
-    expect(ge < (dt == at::kFloat ? 1e-5 : 2e-2), "backward " + label + name + " worst " + fmt(ge));
-  }
+  auto direct = [&](const Inputs& in) { return std::vector<std::vector<double>>{direct_forward(p, in)}; };
+  // a small step: a ReLU kink inside [-h, h] spoils the central difference
+  check_fused_op(describe(p), rng, kernels(p), p.in, to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble), kInputNames, direct,
+                 {{1e-6, 1e-6, 1e-5}});
 }
 
 // Frames outside every sequence: out and grad_x zero.
 void test_outside_frames(std::mt19937_64& rng) {
   Problem p = make_problem(rng, 3, 4, 9, 2, kPadded, false, false);
   p.cu = {0, 3, 3, 10};  // lengths 3, 0, 7
-  const Call c = make_call(p, p.in, at::kDouble);
-  const at::Tensor out = forward(p, c);
-  const std::vector<at::Tensor> grads = backward(p, c, to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble));
+  const Kernels k = kernels(p);
+  const at::Tensor out = k.forward(p.in, at::kDouble)[0];
+  const at::Tensor grad_x = k.backward(p.in, at::kDouble, to_tensor(p.g, {p.B, p.C, p.T}, at::kDouble), {})[0];
   at::Tensor outside = at::ones({p.B, 1, p.T}, at::kBool);
   outside.index_put_({0, 0, at::indexing::Slice(0, 3)}, false);
   outside.index_put_({2, 0, at::indexing::Slice(0, 7)}, false);
   const at::Tensor sel = outside.expand_as(out);
   expect(out.masked_select(sel).abs().max().item<double>() == 0 &&
-             grads[0].masked_select(sel).abs().max().item<double>() == 0 &&
+             grad_x.masked_select(sel).abs().max().item<double>() == 0 &&
              out.masked_select(sel.logical_not()).abs().max().item<double>() > 0,
          "frames outside every sequence: out, grad_x zero");
 }
@@ -242,19 +177,7 @@ void test_outside_frames(std::mt19937_64& rng) {
 // The same call with 1 and with 2 threads: bitwise-equal outputs and gradients.
 void test_deterministic(std::mt19937_64& rng) {
   const Problem p = make_problem(rng, 1, 8, 60, 3, kPacked, true, true, 7);
-  const Call c = make_call(p, p.in, at::kFloat);
-  const at::Tensor g = to_tensor(p.g, {p.B, p.C, p.T}, at::kFloat);
-  const int threads = at::get_num_threads();
-  at::set_num_threads(1);
-  const at::Tensor out1 = forward(p, c);
-  const std::vector<at::Tensor> g1 = backward(p, c, g);
-  at::set_num_threads(std::max(2, threads));
-  const at::Tensor out2 = forward(p, c);
-  const std::vector<at::Tensor> g2 = backward(p, c, g);
-  at::set_num_threads(threads);
-  bool same = at::equal(out1, out2);
-  for (int i = 0; i < 5; ++i) same = same && at::equal(g1[i], g2[i]);
-  expect(same, "1 and 2 threads: bitwise-equal output and gradients");
+  expect_deterministic_across_threads(describe(p), kernels(p), p.in, to_tensor(p.g, {p.B, p.C, p.T}, at::kFloat));
 }
 
 void test_argument_checks(std::mt19937_64& rng) {

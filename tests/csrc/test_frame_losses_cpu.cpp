@@ -8,7 +8,6 @@
 // indices (finite results, forward as the formulas); determinism across thread counts; the argument checks. Fresh
 // random inputs each run (the seed is printed). Returns nonzero on failure.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstdio>
@@ -250,21 +249,12 @@ void test_random_indices(std::mt19937_64& rng) {
 void test_deterministic(std::mt19937_64& rng) {
   const Problem p = make_problem(rng, 3, 5, 17, 200, 2, true, 2.0);
   const auto x = inputs(p, at::kFloat);
-  const int threads = at::get_num_threads();
-  std::vector<std::vector<double>> runs;
-  for (int nt : {1, 2, 3}) {
-    at::set_num_threads(nt);
+  const bool same = bitwise_equal_across_threads({1, 2, 3}, [&] {
     const auto [terms, time_lse] = forward(x, p);
     const auto [gl, gb] = backward(at::tensor({1.0f, 2.0f, 3.0f}), x, time_lse, p);
-    std::vector<double> all = to_vector(terms);
-    for (const at::Tensor& t : {time_lse, gl, gb}) {
-      const auto v = to_vector(t);
-      all.insert(all.end(), v.begin(), v.end());
-    }
-    runs.push_back(all);
-  }
-  at::set_num_threads(threads);
-  expect(runs[0] == runs[1] && runs[0] == runs[2], "bitwise-equal results with 1, 2 and 3 threads");
+    return std::vector<at::Tensor>{terms, time_lse, gl, gb};
+  });
+  expect(same, "bitwise-equal results with 1, 2 and 3 threads");
 }
 
 void test_argument_checks(std::mt19937_64& rng) {

@@ -8,7 +8,6 @@
 // float32 and bfloat16 against float64 on the same inputs; determinism across thread counts; the argument checks.
 // Fresh random inputs each run (the seed is printed). Returns nonzero on failure.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstdio>
@@ -50,11 +49,6 @@ std::vector<int64_t> input_shape(const Problem& p, int i) {
     default: return {C};
   }
 }
-int64_t numel(const std::vector<int64_t>& s) {
-  int64_t n = 1;
-  for (int64_t v : s) n *= v;
-  return n;
-}
 
 Problem make_problem(std::mt19937_64& rng, int64_t N, int64_t C, int64_t T, int64_t G, int64_t V,
                      GroupLayout layout, bool masked, bool dropout) {
@@ -63,29 +57,13 @@ Problem make_problem(std::mt19937_64& rng, int64_t N, int64_t C, int64_t T, int6
   p.in.resize(kInputs);
   const double fan[kInputs] = {1, 1, double(p.K()), double(p.K()), 2.0 * C, 2.0 * C, double(C), double(C),
                                double(C), double(C)};
-  for (int i = 0; i < kInputs; ++i) fill(p.in[i], numel(input_shape(p, i)), i < 2 ? 1.0 : 1.0 / std::sqrt(fan[i]));
+  for (int i = 0; i < kInputs; ++i) fill(p.in[i], numel_of(input_shape(p, i)), i < 2 ? 1.0 : 1.0 / std::sqrt(fan[i]));
   fill(p.g, N * C * T);
-  p.mask.resize(N * T);
-  for (auto& m : p.mask) m = rng() % 4 ? 1.0 : 0.0;
+  p.mask = random_frame_mask(rng, N * T);
   return p;
 }
 
 // ---- the direct evaluation ----------------------------------------------------------------------------------
-
-uint32_t fmix(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35u;
-  return h ^ (h >> 16);
-}
-// reference.dropout_keep_mask of stream 0, scaled: element i of an (N, C, T) tensor.
-double dropout_factor(int64_t seed, int64_t i, double p) {
-  const uint64_t bits = static_cast<uint64_t>(seed);
-  const uint32_t key = fmix(fmix(static_cast<uint32_t>(bits >> 32) ^ 0x9E3779B9u) ^ static_cast<uint32_t>(bits));
-  const uint32_t h = fmix(fmix(static_cast<uint32_t>(i) + key) ^ key) >> 8;
-  return h >= static_cast<uint32_t>(std::floor(p * (1 << 24))) ? 1.0 / (1.0 - p) : 0.0;
-}
 
 std::vector<double> direct_forward(const Problem& p, const std::vector<std::vector<double>>& in) {
   const int64_t N = p.N, C = p.C, T = p.T, G = p.G, V = p.V, K = p.K();
@@ -111,8 +89,9 @@ std::vector<double> direct_forward(const Problem& p, const std::vector<std::vect
       for (int64_t c = 0; c < C; ++c) {
         double a = b1[c];
         for (int64_t j = 0; j < C; ++j) a += W1[c * C + j] * f[j];
+        // dropout stream 0, on u as an (N, C, T) tensor
         u[c] = 0.5 * a * (1 + std::erf(a / std::sqrt(2.0))) *
-               (p.dropout ? dropout_factor(p.seed, (n * C + c) * T + t, kP) : 1.0);
+               (p.dropout ? dropout_factor(p.seed, 0, (n * C + c) * T + t, kP) : 1.0);
       }
       const double m = p.masked ? p.mask[n * T + t] : 1.0;
       for (int64_t c = 0; c < C; ++c) {
@@ -151,21 +130,6 @@ Call make_call(const Problem& p, const std::vector<std::vector<double>>& in, at:
   return c;
 }
 
-at::Tensor forward(const Problem& p, const Call& c) {
-  const auto& t = c.t;
-  return trgnet::spatial_feature_injection_forward_cpu(t[0], t[1], c.mask, t[2], t[3], t[4], t[5], t[6], t[7], t[8],
-                                                       t[9], c.seed, p.dropout ? kP : 0.0);
-}
-
-// The 10 gradients in the order of Problem::in.
-std::vector<at::Tensor> backward(const Problem& p, const Call& c, const at::Tensor& g) {
-  const auto& t = c.t;
-  const auto r = trgnet::spatial_feature_injection_backward_cpu(g, t[0], t[1], c.mask, t[2], t[3], t[4], t[5], t[6],
-                                                                t[7], t[8], t[9], c.seed, p.dropout ? kP : 0.0);
-  return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r),
-          std::get<5>(r), std::get<6>(r), std::get<7>(r), std::get<8>(r), std::get<9>(r)};
-}
-
 const char* kInputNames[kInputs] = {"group",       "h",          "conv_s_w", "conv_s_b", "fusion_w",
                                     "fusion_b",    "ff1_w",      "ff1_b",    "ff2_w",    "ff2_b"};
 
@@ -176,81 +140,42 @@ std::string describe(const Problem& p) {
          (p.masked ? " masked" : "") + (p.dropout ? " dropout" : "");
 }
 
+// The kernels on p's sizes and options: out; the 10 gradients in the order of Problem::in.
+Kernels kernels(const Problem& p) {
+  auto forward = [&p](const Inputs& in, at::ScalarType dtype) -> std::vector<at::Tensor> {
+    const Call c = make_call(p, in, dtype);
+    const auto& t = c.t;
+    return {trgnet::spatial_feature_injection_forward_cpu(t[0], t[1], c.mask, t[2], t[3], t[4], t[5], t[6], t[7],
+                                                          t[8], t[9], c.seed, p.dropout ? kP : 0.0)};
+  };
+  auto backward = [&p](const Inputs& in, at::ScalarType dtype, const at::Tensor& g,
+                       const std::vector<at::Tensor>&) -> std::vector<at::Tensor> {
+    const Call c = make_call(p, in, dtype);
+    const auto& t = c.t;
+    const auto r = trgnet::spatial_feature_injection_backward_cpu(g, t[0], t[1], c.mask, t[2], t[3], t[4], t[5],
+                                                                  t[6], t[7], t[8], t[9], c.seed, p.dropout ? kP : 0.0);
+    return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r),
+            std::get<5>(r), std::get<6>(r), std::get<7>(r), std::get<8>(r), std::get<9>(r)};
+  };
+  return {forward, backward};
+}
+
 // float64: the forward against the direct evaluation, every gradient against central differences along a random
-// direction; float32 / bfloat16 against float64 on the same rounded inputs.
+// direction; float32 / bfloat16 against float64 on the same rounded inputs; grad_group contiguous.
 void test_problem(const Problem& p, std::mt19937_64& rng) {
   const std::string name = describe(p);
-  const Call c64 = make_call(p, p.in, at::kDouble);
-  const std::vector<double> ref = direct_forward(p, p.in);
-  const double ef = rel_err(to_vector(forward(p, c64)), ref, 1e-12);
-  expect(ef < 1e-12, "forward f64 vs direct: " + name + " err " + fmt(ef));
-  const at::Tensor g = to_tensor(p.g, {p.N, p.C, p.T}, at::kDouble);
-  const std::vector<at::Tensor> grads = backward(p, c64, g);
+  auto direct = [&](const Inputs& in) { return std::vector<std::vector<double>>{direct_forward(p, in)}; };
+  const std::vector<at::Tensor> grads = check_fused_op(name, rng, kernels(p), p.in,
+                                                       to_tensor(p.g, {p.N, p.C, p.T}, at::kDouble), kInputNames,
+                                                       direct, {{1e-5, 1e-6, 1e-6}});
   expect(grads[0].is_contiguous() && grads[0].sizes() == at::IntArrayRef(input_shape(p, 0)),
          "grad_group contiguous (N, G, T, V): " + name);
-  NormalFill fill{rng};
-  double worst = 0;
-  std::string worst_name = "-";
-  for (int i = 0; i < kInputs; ++i) {
-    std::vector<double> dir;
-    fill(dir, static_cast<int64_t>(p.in[i].size()));
-    const double h = 1e-5;
-    auto loss = [&](double s) {
-      auto in = p.in;
-      for (size_t k = 0; k < dir.size(); ++k) in[i][k] += s * dir[k];
-      const auto out = direct_forward(p, in);
-      double L = 0;
-      for (size_t k = 0; k < out.size(); ++k) L += p.g[k] * out[k];
-      return L;
-    };
-    const double fd = (loss(h) - loss(-h)) / (2 * h);
-    const std::vector<double> gv = to_vector(grads[i]);
-    double an = 0, scale = 0;
-    for (size_t k = 0; k < dir.size(); ++k) {
-      an += gv[k] * dir[k];
-      scale += std::abs(gv[k] * dir[k]);
-    }
-    const double err = std::abs(an - fd) / std::max({std::abs(fd), 1e-3 * scale, 1e-6});
-    if (err > worst) worst = err, worst_name = kInputNames[i];
-  }
-  expect(worst < 1e-6, "backward f64 vs central differences (every gradient): " + name + " worst " + fmt(worst) +
-                           " (" + worst_name + ")");
-  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
-    // the float64 kernel on the same inputs rounded to dt is the yardstick: what remains is dt's arithmetic
-    std::vector<std::vector<double>> rounded;
-    for (const auto& v : p.in) rounded.push_back(to_vector(to_tensor(v, {static_cast<int64_t>(v.size())}, dt)));
-    const at::Tensor g_dt = g.to(dt);
-    const Call ref_call = make_call(p, rounded, at::kDouble);
-    const at::Tensor ref_out = forward(p, ref_call);
-    const std::vector<at::Tensor> ref_grads = backward(p, ref_call, g_dt.to(at::kDouble));
-    const Call c = make_call(p, rounded, dt);
-    const std::string label = std::string(dt == at::kFloat ? "f32" : "bf16") + " vs f64 on the same inputs: ";
-    const double e = rel_err(to_vector(forward(p, c)), to_vector(ref_out), 1e-6);
-    expect(e < (dt == at::kFloat ? 1e-5 : 2e-2), "forward " + label + name + " err " + fmt(e));
-    const std::vector<at::Tensor> gl = backward(p, c, g_dt);
-    double ge = 0;
-    for (int i = 0; i < kInputs; ++i)
-      ge = std::max(ge, rel_err(to_vector(gl[i]), to_vector(ref_grads[i]), 1e-3 * std::sqrt(ref_grads[i].numel())));
-    expect(ge < (dt == at::kFloat ? 1e-5 : 2e-2), "backward " + label + name + " worst " + fmt(ge));
-  }
 }
 
 // The same call with 1 and with 2 threads: bitwise-equal outputs and gradients.
 void test_deterministic(std::mt19937_64& rng) {
   const Problem p = make_problem(rng, 3, 8, 150, 4, 5, kSlice, true, true);
-  const Call c = make_call(p, p.in, at::kFloat);
-  const at::Tensor g = to_tensor(p.g, {p.N, p.C, p.T}, at::kFloat);
-  const int threads = at::get_num_threads();
-  at::set_num_threads(1);
-  const at::Tensor out1 = forward(p, c);
-  const std::vector<at::Tensor> g1 = backward(p, c, g);
-  at::set_num_threads(std::max(2, threads));
-  const at::Tensor out2 = forward(p, c);
-  const std::vector<at::Tensor> g2 = backward(p, c, g);
-  at::set_num_threads(threads);
-  bool same = at::equal(out1, out2);
-  for (int i = 0; i < kInputs; ++i) same = same && at::equal(g1[i], g2[i]);
-  expect(same, "1 and 2 threads: bitwise-equal output and gradients");
+  expect_deterministic_across_threads(describe(p), kernels(p), p.in, to_tensor(p.g, {p.N, p.C, p.T}, at::kFloat));
 }
 
 void test_argument_checks(std::mt19937_64& rng) {

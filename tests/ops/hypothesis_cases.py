@@ -1,10 +1,12 @@
-"""Helpers shared by the property-based (hypothesis) op tests (``tests/ops/<op>/test_<op>_properties.py``): how
-many examples to draw, the same values in other memory layouts, and the parity check of a drawn case."""
+"""Helpers shared by the property-based (hypothesis) op tests (``tests/ops/<op>/test_<op>_properties.py`` and the
+property tests of ``test_<op>_backends.py``): how many examples to draw and the run over them, the same values in
+other memory layouts, and the parity check of a drawn case."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from op_checks import DEVICE, INTERPRETED, TOL, rel_err
@@ -14,6 +16,17 @@ from op_checks import run_with_grads as reference_grads_of
 def examples(backend: str, interpreted: int, compiled: int) -> int:
     """Hypothesis examples per run: few under the Triton CPU interpreter, more for compiled kernels."""
     return interpreted if backend == "triton" and INTERPRETED else compiled
+
+
+def check_drawn_cases(check, max_examples: int, **draws) -> None:
+    """``check(**drawn)`` on ``max_examples`` hypothesis draws of the strategies ``draws`` (no deadline: an example
+    can take seconds in Triton's CPU interpreter)."""
+    @settings(max_examples=max_examples, deadline=None)
+    @given(**draws)
+    def case(**drawn):
+        check(**drawn)
+
+    case()
 
 
 @contextlib.contextmanager

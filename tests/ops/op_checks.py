@@ -1,6 +1,6 @@
 """Drivers shared by the fused-op tests of every op (``tests/ops/<op>/``): which fused backends run here and
-on which device, their raw ops, the error measure, the gradient runner, the precision switch, and the
-determinism, poisoned-memory, 16-bit parity and torch.compile checks.
+on which device, their raw ops, the error measure, the gradient runner, the precision switch, the determinism,
+opcheck, poisoned-memory, launch, 16-bit parity and torch.compile checks, and the argument checks of the raw ops.
 
 The op tests import this module by name: ``tests/ops`` is on ``sys.path`` because pytest's default
 (``prepend``) import mode puts the folder of ``tests/ops/conftest.py`` there (test modules and helpers are
@@ -52,6 +52,11 @@ def needs(backend: str, device: str | None = None):
     return backend_marks.needs(backend, device or BACKEND_DEVICE[backend])
 
 
+def shape_id(shape) -> str:
+    """The test id of a shape: its sizes joined by "x"."""
+    return "x".join(map(str, shape))
+
+
 def _dtype_id(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -70,6 +75,14 @@ def fused_backends(spec, dtypes=None, device: str | None = None, only: tuple[str
                 marks.append(pytest.mark.skip(reason=NO_BF16))
             params.append(pytest.param(*values, id=name, marks=marks))
     return params
+
+
+def fused_backend_cases(spec, cases):
+    """pytest params ``(backend, case, dtype)`` of ``spec``'s fused backends (marked as by ``fused_backends``) crossed
+    with the names of ``cases`` and float64 / float32, with the ids ``<backend>-<case>-fp64`` / ``-fp32``."""
+    return [pytest.param(backend.values[0], case, dtype, id=f"{backend.id}-{case}-{dtype_id}", marks=backend.marks)
+            for backend in fused_backends(spec) for case in cases
+            for dtype, dtype_id in ((torch.float64, "fp64"), (torch.float32, "fp32"))]
 
 
 def backend_on(backend: str, device: str):
@@ -106,6 +119,11 @@ def raw_ops(backend: str):
     """The raw ops of a fused backend, one schema for both: ``torch.ops.trgnet`` (native) or
     ``torch.ops.trgnet_triton``."""
     return _native.ops() if backend == "cuda" else triton_ops()
+
+
+def floating_to(inputs: dict, dtype: torch.dtype) -> dict:
+    """``inputs`` with every floating tensor converted to ``dtype``."""
+    return {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in inputs.items()}
 
 
 def non_contiguous(t: torch.Tensor) -> torch.Tensor:
@@ -156,6 +174,57 @@ def assert_bitwise_deterministic(forward, backward, inputs, backward_inputs):
     return y1
 
 
+def assert_raw_ops_deterministic(forward, backward, args, backward_args):
+    """Two runs of the raw ``forward(*args)`` (one output or a tuple) agree bit for bit, and two runs of ``backward``
+    on ``backward_args(outputs)`` (one cotangent for both) agree bit for bit and are finite; returns the
+    gradients."""
+    first, second = forward(*args), forward(*args)
+    assert all(torch.equal(a, b) for a, b in zip(_as_tuple(first), _as_tuple(second)))
+    call = backward_args(first)
+    grads = [backward(*call) for _ in range(2)]
+    assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*grads))
+    return grads[0]
+
+
+def _as_tuple(outputs):
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def opcheck_raw_ops(forward, backward, args, differentiable, backward_calls, backend: str, device: str,
+                    triton_gpu_utils: tuple[str, ...] | None = None) -> None:
+    """``torch.library.opcheck`` (schema, fake tensors, autograd registration) of a fused backend's raw ``forward``
+    op on ``args``, those at the indices ``differentiable`` requiring grad, and of its ``backward`` op on each
+    argument tuple of ``backward_calls(detached args)``. Under Triton's CPU interpreter the schema only: a
+    triton_op's fake implementation runs the interpreter on fake tensors and fails
+    (docs/architecture.md#triton-interpreter); Triton on the GPU: ``triton_gpu_utils`` where given, else every
+    check."""
+    kwargs = {}
+    if backend == "triton" and device == "cpu":
+        kwargs["test_utils"] = ("test_schema",)
+    elif backend == "triton" and triton_gpu_utils is not None:
+        kwargs["test_utils"] = triton_gpu_utils
+    args = list(args)
+    for i in differentiable:
+        args[i] = args[i].requires_grad_(True)
+    torch.library.opcheck(forward.default, tuple(args), **kwargs)
+    for backward_args in backward_calls([a.detach() if isinstance(a, torch.Tensor) else a for a in args]):
+        torch.library.opcheck(backward.default, tuple(backward_args), **kwargs)
+
+
+def record_launches(monkeypatch, kernels) -> list[str]:
+    """The list that from now on records, in order, the name of every kernel the launchers of ``kernels`` (a
+    ``triton_kernels`` module) launch: each launch goes through its ``wrap_triton``."""
+    original = kernels.wrap_triton
+    launches = []
+
+    def counting_wrap(kernel):
+        launches.append(getattr(kernel, "__name__", None) or kernel.fn.__name__)
+        return original(kernel)
+
+    monkeypatch.setattr(kernels, "wrap_triton", counting_wrap)
+    return launches
+
+
 def poison_allocator(*shapes, dtype=torch.float32, device="cuda"):
     """Fill blocks of the caching allocator with NaN so that outputs allocated next start as NaN (a kernel
     that leaves an element unwritten then shows up as a non-finite output)."""
@@ -174,6 +243,23 @@ def assert_compiled_matches_eager(model, inputs, tol):
     assert rel_err(out, eager) <= tol
     for i, (g, e) in enumerate(zip(grads, eager_grads)):
         assert rel_err(g, e) <= tol, f"gradient {i} of {len(leaves)}"
+
+
+def assert_compiled_function_matches_eager(fn, leaves, tol):
+    """``torch.compile(fn, fullgraph=True)`` of a scalar function of ``leaves`` traces without a graph break and gives
+    eager's value and gradients within ``tol``."""
+    eager = fn(*leaves)
+    eager_grads = torch.autograd.grad(eager, leaves)
+    compiled = torch.compile(fn, fullgraph=True)(*leaves)
+    grads = torch.autograd.grad(compiled, leaves)
+    assert rel_err(compiled, eager) <= tol
+    assert all(rel_err(g, e) <= tol for g, e in zip(grads, eager_grads))
+
+
+def assert_same_float32_result(function, inputs: dict, like_inputs: dict) -> None:
+    """``function(**inputs)`` is float32 and equals ``function(**like_inputs)`` to 1e-6 relative."""
+    got = function(**inputs)
+    assert got.dtype == torch.float32 and torch.allclose(got, function(**like_inputs), rtol=1e-6, atol=0)
 
 
 def assert_16bit_parity(fused, reference, reference64, grad_errors, inputs, grad_out, poison=lambda: None,
@@ -211,7 +297,7 @@ def assert_fp64_or_fp16_parity(errors, reference, reference64, inputs, grad_out)
 
 
 # ----------------------------------------------------------------------------------------------
-# argument checks of the raw Triton ops
+# argument checks of the raw ops (Triton and native)
 
 def with_arg(name: str, change):
     """``args -> args`` with argument ``name`` replaced by ``change(args[name])`` (a bad-argument case)."""
@@ -225,3 +311,31 @@ def assert_raw_triton_op_rejects(op: str, args: dict, name: str, expected: str) 
     with pytest.raises(ValueError, match=message):
         getattr(triton_ops(), op)(*args.values())
 
+
+def assert_raw_triton_op_rejects_non_contiguous(op: str, args: dict, names) -> None:
+    """``assert_raw_triton_op_rejects`` of each argument of ``names`` in a non-contiguous layout: the kernels index
+    it as a flat row-major tensor."""
+    for name in names:
+        assert_raw_triton_op_rejects(op, args | {name: non_contiguous(args[name])}, name, "a contiguous tensor")
+
+
+def raw_triton_op_cases(op: str, forward_cases, backward_cases):
+    """pytest params ``(op, case)`` of the bad-argument cases ``(id, change, name, expected)`` of the raw Triton op
+    ``op`` and of its backward op, with the ids ``<op>-<case id>``."""
+    cases = [(op, case) for case in forward_cases] + [(f"{op}_backward", case) for case in backward_cases]
+    return [pytest.param(op, case, id=f"{op}-{case[0]}") for op, case in cases]
+
+
+def assert_raw_triton_op_rejects_case(op: str, case, valid_args) -> None:
+    """A ``raw_triton_op_cases`` case: ``change`` of the op's valid arguments (``valid_args[op]()``, in schema order)
+    is refused with the message ``assert_raw_triton_op_rejects`` reads."""
+    _, change, name, expected = case
+    assert_raw_triton_op_rejects(op, change(valid_args[op]()), name, expected)
+
+
+def assert_native_op_rejects(op, cases, *trailing) -> None:
+    """The raw native ``op`` (its C++ checks) raises a ``RuntimeError`` matching ``message`` on ``(*args, *trailing)``
+    for each ``(args, message)`` of ``cases``."""
+    for args, message in cases:
+        with pytest.raises(RuntimeError, match=message):
+            op(*args, *trailing)

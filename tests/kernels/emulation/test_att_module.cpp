@@ -54,9 +54,7 @@ struct Ref {
 
 Ref reference(const Shape& s, const Data& d, int N) {
   const int64_t C = s.C, T = s.T, D = C / s.H;
-  std::vector<double> params(trgnet::am::param_count(C));
-  for (int i = 0; i < kWeights; ++i)
-    std::copy(d.weights[i].begin(), d.weights[i].end(), params.begin() + trgnet::am::part_offset(i, C));
+  std::vector<double> params = join_parts(d.weights, trgnet::am::param_count(C), trgnet::am::part_offset, C);
   params[trgnet::am::part_offset(trgnet::am::kAlpha, C)] = d.alpha[0];
   const double p1 = s.dropout ? 0.3 : 0.0, p2 = s.dropout ? 0.2 : 0.0;
   const HostProblem<double, double> P{d.x.data(), s.decoder ? d.values.data() : nullptr,
@@ -91,8 +89,7 @@ void check_reference() {
     d.x = uniform_values(rng, n);
     d.values = uniform_values(rng, n);
     d.grad_out = uniform_values(rng, n);
-    d.mask.resize(s.B * s.T);
-    for (auto& m : d.mask) m = rng() % 4 ? 1 : 0;
+    d.mask = random_frame_mask(rng, s.B * s.T);
     for (int i = 0; i < kWeights; ++i) d.weights.push_back(uniform_values(rng, weight_numel(i, s.C), -0.6, 0.6));
     d.alpha = {0.7};
     d.seed = 12345;
@@ -100,11 +97,7 @@ void check_reference() {
     const int N = layout == kRows ? s.B : 2;
     const Ref r = reference(s, d, N);
     auto loss = [&] { return dot(d.grad_out, reference(s, d, N).out); };
-    std::vector<std::vector<double>> wg(kWeights);
-    for (int i = 0; i < kWeights; ++i) {
-      const int64_t off = trgnet::am::part_offset(i, s.C);
-      wg[i].assign(r.grads.begin() + off, r.grads.begin() + off + weight_numel(i, s.C));
-    }
+    const auto wg = split_parts(r.grads, kWeights, trgnet::am::part_offset, trgnet::am::part_size, s.C);
     const std::vector<double> ga{r.grads.back()};
     const std::string title = std::string("reference self-check (") + layout_name(layout) +
                               "): every gradient vs central differences";
@@ -124,22 +117,12 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   const int B = s.B, C = s.C, T = s.T, H = s.H, D = C / H;
   // sequences
   Data d;
-  int N = B;
-  if (s.layout == kPadded) {
-    d.cu = {0};
-    for (int b = 0; b < B; ++b) d.cu.push_back(d.cu.back() + static_cast<int32_t>(rng() % (T + 1)));
-  } else if (s.layout == kPacked) {
-    N = s.sequences;
-    std::vector<int32_t> cuts{0, static_cast<int32_t>(T)};
-    for (int i = 1; i < N; ++i) cuts.push_back(static_cast<int32_t>(rng() % (T + 1)));
-    std::sort(cuts.begin(), cuts.end());
-    d.cu = cuts;
-  }
-  std::string lens;
-  for (size_t i = 1; i < d.cu.size(); ++i) lens += (i > 1 ? "," : "") + std::to_string(d.cu[i] - d.cu[i - 1]);
+  const int N = s.layout == kPacked ? s.sequences : B;
+  if (s.layout == kPadded) d.cu = padded_offsets(rng, B, T);
+  if (s.layout == kPacked) d.cu = packed_offsets(rng, N, T);
   char sizes[200];
-  std::snprintf(sizes, sizeof(sizes), "B=%d C=%d T=%d H=%d d=%d %s%s%s %s%s%s", B, C, T, H, s.dilation,
-                layout_name(s.layout), lens.empty() ? "" : " lens=", lens.c_str(), s.decoder ? "decoder" : "encoder",
+  std::snprintf(sizes, sizeof(sizes), "B=%d C=%d T=%d H=%d d=%d %s%s %s%s%s", B, C, T, H, s.dilation,
+                layout_name(s.layout), lengths_note(d.cu).c_str(), s.decoder ? "decoder" : "encoder",
                 s.masked ? " masked" : "", s.dropout ? " dropout" : "");
   Case c(case_title<In>(sizes, offset, why));
 
@@ -149,18 +132,10 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   d.x = x.fill(rng, -1.5, 1.5);
   d.values = values.fill(rng, -1.5, 1.5);
   d.grad_out = grad_out.fill(rng, -1, 1);
-  d.mask.resize((size_t)B * T);
-  for (size_t i = 0; i < d.mask.size(); ++i) {
-    mask.p[i] = from_d<In>(rng() % 4 ? 1.0 : 0.0);
-    d.mask[i] = to_d(mask.p[i]);
-  }
-  std::vector<Buf<In>*> w, gw;
-  for (int i = 0; i < kWeights; ++i) {
-    const double scale = i == 0 ? 0.6 / std::sqrt(C) : i % 2 ? 0.2 : 1.0 / std::sqrt(C);
-    w.push_back(new Buf<In>(weight_numel(i, C), offset));
-    gw.push_back(new Buf<In>(weight_numel(i, C), offset));
-    d.weights.push_back(w.back()->fill(rng, -scale * 1.7, scale * 1.7));
-  }
+  d.mask = mask.store(random_frame_mask(rng, mask.n));
+  ParameterBufs<In> params(kWeights, [&](int i) { return weight_numel(i, C); }, offset);
+  d.weights = params.fill(
+      rng, [&](int i) { return 1.7 * (i == 0 ? 0.6 / std::sqrt(C) : i % 2 ? 0.2 : 1.0 / std::sqrt(C)); });
   Buf<Acc> alpha(1), grad_alpha(1), stats((size_t)N * 2 * C), kv((size_t)N * C * D), ks((size_t)N * C);
   alpha.p[0] = static_cast<Acc>(0.7);
   d.alpha = {to_d(alpha.p[0])};
@@ -174,19 +149,20 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   trgnet::am::Inputs<In, Acc> in{x.p, s.decoder ? values.p : nullptr, s.masked ? mask.p : nullptr,
                                   s.layout == kRows ? nullptr : cu.p, {}, alpha.p, s.dropout ? seed_buf.p : nullptr,
                                   B, C, T, N, H, s.dilation, 1e-5, 1e-6, p1, p2};
-  for (int i = 0; i < kWeights; ++i) in.weights[i] = w[i]->p;
+  params.weights_into(in.weights);
   Buf<Acc> ws_f((size_t)trgnet::am::workspace_elems(B, C, T, N, H, sizeof(Acc), false));
   Buf<Acc> ws_b((size_t)trgnet::am::workspace_elems(B, C, T, N, H, sizeof(Acc), true));
-  const cudaError_t e1 = trgnet::launch_att_module_forward(
-      trgnet::am::ForwardArgs<In, Acc>{in, out.p, stats.p, kv.p, ks.p, ws_f.p}, nullptr);
-  const long launches_f = c.delta(&kemu::Stats::launches);
   trgnet::am::BackwardArgs<In, Acc> ba{in, grad_out.p, stats.p, kv.p, ks.p, grad_x.p,
                                        s.decoder ? grad_values.p : nullptr, {}, grad_alpha.p, ws_b.p};
-  for (int i = 0; i < kWeights; ++i) ba.grad_weights[i] = gw[i]->p;
-  const cudaError_t e2 = trgnet::launch_att_module_backward(ba, nullptr);
-  const long launches_b = c.delta(&kemu::Stats::launches) - launches_f;
-  c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
-  c.require(launches_f <= 4 && launches_b <= 6, "forward <= 4 and backward <= 6 launches");
+  params.grads_into(ba.grad_weights);
+  const Launches launches = launch_forward_backward(
+      c,
+      [&] {
+        return trgnet::launch_att_module_forward(
+            trgnet::am::ForwardArgs<In, Acc>{in, out.p, stats.p, kv.p, ks.p, ws_f.p}, nullptr);
+      },
+      [&] { return trgnet::launch_att_module_backward(ba, nullptr); });
+  c.require(launches.forward <= 4 && launches.backward <= 6, "forward <= 4 and backward <= 6 launches");
 
   const Ref r = reference(s, d, N);
   const double t = tol<In>(), ta = tol<Acc>(), cancel_tol = std::is_same<In, float>::value ? 10 * t : t;
@@ -199,47 +175,38 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   if (s.decoder) outs.check(c, grad_values, r.gv, "gv", t);
   static const char* names[kWeights] = {"g_conv_w", "g_conv_b", "g_q_w", "g_q_b", "g_k_w", "g_k_b",
                                         "g_v_w",    "g_v_b",    "g_o_w", "g_o_b", "g_co_w", "g_co_b"};
+  const auto ref_grads = split_parts(r.grads, kWeights, trgnet::am::part_offset, trgnet::am::part_size, C);
   for (int i = 0; i < kWeights; ++i) {
-    const int64_t off = trgnet::am::part_offset(i, C);
-    const std::vector<double> ref(r.grads.begin() + off, r.grads.begin() + off + weight_numel(i, C));
     // The query gradients and the key bias's are sums whose terms cancel (exactly for D = 1 and one-frame
     // sequences, largely for few frames or small D: linear_attention's gradient_error_floors), as is alpha's: in
     // fp32 their error is the rounding of the terms, so they get a floor and 10x the tolerance; fp64 (the same code)
     // keeps them at 1e-10.
     const bool cancels = i == 2 || i == 3 || i == 5;
-    outs.check(c, *gw[i], ref, names[i], cancels ? cancel_tol : t, (cancels ? 1e-2 : 1e-3) * std::sqrt((double)ref.size()));
+    outs.check(c, *params.grad[i], ref_grads[i], names[i], cancels ? cancel_tol : t,
+               (cancels ? 1e-2 : 1e-3) * std::sqrt((double)ref_grads[i].size()));
   }
   outs.check(c, grad_alpha, std::vector<double>{r.grads.back()}, "g_alpha", cancel_tol, 1e-2);
   outs.finish(c);
   char b[120];
   const trgnet::am::Plan plan = trgnet::am::make_plan(C, T, N, H, sizeof(Acc));
-  std::snprintf(b, sizeof(b), "| launches %ld+%ld, tile %d, %lld chunk(s) of %lld tiles", launches_f, launches_b,
-                plan.tile, (long long)plan.chunks, (long long)plan.per);
+  std::snprintf(b, sizeof(b), "| launches %ld+%ld, tile %d, %lld chunk(s) of %lld tiles", launches.forward,
+                launches.backward, plan.tile, (long long)plan.chunks, (long long)plan.per);
   c.note(b);
   if (ex.multi_chunk) c.require(plan.chunks > 1, "one chunk per sequence");
-  if (ex.optin) c.require(c.delta(&kemu::Stats::optin_launches) > 0, "no opt-in shared memory");
+  if (ex.optin) c.require_optin_launch();
   c.finish();
-  for (int i = 0; i < kWeights; ++i) {
-    delete w[i];
-    delete gw[i];
-  }
   return outs.all;
 }
 
-// Random small cases of every layout / mode / dilation class.
-template <class In, class Acc>
-void random_cases(int count, uint64_t seed, int max_c) {
-  std::mt19937_64 rng(seed);
+// A random small shape of any layout / mode / dilation class, C <= max_c.
+Shape random_shape(std::mt19937_64& rng, int max_c) {
   const int dilations[] = {1, 2, 3, 5, 16, 64, 512};
-  for (int i = 0; i < count; ++i) {
-    const int H = 1 << (rng() % 3);
-    const int C = H * (1 + static_cast<int>(rng() % (max_c / H)));
-    const Layout layout = static_cast<Layout>(rng() % 3);
-    Shape s{layout == kPacked ? 1 : 1 + static_cast<int>(rng() % 3), C, 1 + static_cast<int>(rng() % 70), H,
-            dilations[rng() % 7], layout, rng() % 2 == 0, rng() % 2 == 0, rng() % 2 == 0,
-            2 + static_cast<int>(rng() % 3)};
-    run_case<In, Acc>("random", s, 0, {}, seed * 1000 + i);
-  }
+  const int H = 1 << (rng() % 3);
+  const int C = H * (1 + static_cast<int>(rng() % (max_c / H)));
+  const Layout layout = static_cast<Layout>(rng() % 3);
+  return {layout == kPacked ? 1 : 1 + static_cast<int>(rng() % 3), C, 1 + static_cast<int>(rng() % 70), H,
+          dilations[rng() % 7], layout, rng() % 2 == 0, rng() % 2 == 0, rng() % 2 == 0,
+          2 + static_cast<int>(rng() % 3)};
 }
 
 }  // namespace
@@ -264,24 +231,23 @@ int main(int argc, char** argv) {
     run_case<__nv_bfloat16, float>("bf16", {1, 8, 33, 2, 2, kPacked, true, true, true, 3}, 0);
     run_case<__half, float>("f16", {2, 8, 33, 4, 1, kRows, false, true, true}, 0);
     pair_case<float>(run_case<float, float>, Shape{2, 8, 45, 2, 3, kPadded, true, true, true});
-    random_cases<double, double>(random_count, 7, 12);
-    random_cases<float, float>(random_count, 8, 12);
-    random_cases<float, float>(random_count / 8, 9, 72);  // wider: several K-slices, smaller tiles
+    run_random_cases(run_case<double, double>, random_count, 7, random_shape, 12);
+    run_random_cases(run_case<float, float>, random_count, 8, random_shape, 12);
+    // wider: several K-slices, smaller tiles
+    run_random_cases(run_case<float, float>, random_count / 8, 9, random_shape, 72);
     unsupported_sizes([](Case& c) {
       float dummy[4] = {};
       trgnet::am::Inputs<float, float> in{dummy, nullptr, nullptr, nullptr, {}, dummy, nullptr,
                                           1, trgnet::am::kMaxChannels + 1, 1, 1, 1, 1, 1e-5, 1e-6, 0, 0};
       for (auto& p : in.weights) p = dummy;
-      c.require(trgnet::launch_att_module_forward(trgnet::am::ForwardArgs<float, float>{in, dummy, dummy, dummy,
-                                                                                      dummy, dummy},
-                                                  nullptr) == cudaErrorInvalidValue,
-                "forward with C > kMaxChannels must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_att_module_forward(
+                             trgnet::am::ForwardArgs<float, float>{in, dummy, dummy, dummy, dummy, dummy}, nullptr),
+                         "forward with C > kMaxChannels");
       in.C = 6;
       in.H = 4;
       trgnet::am::BackwardArgs<float, float> ba{in, dummy, dummy, dummy, dummy, dummy, nullptr, {}, dummy, dummy};
       for (auto& p : ba.grad_weights) p = dummy;
-      c.require(trgnet::launch_att_module_backward(ba, nullptr) == cudaErrorInvalidValue,
-                "backward with C % H != 0 must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_att_module_backward(ba, nullptr), "backward with C % H != 0");
     });
   });
 }

@@ -55,9 +55,7 @@ struct Ref {
 
 Ref reference(const Shape& s, const Data& d, int N) {
   const int64_t C = s.C;
-  std::vector<double> params(trgnet::dr::param_count(C));
-  for (int i = 0; i < kWeights; ++i)
-    std::copy(d.weights[i].begin(), d.weights[i].end(), params.begin() + trgnet::dr::part_offset(i, C));
+  const std::vector<double> params = join_parts(d.weights, trgnet::dr::param_count(C), trgnet::dr::part_offset, C);
   const auto P = trgnet::dr::host_problem<double, double>(
       d.x.data(), s.masked ? d.mask.data() : nullptr, s.layout == kRows ? nullptr : d.cu.data(), params.data(), s.B,
       C, s.T, N, s.dilation, &d.seed, s.dropout ? kP : 0.0);
@@ -80,19 +78,14 @@ void check_reference() {
     const int64_t n = (int64_t)s.B * s.C * s.T;
     d.x = uniform_values(rng, n);
     d.grad_out = uniform_values(rng, n);
-    d.mask.resize(s.B * s.T);
-    for (auto& m : d.mask) m = rng() % 4 ? 1 : 0;
+    d.mask = random_frame_mask(rng, s.B * s.T);
     for (int i = 0; i < kWeights; ++i) d.weights.push_back(uniform_values(rng, weight_numel(i, s.C), -0.6, 0.6));
     d.seed = 12345;
     d.cu = layout == kRows ? std::vector<int32_t>{} : std::vector<int32_t>{0, 4, 4, s.T};
     const int N = layout == kRows ? s.B : 3;
     const Ref r = reference(s, d, N);
     auto loss = [&] { return dot(d.grad_out, reference(s, d, N).out); };
-    std::vector<std::vector<double>> wg(kWeights);
-    for (int i = 0; i < kWeights; ++i) {
-      const int64_t off = trgnet::dr::part_offset(i, s.C);
-      wg[i].assign(r.grads.begin() + off, r.grads.begin() + off + weight_numel(i, s.C));
-    }
+    const auto wg = split_parts(r.grads, kWeights, trgnet::dr::part_offset, trgnet::dr::part_size, s.C);
     const std::string title = std::string("reference self-check (") + layout_name(layout) +
                               "): every gradient vs central differences";
     check_gradients(title.c_str(),
@@ -107,40 +100,22 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   std::mt19937_64 rng(seed);
   const int B = s.B, C = s.C, T = s.T;
   Data d;
-  int N = B;
-  if (s.layout == kPadded) {
-    d.cu = {0};
-    for (int b = 0; b < B; ++b) d.cu.push_back(d.cu.back() + static_cast<int32_t>(rng() % (T + 1)));
-  } else if (s.layout == kPacked) {
-    N = s.sequences;
-    std::vector<int32_t> cuts{0, static_cast<int32_t>(T)};
-    for (int i = 1; i < N; ++i) cuts.push_back(static_cast<int32_t>(rng() % (T + 1)));
-    std::sort(cuts.begin(), cuts.end());
-    d.cu = cuts;
-  }
-  std::string lens;
-  for (size_t i = 1; i < d.cu.size(); ++i) lens += (i > 1 ? "," : "") + std::to_string(d.cu[i] - d.cu[i - 1]);
+  const int N = s.layout == kPacked ? s.sequences : B;
+  if (s.layout == kPadded) d.cu = padded_offsets(rng, B, T);
+  if (s.layout == kPacked) d.cu = packed_offsets(rng, N, T);
   char sizes[200];
-  std::snprintf(sizes, sizeof(sizes), "B=%d C=%d T=%d d=%d %s%s%s%s%s", B, C, T, s.dilation, layout_name(s.layout),
-                lens.empty() ? "" : " lens=", lens.c_str(), s.masked ? " masked" : "", s.dropout ? " dropout" : "");
+  std::snprintf(sizes, sizeof(sizes), "B=%d C=%d T=%d d=%d %s%s%s%s", B, C, T, s.dilation, layout_name(s.layout),
+                lengths_note(d.cu).c_str(), s.masked ? " masked" : "", s.dropout ? " dropout" : "");
   Case c(case_title<In>(sizes, offset, why));
 
   const size_t n = (size_t)B * C * T;
   Buf<In> x(n, offset), mask((size_t)B * T, offset), grad_out(n, offset), out(n, offset), grad_x(n, offset);
   d.x = x.fill(rng, -1.5, 1.5);
   d.grad_out = grad_out.fill(rng, -1, 1);
-  d.mask.resize((size_t)B * T);
-  for (size_t i = 0; i < d.mask.size(); ++i) {
-    mask.p[i] = from_d<In>(rng() % 4 ? 1.0 : 0.0);
-    d.mask[i] = to_d(mask.p[i]);
-  }
-  std::vector<Buf<In>*> w, gw;
-  for (int i = 0; i < kWeights; ++i) {
-    const double scale = i == 0 ? 0.6 / std::sqrt(C) : i % 2 ? 0.2 : 1.0 / std::sqrt(C);
-    w.push_back(new Buf<In>(weight_numel(i, C), offset));
-    gw.push_back(new Buf<In>(weight_numel(i, C), offset));
-    d.weights.push_back(w.back()->fill(rng, -scale * 1.7, scale * 1.7));
-  }
+  d.mask = mask.store(random_frame_mask(rng, mask.n));
+  ParameterBufs<In> params(kWeights, [&](int i) { return weight_numel(i, C); }, offset);
+  d.weights = params.fill(
+      rng, [&](int i) { return 1.7 * (i == 0 ? 0.6 / std::sqrt(C) : i % 2 ? 0.2 : 1.0 / std::sqrt(C)); });
   Buf<int64_t> seed_buf(1);
   d.seed = static_cast<int64_t>(rng());
   seed_buf.p[0] = d.seed;
@@ -149,17 +124,14 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
 
   trgnet::dr::Inputs<In> in{x.p, s.masked ? mask.p : nullptr, s.layout == kRows ? nullptr : cu.p, {},
                             s.dropout ? seed_buf.p : nullptr, B, C, T, N, s.dilation, s.dropout ? kP : 0.0};
-  for (int i = 0; i < kWeights; ++i) in.weights[i] = w[i]->p;
+  params.weights_into(in.weights);
   Buf<Acc> ws((size_t)trgnet::dr::workspace_elems(B, C, T, N, sizeof(Acc)));
-  const cudaError_t e1 =
-      trgnet::launch_dilated_residual_forward(trgnet::dr::ForwardArgs<In, Acc>{in, out.p}, nullptr);
-  const long launches_f = c.delta(&kemu::Stats::launches);
   trgnet::dr::BackwardArgs<In, Acc> ba{in, grad_out.p, grad_x.p, {}, ws.p};
-  for (int i = 0; i < kWeights; ++i) ba.grad_weights[i] = gw[i]->p;
-  const cudaError_t e2 = trgnet::launch_dilated_residual_backward(ba, nullptr);
-  const long launches_b = c.delta(&kemu::Stats::launches) - launches_f;
-  c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
-  c.require(launches_f <= 2 && launches_b <= 3, "forward <= 2 and backward <= 3 launches");
+  params.grads_into(ba.grad_weights);
+  const Launches launches = launch_forward_backward(
+      c, [&] { return trgnet::launch_dilated_residual_forward(trgnet::dr::ForwardArgs<In, Acc>{in, out.p}, nullptr); },
+      [&] { return trgnet::launch_dilated_residual_backward(ba, nullptr); });
+  c.require(launches.forward <= 2 && launches.backward <= 3, "forward <= 2 and backward <= 3 launches");
 
   const Ref r = reference(s, d, N);
   const double t = tol<In>();
@@ -167,40 +139,30 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   outs.check(c, out, r.out, "out", t);
   outs.check(c, grad_x, r.gx, "gx", t);
   static const char* names[kWeights] = {"g_conv_w", "g_conv_b", "g_co_w", "g_co_b"};
-  for (int i = 0; i < kWeights; ++i) {
-    const int64_t off = trgnet::dr::part_offset(i, C);
-    const std::vector<double> ref(r.grads.begin() + off, r.grads.begin() + off + weight_numel(i, C));
-    outs.check(c, *gw[i], ref, names[i], t, 1e-3 * std::sqrt((double)ref.size()));
-  }
+  const auto ref_grads = split_parts(r.grads, kWeights, trgnet::dr::part_offset, trgnet::dr::part_size, C);
+  for (int i = 0; i < kWeights; ++i)
+    outs.check(c, *params.grad[i], ref_grads[i], names[i], t, 1e-3 * std::sqrt((double)ref_grads[i].size()));
   outs.finish(c);
   char b[160];
   const trgnet::am::Plan fp = trgnet::dr::make_plan(C, T, N, sizeof(Acc), false);
   const trgnet::am::Plan bp = trgnet::dr::make_plan(C, T, N, sizeof(Acc), true);
   std::snprintf(b, sizeof(b), "| launches %ld+%ld, tile %d, fwd %lld block(s)/seq, bwd %lld chunk(s) of %lld tiles",
-                launches_f, launches_b, bp.tile, (long long)fp.chunks, (long long)bp.chunks, (long long)bp.per);
+                launches.forward, launches.backward, bp.tile, (long long)fp.chunks, (long long)bp.chunks,
+                (long long)bp.per);
   c.note(b);
   if (ex.multi_tile) c.require(bp.per > 1 && (T + bp.tile - 1) / bp.tile > 1, "one tile per backward block");
-  if (ex.optin) c.require(c.delta(&kemu::Stats::optin_launches) > 0, "no opt-in shared memory");
+  if (ex.optin) c.require_optin_launch();
   c.finish();
-  for (int i = 0; i < kWeights; ++i) {
-    delete w[i];
-    delete gw[i];
-  }
   return outs.all;
 }
 
-// Random small cases of every layout / dilation class.
-template <class In, class Acc>
-void random_cases(int count, uint64_t seed, int max_c) {
-  std::mt19937_64 rng(seed);
+// A random small shape of any layout / dilation class, C <= max_c.
+Shape random_shape(std::mt19937_64& rng, int max_c) {
   const int dilations[] = {1, 2, 3, 5, 16, 64, 512};
-  for (int i = 0; i < count; ++i) {
-    const int C = 1 + static_cast<int>(rng() % max_c);
-    const Layout layout = static_cast<Layout>(rng() % 3);
-    Shape s{layout == kPacked ? 1 : 1 + static_cast<int>(rng() % 3), C, 1 + static_cast<int>(rng() % 90),
-            dilations[rng() % 7], layout, rng() % 2 == 0, rng() % 2 == 0, 2 + static_cast<int>(rng() % 3)};
-    run_case<In, Acc>("random", s, 0, {}, seed * 1000 + i);
-  }
+  const int C = 1 + static_cast<int>(rng() % max_c);
+  const Layout layout = static_cast<Layout>(rng() % 3);
+  return {layout == kPacked ? 1 : 1 + static_cast<int>(rng() % 3), C, 1 + static_cast<int>(rng() % 90),
+          dilations[rng() % 7], layout, rng() % 2 == 0, rng() % 2 == 0, 2 + static_cast<int>(rng() % 3)};
 }
 
 }  // namespace
@@ -228,27 +190,25 @@ int main(int argc, char** argv) {
     run_case<__nv_bfloat16, float>("bf16", {1, 8, 33, 2, kPacked, true, true, 3}, 0);
     run_case<__half, float>("f16", {2, 8, 33, 1, kRows, false, true}, 0);
     pair_case<float>(run_case<float, float>, Shape{2, 8, 45, 3, kPadded, true, true});
-    random_cases<double, double>(random_count, 7, 12);
-    random_cases<float, float>(random_count, 8, 12);
-    random_cases<float, float>(random_count / 8, 9, 72);  // wider: several K-slices, smaller tiles
+    run_random_cases(run_case<double, double>, random_count, 7, random_shape, 12);
+    run_random_cases(run_case<float, float>, random_count, 8, random_shape, 12);
+    // wider: several K-slices, smaller tiles
+    run_random_cases(run_case<float, float>, random_count / 8, 9, random_shape, 72);
     unsupported_sizes([](Case& c) {
       float dummy[4] = {};
       int64_t seed = 1;
       trgnet::dr::Inputs<float> in{dummy, nullptr, nullptr, {dummy, dummy, dummy, dummy}, nullptr,
                                    1, trgnet::dr::kMaxChannels + 1, 1, 1, 1, 0.0};
-      c.require(trgnet::launch_dilated_residual_forward(trgnet::dr::ForwardArgs<float, float>{in, dummy}, nullptr) ==
-                    cudaErrorInvalidValue,
-                "forward with C > kMaxChannels must return cudaErrorInvalidValue");
+      const trgnet::dr::ForwardArgs<float, float> fa{in, dummy};
+      c.require_rejected(trgnet::launch_dilated_residual_forward(fa, nullptr), "forward with C > kMaxChannels");
       in.C = 4;
       in.dropout = 0.5;  // without a seed
       trgnet::dr::BackwardArgs<float, float> ba{in, dummy, dummy, {dummy, dummy, dummy, dummy}, dummy};
-      c.require(trgnet::launch_dilated_residual_backward(ba, nullptr) == cudaErrorInvalidValue,
-                "backward with dropout and no seed must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_dilated_residual_backward(ba, nullptr), "backward with dropout and no seed");
       in.dropout_seed = &seed;
       in.dilation = 0;
       ba.in = in;
-      c.require(trgnet::launch_dilated_residual_backward(ba, nullptr) == cudaErrorInvalidValue,
-                "backward with dilation 0 must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_dilated_residual_backward(ba, nullptr), "backward with dilation 0");
     });
   });
 }

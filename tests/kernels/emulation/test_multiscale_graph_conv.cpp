@@ -113,18 +113,19 @@ std::vector<double> run_case(const std::string& why, Shape sh, int offset, Expec
   const auto xd = x.fill(rng, -1, 1), Ad = A.fill(rng, -0.5, 0.5), Wd = W.fill(rng, -0.5, 0.5), bd = b.fill(rng, -1, 1),
              gd = g.fill(rng, -1, 1);
 
-  const cudaError_t e1 =
-      trgnet::launch_multiscale_graph_conv_forward(x.p, A.p, W.p, b.p, N, C, T, V, S, O, y.p, nullptr);
-  const cudaError_t e2 = trgnet::launch_multiscale_graph_conv_backward(g.p, x.p, A.p, W.p, N, C, T, V, S, O, dx.p,
-                                                                       dA.p, dW.p, db.p, ws.p, nullptr);
-  c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
+  launch_forward_backward(
+      c,
+      [&] {
+        return trgnet::launch_multiscale_graph_conv_forward(x.p, A.p, W.p, b.p, N, C, T, V, S, O, y.p, nullptr);
+      },
+      [&] {
+        return trgnet::launch_multiscale_graph_conv_backward(g.p, x.p, A.p, W.p, N, C, T, V, S, O, dx.p, dA.p, dW.p,
+                                                             db.p, ws.p, nullptr);
+      });
   const Ref r = reference(xd, Ad, Wd, bd, gd, sh, true);
   Outputs out;
-  out.check(c, y, r.y, "Y", tol<In>());
-  out.check(c, dx, r.dx, "dX", tol<In>());
-  out.check(c, dA, r.da, "dA", tol<In>());
-  out.check(c, dW, r.dw, "dW", tol<In>());
-  out.check(c, db, r.db, "db", tol<In>());
+  out.check_all<In>(c, {{y, r.y, "Y"}, {dx, r.dx, "dX"}, {dA, r.da, "dA"}, {dW, r.dw, "dW"}, {db, r.db, "db"}},
+                    tol<In>());
   out.finish(c);
 
   const size_t fsmem = c.smem_of("forward_kernel"), bsmem = c.smem_of("backward_kernel");
@@ -161,13 +162,12 @@ int main() {
     unsupported_sizes([](Case& c) {
       float dummy[4] = {};
       c.require(!msgc::backward_supported(200, 25, 200, sizeof(float)), "C = O = 200, V = 25 expected unsupported");
-      c.require(trgnet::launch_multiscale_graph_conv_backward(dummy, dummy, dummy, dummy, 1, 200, 4, 25, 1, 200,
-                                                              dummy, dummy, dummy, dummy, dummy,
-                                                              nullptr) == cudaErrorInvalidValue,
-                "backward with a tile that does not fit must return cudaErrorInvalidValue");
-      c.require(trgnet::launch_multiscale_graph_conv_forward(dummy, dummy, dummy, dummy, 1, 1, 1, msgc::kMaxJoints + 1,
-                                                             1, 1, dummy, nullptr) == cudaErrorInvalidValue,
-                "V > kMaxJoints must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_multiscale_graph_conv_backward(dummy, dummy, dummy, dummy, 1, 200, 4, 25, 1,
+                                                                       200, dummy, dummy, dummy, dummy, dummy, nullptr),
+                         "backward with a tile that does not fit");
+      c.require_rejected(trgnet::launch_multiscale_graph_conv_forward(dummy, dummy, dummy, dummy, 1, 1, 1,
+                                                                      msgc::kMaxJoints + 1, 1, 1, dummy, nullptr),
+                         "V > kMaxJoints");
     });
   });
 }

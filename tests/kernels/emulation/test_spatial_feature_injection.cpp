@@ -69,9 +69,8 @@ struct Ref {
 
 Ref reference(const Shape& s, const Data& d) {
   const int64_t C = s.C, K = (int64_t)s.G * s.V;
-  std::vector<double> params(trgnet::sfi::param_count(C, K));
-  for (int i = 0; i < kWeights; ++i)
-    std::copy(d.weights[i].begin(), d.weights[i].end(), params.begin() + trgnet::sfi::part_offset(i, C, K));
+  const std::vector<double> params =
+      join_parts(d.weights, trgnet::sfi::param_count(C, K), trgnet::sfi::part_offset, C, K);
   const GroupStorage st = group_storage(s);
   const auto P = trgnet::sfi::host_problem<double, double>(d.group.data() + group_base(s), st.gv, d.h.data(),
                                                            s.masked ? d.mask.data() : nullptr, params.data(), s.N, C,
@@ -99,17 +98,12 @@ void check_reference() {
     d.group = uniform_values(rng, group_storage(s).elems);
     d.h = uniform_values(rng, (size_t)s.N * s.C * s.T);
     d.grad_out = uniform_values(rng, (size_t)s.N * s.C * s.T);
-    d.mask.resize((size_t)s.N * s.T);
-    for (auto& m : d.mask) m = rng() % 4 ? 1 : 0;
+    d.mask = random_frame_mask(rng, (size_t)s.N * s.T);
     for (int i = 0; i < kWeights; ++i) d.weights.push_back(uniform_values(rng, weight_numel(i, s.C, K), -0.6, 0.6));
     d.seed = 12345;
     const Ref r = reference(s, d);
     auto loss = [&] { return dot(d.grad_out, reference(s, d).out); };
-    std::vector<std::vector<double>> wg(kWeights);
-    for (int i = 0; i < kWeights; ++i) {
-      const int64_t off = trgnet::sfi::part_offset(i, s.C, K);
-      wg[i].assign(r.grads.begin() + off, r.grads.begin() + off + weight_numel(i, s.C, K));
-    }
+    const auto wg = split_parts(r.grads, kWeights, trgnet::sfi::part_offset, trgnet::sfi::part_size, s.C, K);
     check_gradients(dropout ? "reference self-check (mask, dropout): every gradient vs central differences"
                             : "reference self-check (mask): every gradient vs central differences",
                     {{&d.group, &r.gg, "grad_group"}, {&d.h, &r.gh, "grad_h"}, {&d.weights[0], &wg[0], "conv_s_w"},
@@ -138,36 +132,27 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   d.group = group.fill(rng, -1.5, 1.5);
   d.h = h.fill(rng, -1.5, 1.5);
   d.grad_out = grad_out.fill(rng, -1, 1);
-  d.mask.resize((size_t)N * T);
-  for (size_t i = 0; i < d.mask.size(); ++i) {
-    mask.p[i] = from_d<In>(rng() % 4 ? 1.0 : 0.0);
-    d.mask[i] = to_d(mask.p[i]);
-  }
-  std::vector<Buf<In>*> w, gw;
+  d.mask = mask.store(random_frame_mask(rng, mask.n));
+  ParameterBufs<In> params(kWeights, [&](int i) { return weight_numel(i, C, K); }, offset);
   const double fan[kWeights] = {double(K), double(K), 2.0 * C, 2.0 * C, double(C), double(C), double(C), double(C)};
-  for (int i = 0; i < kWeights; ++i) {
-    const double scale = 1.7 / std::sqrt(fan[i]);
-    w.push_back(new Buf<In>(weight_numel(i, C, K), offset));
-    gw.push_back(new Buf<In>(weight_numel(i, C, K), offset));
-    d.weights.push_back(w.back()->fill(rng, -scale, scale));
-  }
+  d.weights = params.fill(rng, [&](int i) { return 1.7 / std::sqrt(fan[i]); });
   Buf<int64_t> seed_buf(1);
   d.seed = static_cast<int64_t>(rng());
   seed_buf.p[0] = d.seed;
 
   trgnet::sfi::Inputs<In> in{group.p + group_base(s), h.p, s.masked ? mask.p : nullptr, st.gv, {},
                              s.dropout ? seed_buf.p : nullptr, N, C, T, s.dropout ? kP : 0.0};
-  for (int i = 0; i < kWeights; ++i) in.weights[i] = w[i]->p;
+  params.weights_into(in.weights);
   Buf<Acc> ws((size_t)trgnet::sfi::workspace_elems(N, C, K, T, sizeof(Acc)));
-  const cudaError_t e1 =
-      trgnet::launch_spatial_feature_injection_forward(trgnet::sfi::ForwardArgs<In, Acc>{in, out.p}, nullptr);
-  const long launches_f = c.delta(&kemu::Stats::launches);
   trgnet::sfi::BackwardArgs<In, Acc> ba{in, grad_out.p, grad_group.p, grad_h.p, {}, ws.p};
-  for (int i = 0; i < kWeights; ++i) ba.grad_weights[i] = gw[i]->p;
-  const cudaError_t e2 = trgnet::launch_spatial_feature_injection_backward(ba, nullptr);
-  const long launches_b = c.delta(&kemu::Stats::launches) - launches_f;
-  c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
-  c.require(launches_f <= 1 && launches_b <= 2, "forward 1 and backward <= 2 launches");
+  params.grads_into(ba.grad_weights);
+  const Launches launches = launch_forward_backward(
+      c,
+      [&] {
+        return trgnet::launch_spatial_feature_injection_forward(trgnet::sfi::ForwardArgs<In, Acc>{in, out.p}, nullptr);
+      },
+      [&] { return trgnet::launch_spatial_feature_injection_backward(ba, nullptr); });
+  c.require(launches.forward <= 1 && launches.backward <= 2, "forward 1 and backward <= 2 launches");
 
   const Ref r = reference(s, d);
   const double t = tol<In>();
@@ -176,39 +161,28 @@ std::vector<double> run_case(const std::string& why, Shape s, int offset, Expect
   outs.check(c, grad_h, r.gh, "gh", t);
   outs.check(c, grad_group, r.gg, "gg", t);
   static const char* names[kWeights] = {"g_cs_w", "g_cs_b", "g_fu_w", "g_fu_b", "g_f1_w", "g_f1_b", "g_f2_w", "g_f2_b"};
-  for (int i = 0; i < kWeights; ++i) {
-    const int64_t off = trgnet::sfi::part_offset(i, C, K);
-    const std::vector<double> ref(r.grads.begin() + off, r.grads.begin() + off + weight_numel(i, C, K));
-    outs.check(c, *gw[i], ref, names[i], t, 1e-3 * std::sqrt((double)ref.size()));
-  }
+  const auto ref_grads = split_parts(r.grads, kWeights, trgnet::sfi::part_offset, trgnet::sfi::part_size, C, K);
+  for (int i = 0; i < kWeights; ++i)
+    outs.check(c, *params.grad[i], ref_grads[i], names[i], t, 1e-3 * std::sqrt((double)ref_grads[i].size()));
   outs.finish(c);
   char b[200];
   const trgnet::am::Plan fp = trgnet::sfi::make_plan(C, K, T, N, sizeof(Acc), false);
   const trgnet::am::Plan bp = trgnet::sfi::make_plan(C, K, T, N, sizeof(Acc), true);
   std::snprintf(b, sizeof(b), "| launches %ld+%ld, tile %d, smem %lld B, fwd %lld block(s)/row, bwd %lld chunk(s) of %lld tiles",
-                launches_f, launches_b, bp.tile, (long long)(bp.smem_elems * sizeof(Acc)), (long long)fp.chunks,
-                (long long)bp.chunks, (long long)bp.per);
+                launches.forward, launches.backward, bp.tile, (long long)(bp.smem_elems * sizeof(Acc)),
+                (long long)fp.chunks, (long long)bp.chunks, (long long)bp.per);
   c.note(b);
   if (ex.multi_tile) c.require(bp.per > 1 && (T + bp.tile - 1) / bp.tile > 1, "one tile per backward block");
-  if (ex.optin) c.require(c.delta(&kemu::Stats::optin_launches) > 0, "no opt-in shared memory");
+  if (ex.optin) c.require_optin_launch();
   c.finish();
-  for (int i = 0; i < kWeights; ++i) {
-    delete w[i];
-    delete gw[i];
-  }
   return outs.all;
 }
 
-// Random small cases of every group layout.
-template <class In, class Acc>
-void random_cases(int count, uint64_t seed, int max_c, int max_g, int max_v) {
-  std::mt19937_64 rng(seed);
-  for (int i = 0; i < count; ++i) {
-    Shape s{1 + static_cast<int>(rng() % 3), 1 + static_cast<int>(rng() % max_c), 1 + static_cast<int>(rng() % 70),
-            1 + static_cast<int>(rng() % max_g), 1 + static_cast<int>(rng() % max_v),
-            static_cast<GroupLayout>(rng() % 3), rng() % 2 == 0, rng() % 2 == 0};
-    run_case<In, Acc>("random", s, 0, {}, seed * 1000 + i);
-  }
+// A random small shape of any group layout, C <= max_c, G <= max_g, V <= max_v.
+Shape random_shape(std::mt19937_64& rng, int max_c, int max_g, int max_v) {
+  return {1 + static_cast<int>(rng() % 3), 1 + static_cast<int>(rng() % max_c), 1 + static_cast<int>(rng() % 70),
+          1 + static_cast<int>(rng() % max_g), 1 + static_cast<int>(rng() % max_v),
+          static_cast<GroupLayout>(rng() % 3), rng() % 2 == 0, rng() % 2 == 0};
 }
 
 }  // namespace
@@ -234,34 +208,34 @@ int main(int argc, char** argv) {
     run_case<__nv_bfloat16, float>("bf16", {1, 8, 33, 2, 5, kSlice, true, true}, 0);
     run_case<__half, float>("f16", {2, 8, 33, 3, 3, kPermuted, false, true}, 0);
     pair_case<float>(run_case<float, float>, Shape{2, 8, 45, 4, 5, kSlice, true, true});
-    random_cases<double, double>(random_count, 7, 12, 4, 6);
-    random_cases<float, float>(random_count, 8, 12, 4, 6);
-    random_cases<float, float>(random_count / 8, 9, 72, 8, 25);  // wider: several K-slices, smaller tiles
+    run_random_cases(run_case<double, double>, random_count, 7, random_shape, 12, 4, 6);
+    run_random_cases(run_case<float, float>, random_count, 8, random_shape, 12, 4, 6);
+    // wider: several K-slices, smaller tiles
+    run_random_cases(run_case<float, float>, random_count / 8, 9, random_shape, 72, 8, 25);
     unsupported_sizes([](Case& c) {
       float dummy[4] = {};
       int64_t seed = 1;
       const trgnet::sfi::GroupView gv{2, 3, 6, 3, 3, 1};
       trgnet::sfi::Inputs<float> in{dummy, dummy, nullptr, gv, {dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy},
                                     nullptr, 1, trgnet::sfi::kMaxChannels + 1, 1, 0.0};
-      c.require(trgnet::launch_spatial_feature_injection_forward(trgnet::sfi::ForwardArgs<float, float>{in, dummy},
-                                                                 nullptr) == cudaErrorInvalidValue,
-                "forward with C > kMaxChannels must return cudaErrorInvalidValue");
+      using ForwardArgs = trgnet::sfi::ForwardArgs<float, float>;
+      c.require_rejected(trgnet::launch_spatial_feature_injection_forward(ForwardArgs{in, dummy}, nullptr),
+                         "forward with C > kMaxChannels");
       in.C = 4;
       in.gv.V = trgnet::sfi::kMaxGroupChannels;  // G V = 2 kMaxGroupChannels
-      c.require(trgnet::launch_spatial_feature_injection_forward(trgnet::sfi::ForwardArgs<float, float>{in, dummy},
-                                                                 nullptr) == cudaErrorInvalidValue,
-                "forward with G V > kMaxGroupChannels must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_spatial_feature_injection_forward(ForwardArgs{in, dummy}, nullptr),
+                         "forward with G V > kMaxGroupChannels");
       in.gv.V = 3;
       in.dropout = 0.5;  // without a seed
       trgnet::sfi::BackwardArgs<float, float> ba{in, dummy, dummy, dummy, {dummy, dummy, dummy, dummy, dummy, dummy,
                                                                           dummy, dummy}, dummy};
-      c.require(trgnet::launch_spatial_feature_injection_backward(ba, nullptr) == cudaErrorInvalidValue,
-                "backward with dropout and no seed must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_spatial_feature_injection_backward(ba, nullptr),
+                         "backward with dropout and no seed");
       in.dropout_seed = &seed;
       ba.in = in;
       ba.grad_weights[3] = nullptr;
-      c.require(trgnet::launch_spatial_feature_injection_backward(ba, nullptr) == cudaErrorInvalidValue,
-                "backward without a gradient output must return cudaErrorInvalidValue");
+      c.require_rejected(trgnet::launch_spatial_feature_injection_backward(ba, nullptr),
+                         "backward without a gradient output");
     });
   });
 }

@@ -1,8 +1,8 @@
 // What the emulated-kernel drivers (test_<op>.cpp) share: element conversions, exactly sized NaN-filled
-// buffers (optionally offset by some elements from a 64-byte aligned allocation), the relative error against
-// a double reference, per-case reporting and checks (outputs, 16-byte path, launch log), a self-test of the
-// emulator, the reference's gradient check, the aligned / misaligned pair, the unsupported-sizes case and
-// the driver's main.
+// buffers (optionally offset by some elements from a 64-byte aligned allocation) and an op's parameter buffers,
+// random frame masks and sequence offsets, the relative error against a double reference, per-case reporting and
+// checks (launcher calls, outputs, 16-byte path, launch log, refused sizes), a self-test of the emulator, the
+// reference's gradient check, the aligned / misaligned pair, the unsupported-sizes case and the driver's main.
 //
 // A driver defines, for its op: Shape (the sizes), Ref and reference() (the double-precision reference),
 // check_reference(), Expect (the code paths a case must take) and
@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -83,16 +84,25 @@ struct Buf {
       if (base[i] != 0xFF) return false;
     return true;
   }
+  // x[i] = value(i) rounded to T; returns the stored values as doubles.
+  template <class Value>
+  std::vector<double> fill_with(Value value) {
+    std::vector<double> d(n);
+    for (size_t i = 0; i < n; ++i) {
+      p[i] = from_d<T>(value(i));
+      d[i] = to_d(p[i]);
+    }
+    return d;
+  }
   // x[i] = round(uniform(lo, hi)) stored as T; d[i] = the stored value as double.
   template <class Rng>
   std::vector<double> fill(Rng& rng, double lo, double hi) {
     std::uniform_real_distribution<double> u(lo, hi);
-    std::vector<double> d(n);
-    for (size_t i = 0; i < n; ++i) {
-      p[i] = from_d<T>(u(rng));
-      d[i] = to_d(p[i]);
-    }
-    return d;
+    return fill_with([&](size_t) { return u(rng); });
+  }
+  // The doubles of `values` stored as T; returns the stored values as doubles.
+  std::vector<double> store(const std::vector<double>& values) {
+    return fill_with([&](size_t i) { return values[i]; });
   }
   std::vector<double> values() const {
     std::vector<double> d(n);
@@ -135,6 +145,86 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
   for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
 }
+
+// n frame-mask values: 1 (a valid frame) with probability 3/4, else 0.
+inline std::vector<double> random_frame_mask(std::mt19937_64& rng, size_t n) {
+  std::vector<double> mask(n);
+  for (auto& m : mask) m = rng() % 4 ? 1.0 : 0.0;
+  return mask;
+}
+
+// cu_seqlens of B rows of T frames padded at their ends: random lengths 0 .. T.
+inline std::vector<int32_t> padded_offsets(std::mt19937_64& rng, int B, int T) {
+  std::vector<int32_t> cu{0};
+  for (int b = 0; b < B; ++b) cu.push_back(cu.back() + static_cast<int32_t>(rng() % (T + 1)));
+  return cu;
+}
+
+// cu_seqlens of N sequences packed in one row of T frames: random cuts, empty sequences included.
+inline std::vector<int32_t> packed_offsets(std::mt19937_64& rng, int N, int T) {
+  std::vector<int32_t> cuts{0, static_cast<int32_t>(T)};
+  for (int i = 1; i < N; ++i) cuts.push_back(static_cast<int32_t>(rng() % (T + 1)));
+  std::sort(cuts.begin(), cuts.end());
+  return cuts;
+}
+
+// " lens=a,b,..." (the sequence lengths of cu_seqlens) for a case title; "" without cu_seqlens.
+inline std::string lengths_note(const std::vector<int32_t>& cu) {
+  std::string lens;
+  for (size_t i = 1; i < cu.size(); ++i) lens += (i > 1 ? "," : "") + std::to_string(cu[i] - cu[i - 1]);
+  return lens.empty() ? "" : " lens=" + lens;
+}
+
+// An op's parameters in one flat vector of `total` values, as its host code takes them, and back: part i (of
+// part_size(i, sizes...) values) at part_offset(i, sizes...), the functions of the op's header.
+template <class PartOffset, class... Sizes>
+std::vector<double> join_parts(const std::vector<std::vector<double>>& parts, int64_t total, PartOffset part_offset,
+                               Sizes... sizes) {
+  std::vector<double> flat(total);
+  for (size_t i = 0; i < parts.size(); ++i)
+    std::copy(parts[i].begin(), parts[i].end(), flat.begin() + part_offset(static_cast<int>(i), sizes...));
+  return flat;
+}
+template <class PartOffset, class PartSize, class... Sizes>
+std::vector<std::vector<double>> split_parts(const std::vector<double>& flat, int count, PartOffset part_offset,
+                                             PartSize part_size, Sizes... sizes) {
+  std::vector<std::vector<double>> parts(count);
+  for (int i = 0; i < count; ++i) {
+    const auto begin = flat.begin() + part_offset(i, sizes...);
+    parts[i].assign(begin, begin + part_size(i, sizes...));
+  }
+  return parts;
+}
+
+// The buffers of an op's weights and of their gradients, one of each per part (numel(i) elements, `offset`
+// elements from the start of their allocations).
+template <class In>
+struct ParameterBufs {
+  std::vector<std::unique_ptr<Buf<In>>> value, grad;
+  template <class Numel>
+  ParameterBufs(int count, Numel numel, int offset) {
+    for (int i = 0; i < count; ++i) {
+      value.push_back(std::make_unique<Buf<In>>(numel(i), offset));
+      grad.push_back(std::make_unique<Buf<In>>(numel(i), offset));
+    }
+  }
+  // Weights drawn from U(-half_width(i), half_width(i)), rounded to In; returns them as doubles.
+  template <class HalfWidth>
+  std::vector<std::vector<double>> fill(std::mt19937_64& rng, HalfWidth half_width) {
+    std::vector<std::vector<double>> parts;
+    for (size_t i = 0; i < value.size(); ++i) parts.push_back(value[i]->fill(rng, -half_width(i), half_width(i)));
+    return parts;
+  }
+  // The weights' / the gradients' pointers into a launcher's argument array.
+  template <class Pointers>
+  void weights_into(Pointers& pointers) const {
+    for (size_t i = 0; i < value.size(); ++i) pointers[i] = value[i]->p;
+  }
+  template <class Pointers>
+  void grads_into(Pointers& pointers) const {
+    for (size_t i = 0; i < grad.size(); ++i) pointers[i] = grad[i]->p;
+  }
+};
 
 inline int g_pass = 0, g_fail = 0;
 
@@ -188,6 +278,12 @@ struct Case {
       if (kemu::launch_log()[i].name == name) s = kemu::launch_log()[i].smem;
     return s;
   }
+  // The launcher's answer to sizes it does not take.
+  void require_rejected(cudaError_t e, const std::string& call) {
+    require(e == cudaErrorInvalidValue, call + " must return cudaErrorInvalidValue");
+  }
+  // A launch above 48 KiB of shared memory (with the opt-in) since the case began.
+  void require_optin_launch() { require(delta(&kemu::Stats::optin_launches) > 0, "no opt-in shared memory"); }
   void require_vec(Vec vec) {
     const bool loads = delta(&kemu::Stats::vec_loads) > 0, stores = delta(&kemu::Stats::vec_stores) > 0;
     if (vec == Vec::kUsed) require(loads && stores, "16-byte path not taken");
@@ -221,10 +317,38 @@ struct Outputs {
     c.require(b.prefix_intact(), std::string(name) + " written before its start");
     all.insert(all.end(), x.begin(), x.end());
   }
+  // check() of buffers of one type against their references, all with one limit.
+  template <class T>
+  struct Checked {
+    const Buf<T>& buf;
+    const std::vector<double>& ref;
+    const char* name;
+  };
+  template <class T>
+  void check_all(Case& c, std::initializer_list<Checked<T>> outputs, double limit) {
+    for (const Checked<T>& o : outputs) check(c, o.buf, o.ref, o.name, limit);
+  }
   void finish(Case& c) const {
     c.require(nans == 0, std::to_string(nans) + " NaN outputs (unwritten, or read uninitialised memory)");
   }
 };
+
+// The launches a case's forward and backward launchers took.
+struct Launches {
+  long forward, backward;
+};
+
+// Runs forward() then backward() (each -> the launcher's cudaError_t) in case c, requires both to succeed; returns
+// how many kernels each launched.
+template <class Forward, class Backward>
+Launches launch_forward_backward(Case& c, Forward forward, Backward backward) {
+  const cudaError_t e1 = forward();
+  const long launches_f = c.delta(&kemu::Stats::launches);
+  const cudaError_t e2 = backward();
+  const long launches_b = c.delta(&kemu::Stats::launches) - launches_f;
+  c.require(e1 == cudaSuccess && e2 == cudaSuccess, "launcher returned an error");
+  return {launches_f, launches_b};
+}
 
 // Compares two runs' outputs bit for bit (e.g. 16-byte vs scalar access paths, two thread orders).
 inline bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
@@ -367,6 +491,14 @@ void pair_case(RunCase<Shape, Expect> run_case, Shape sh, Expect aligned = {}, E
   aligned_vs_misaligned<In>([&](const char* why, int offset) {
     return run_case(why, sh, offset, offset == 0 ? aligned : misaligned, 99);
   });
+}
+
+// `count` cases titled "random", of the shapes draw(rng, limits...) takes from a generator seeded with `seed`; case
+// i's data comes from seed * 1000 + i.
+template <class Shape, class Expect, class Draw, class... Limits>
+void run_random_cases(RunCase<Shape, Expect> run_case, int count, uint64_t seed, Draw draw, Limits... limits) {
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < count; ++i) run_case("random", draw(rng, limits...), 0, {}, seed * 1000 + i);
 }
 
 // One case of launcher calls with sizes the kernels do not take: body(c) makes the calls and requires

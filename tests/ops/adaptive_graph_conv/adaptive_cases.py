@@ -1,10 +1,13 @@
-"""Inputs, the float64 reference with gradients and the gradient errors shared by the adaptive graph-conv tests
+"""Inputs, the gradient errors and the runners (``op_cases.PositionalOpCases``: the fused op, the float64 reference
+with gradients, the errors of a backend) shared by the adaptive graph-conv tests
 (``tests/ops/adaptive_graph_conv/``)."""
 from __future__ import annotations
 
 import torch
 
-from op_checks import rel_err, run_with_grads
+from op_cases import PositionalOpCases
+from op_checks import rel_err
+from trgnet_fast.ops.adaptive_graph_conv import adaptive_graph_conv
 from trgnet_fast.ops.adaptive_graph_conv.reference import adaptive_graph_conv_reference, gradient_error_floors
 
 NAMES = ("x", "p", "q", "beta", "channel_graph", "joint_graph")
@@ -21,13 +24,12 @@ def make_inputs(N, C, T, V, dtype=torch.float64, device="cpu"):
     return [t.to(device=device, dtype=dtype) for t in (x, p, q, beta, channel, joint)]
 
 
-def reference64(inputs, grad_out):
-    """(out, grads) of the reference in float64."""
-    return run_with_grads(adaptive_graph_conv_reference, [t.double() for t in inputs], grad_out.double())
-
-
 def grad_errors(grads, ref_grads, inputs, grad_out) -> dict[str, float]:
     """Relative error of each gradient; grad_beta against max(|ref|, ||dF * th||), grad_joint_graph against
     max(|ref|, ||dF||) (``gradient_error_floors``)."""
     floors = gradient_error_floors(grad_out, *[t.detach().double() for t in inputs])
     return {name: rel_err(g, r, floors.get(name, 0.0)) for name, g, r in zip(NAMES, grads, ref_grads)}
+
+
+CASES = PositionalOpCases(adaptive_graph_conv, NAMES, adaptive_graph_conv_reference, grad_errors)
+fused, reference64, errors = CASES.fused, CASES.reference64, CASES.errors

@@ -27,31 +27,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaptive_cases import NAMES, grad_errors, make_inputs, reference64
+from adaptive_cases import NAMES, errors, fused, grad_errors, make_inputs, reference64
 from op_checks import (BACKEND_DEVICE, FP32_TOL, INTERPRETED, TF32_ENGAGED, TOL, assert_16bit_parity,
                        assert_bitwise_deterministic, assert_compiled_matches_eager, assert_fp64_or_fp16_parity,
-                       backends_and_devices, float32_matmul_precision, fused_backends, poison_allocator, rel_err)
+                       backends_and_devices, float32_matmul_precision, fused_backends, opcheck_raw_ops,
+                       poison_allocator, rel_err, shape_id)
 from op_checks import run_with_grads as run
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME, adaptive_graph_conv
 from trgnet_fast.ops.adaptive_graph_conv.reference import adaptive_graph_conv_reference, gradient_error_floors
 from trgnet_fast.ops.registry import OPS
 
 SPEC = OPS[OP_NAME]
-SHAPE_ID = lambda s: "x".join(map(str, s))  # noqa: E731
-
-
-def fused(backend):
-    return lambda *args: adaptive_graph_conv(*args, backend=backend)
-
-
-def errors(backend, inputs, grad_out):
-    """(out, {"out": error, <input>: gradient error}) of ``backend``; every gradient in its input's dtype and
-    shape."""
-    ref_out, ref_grads = reference64(inputs, grad_out)
-    out, grads = run(fused(backend), inputs, grad_out)
-    for name, g, t in zip(NAMES, grads, inputs):
-        assert g.dtype == t.dtype and g.shape == t.shape, name
-    return out, {"out": rel_err(out, ref_out), **grad_errors(grads, ref_grads, inputs, grad_out)}
 
 
 SHAPES = [  # N, C, T, V
@@ -68,7 +54,7 @@ SHAPES = [  # N, C, T, V
 # every fused backend, on CPU tensors (native C++ kernels; Triton's interpreter) or on the GPU (Triton)
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_ID)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_forward_and_grads(backend, shape, dtype):
     inputs = make_inputs(*shape, dtype=dtype, device=BACKEND_DEVICE[backend])
@@ -116,8 +102,7 @@ def test_writes_every_element_and_is_deterministic(ops, backend):
     for bit."""
     device = BACKEND_DEVICE[backend]
     inputs = make_inputs(*DETERMINISM_SHAPE[backend], dtype=torch.float32, device=device)
-    poison = torch.full((1 << 16,), float("nan"), device=device)
-    del poison  # the caching allocator hands the NaN-filled block to the op's outputs
+    poison_allocator((1 << 16,), device=device)
     assert_bitwise_deterministic(ops.adaptive_graph_conv, ops.adaptive_graph_conv_backward, inputs, inputs)
 
 
@@ -136,16 +121,14 @@ OPCHECK_SHAPE = {"cpu": (2, 3, 5, 17), "cuda": (2, 9, 33, 17)}
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
 def test_opcheck(ops, backend, device):
-    """Schema, fake-tensor and autograd registration checks of the forward and backward ops. Under Triton's CPU
-    interpreter a triton_op's fake implementation runs the interpreter on fake tensors and fails
-    (docs/architecture.md#triton-interpreter): the schema only there; schema and fake tensors on the GPU."""
-    kwargs = {}
-    if backend == "triton":
-        kwargs["test_utils"] = ("test_schema",) if device == "cpu" else ("test_schema", "test_faketensor")
-    inputs = [t.requires_grad_(True) for t in make_inputs(*OPCHECK_SHAPE[device], device=device)]
-    torch.library.opcheck(ops.adaptive_graph_conv.default, tuple(inputs), **kwargs)
-    g = torch.randn(*OPCHECK_SHAPE[device], dtype=torch.float64, device=device)
-    torch.library.opcheck(ops.adaptive_graph_conv_backward.default, (g, *(t.detach() for t in inputs)), **kwargs)
+    """Schema, fake-tensor and autograd registration checks of the forward and backward ops, every input requiring
+    grad (Triton on the GPU: schema and fake tensors)."""
+    def backward_calls(inputs):
+        return [(torch.randn(*OPCHECK_SHAPE[device], dtype=torch.float64, device=device), *inputs)]
+
+    opcheck_raw_ops(ops.adaptive_graph_conv, ops.adaptive_graph_conv_backward,
+                    make_inputs(*OPCHECK_SHAPE[device], device=device), range(len(NAMES)), backward_calls, backend,
+                    device, triton_gpu_utils=("test_schema", "test_faketensor"))
 
 
 # (shape, fast_mode): the interpreter runs ~0.1 s per program, gradcheck a forward per input element
@@ -222,7 +205,7 @@ GPU_SHAPES = [PKU, (3, 64, 63, 17), (2, 16, 7, 19), (2, 64, 1, 25), (4, 48, 300,
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", GPU_SHAPES, ids=SHAPE_ID)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("backend", fused_backends(SPEC, device="cuda"))
 def test_gpu_fp32_parity(backend, shape):
     """IEEE fp32 dots ("highest"): output and gradients finite and within 1e-5, the second call's outputs in
@@ -241,7 +224,7 @@ def test_gpu_fp32_parity(backend, shape):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", GPU_SHAPES[:4], ids=SHAPE_ID)
+@pytest.mark.parametrize("shape", GPU_SHAPES[:4], ids=shape_id)
 @pytest.mark.parametrize("backend", fused_backends(SPEC, device="cuda", only=("triton",)))
 def test_triton_gpu_tf32_parity(backend, shape):
     """With TF32 allowed ("high") the Triton dot dF = dY^T X runs on the tensor cores: within 1e-3, and really

@@ -11,29 +11,28 @@ CUDA kernels on a GPU), the forward and the gradients of every input are compare
 run on exactly the values the backend sees (inputs and cotangent drawn in float64, rounded to the dtype, widened
 back). A backend that cannot run here is skipped with the reason.
 
-Dtypes: float64 and float32 (one test); float16 and bfloat16 (another), bfloat16 not for triton under its CPU
-interpreter, which cannot run it (skipped with that reason; it runs on a GPU).
-
-Tolerances (||out-ref||/||ref|| against float64, docs/architecture.md#parity; fp64 as in the op tests): fp64 <=
-1e-10, fp32 <= 1e-5; float16 and bfloat16: <= 2x the error (against the same float64 reference) of the
-plain-PyTorch reference run in that dtype on the same inputs and cotangent, and never below fp32's 1e-5 (the
-fused kernels accumulate in fp32: where the 16-bit reference is exact, e.g. a gradient that is a single product
-or sum of representable numbers, their fp32 rounding is all that is left). dbeta, a reduction down to one number,
-and dJ, a sum over the frames, are measured against at least the L2 norm of their summands
-(``gradient_error_floors``), the typical size of a sum of that many random-sign terms: a chance cancellation of the exact sum must not turn rounding into a failure (the
-same floor for the fused error and for the 16-bit reference's).
+Dtypes: float64 and float32 in one test, float16 and bfloat16 in another (bfloat16 skipped, with that reason, for
+triton under its CPU interpreter, which cannot run it; it runs on a GPU). Tolerances, ||out-ref||/||ref|| against
+float64 as ``hypothesis_cases.check_parity`` judges them (docs/architecture.md#parity): fp64 <= 1e-10, fp32 <= 1e-5,
+16 bits <= 2x the error of the plain-PyTorch reference run in that dtype on the same inputs and cotangent, never
+below fp32's 1e-5 (the fused kernels accumulate in fp32: where the 16-bit reference is exact, their fp32 rounding is
+all that is left). dbeta, a reduction down to one number, and dJ, a sum over the frames, are measured against at
+least the L2 norm of their summands (``gradient_error_floors``), the typical size of a sum of that many random-sign
+terms: a chance cancellation of the exact sum must not turn rounding into a failure (the same floor for the fused
+error and for the 16-bit reference's).
 
 The interpreter is slow (~0.1 s per program): shapes are tiny, few examples for triton on CPU, more for the
 compiled kernels.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypothesis_cases import GRAPH_CONV_DRAWS, check_parity, examples, layouts
+from hypothesis_cases import GRAPH_CONV_DRAWS, check_drawn_cases, check_parity, examples, layouts
 from op_checks import DEVICE, fused_backends
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME, adaptive_graph_conv
 from trgnet_fast.ops.adaptive_graph_conv.reference import adaptive_graph_conv_reference, gradient_error_floors
@@ -67,19 +66,14 @@ DRAWS = dict(scalar_beta=st.booleans(), drawn_layouts=layouts(DIMS), **GRAPH_CON
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC, device=DEVICE))
 def test_adaptive_graph_conv_property(backend):
-    """fp64 / fp32: within TOL of the float64 reference."""
-    @settings(max_examples=examples(backend, 6, 50), deadline=None)
-    @given(dtype=st.sampled_from([torch.float64, torch.float32]), **DRAWS)
-    def case(dtype, **draws):
-        check(backend, dtype, **draws)
-    case()
+    """fp64 / fp32: the output and the gradients of x, p, q, beta and both graphs within TOL of the float64
+    reference."""
+    check_drawn_cases(partial(check, backend), examples(backend, 6, 50),
+                      dtype=st.sampled_from([torch.float64, torch.float32]), **DRAWS)
 
 
 @pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, (torch.float16, torch.bfloat16), device=DEVICE))
 def test_adaptive_graph_conv_property_16bit(backend, dtype):
-    """fp16 / bf16: within 2x the error of the same-dtype PyTorch reference (not below 1e-5)."""
-    @settings(max_examples=examples(backend, 5, 50), deadline=None)
-    @given(**DRAWS)
-    def case(**draws):
-        check(backend, dtype, **draws)
-    case()
+    """fp16 / bf16: the output and the gradients of x, p, q, beta and both graphs within 2x the error of the
+    same-dtype PyTorch reference (not below 1e-5)."""
+    check_drawn_cases(partial(check, backend, dtype), examples(backend, 5, 50), **DRAWS)

@@ -1,12 +1,14 @@
-"""Argument checks of trgnet_fast.ops.adaptive_graph_conv:
+"""Argument checks of trgnet_fast.ops.adaptive_graph_conv (x, p, q, beta, the channel and the joint graph), from the
+outside in:
 
-* the public function, every ``backend=`` value: a ``ValueError`` naming the argument (the op validates once:
-  itself for torch / cuda, the raw Triton op for triton);
-* the raw native ops ``torch.ops.trgnet.adaptive_graph_conv`` (+ ``_backward``): the C++ checks (``RuntimeError``);
-* the raw Triton ops ``torch.ops.trgnet_triton.adaptive_graph_conv`` (+ ``_backward``): the kernels index flat
-  row-major layouts in one dtype, so the ops themselves reject a non-contiguous, mistyped, misplaced or misshaped
-  argument with a ``ValueError`` naming the op and the argument; valid calls still match the float64 reference.
-  Tiny shapes: on a CPU-only machine the kernels run in Triton's interpreter.
+* ``adaptive_graph_conv`` with each ``backend=`` value raises a ``ValueError`` naming the bad argument (torch and
+  cuda validate in the function, triton in its raw op);
+* the C++ checks of the raw native ops ``torch.ops.trgnet.adaptive_graph_conv`` and ``_backward`` raise a
+  ``RuntimeError``;
+* the raw Triton ops ``torch.ops.trgnet_triton.adaptive_graph_conv`` and ``_backward`` take valid float64 arguments
+  to the float64 reference's values and refuse, with a ``ValueError`` naming the op and the argument, what their
+  kernels cannot index (they read flat row-major layouts of one dtype): a non-contiguous, mistyped, misplaced or
+  misshaped argument. The shapes are tiny: without a GPU the kernels run in Triton's interpreter.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import pytest
 import torch
 
 from adaptive_cases import NAMES, make_inputs
-from op_checks import (BACKEND_DEVICE, DEVICE, TOL, api_backends, assert_raw_triton_op_rejects, needs,
-                       non_contiguous, rel_err, run_with_grads, triton_ops, with_arg)
+from op_checks import (BACKEND_DEVICE, DEVICE, TOL, api_backends, assert_native_op_rejects,
+                       assert_raw_triton_op_rejects_case, needs, non_contiguous, raw_triton_op_cases, rel_err,
+                       run_with_grads, triton_ops, with_arg)
 from trgnet_fast.ops.adaptive_graph_conv import OP_NAME, adaptive_graph_conv
 from trgnet_fast.ops.adaptive_graph_conv.reference import adaptive_graph_conv_reference
 from trgnet_fast.ops.registry import OPS
@@ -63,9 +66,8 @@ def test_rejects_bad_inputs(case, backend):
 
 def test_native_rejects_bad_inputs(native):
     x, p, q, beta, G, J = make_inputs(2, 3, 4, 5, dtype=torch.float32)
-    op = native.adaptive_graph_conv
     nc = non_contiguous
-    cases = [
+    assert_native_op_rejects(native.adaptive_graph_conv, [
         ((nc(x), p, q, beta, G, J), "argument 'x': expected a contiguous"),
         ((x[0], p, q, beta, G, J), "argument 'x': expected a 4-D tensor"),
         ((x.int(), p.int(), q.int(), beta.int(), G.int(), J.int()), "argument 'x': expected dtype"),
@@ -78,21 +80,14 @@ def test_native_rejects_bad_inputs(native):
         ((x, p, q, beta, nc(G), J), "argument 'channel_graph': expected a contiguous"),
         ((x, p, q, beta, G, J[:4].contiguous()), "argument 'joint_graph': expected shape"),
         ((x, p, q, beta, G, J.bfloat16()), "argument 'joint_graph': expected dtype"),
-    ]
-    for args, msg in cases:
-        with pytest.raises(RuntimeError, match=msg):
-            op(*args)
-    bwd = native.adaptive_graph_conv_backward
+    ])
     g = torch.randn_like(x)
-    cases = [
+    assert_native_op_rejects(native.adaptive_graph_conv_backward, [
         ((g[:, :2].contiguous(), x, p, q, beta, G, J), "argument 'grad_out': expected shape"),
         ((g.double(), x, p, q, beta, G, J), "argument 'grad_out': expected dtype"),
         ((nc(g), x, p, q, beta, G, J), "argument 'grad_out': expected a contiguous"),
         ((g, x, p, q, beta, G, J[:, :4].contiguous()), "argument 'joint_graph': expected shape"),
-    ]
-    for args, msg in cases:
-        with pytest.raises(RuntimeError, match=msg):
-            bwd(*args)
+    ])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,6 +103,19 @@ def _backward_args():
 
 
 VALID_ARGS = {OP_NAME: _forward_args, f"{OP_NAME}_backward": _backward_args}
+
+
+@needs("triton", DEVICE)
+def test_raw_triton_op_valid_calls_match_reference():
+    ops = triton_ops()
+    args = _backward_args()
+    grad_out, *inputs = args.values()
+    ref_out, ref_grads = run_with_grads(adaptive_graph_conv_reference, inputs, grad_out)
+    assert rel_err(ops.adaptive_graph_conv(*inputs), ref_out) <= F64_TOL
+    grads = ops.adaptive_graph_conv_backward(grad_out, *inputs)
+    for name, g, r in zip(NAMES, grads, ref_grads):
+        assert rel_err(g, r) <= F64_TOL, name
+
 
 # (id, change of the valid arguments, argument named, start of the message after "<name>: expected ")
 FORWARD_CASES = [
@@ -134,23 +142,8 @@ BACKWARD_CASES = [
     ("joint_graph-shape", with_arg("joint_graph", lambda t: t[:, :-1].contiguous()), "joint_graph", "shape (V, V)"),
 ]
 
-RAW_CASES = [(OP_NAME, case) for case in FORWARD_CASES] + [(f"{OP_NAME}_backward", case) for case in BACKWARD_CASES]
-
 
 @needs("triton", DEVICE)
-@pytest.mark.parametrize("op, case", RAW_CASES, ids=[f"{op}-{case[0]}" for op, case in RAW_CASES])
+@pytest.mark.parametrize("op, case", raw_triton_op_cases(OP_NAME, FORWARD_CASES, BACKWARD_CASES))
 def test_raw_triton_op_rejects_bad_argument(op, case):
-    _, change, name, expected = case
-    assert_raw_triton_op_rejects(op, change(VALID_ARGS[op]()), name, expected)
-
-
-@needs("triton", DEVICE)
-def test_raw_triton_op_valid_calls_match_reference():
-    ops = triton_ops()
-    args = _backward_args()
-    grad_out, *inputs = args.values()
-    ref_out, ref_grads = run_with_grads(adaptive_graph_conv_reference, inputs, grad_out)
-    assert rel_err(ops.adaptive_graph_conv(*inputs), ref_out) <= F64_TOL
-    grads = ops.adaptive_graph_conv_backward(grad_out, *inputs)
-    for name, g, r in zip(NAMES, grads, ref_grads):
-        assert rel_err(g, r) <= F64_TOL, name
+    assert_raw_triton_op_rejects_case(op, case, VALID_ARGS)

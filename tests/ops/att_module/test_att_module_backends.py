@@ -19,16 +19,15 @@ import pytest
 import torch
 
 from att_module_cases import CASES as CASES_OF_OP
-from att_module_cases import assert_close_to_reference, case_inputs, fused, raw_args, size
-from op_checks import (BACKEND_DEVICE, INTERPRETED, assert_compiled_matches_eager, backends_and_devices,
-                       fused_backends, rel_err)
+from att_module_cases import case_inputs, raw_args, size
+from op_checks import (BACKEND_DEVICE, TOL, assert_compiled_matches_eager, assert_raw_ops_deterministic,
+                       backends_and_devices, fused_backend_cases, fused_backends, opcheck_raw_ops, rel_err)
 from trgnet_fast.model.attention import AttModule
 from trgnet_fast.ops.att_module import OP_NAME
 from trgnet_fast.ops.att_module.reference import sequence_spans
 from trgnet_fast.ops.registry import OPS
 
 SPEC = OPS[OP_NAME]
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 CASES = {  # every dilation class, mode, layout, mask and dropout; odd C, T and head dims
     "enc-d1": size(2, 13, c=8, heads=4, dilation=1),
@@ -43,12 +42,11 @@ CASES = {  # every dilation class, mode, layout, mask and dropout; odd C, T and 
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("backend", fused_backends(SPEC))
+@pytest.mark.parametrize("backend, case, dtype", fused_backend_cases(SPEC, CASES))
 def test_forward_and_every_gradient(backend, case, dtype):
-    inputs = case_inputs(CASES[case], device=BACKEND_DEVICE[backend])
-    assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
+    """The output and the gradients of x, values, the 12 weights and biases and alpha against the float64
+    reference: every dilation class, mode, layout, mask and dropout."""
+    CASES_OF_OP.assert_case_close_to_reference(CASES[case], backend, dtype)
 
 
 def _expected_states(inputs):
@@ -111,13 +109,10 @@ def test_dropout_acts_and_follows_the_seed(backend):
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_bitwise_deterministic(ops, backend):
-    inputs = case_inputs(CASES["dec-packed-dropout"], dtype=torch.float32, device=BACKEND_DEVICE[backend])
-    args = raw_args(inputs)
-    first, second = ops.att_module(*args), ops.att_module(*args)
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
-    grad_out = torch.randn_like(first[0])
-    back = [ops.att_module_backward(grad_out, *args[:18], *first[1:], *args[18:]) for _ in range(2)]
-    assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*back))
+    args = raw_args(case_inputs(CASES["dec-packed-dropout"], dtype=torch.float32, device=BACKEND_DEVICE[backend]))
+    # the backward takes the saved states between the tensors and the scalars
+    assert_raw_ops_deterministic(ops.att_module, ops.att_module_backward, args,
+                                 lambda outputs: (torch.randn_like(outputs[0]), *args[:18], *outputs[1:], *args[18:]))
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
@@ -137,18 +132,15 @@ def test_16bit_forward_and_grads(backend, dtype):
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
 def test_opcheck(ops, backend, device):
-    """Schema, fake-tensor and autograd registration checks of the forward and backward ops (under Triton's CPU
-    interpreter the schema only: docs/architecture.md#triton-interpreter)."""
-    kwargs = {"test_utils": ("test_schema",)} if backend == "triton" and device == "cpu" else {}
-    inputs = case_inputs(CASES["dec-packed-dropout"], device=device)
-    args = raw_args(inputs)
-    for i in (0, 1, *range(4, 17)):
-        args[i] = args[i].requires_grad_(True)
-    torch.library.opcheck(ops.att_module.default, tuple(args), **kwargs)
-    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    out, *states = ops.att_module(*detached)
-    torch.library.opcheck(ops.att_module_backward.default,
-                          (torch.randn_like(out), *detached[:18], *states, *detached[18:]), **kwargs)
+    """Schema, fake-tensor and autograd registration checks of the forward and backward ops, x, values, the 12
+    weights and biases and alpha requiring grad."""
+    def backward_calls(args):
+        out, *states = ops.att_module(*args)
+        return [(torch.randn_like(out), *args[:18], *states, *args[18:])]
+
+    args = raw_args(case_inputs(CASES["dec-packed-dropout"], device=device))
+    opcheck_raw_ops(ops.att_module, ops.att_module_backward, args, (0, 1, *range(4, 17)), backward_calls, backend,
+                    device)
 
 
 GRADCHECK_SIZE = size(2, 5, c=4, heads=2, dilation=2, mode="decoder", layout="rows", masked=True)
@@ -158,14 +150,7 @@ GRADCHECK_SIZE = size(2, 5, c=4, heads=2, dilation=2, mode="decoder", layout="ro
 def test_gradcheck(backend):
     """Finite differences of the fused op w.r.t. x, values, the dilated conv's weight and alpha (the rest follow
     from the parity tests)."""
-    inputs = case_inputs(GRADCHECK_SIZE, device=BACKEND_DEVICE[backend])
-    names = ("x", "values", "conv_weight", "alpha")
-    leaves = [inputs[n].clone().requires_grad_(True) for n in names]
-
-    def f(*tensors):
-        return fused(backend)(**inputs | dict(zip(names, tensors)))
-
-    assert torch.autograd.gradcheck(f, leaves, fast_mode=INTERPRETED and backend == "triton")
+    CASES_OF_OP.assert_gradcheck(GRADCHECK_SIZE, backend, ("x", "values", "conv_weight", "alpha"))
 
 
 class _EncoderLayer(torch.nn.Module):
@@ -207,5 +192,4 @@ def test_gpu_paper_sizes(backend, index):
     """The GPU kernels at TRGNet's size (N = 8, T = 6000, C = 64, dilation 512 and 1, encoder and decoder with
     mask and dropout), C = 256 and a packed batch: float32 output and every gradient against the float64
     reference (``assert_close_to_reference``)."""
-    inputs = case_inputs(SPEC.parity_sizes["cuda"][index], device="cuda")
-    assert_close_to_reference(inputs, backend, TOL[torch.float32], torch.float32)
+    CASES_OF_OP.assert_gpu_paper_size_close_to_reference(backend, index)

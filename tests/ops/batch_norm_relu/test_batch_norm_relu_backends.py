@@ -13,16 +13,17 @@ own; determinism; fp16; opcheck; gradcheck; compile; a property test over random
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batch_norm_relu_cases import CASES as CASES_OF_OP
-from batch_norm_relu_cases import assert_close_to_reference, case_inputs, fused, raw_args, size
-from hypothesis_cases import examples, seeded, with_layout
-from op_checks import (BACKEND_DEVICE, INTERPRETED, TOL, assert_compiled_matches_eager, backends_and_devices,
-                       fused_backends, rel_err)
+from batch_norm_relu_cases import assert_close_to_reference, case_inputs, raw_args, size
+from hypothesis_cases import check_drawn_cases, examples
+from op_checks import (BACKEND_DEVICE, TOL, assert_compiled_matches_eager, assert_raw_ops_deterministic,
+                       backends_and_devices, fused_backend_cases, fused_backends, opcheck_raw_ops, rel_err)
 from trgnet_fast.ops.batch_norm_relu import OP_NAME, batch_norm_relu, batch_norm_relu_backward
 from trgnet_fast.ops.batch_norm_relu.reference import batch_norm_relu_backward_reference, batch_norm_relu_reference
 from trgnet_fast.ops.registry import OPS
@@ -39,12 +40,11 @@ CASES = {  # odd C, T, V; residual and mask crossed; one frame; a large channel 
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("backend", fused_backends(SPEC))
+@pytest.mark.parametrize("backend, case, dtype", fused_backend_cases(SPEC, CASES))
 def test_forward_and_every_gradient(backend, case, dtype):
-    inputs = case_inputs(CASES[case], device=BACKEND_DEVICE[backend])
-    assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
+    """The output and the gradients of x, residual, weight and bias against the float64 reference, with and
+    without residual and mask, one frame and many blocks of frames."""
+    CASES_OF_OP.assert_case_close_to_reference(CASES[case], backend, dtype)
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
@@ -98,51 +98,43 @@ def test_a_large_channel_mean_in_float32(backend):
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_bitwise_deterministic(ops, backend):
     inputs = case_inputs(CASES["many-blocks"], dtype=torch.float32, device=BACKEND_DEVICE[backend])
-    args = raw_args(inputs)
-    first, second = ops.batch_norm_relu(*args), ops.batch_norm_relu(*args)
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
-    out, mean, var = first
-    grad_out = torch.randn_like(out)
-    back = [ops.batch_norm_relu_backward(grad_out, out, inputs["x"], inputs["frame_mask"], inputs["weight"], mean,
-                                         var, inputs["eps"], True) for _ in range(2)]
-    assert len(back[0]) == 4
-    assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*back))
+
+    def backward_args(outputs):
+        out, mean, var = outputs
+        return (torch.randn_like(out), out, inputs["x"], inputs["frame_mask"], inputs["weight"], mean, var,
+                inputs["eps"], True)
+
+    grads = assert_raw_ops_deterministic(ops.batch_norm_relu, ops.batch_norm_relu_backward, raw_args(inputs),
+                                         backward_args)
+    assert len(grads) == 4
 
 
 @pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, dtypes=(torch.float16, torch.bfloat16)))
 def test_16bit_forward_and_grads(backend, dtype):
+    """16-bit x and residual, weight and bias in float32 (the state dtype): the output and the gradients within 2x
+    the error of the reference run in that dtype."""
     CASES_OF_OP.assert_16bit_forward_and_grads(CASES["masked-residual"], backend, BACKEND_DEVICE[backend], dtype)
 
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
 def test_opcheck(ops, backend, device):
-    """Schema, fake-tensor and autograd registration checks of the forward and backward ops (under Triton's CPU
-    interpreter the schema only: docs/architecture.md#triton-interpreter)."""
-    kwargs = {"test_utils": ("test_schema",)} if backend == "triton" and device == "cpu" else {}
-    inputs = case_inputs(CASES["masked-residual"], device=device)
-    args = raw_args(inputs)
-    for i in (0, 1, 3, 4):  # x, residual, weight, bias
-        args[i] = args[i].requires_grad_(True)
-    torch.library.opcheck(ops.batch_norm_relu.default, tuple(args), **kwargs)
-    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    out, mean, var = ops.batch_norm_relu(*detached)
-    for residual_grad in (True, False):
-        torch.library.opcheck(ops.batch_norm_relu_backward.default,
-                              (torch.randn_like(out), out, detached[0], detached[2], detached[3], mean, var,
-                               detached[5], residual_grad), **kwargs)
+    """Schema, fake-tensor and autograd registration checks of the forward op (x, residual, weight and bias
+    requiring grad) and of the backward op with and without the residual's gradient."""
+    def backward_calls(args):
+        out, mean, var = ops.batch_norm_relu(*args)
+        return [(torch.randn_like(out), out, args[0], args[2], args[3], mean, var, args[5], residual_grad)
+                for residual_grad in (True, False)]
+
+    opcheck_raw_ops(ops.batch_norm_relu, ops.batch_norm_relu_backward,
+                    raw_args(case_inputs(CASES["masked-residual"], device=device)), (0, 1, 3, 4), backward_calls,
+                    backend, device)
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_gradcheck(backend):
     """Finite differences of the fused op w.r.t. x, residual, weight and bias (float64)."""
-    inputs = case_inputs(size(2, 5, c=3, v=17, masked=True, residual=True), device=BACKEND_DEVICE[backend])
-    names = ("x", "residual", "weight", "bias")
-    leaves = [inputs[n].clone().requires_grad_(True) for n in names]
-
-    def f(*tensors):
-        return fused(backend)(**inputs | dict(zip(names, tensors)))
-
-    assert torch.autograd.gradcheck(f, leaves, fast_mode=INTERPRETED and backend == "triton")
+    CASES_OF_OP.assert_gradcheck(size(2, 5, c=3, v=17, masked=True, residual=True), backend,
+                                 ("x", "residual", "weight", "bias"))
 
 
 class _Tail(torch.nn.Module):
@@ -181,21 +173,16 @@ DRAWS = dict(n=st.integers(1, 3), c=st.integers(1, 9), t=st.integers(1, 40), v=s
              seed=st.integers(0, 2 ** 32 - 1), dtype=st.sampled_from([torch.float32, torch.float64]))
 
 
+def _drawn_case(backend, n, c, t, v, masked, residual, memory, seed, dtype):
+    CASES_OF_OP.assert_seeded_case_close_to_reference(size(n, t, c=c, v=v, masked=masked, residual=residual), backend,
+                                                      seed, dtype, {"x": (memory, (2, 3))})
+
+
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_fused_backend_property(backend):
     """Random sizes, masks (lengths down to 1 frame), residual or not, dtypes and memory layouts of x, each against
     the float64 reference."""
-    device = BACKEND_DEVICE[backend]
-
-    @settings(max_examples=examples(backend, 10, 50), deadline=None)
-    @given(**DRAWS)
-    def case(n, c, t, v, masked, residual, memory, seed, dtype):
-        with seeded(seed):
-            inputs = case_inputs(size(n, t, c=c, v=v, masked=masked, residual=residual), device=device, seed=seed)
-            inputs["x"] = with_layout(inputs["x"], memory, (2, 3))
-            assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
-
-    case()
+    check_drawn_cases(partial(_drawn_case, backend), examples(backend, 10, 50), **DRAWS)
 
 
 @pytest.mark.gpu
@@ -204,5 +191,4 @@ def test_fused_backend_property(backend):
 def test_gpu_paper_sizes(backend, index):
     """The GPU kernels at SP's size (N = 8, T = 6000, C = 64, V = 25, masked, with and without the residual), odd
     sizes and one frame: float32 output and every gradient against the float64 reference."""
-    inputs = case_inputs(SPEC.parity_sizes["cuda"][index], device="cuda")
-    assert_close_to_reference(inputs, backend, TOL[torch.float32], torch.float32)
+    CASES_OF_OP.assert_gpu_paper_size_close_to_reference(backend, index)

@@ -13,16 +13,17 @@ plain float32 run's error, ``op_cases.OpCases.tolerances``). Fresh random inputs
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dilated_residual_cases import CASES as CASES_OF_OP
-from dilated_residual_cases import assert_close_to_reference, case_inputs, fused, raw_args, size
-from hypothesis_cases import examples, seeded, with_layout
-from op_checks import (BACKEND_DEVICE, INTERPRETED, TOL, assert_compiled_matches_eager, backends_and_devices,
-                       fused_backends)
+from dilated_residual_cases import case_inputs, raw_args, size
+from hypothesis_cases import check_drawn_cases, examples
+from op_checks import (BACKEND_DEVICE, TOL, assert_compiled_matches_eager, assert_raw_ops_deterministic,
+                       backends_and_devices, fused_backend_cases, fused_backends, opcheck_raw_ops)
 from trgnet_fast.model.temporal import DilatedResidualLayer
 from trgnet_fast.ops.dilated_residual import OP_NAME
 from trgnet_fast.ops.registry import OPS
@@ -41,12 +42,11 @@ CASES = {  # every dilation class and layout, mask and dropout; odd C and T
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("backend", fused_backends(SPEC))
+@pytest.mark.parametrize("backend, case, dtype", fused_backend_cases(SPEC, CASES))
 def test_forward_and_every_gradient(backend, case, dtype):
-    inputs = case_inputs(CASES[case], device=BACKEND_DEVICE[backend])
-    assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
+    """The output and the gradients of x and both convs' weights and biases against the float64 reference: every
+    dilation class, layout, mask and dropout."""
+    CASES_OF_OP.assert_case_close_to_reference(CASES[case], backend, dtype)
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
@@ -63,14 +63,10 @@ def test_dropout_acts_and_follows_the_seed(backend):
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_bitwise_deterministic(ops, backend):
-    inputs = case_inputs(CASES["packed-dropout"], dtype=torch.float32, device=BACKEND_DEVICE[backend])
-    args = raw_args(inputs)
-    first, second = ops.dilated_residual(*args), ops.dilated_residual(*args)
-    assert torch.equal(first, second)
-    grad_out = torch.randn_like(first)
-    back = [ops.dilated_residual_backward(grad_out, *args) for _ in range(2)]
-    assert len(back[0]) == 5
-    assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*back))
+    args = raw_args(case_inputs(CASES["packed-dropout"], dtype=torch.float32, device=BACKEND_DEVICE[backend]))
+    grads = assert_raw_ops_deterministic(ops.dilated_residual, ops.dilated_residual_backward, args,
+                                         lambda out: (torch.randn_like(out), *args))
+    assert len(grads) == 5
 
 
 @pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, dtypes=(torch.float16, torch.bfloat16)))
@@ -80,30 +76,18 @@ def test_16bit_forward_and_grads(backend, dtype):
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
 def test_opcheck(ops, backend, device):
-    """Schema, fake-tensor and autograd registration checks of the forward and backward ops (under Triton's CPU
-    interpreter the schema only: docs/architecture.md#triton-interpreter)."""
-    kwargs = {"test_utils": ("test_schema",)} if backend == "triton" and device == "cpu" else {}
-    inputs = case_inputs(CASES["packed-dropout"], device=device)
-    args = raw_args(inputs)
-    for i in (0, 3, 4, 5, 6):  # x and the four weights and biases
-        args[i] = args[i].requires_grad_(True)
-    torch.library.opcheck(ops.dilated_residual.default, tuple(args), **kwargs)
-    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    out = ops.dilated_residual(*detached)
-    torch.library.opcheck(ops.dilated_residual_backward.default, (torch.randn_like(out), *detached), **kwargs)
+    """Schema, fake-tensor and autograd registration checks of the forward and backward ops, x and the four weights
+    and biases requiring grad."""
+    opcheck_raw_ops(ops.dilated_residual, ops.dilated_residual_backward,
+                    raw_args(case_inputs(CASES["packed-dropout"], device=device)), (0, 3, 4, 5, 6),
+                    lambda args: [(torch.randn_like(ops.dilated_residual(*args)), *args)], backend, device)
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_gradcheck(backend):
     """Finite differences of the fused op w.r.t. x and both weights (the biases follow from the parity tests)."""
-    inputs = case_inputs(size(2, 5, c=4, dilation=2, layout="rows", masked=True), device=BACKEND_DEVICE[backend])
-    names = ("x", "conv_weight", "conv_out_weight")
-    leaves = [inputs[n].clone().requires_grad_(True) for n in names]
-
-    def f(*tensors):
-        return fused(backend)(**inputs | dict(zip(names, tensors)))
-
-    assert torch.autograd.gradcheck(f, leaves, fast_mode=INTERPRETED and backend == "triton")
+    CASES_OF_OP.assert_gradcheck(size(2, 5, c=4, dilation=2, layout="rows", masked=True), backend,
+                                 ("x", "conv_weight", "conv_out_weight"))
 
 
 # triton_op under torch.compile fails on Triton's CPU interpreter (docs/architecture.md#triton-interpreter): the
@@ -129,22 +113,16 @@ DRAWS = dict(n=st.integers(1, 3), c=st.integers(1, 20), t=st.integers(1, 40),
              dtype=st.sampled_from([torch.float32, torch.float64]))
 
 
+def _drawn_case(backend, n, c, t, dilation, layout, masked, dropout, memory, seed, dtype):
+    s = size(n, max(t, n), c=c, dilation=dilation, layout=layout, masked=masked, dropout=dropout)
+    CASES_OF_OP.assert_seeded_case_close_to_reference(s, backend, seed, dtype, {"x": (memory, (1, 2))})
+
+
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_fused_backend_property(backend):
     """Random sizes, dilations, layouts (lengths drawn down to 1 frame), masks, dropout, dtypes and memory layouts
     of x, each against the float64 reference."""
-    device = BACKEND_DEVICE[backend]
-
-    @settings(max_examples=examples(backend, 12, 60), deadline=None)
-    @given(**DRAWS)
-    def case(n, c, t, dilation, layout, masked, dropout, memory, seed, dtype):
-        with seeded(seed):
-            inputs = case_inputs(size(n, max(t, n), c=c, dilation=dilation, layout=layout, masked=masked,
-                                      dropout=dropout), device=device, seed=seed)
-            inputs["x"] = with_layout(inputs["x"], memory, (1, 2))
-            assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
-
-    case()
+    check_drawn_cases(partial(_drawn_case, backend), examples(backend, 12, 60), **DRAWS)
 
 
 @pytest.mark.gpu
@@ -153,5 +131,4 @@ def test_fused_backend_property(backend):
 def test_gpu_paper_sizes(backend, index):
     """The GPU kernels at TRGNet's size (N = 8, T = 6000, C = 64, dilation 512 and 1 with mask and dropout),
     C = 256 and a packed batch: float32 output and every gradient against the float64 reference."""
-    inputs = case_inputs(SPEC.parity_sizes["cuda"][index], device="cuda")
-    assert_close_to_reference(inputs, backend, TOL[torch.float32], torch.float32)
+    CASES_OF_OP.assert_gpu_paper_size_close_to_reference(backend, index)

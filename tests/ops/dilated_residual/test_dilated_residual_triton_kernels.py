@@ -16,32 +16,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dilated_residual_cases import SCALAR_ARGS, TENSOR_ARGS, case_inputs, raw_args, reference_run, run, size
-from op_checks import DEVICE, TOL, rel_err
-from trgnet_fast.ops.dilated_residual.spec import SPEC
+from dilated_residual_cases import CASES as CASES_OF_OP
+from dilated_residual_cases import case_inputs, raw_args, size
+from op_checks import DEVICE, rel_err
 
 kernels = pytest.importorskip("trgnet_fast.ops.dilated_residual.triton_kernels")
 am_kernels = pytest.importorskip("trgnet_fast.ops.att_module.triton_kernels")
-la_kernels = pytest.importorskip("trgnet_fast.ops.linear_attention.triton_kernels")
 
 
 def triton_fn(**kw):
     return kernels.dilated_residual_triton(*raw_args(kw))
-
-
-def errors(inputs, grad_out=None):
-    """{name: relative error} of the Triton op's out and gradients against the float64 reference (the weights'
-    and biases' errors relative to max(||ref||, their gradient_error_floors))."""
-    grad_out = torch.randn_like(inputs["x"], dtype=torch.float64) if grad_out is None else grad_out
-    out, grads = run(triton_fn, inputs, grad_out)
-    ref_out, ref_grads = reference_run(inputs, grad_out)
-    floors = SPEC.grad_error_floor(inputs, grad_out)
-    assert out.dtype == inputs["x"].dtype and torch.isfinite(out).all()
-    errs = {"out": rel_err(out, ref_out)}
-    for name, g in grads.items():
-        assert g.dtype == inputs[name].dtype and g.shape == inputs[name].shape and torch.isfinite(g).all(), name
-        errs[name] = rel_err(g, ref_grads[name], floors.get(name, 0.0))
-    return errs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,8 +54,7 @@ def test_cases_cover_every_dilation_class_and_layout():
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_float64_parity(case):
-    errs = errors(case_inputs(CASES[case], device=DEVICE))
-    assert max(errs.values()) <= TOL[torch.float64], errs
+    CASES_OF_OP.assert_float64_parity(triton_fn, case_inputs(CASES[case], device=DEVICE))
 
 
 @pytest.mark.parametrize("target_slots", [1, 3], ids=["one-chunk", "three-chunks"])
@@ -80,8 +63,7 @@ def test_float64_parity_chunks_of_several_tiles(monkeypatch, target_slots):
     # partial), the weight-gradient partials accumulate over tiles and are reduced over chunks
     monkeypatch.setattr(am_kernels, "TARGET_SLOTS", target_slots)
     inputs = case_inputs(size(3, 150, c=8, dilation=7, layout="packed", masked=True, dropout=True), device=DEVICE)
-    errs = errors(inputs)
-    assert max(errs.values()) <= TOL[torch.float64], errs
+    CASES_OF_OP.assert_float64_parity(triton_fn, inputs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,18 +76,10 @@ def test_empty_sequences_and_uncovered_frames(monkeypatch, dropout):
     length, everything is written, and equal to the reference and to an unpoisoned run."""
     inputs = case_inputs(size(3, 12, c=8, dilation=2, layout="rows", masked=True, dropout=dropout), device=DEVICE)
     inputs["cu_seqlens"] = torch.tensor([0, 5, 5, 9], dtype=torch.int32, device=DEVICE)
-    grad_out = torch.randn_like(inputs["x"])
-    clean_out, clean_grads = run(triton_fn, inputs, grad_out)
-    monkeypatch.setattr(la_kernels, "POISON_OUTPUTS", True)
-    errs = errors(inputs, grad_out)
-    assert max(errs.values()) <= TOL[torch.float64], errs
-    out, grads = run(triton_fn, inputs, grad_out)
+    out, grads = CASES_OF_OP.poisoned_run(monkeypatch, triton_fn, inputs)
     covered = torch.zeros_like(out, dtype=torch.bool)
     covered[0, :, :5] = covered[2, :, :4] = True
-    assert torch.equal(out, clean_out) and not out[~covered].any()
-    assert not grads["x"][~covered].any()
-    for name, g in grads.items():
-        assert torch.equal(g, clean_grads[name]), name
+    assert not out[~covered].any() and not grads["x"][~covered].any()
 
 
 def test_packed_with_an_empty_sequence_equals_each_sequence_alone():
@@ -129,18 +103,6 @@ def test_packed_with_an_empty_sequence_equals_each_sequence_alone():
 
 def test_launches_are_the_registry_kernels(monkeypatch):
     """Forward 1 launch, backward 3, in ``OpSpec.triton_kernels``' order, through the raw ops and autograd."""
-    original = kernels.wrap_triton
-    launches = []
-
-    def counting_wrap(kernel):
-        launches.append(getattr(kernel, "__name__", None) or kernel.fn.__name__)
-        return original(kernel)
-
-    monkeypatch.setattr(kernels, "wrap_triton", counting_wrap)
-    inputs = case_inputs(size(2, 20, c=8, dilation=2, layout="rows", masked=True, dropout=True), device=DEVICE)
-    out, _ = run(triton_fn, inputs, torch.randn_like(inputs["x"]))
-    assert launches == list(SPEC.triton_kernels)
-    launches.clear()
-    kernels.dilated_residual_backward_triton(torch.randn_like(out), *(inputs[k] for k in TENSOR_ARGS),
-                                             *(inputs[k] for k in SCALAR_ARGS))
-    assert launches == list(SPEC.triton_kernels[1:])
+    CASES_OF_OP.assert_launches_are_the_registry_kernels(
+        monkeypatch, kernels, kernels.dilated_residual_triton, kernels.dilated_residual_backward_triton,
+        size(2, 20, c=8, dilation=2, layout="rows", masked=True, dropout=True), forward_launches=1)

@@ -13,14 +13,17 @@ fp64 <= 1e-10, fp32 <= 1e-5 (or twice a plain float32 run's error). Fresh random
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from frame_losses_cases import CASES as CASES_OF_OP
 from frame_losses_cases import assert_close_to_reference, case_inputs, fused, raw_args, reference_run, run, size
-from hypothesis_cases import examples, seeded
-from op_checks import BACKEND_DEVICE, INTERPRETED, TOL, backends_and_devices, fused_backends, rel_err
+from hypothesis_cases import check_drawn_cases, examples
+from op_checks import (BACKEND_DEVICE, TOL, assert_raw_ops_deterministic, backends_and_devices, fused_backend_cases,
+                       fused_backends, opcheck_raw_ops, rel_err)
 from trgnet_fast.ops.frame_losses import OP_NAME
 from trgnet_fast.ops.registry import OPS
 
@@ -38,12 +41,9 @@ CASES = {  # (S, R, N, K, T)
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("backend", fused_backends(SPEC))
+@pytest.mark.parametrize("backend, case, dtype", fused_backend_cases(SPEC, CASES))
 def test_terms_and_both_gradients(backend, case, dtype):
-    inputs = case_inputs(CASES[case], device=BACKEND_DEVICE[backend])
-    assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
+    CASES_OF_OP.assert_case_close_to_reference(CASES[case], backend, dtype)
 
 
 @pytest.mark.parametrize("time_axis", [True, False], ids=["time", "classes"])
@@ -88,14 +88,11 @@ def test_indices_out_of_range_are_read_safely(backend):
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_bitwise_deterministic(ops, backend):
-    inputs = case_inputs(CASES["pku-classes-weighted"], dtype=torch.float32, device=BACKEND_DEVICE[backend])
-    args = raw_args(inputs)
-    first, second = ops.frame_losses(*args), ops.frame_losses(*args)
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
-    grad_terms = torch.randn(3)
-    back = [ops.frame_losses_backward(grad_terms, *args[:10], first[1], *args[10:]) for _ in range(2)]
-    assert len(back[0]) == 2
-    assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*back))
+    args = raw_args(case_inputs(CASES["pku-classes-weighted"], dtype=torch.float32, device=BACKEND_DEVICE[backend]))
+    # the backward takes time_lse between the tensors and the scalars
+    grads = assert_raw_ops_deterministic(ops.frame_losses, ops.frame_losses_backward, args,
+                                         lambda outputs: (torch.randn(3), *args[:10], outputs[1], *args[10:]))
+    assert len(grads) == 2
 
 
 @pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, dtypes=(torch.float16, torch.bfloat16)))
@@ -106,45 +103,28 @@ def test_16bit_logits(backend, dtype):
     inputs = case_inputs(CASES["pku-classes-weighted"], device=BACKEND_DEVICE[backend])
     for name in ("logits", "boundary_logits"):
         inputs[name] = inputs[name].to(dtype).double()  # the float64 reference sees exactly the 16-bit values
-    grad_terms = torch.randn(3, dtype=torch.float64)
-    ref_out, ref_grads = reference_run(inputs, grad_terms)
-    low_out, low_grads = reference_run(inputs, grad_terms, dtype)
-    out, grads = run(fused(backend), inputs, grad_terms, dtype)
-    assert out.dtype == torch.float32
-    assert rel_err(out, ref_out) <= 2 * rel_err(low_out, ref_out) + 1e-6
-    for name, g in grads.items():
-        assert g.dtype == dtype, name
-        assert rel_err(g, ref_grads[name]) <= 2 * rel_err(low_grads[name], ref_grads[name]) + 1e-3, name
+    CASES_OF_OP.assert_16bit_close_to_reference(inputs, torch.randn(3, dtype=torch.float64), backend, dtype,
+                                                out_dtype=torch.float32, out_slack=1e-6)
 
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
 def test_opcheck(ops, backend, device):
-    """Schema, fake-tensor and autograd registration checks of the forward and backward ops (under Triton's CPU
-    interpreter the schema only: docs/architecture.md#triton-interpreter)."""
-    kwargs = {"test_utils": ("test_schema",)} if backend == "triton" and device == "cpu" else {}
-    inputs = case_inputs(CASES["classes-weighted"], device=device)
-    args = raw_args(inputs)
-    for i in (0, 6):  # logits, boundary_logits
-        args[i] = args[i].requires_grad_(True)
-    torch.library.opcheck(ops.frame_losses.default, tuple(args), **kwargs)
-    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    terms, time_lse = ops.frame_losses(*detached)
-    torch.library.opcheck(ops.frame_losses_backward.default,
-                          (torch.randn_like(terms), *detached[:10], time_lse, *detached[10:]), **kwargs)
+    """Schema, fake-tensor and autograd registration checks of the forward (the logits and boundary logits
+    requiring grad) and backward ops."""
+    def backward_calls(args):
+        terms, time_lse = ops.frame_losses(*args)
+        return [(torch.randn_like(terms), *args[:10], time_lse, *args[10:])]
+
+    opcheck_raw_ops(ops.frame_losses, ops.frame_losses_backward,
+                    raw_args(case_inputs(CASES["classes-weighted"], device=device)), (0, 6), backward_calls,
+                    backend, device)
 
 
 @pytest.mark.parametrize("time_axis", [True, False], ids=["time", "classes"])
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_gradcheck(backend, time_axis):
     """Finite differences of the fused op w.r.t. the logits and the boundary logits."""
-    inputs = case_inputs(size(2, 2, 2, 3, 6, time_axis=time_axis), device=BACKEND_DEVICE[backend])
-    names = ("logits", "boundary_logits")
-    leaves = [inputs[n].clone().requires_grad_(True) for n in names]
-
-    def f(*tensors):
-        return fused(backend)(**inputs | dict(zip(names, tensors)))
-
-    assert torch.autograd.gradcheck(f, leaves, fast_mode=INTERPRETED and backend == "triton")
+    CASES_OF_OP.assert_gradcheck(size(2, 2, 2, 3, 6, time_axis=time_axis), backend, ("logits", "boundary_logits"))
 
 
 # triton_op under torch.compile fails on Triton's CPU interpreter (docs/architecture.md#triton-interpreter): the
@@ -153,19 +133,8 @@ def test_gradcheck(backend, time_axis):
 def test_torch_compile_matches_eager(backend, device):
     """torch.compile(fullgraph=True) of the op traces it (fake kernel and autograd registration, no graph break) and
     matches eager, both gradients included."""
-    torch._dynamo.reset()
-    inputs = case_inputs(CASES["classes-weighted"], device=device)
-    leaves = [inputs[n].clone().requires_grad_(True) for n in ("logits", "boundary_logits")]
-
-    def total(logits, boundary_logits):
-        return fused(backend)(**inputs | {"logits": logits, "boundary_logits": boundary_logits}).sum()
-
-    eager = total(*leaves)
-    eager_grads = torch.autograd.grad(eager, leaves)
-    compiled = torch.compile(total, fullgraph=True)(*leaves)
-    grads = torch.autograd.grad(compiled, leaves)
-    assert rel_err(compiled, eager) <= 1e-12
-    assert all(rel_err(g, e) <= 1e-12 for g, e in zip(grads, eager_grads))
+    CASES_OF_OP.assert_compiled_sum_matches_eager(CASES["classes-weighted"], backend, device,
+                                                  ("logits", "boundary_logits"), 1e-12)
 
 
 DRAWS = dict(s=st.integers(1, 3), r=st.integers(1, 3), n=st.integers(1, 4), k=st.integers(1, 40),
@@ -173,21 +142,16 @@ DRAWS = dict(s=st.integers(1, 3), r=st.integers(1, 3), n=st.integers(1, 4), k=st
              seed=st.integers(0, 2 ** 32 - 1), dtype=st.sampled_from([torch.float32, torch.float64]))
 
 
+def _drawn_case(backend, s, r, n, k, t, time_axis, ignored, class_weight, seed, dtype):
+    CASES_OF_OP.assert_seeded_case_close_to_reference(
+        size(s, r, n, k, t, time_axis=time_axis, ignored=ignored, class_weight=class_weight), backend, seed, dtype)
+
+
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_fused_backend_property(backend):
     """Random stage counts, sizes, ignored runs, class weights, axes and dtypes, each against the float64
     reference."""
-    device = BACKEND_DEVICE[backend]
-
-    @settings(max_examples=examples(backend, 12, 60), deadline=None)
-    @given(**DRAWS)
-    def case(s, r, n, k, t, time_axis, ignored, class_weight, seed, dtype):
-        with seeded(seed):
-            inputs = case_inputs(size(s, r, n, k, t, time_axis=time_axis, ignored=ignored,
-                                      class_weight=class_weight), device=device, seed=seed)
-            assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
-
-    case()
+    check_drawn_cases(partial(_drawn_case, backend), examples(backend, 12, 60), **DRAWS)
 
 
 @pytest.mark.gpu
@@ -196,5 +160,4 @@ def test_fused_backend_property(backend):
 def test_gpu_paper_sizes(backend, index):
     """The GPU kernels at TRGNet's size (2 logit and 3 boundary stages, N = 8, T = 6000, K = 52, both axes),
     K = 1000 and odd shapes: float32 terms and both gradients against the float64 reference."""
-    inputs = case_inputs(SPEC.parity_sizes["cuda"][index], device="cuda")
-    assert_close_to_reference(inputs, backend, TOL[torch.float32], torch.float32)
+    CASES_OF_OP.assert_gpu_paper_size_close_to_reference(backend, index)

@@ -8,8 +8,9 @@ import re
 import pytest
 import torch
 
+from validation_cases import assert_public_function_names_the_argument
 from frame_losses_cases import case_inputs, fused, size
-from op_checks import BACKEND_DEVICE, api_backends
+from op_checks import BACKEND_DEVICE, api_backends, assert_same_float32_result, floating_to
 from trgnet_fast.ops.frame_losses import OP_NAME, TENSOR_NAMES
 from trgnet_fast.ops.registry import OPS
 
@@ -58,8 +59,7 @@ BAD = [  # (argument named in the message, change of the inputs -> (inputs, expe
 @pytest.mark.parametrize("name, change", BAD)
 def test_public_function_names_the_argument(backend, name, change):
     inputs, expected = change(case_inputs(SIZE, device=BACKEND_DEVICE.get(backend, "cpu")))
-    with pytest.raises(ValueError, match=re.escape(f"{OP_NAME}: {name}: {expected}")):
-        fused(backend)(**inputs)
+    assert_public_function_names_the_argument(fused(backend), OP_NAME, name, inputs, expected)
 
 
 @pytest.mark.parametrize("backend", api_backends(SPEC))
@@ -69,20 +69,18 @@ def test_weights_are_converted_to_the_compute_dtype(backend):
     raw ops take them in the compute dtype only."""
     device = BACKEND_DEVICE.get(backend, "cpu")
     inputs = case_inputs(SIZE, dtype=torch.float32, device=device)
-    half = {k: v.half() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in inputs.items()}
-    exact = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in half.items()}
-    exact["logits"], exact["boundary_logits"] = half["logits"], half["boundary_logits"]  # the weights alone float32
-    got = fused(backend)(**half)
-    assert got.dtype == torch.float32 and torch.allclose(got, fused(backend)(**exact), rtol=1e-6, atol=0)
-    wide = fused(backend)(**inputs | {name: inputs[name].double() for name in ("ce_weight", "pos_weight")})
-    assert wide.dtype == torch.float32 and torch.allclose(wide, fused(backend)(**inputs), rtol=1e-6, atol=0)
+    half = floating_to(inputs, torch.float16)
+    # the weights alone float32
+    exact = floating_to(half, torch.float32) | {"logits": half["logits"], "boundary_logits": half["boundary_logits"]}
+    assert_same_float32_result(fused(backend), half, exact)
+    wide = inputs | {name: inputs[name].double() for name in ("ce_weight", "pos_weight")}
+    assert_same_float32_result(fused(backend), wide, inputs)
 
 
 def test_raw_ops_take_the_weights_in_the_compute_dtype():
     from trgnet_fast.ops.frame_losses.validation import validate_inputs
     inputs = case_inputs(SIZE, dtype=torch.float32)
-    tensors = [inputs[n] for n in TENSOR_NAMES]
-    tensors[2] = tensors[2].double()  # ce_weight
+    tensors = [inputs[n].double() if n == "ce_weight" else inputs[n] for n in TENSOR_NAMES]
     with pytest.raises(ValueError, match=re.escape("op: ce_weight: expected dtype torch.float32 (the compute dtype "
                                                    "of torch.float32 logits), got torch.float64")):
         validate_inputs("op", tensors, 4.0, True)

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from attention_cases import EPS, make_inputs, state_reference
-from op_checks import (BACKEND_DEVICE, DEVICE, TOL, api_backends, assert_raw_triton_op_rejects, needs,
-                       non_contiguous, rel_err, run_with_grads, triton_ops, with_arg)
+from op_checks import (BACKEND_DEVICE, DEVICE, TOL, api_backends, assert_native_op_rejects,
+                       assert_raw_triton_op_rejects_case, needs, non_contiguous, raw_triton_op_cases, rel_err,
+                       run_with_grads, triton_ops, with_arg)
 from trgnet_fast.ops.linear_attention import OP_NAME, linear_attention
 from trgnet_fast.ops.linear_attention.reference import linear_attention_reference
 from trgnet_fast.ops.registry import OPS
@@ -93,7 +94,7 @@ def test_non_finite_masked_key_frames_take_no_part(fill, backend):
 def test_native_rejects_bad_inputs(native):
     q, k, v, mask = make_inputs(2, 7, 4, 5, 3, dtype=torch.float32, masked=True)
     op = native.linear_attention
-    cases = [
+    assert_native_op_rejects(op, [
         ((q.transpose(1, 2).contiguous().transpose(1, 2), k, v, mask), "argument 'q': expected a contiguous"),
         ((q[0], k, v, mask), "argument 'q': expected a 4-D tensor"),
         ((q, k[..., :4].contiguous(), v, mask), "argument 'k': expected shape"),
@@ -102,22 +103,15 @@ def test_native_rejects_bad_inputs(native):
         ((q, k, v, mask.float()), "argument 'key_mask': expected dtype"),
         ((q, k, v, mask[:, :6].contiguous()), "argument 'key_mask': expected shape"),
         ((q.int(), k.int(), v.int(), mask), "argument 'q': expected dtype"),
-    ]
-    for args, msg in cases:
-        with pytest.raises(RuntimeError, match=msg):
-            op(*args, EPS)
+    ], EPS)
 
     out, kv_state, key_sum = op(q, k, v, mask, EPS)
-    bwd = native.linear_attention_backward
     g = torch.randn_like(out)
-    cases = [
+    assert_native_op_rejects(native.linear_attention_backward, [
         ((g[..., :2].contiguous(), q, k, v, mask, kv_state, key_sum), "argument 'grad_out': expected shape"),
         ((g, q, k, v, mask, kv_state.double(), key_sum), "argument 'kv_state': expected dtype"),
         ((g, q, k, v, mask, kv_state, key_sum[..., :4].contiguous()), "argument 'key_sum': expected shape"),
-    ]
-    for args, msg in cases:
-        with pytest.raises(RuntimeError, match=msg):
-            bwd(*args, EPS)
+    ], EPS)
 
 
 @pytest.mark.gpu
@@ -176,14 +170,11 @@ BACKWARD_CASES = [
     ("v-shape", with_arg("v", lambda t: t[:, :4].contiguous()), "v", "shape (N, T, H, E)"),
 ]
 
-RAW_CASES = [(OP_NAME, case) for case in FORWARD_CASES] + [(f"{OP_NAME}_backward", case) for case in BACKWARD_CASES]
-
 
 @needs("triton", DEVICE)
-@pytest.mark.parametrize("op, case", RAW_CASES, ids=[f"{op}-{case[0]}" for op, case in RAW_CASES])
+@pytest.mark.parametrize("op, case", raw_triton_op_cases(OP_NAME, FORWARD_CASES, BACKWARD_CASES))
 def test_raw_triton_op_rejects_bad_argument(op, case):
-    _, change, name, expected = case
-    assert_raw_triton_op_rejects(op, change(VALID_ARGS[op]()), name, expected)
+    assert_raw_triton_op_rejects_case(op, case, VALID_ARGS)
 
 
 @needs("triton", DEVICE)

@@ -1,10 +1,13 @@
-"""Inputs, the float64 reference with gradients, gradient errors and a model front end shared by the
-multi-scale graph-conv tests (``tests/ops/multiscale_graph_conv/``)."""
+"""Inputs, gradient errors, the runners (``op_cases.PositionalOpCases``: the fused op, the float64 reference with
+gradients, the errors of a backend) and a model front end shared by the multi-scale graph-conv tests
+(``tests/ops/multiscale_graph_conv/``)."""
 from __future__ import annotations
 
 import torch
 
-from op_checks import rel_err, run_with_grads
+from op_cases import PositionalOpCases
+from op_checks import rel_err
+from trgnet_fast.ops.multiscale_graph_conv import multiscale_graph_conv
 from trgnet_fast.ops.multiscale_graph_conv.reference import multiscale_graph_conv_reference
 
 NAMES = ("x", "adjacency", "weight", "bias")
@@ -19,14 +22,13 @@ def make_inputs(N, C, T, V, S, O, dtype=torch.float64, device="cpu"):
     return [t.to(device=device, dtype=dtype) for t in (x, a, w, b)]
 
 
-def reference64(inputs, grad_out):
-    """(out, grads) of the reference in float64."""
-    return run_with_grads(multiscale_graph_conv_reference, [t.double() for t in inputs], grad_out.double())
-
-
 def grad_errors(grads, ref_grads, inputs, grad_out) -> dict[str, float]:
     """Relative error of each gradient (x, adjacency, weight, bias); no floors needed."""
     return {name: rel_err(g, r) for name, g, r in zip(NAMES, grads, ref_grads)}
+
+
+CASES = PositionalOpCases(multiscale_graph_conv, NAMES, multiscale_graph_conv_reference, grad_errors)
+fused, reference64, errors = CASES.fused, CASES.reference64, CASES.errors
 
 
 class MultiscaleFront(torch.nn.Module):

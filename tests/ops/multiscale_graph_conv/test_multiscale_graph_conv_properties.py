@@ -10,30 +10,29 @@ its C++ kernels on CPU tensors, its CUDA kernels on a GPU), the forward and the 
 compared with the float64 reference, run on exactly the values the backend sees (inputs and cotangent drawn in
 float64, rounded to the dtype, widened back). A backend that cannot run here is skipped with the reason.
 
-Dtypes: float64 and float32 (one test); float16 and bfloat16 (another), bfloat16 not for triton under its CPU
-interpreter, which cannot run it (skipped with that reason; it runs on a GPU).
-
-Tolerances (||out-ref||/||ref|| against float64, docs/architecture.md#parity; fp64 as in the op tests): fp64 <=
-1e-10, fp32 <= 1e-5; float16 and bfloat16: <= 2x the error (against the same float64 reference) of the
-plain-PyTorch reference run in that dtype on the same inputs and cotangent, and never below fp32's 1e-5 (the
-fused kernels accumulate in fp32: where the 16-bit reference is exact, e.g. a gradient that is a single product
-or sum of representable numbers, their fp32 rounding is all that is left). For the gradients that are reductions
-down to a handful of numbers (the conv bias and weight gradients, which are scalars when C_out = S = C = 1) the
-denominator is at least the L2 norm of the summands, the typical size of a sum of that many random-sign terms: a
-chance cancellation of the exact sum must not turn rounding into a failure (the same floors for the fused error
-and for the 16-bit reference's).
+Tolerances, as ``hypothesis_cases.check_parity`` judges a draw (||out-ref||/||ref|| against float64,
+docs/architecture.md#parity): float64 and float32 (one test) within 1e-10 and 1e-5; float16 and bfloat16 (another
+test; bfloat16 not for triton under its CPU interpreter, which cannot run it: skipped with that reason) within 2x
+the error of the plain-PyTorch reference run in that dtype on the same inputs and cotangent, never below 1e-5 (the
+fused kernels accumulate in fp32: where the 16-bit reference is exact, e.g. a gradient that is a single product or
+sum of representable numbers, their fp32 rounding is all that is left). The conv bias and weight gradients,
+reductions down to a handful of numbers (scalars when C_out = S = C = 1), are measured against at least the L2 norm
+of their summands (``floors``), the typical size of a sum of that many random-sign terms: a chance cancellation of
+the exact sum must not turn rounding into a failure (the same floors for the fused error and for the 16-bit
+reference's).
 
 The interpreter is slow (~0.1 s per program): shapes are tiny, few examples for triton on CPU, more for the
 compiled kernels.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypothesis_cases import GRAPH_CONV_DRAWS, check_parity, examples, layouts
+from hypothesis_cases import GRAPH_CONV_DRAWS, check_drawn_cases, check_parity, examples, layouts
 from op_checks import DEVICE, fused_backends
 from trgnet_fast.ops.multiscale_graph_conv import OP_NAME, multiscale_graph_conv
 from trgnet_fast.ops.multiscale_graph_conv.reference import multiscale_graph_conv_reference
@@ -75,19 +74,13 @@ DRAWS = dict(S=st.integers(1, 3), O=st.integers(1, 9), drawn_layouts=layouts(DIM
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC, device=DEVICE))
 def test_multiscale_graph_conv_property(backend):
-    """fp64 / fp32: within TOL of the float64 reference."""
-    @settings(max_examples=examples(backend, 4, 50), deadline=None)
-    @given(dtype=st.sampled_from([torch.float64, torch.float32]), **DRAWS)
-    def case(dtype, **draws):
-        check(backend, dtype, **draws)
-    case()
+    """fp64 / fp32: the output and the gradients of x, A, W and b within TOL of the float64 reference."""
+    check_drawn_cases(partial(check, backend), examples(backend, 4, 50),
+                      dtype=st.sampled_from([torch.float64, torch.float32]), **DRAWS)
 
 
 @pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, (torch.float16, torch.bfloat16), device=DEVICE))
 def test_multiscale_graph_conv_property_16bit(backend, dtype):
-    """fp16 / bf16: within 2x the error of the same-dtype PyTorch reference (not below 1e-5)."""
-    @settings(max_examples=examples(backend, 4, 50), deadline=None)
-    @given(**DRAWS)
-    def case(**draws):
-        check(backend, dtype, **draws)
-    case()
+    """fp16 / bf16: the output and the gradients of x, A, W and b within 2x the error of the same-dtype PyTorch
+    reference (not below 1e-5)."""
+    check_drawn_cases(partial(check, backend, dtype), examples(backend, 4, 50), **DRAWS)

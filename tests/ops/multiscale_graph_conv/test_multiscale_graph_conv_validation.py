@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from multiscale_cases import NAMES, make_inputs
-from op_checks import (BACKEND_DEVICE, DEVICE, TOL, api_backends, assert_raw_triton_op_rejects, needs,
-                       non_contiguous, rel_err, run_with_grads, triton_ops, with_arg)
+from op_checks import (BACKEND_DEVICE, DEVICE, TOL, api_backends, assert_native_op_rejects,
+                       assert_raw_triton_op_rejects_case, needs, non_contiguous, raw_triton_op_cases, rel_err,
+                       run_with_grads, triton_ops, with_arg)
 from trgnet_fast.ops.multiscale_graph_conv import OP_NAME, multiscale_graph_conv
 from trgnet_fast.ops.multiscale_graph_conv.reference import multiscale_graph_conv_reference
 from trgnet_fast.ops.registry import OPS
@@ -58,8 +59,7 @@ def test_rejects_bad_inputs(case, backend):
 
 def test_native_rejects_bad_inputs(native):
     x, a, w, b = make_inputs(1, 3, 4, 5, 2, 6, dtype=torch.float32)
-    op = native.multiscale_graph_conv
-    cases = [
+    assert_native_op_rejects(native.multiscale_graph_conv, [
         ((x.transpose(2, 3).contiguous().transpose(2, 3), a, w, b), "argument 'x': expected a contiguous"),
         ((x[0], a, w, b), "argument 'x': expected a 4-D tensor"),
         ((x.int(), a.int(), w.int(), b.int()), "argument 'x': expected dtype"),
@@ -71,21 +71,14 @@ def test_native_rejects_bad_inputs(native):
         ((x, a, w.t().contiguous().t(), b), "argument 'weight': expected a contiguous"),
         ((x, a, w, b[:5].contiguous()), "argument 'bias': expected shape"),
         ((x, a, w, b.half()), "argument 'bias': expected dtype"),
-    ]
-    for args, msg in cases:
-        with pytest.raises(RuntimeError, match=msg):
-            op(*args)
-    bwd = native.multiscale_graph_conv_backward
+    ])
     g = torch.randn(1, 6, 4, 5)
-    cases = [
+    assert_native_op_rejects(native.multiscale_graph_conv_backward, [
         ((g[:, :5].contiguous(), x, a, w), "argument 'grad_out': expected shape"),
         ((g.double(), x, a, w), "argument 'grad_out': expected dtype"),
         ((g.transpose(2, 3).contiguous().transpose(2, 3), x, a, w), "argument 'grad_out': expected a contiguous"),
         ((g, x, a, w[:, :5].contiguous()), "argument 'weight': expected shape"),
-    ]
-    for args, msg in cases:
-        with pytest.raises(RuntimeError, match=msg):
-            bwd(*args)
+    ])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,6 +96,24 @@ def _backward_args():
 
 
 VALID_ARGS = {OP_NAME: _forward_args, f"{OP_NAME}_backward": _backward_args}
+
+
+@needs("triton", DEVICE)
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_raw_triton_op_valid_calls_match_reference(layout):
+    """x and grad_out with any strides are valid (the kernels take them)."""
+    ops = triton_ops()
+    args = _backward_args()
+    if layout == "strided":
+        args = with_arg("x", non_contiguous)(with_arg("grad_out", non_contiguous)(args))
+    grad_out, x, adjacency, weight = args.values()
+    bias = torch.randn(weight.shape[0], dtype=torch.float64, device=DEVICE)
+    ref_out, ref_grads = run_with_grads(multiscale_graph_conv_reference, [x, adjacency, weight, bias], grad_out)
+    assert rel_err(ops.multiscale_graph_conv(x, adjacency, weight, bias), ref_out) <= F64_TOL
+    grads = ops.multiscale_graph_conv_backward(grad_out, x, adjacency, weight)
+    for name, g, r in zip(NAMES, grads, ref_grads):
+        assert rel_err(g, r) <= F64_TOL, name
+
 
 # (id, change of the valid arguments, argument named, start of the message after "<name>: expected ")
 FORWARD_CASES = [
@@ -126,28 +137,8 @@ BACKWARD_CASES = [
     ("weight-shape", with_arg("weight", lambda t: t[:-1, :-1].contiguous()), "weight", "shape (C_out, S*C)"),
 ]
 
-RAW_CASES = [(OP_NAME, case) for case in FORWARD_CASES] + [(f"{OP_NAME}_backward", case) for case in BACKWARD_CASES]
-
 
 @needs("triton", DEVICE)
-@pytest.mark.parametrize("op, case", RAW_CASES, ids=[f"{op}-{case[0]}" for op, case in RAW_CASES])
+@pytest.mark.parametrize("op, case", raw_triton_op_cases(OP_NAME, FORWARD_CASES, BACKWARD_CASES))
 def test_raw_triton_op_rejects_bad_argument(op, case):
-    _, change, name, expected = case
-    assert_raw_triton_op_rejects(op, change(VALID_ARGS[op]()), name, expected)
-
-
-@needs("triton", DEVICE)
-@pytest.mark.parametrize("layout", ["contiguous", "strided"])
-def test_raw_triton_op_valid_calls_match_reference(layout):
-    """x and grad_out with any strides are valid (the kernels take them)."""
-    ops = triton_ops()
-    args = _backward_args()
-    if layout == "strided":
-        args = with_arg("x", non_contiguous)(with_arg("grad_out", non_contiguous)(args))
-    grad_out, x, adjacency, weight = args.values()
-    bias = torch.randn(weight.shape[0], dtype=torch.float64, device=DEVICE)
-    ref_out, ref_grads = run_with_grads(multiscale_graph_conv_reference, [x, adjacency, weight, bias], grad_out)
-    assert rel_err(ops.multiscale_graph_conv(x, adjacency, weight, bias), ref_out) <= F64_TOL
-    grads = ops.multiscale_graph_conv_backward(grad_out, x, adjacency, weight)
-    for name, g, r in zip(NAMES, grads, ref_grads):
-        assert rel_err(g, r) <= F64_TOL, name
+    assert_raw_triton_op_rejects_case(op, case, VALID_ARGS)

@@ -13,17 +13,17 @@ Tolerances (docs/architecture.md#parity): fp64 <= 1e-10, fp32 <= 1e-5 (or twice 
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypothesis_cases import examples, seeded
-from op_checks import (BACKEND_DEVICE, INTERPRETED, TOL, assert_compiled_matches_eager, backends_and_devices,
-                       fused_backends, raw_ops, rel_err)
+from hypothesis_cases import check_drawn_cases, examples
+from op_checks import (BACKEND_DEVICE, assert_compiled_matches_eager, assert_raw_ops_deterministic,
+                       backends_and_devices, fused_backend_cases, fused_backends, opcheck_raw_ops, raw_ops)
 from spatial_feature_injection_cases import CASES as CASES_OF_OP
-from spatial_feature_injection_cases import (assert_close_to_reference, case_inputs, fused, raw_args, reference_run,
-                                             run, size)
+from spatial_feature_injection_cases import case_inputs, fused, raw_args, run, size
 from trgnet_fast.model.temporal import SpatialFeatureInjection
 from trgnet_fast.ops.registry import OPS
 from trgnet_fast.ops.spatial_feature_injection import OP_NAME
@@ -39,12 +39,11 @@ CASES = {  # odd C, G, V and T; the group slice or contiguous; mask and dropout
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("backend", fused_backends(SPEC))
+@pytest.mark.parametrize("backend, case, dtype", fused_backend_cases(SPEC, CASES))
 def test_forward_and_every_gradient(backend, case, dtype):
-    inputs = case_inputs(CASES[case], device=BACKEND_DEVICE[backend])
-    assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
+    """The output and the gradients of group, h and the 8 weights and biases against the float64 reference,
+    group a slice of STI's split or contiguous."""
+    CASES_OF_OP.assert_case_close_to_reference(CASES[case], backend, dtype)
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
@@ -83,25 +82,17 @@ def test_masked_frames_give_zero_and_no_gradient(backend):
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_dropout_acts_and_follows_the_seed(backend):
-    inputs = case_inputs(CASES["C12-G8V3-mask-dropout"], device=BACKEND_DEVICE[backend])
-    out, _ = run(fused(backend), inputs)
-    ref, _ = reference_run(inputs)
-    assert rel_err(out, ref) <= 1e-10
-    off, _ = run(fused(backend), inputs | {"dropout": 0.0, "dropout_seed": None})
-    other, _ = run(fused(backend), inputs | {"dropout_seed": inputs["dropout_seed"] + 1})
-    assert rel_err(out, off) > 0.02 and rel_err(out, other) > 0.02
+    CASES_OF_OP.assert_dropout_follows_the_seed(CASES["C12-G8V3-mask-dropout"], backend, BACKEND_DEVICE[backend],
+                                                {"dropout": 0.0}, min_change=0.02)
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_bitwise_deterministic(ops, backend):
     inputs = case_inputs(CASES["C64-G8V25-mask-dropout"], dtype=torch.float32, device=BACKEND_DEVICE[backend])
     args = raw_args(inputs)
-    first, second = ops.spatial_feature_injection(*args), ops.spatial_feature_injection(*args)
-    assert torch.equal(first, second)
-    grad_out = torch.randn_like(first)
-    back = [ops.spatial_feature_injection_backward(grad_out, *args) for _ in range(2)]
-    assert len(back[0]) == 10 and back[0][0].is_contiguous() and back[0][0].shape == inputs["group"].shape
-    assert all(torch.equal(a, b) and torch.isfinite(a).all() for a, b in zip(*back))
+    grads = assert_raw_ops_deterministic(ops.spatial_feature_injection, ops.spatial_feature_injection_backward, args,
+                                         lambda out: (torch.randn_like(out), *args))
+    assert len(grads) == 10 and grads[0].is_contiguous() and grads[0].shape == inputs["group"].shape
 
 
 @pytest.mark.parametrize("backend, dtype", fused_backends(SPEC, dtypes=(torch.float16, torch.bfloat16)))
@@ -111,31 +102,22 @@ def test_16bit_forward_and_grads(backend, dtype):
 
 @pytest.mark.parametrize("backend, device", backends_and_devices(SPEC))
 def test_opcheck(ops, backend, device):
-    """Schema, fake-tensor and autograd registration checks of the forward and backward ops (under Triton's CPU
-    interpreter the schema only: docs/architecture.md#triton-interpreter)."""
-    kwargs = {"test_utils": ("test_schema",)} if backend == "triton" and device == "cpu" else {}
+    """Schema, fake-tensor and autograd registration checks of the forward and backward ops, group, h and the 8
+    weights and biases requiring grad."""
     inputs = case_inputs(size(2, 9, c=8, g=4, v=3, masked=True, dropout=True, group_slice=False), device=device)
-    args = raw_args(inputs)
-    for i in (0, 1, *range(3, 11)):  # group, h and the 8 weights and biases
-        args[i] = args[i].requires_grad_(True)
-    torch.library.opcheck(ops.spatial_feature_injection.default, tuple(args), **kwargs)
-    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    out = ops.spatial_feature_injection(*detached)
-    torch.library.opcheck(ops.spatial_feature_injection_backward.default, (torch.randn_like(out), *detached),
-                          **kwargs)
+
+    def backward_calls(args):
+        return [(torch.randn_like(ops.spatial_feature_injection(*args)), *args)]
+
+    opcheck_raw_ops(ops.spatial_feature_injection, ops.spatial_feature_injection_backward, raw_args(inputs),
+                    (0, 1, *range(3, 11)), backward_calls, backend, device)
 
 
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_gradcheck(backend):
     """Finite differences of the fused op w.r.t. group, h and the first and last weights."""
-    inputs = case_inputs(size(2, 3, c=4, g=2, v=3, masked=True), device=BACKEND_DEVICE[backend])
-    names = ("group", "h", "conv_s_weight", "ff2_weight")
-    leaves = [inputs[n].detach().clone().requires_grad_(True) for n in names]
-
-    def f(*tensors):
-        return fused(backend)(**inputs | dict(zip(names, tensors)))
-
-    assert torch.autograd.gradcheck(f, leaves, fast_mode=INTERPRETED and backend == "triton")
+    CASES_OF_OP.assert_gradcheck(size(2, 3, c=4, g=2, v=3, masked=True), backend,
+                                 ("group", "h", "conv_s_weight", "ff2_weight"))
 
 
 # triton_op under torch.compile fails on Triton's CPU interpreter (docs/architecture.md#triton-interpreter)
@@ -159,20 +141,15 @@ DRAWS = dict(n=st.integers(1, 3), c=st.integers(1, 20), g=st.integers(1, 8), v=s
              seed=st.integers(0, 2 ** 32 - 1), dtype=st.sampled_from([torch.float32, torch.float64]))
 
 
+def _drawn_case(backend, n, c, g, v, t, masked, dropout, group_slice, seed, dtype):
+    s = size(n, t, c=c, g=g, v=v, masked=masked, dropout=dropout, group_slice=group_slice)
+    CASES_OF_OP.assert_seeded_case_close_to_reference(s, backend, seed, dtype)
+
+
 @pytest.mark.parametrize("backend", fused_backends(SPEC))
 def test_fused_backend_property(backend):
     """Random sizes, masks, dropout, dtypes and group layouts, each against the float64 reference."""
-    device = BACKEND_DEVICE[backend]
-
-    @settings(max_examples=examples(backend, 10, 50), deadline=None)
-    @given(**DRAWS)
-    def case(n, c, g, v, t, masked, dropout, group_slice, seed, dtype):
-        with seeded(seed):
-            inputs = case_inputs(size(n, t, c=c, g=g, v=v, masked=masked, dropout=dropout, group_slice=group_slice),
-                                 device=device, seed=seed)
-            assert_close_to_reference(inputs, backend, TOL[dtype], dtype)
-
-    case()
+    check_drawn_cases(partial(_drawn_case, backend), examples(backend, 10, 50), **DRAWS)
 
 
 @pytest.mark.gpu
@@ -181,5 +158,4 @@ def test_fused_backend_property(backend):
 def test_gpu_paper_sizes(backend, index):
     """The GPU kernels at TRGNet's size (N = 8, T = 6000, C = 64, G = 8, V = 25, with mask and dropout), C = 256
     and odd sizes: float32 output and every gradient against the float64 reference."""
-    inputs = case_inputs(SPEC.parity_sizes["cuda"][index], device="cuda")
-    assert_close_to_reference(inputs, backend, TOL[torch.float32], torch.float32)
+    CASES_OF_OP.assert_gpu_paper_size_close_to_reference(backend, index)

@@ -17,33 +17,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from op_checks import DEVICE, TOL, rel_err
-from spatial_feature_injection_cases import SCALAR_ARGS, TENSOR_ARGS, case_inputs, raw_args, reference_run, run, size
-from trgnet_fast.ops.spatial_feature_injection.spec import SPEC
+from op_checks import DEVICE
+from spatial_feature_injection_cases import CASES as CASES_OF_OP
+from spatial_feature_injection_cases import case_inputs, raw_args, size
 
 kernels = pytest.importorskip("trgnet_fast.ops.spatial_feature_injection.triton_kernels")
 am_kernels = pytest.importorskip("trgnet_fast.ops.att_module.triton_kernels")
-la_kernels = pytest.importorskip("trgnet_fast.ops.linear_attention.triton_kernels")
 
 
 def triton_fn(**kw):
     return kernels.spatial_feature_injection_triton(*raw_args(kw))
-
-
-def errors(inputs, grad_out=None):
-    """{name: relative error} of the Triton op's out and gradients against the float64 reference (the weights'
-    and biases' errors relative to max(||ref||, their gradient_error_floors))."""
-    grad_out = torch.randn_like(inputs["h"], dtype=torch.float64) if grad_out is None else grad_out
-    out, grads = run(triton_fn, inputs, grad_out)
-    ref_out, ref_grads = reference_run(inputs, grad_out)
-    floors = SPEC.grad_error_floor(inputs, grad_out)
-    assert out.dtype == inputs["h"].dtype and out.shape == inputs["h"].shape and torch.isfinite(out).all()
-    errs = {"out": rel_err(out, ref_out)}
-    assert set(grads) == set(SPEC.grad_inputs)
-    for name, g in grads.items():
-        assert g.dtype == inputs[name].dtype and g.shape == inputs[name].shape and torch.isfinite(g).all(), name
-        errs[name] = rel_err(g, ref_grads[name], floors.get(name, 0.0))
-    return errs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,8 +53,7 @@ def test_cases_cover_the_sizes():
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_float64_parity(case):
-    errs = errors(case_inputs(CASES[case], device=DEVICE))
-    assert max(errs.values()) <= TOL[torch.float64], errs
+    CASES_OF_OP.assert_float64_parity(triton_fn, case_inputs(CASES[case], device=DEVICE))
 
 
 def test_float64_parity_any_group_strides():
@@ -81,10 +63,8 @@ def test_float64_parity_any_group_strides():
     n, g, t, v = inputs["group"].shape
     inputs["group"] = torch.randn(v, n, t, g, dtype=torch.float64, device=DEVICE).permute(1, 3, 2, 0)
     assert not inputs["group"].is_contiguous()
-    errs = errors(inputs)
-    assert max(errs.values()) <= TOL[torch.float64], errs
-    grad_group = kernels.spatial_feature_injection_backward_triton(
-        torch.randn_like(inputs["h"]), *(inputs[k] for k in TENSOR_ARGS), *(inputs[k] for k in SCALAR_ARGS))[0]
+    CASES_OF_OP.assert_float64_parity(triton_fn, inputs)
+    grad_group = kernels.spatial_feature_injection_backward_triton(torch.randn_like(inputs["h"]), *raw_args(inputs))[0]
     assert grad_group.shape == inputs["group"].shape and grad_group.is_contiguous()
 
 
@@ -93,9 +73,8 @@ def test_float64_parity_chunks_of_several_tiles(monkeypatch, target_slots):
     # TARGET_SLOTS (the AttModule's geometry, shared) = 1 / 3: each program runs several tiles (the last chunk
     # partial), the weight-gradient partials accumulate over tiles in the slot and are reduced over chunks
     monkeypatch.setattr(am_kernels, "TARGET_SLOTS", target_slots)
-    inputs = case_inputs(size(2, 150, c=12, g=4, v=19, masked=True, dropout=True), device=DEVICE)
-    errs = errors(inputs)
-    assert max(errs.values()) <= TOL[torch.float64], errs
+    CASES_OF_OP.assert_float64_parity(triton_fn, case_inputs(size(2, 150, c=12, g=4, v=19, masked=True, dropout=True),
+                                                             device=DEVICE))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,16 +86,8 @@ def test_outputs_fully_written(monkeypatch, dropout):
     ``_empty`` reads; the workspace included): out and every gradient equal the reference and an unpoisoned run,
     so every element is written (T = 37: a partial last tile; masked frames: out 0)."""
     inputs = case_inputs(size(2, 37, c=12, g=4, v=17, masked=True, dropout=dropout), device=DEVICE)
-    grad_out = torch.randn_like(inputs["h"])
-    clean_out, clean_grads = run(triton_fn, inputs, grad_out)
-    monkeypatch.setattr(la_kernels, "POISON_OUTPUTS", True)
-    errs = errors(inputs, grad_out)
-    assert max(errs.values()) <= TOL[torch.float64], errs
-    out, grads = run(triton_fn, inputs, grad_out)
-    assert torch.equal(out, clean_out)
+    out, _ = CASES_OF_OP.poisoned_run(monkeypatch, triton_fn, inputs)
     assert not out[(inputs["mask"] == 0).expand_as(out)].any()
-    for name, g in grads.items():
-        assert torch.equal(g, clean_grads[name]), name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,18 +95,7 @@ def test_outputs_fully_written(monkeypatch, dropout):
 
 def test_launches_are_the_registry_kernels(monkeypatch):
     """Forward 1 launch, backward 2, in ``OpSpec.triton_kernels``' order, through the raw ops and autograd."""
-    original = kernels.wrap_triton
-    launches = []
-
-    def counting_wrap(kernel):
-        launches.append(getattr(kernel, "__name__", None) or kernel.fn.__name__)
-        return original(kernel)
-
-    monkeypatch.setattr(kernels, "wrap_triton", counting_wrap)
-    inputs = case_inputs(size(2, 20, c=8, g=2, v=5, masked=True, dropout=True), device=DEVICE)
-    out, _ = run(triton_fn, inputs, torch.randn_like(inputs["h"]))
-    assert launches == list(SPEC.triton_kernels)
-    launches.clear()
-    kernels.spatial_feature_injection_backward_triton(torch.randn_like(out), *(inputs[k] for k in TENSOR_ARGS),
-                                                      *(inputs[k] for k in SCALAR_ARGS))
-    assert launches == list(SPEC.triton_kernels[1:])
+    CASES_OF_OP.assert_launches_are_the_registry_kernels(
+        monkeypatch, kernels, kernels.spatial_feature_injection_triton,
+        kernels.spatial_feature_injection_backward_triton, size(2, 20, c=8, g=2, v=5, masked=True, dropout=True),
+        forward_launches=1)
