@@ -17,7 +17,9 @@ f_i − f_j is that of f_j − f_i).
 Forward (5 launches):
 
 * ``_al_means_kernel`` (grid M x D blocks): f, the mean of each valid slot's frames, read as BD x BT tiles of the
-  slot's contiguous frame range (the only pass over the (N, D, T) features); padding slots 0.
+  slot's contiguous frame range (the only pass over the (N, D, T) features); padding slots 0. With the feature head
+  it averages the (N, C, T) input into m (M, C), and ``_al_head_kernel`` (grid M x D blocks) gives f = W m + b for
+  the valid slots (6 launches).
 * ``_al_projections_kernel`` (grid M): ‖f_i‖ and proj[i, k] = f_i·e_k.
 * ``_al_rows_kernel`` (grid M): row i of L + bias and Lᵀ + bias -> their logsumexps (online) and the row's share of
   the absolute term; row i of d -> the distance workspace, its maximum and how many of its M entries equal it.
@@ -35,9 +37,12 @@ Backward (5 launches), recomputing L, d and P from the saved f, row_lse and max_
   grad_logit_scale); row i of G and of c_ij = (δ_ij + δ_ji) / d_ij -> the coefficient workspace, with the row's
   f̂_i·g_i / s = Σ_j G_ij f̂_i·ê_j and Σ_j c_ij.
 * ``_al_bwd_segment_grad_kernel`` (grid M x D blocks): g_i = s Σ_j G_ij ê_j and Σ_j c_ij f_j -> grad f_i (the
-  normalisation's backward and the distances' gradient) / count_i, 0 for padding slots.
+  normalisation's backward and the distances' gradient) / count_i, 0 for padding slots. With the feature head
+  grad f_i = γ_i itself, then ``_al_bwd_head_params_kernel`` (grid D blocks x C blocks: Σ_i γ_i m_iᵀ and Σ_i γ_i,
+  slots in order) and ``_al_bwd_head_input_kernel`` (grid M x C blocks: Wᵀ γ_i / count_i) (7 launches).
 * ``_al_bwd_frames_kernel`` (grid N x T blocks x D blocks): every element of grad_features written once: the row
-  of grad f / count of the frame's slot, or 0 (the only pass over the (N, D, T) gradient; no memset).
+  of grad f / count (with the head: Wᵀ γ / count, C wide) of the frame's slot, or 0 (the only pass over the
+  gradient; no memset).
 
 Memory: the forward returns f (M, D), row_lse (3, M) and max_distance (2,) for the backward (the autograd glue
 saves them with the inputs other than the features); its workspace is the projections (M, K) and norms (M,), the
