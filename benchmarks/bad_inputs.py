@@ -345,7 +345,8 @@ def _op_sizes():
         "batch_norm_relu": bnr(2, 6, c=3, v=5, masked=True, residual=True),
         "spatial_feature_injection": sfi(2, 6, c=4, g=2, v=3, masked=True),
         "frame_losses": fl(2, 3, 3, 5, 9, class_weight=True),
-        "aris_losses": aris(2, 3, 9, 4, run=3, spare=2),
+        # with the feature head, as the training step runs it (its arguments get the same mutations)
+        "aris_losses": aris(2, 3, 9, 4, run=3, spare=2, head=5),
     }
 
 
@@ -353,7 +354,7 @@ def _op_sizes():
 ZERO_DIMS = {"linear_attention": ("N", "T", "H", "D", "E"), "multiscale_graph_conv": ("N", "C", "T", "V", "O"),
              "adaptive_graph_conv": ("N", "C", "T", "V"), "att_module": ("T", "C"),
              "dilated_residual": ("T", "C"), "batch_norm_relu": ("N", "C", "T", "V"), "spatial_feature_injection": ("N", "T", "C", "G", "V"),
-             "frame_losses": ("S", "R", "N", "K", "T"), "aris_losses": ("N", "D", "T")}
+             "frame_losses": ("S", "R", "N", "K", "T"), "aris_losses": ("N", "D", "T", "head")}
 # scalar (non-tensor) arguments and bad values for them: value -> must it be refused?
 BAD_SCALARS = {
     "linear_attention": {"eps": (float("nan"), -1.0, float("inf"), 0.0)},
@@ -415,7 +416,7 @@ CONVERTED_DTYPE = {("att_module", "alpha"): ("float64", "float8_e4m3fn"),
                    # float64 features: the other floating inputs follow them (their compute dtype)
                    **{("aris_losses", name): ("float64",) for name in (
                        "features", "segment_count", "unit_embeddings", "logit_scale", "absolute_weight",
-                       "absolute_log_weight", "relative_weight", "relative_log_weight")}}
+                       "absolute_log_weight", "relative_weight", "relative_log_weight", "head_weight", "head_bias")}}
 
 
 def _tensor_mutations(op, arg, t):

@@ -86,18 +86,42 @@ std::string compute_dtype_rule(at::ScalarType features_dtype) {
   return std::string("the compute dtype of ") + c10::toString(features_dtype) + " features";
 }
 
+// head_weight (D, C) with D >= 1 for the C of `ref` (named ref_name), in `acc` on ref's device, contiguous; returns D.
+int64_t check_head_weight(const char* op, const at::Tensor& w, int64_t C, at::ScalarType acc, const at::Tensor& ref,
+                          const char* ref_name, const std::string& rule) {
+  // numbers as strings: see checks.h
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == C && w.size(0) >= 1, op,
+              ": argument 'head_weight': expected shape (D, C) = (D, ", std::to_string(C), ") with D >= 1, got ",
+              shape_str(w.sizes()));
+  check_tensor(op, "head_weight", w, ref, ref_name, acc, rule);
+  return w.size(0);
+}
+
 }  // namespace
 
 ArisLossesForwardSetup aris_losses_forward_setup(c10::DeviceType device, const ArisLossesInputs& in) {
   const char* op = kForwardOp;
   const at::Tensor& features = in.features;
-  check_leading(op, "features", features, "(N, D, T)", {"N", "D", "T"}, device);
+  const bool head = in.head_weight.defined();
+  TORCH_CHECK(head == in.head_bias.defined(), op,
+              ": arguments 'head_weight', 'head_bias': expected both tensors (the feature head) or both None, got ",
+              head ? "head_weight only" : "head_bias only");
+  if (head)
+    check_leading(op, "features", features, "(N, C, T)", {"N", "C", "T"}, device);
+  else
+    check_leading(op, "features", features, "(N, D, T)", {"N", "D", "T"}, device);
   checks::check_supported_float(op, "features", features);
-  const int64_t N = features.size(0), D = features.size(1), T = features.size(2);
+  const int64_t N = features.size(0), C = features.size(1), T = features.size(2);
   check_leading(op, "segment_count", in.slots.segment_count, "(M,)", {"M"}, device);
   const int64_t M = in.slots.segment_count.size(0);
   const at::ScalarType acc = checks::accumulator_dtype(features.scalar_type());
   const std::string rule = compute_dtype_rule(features.scalar_type());
+  int64_t D = C;
+  if (head) {
+    D = check_head_weight(op, in.head_weight, C, acc, features, "features", rule);
+    check_shape(op, "head_bias", in.head_bias, {D}, "(D,)");
+    check_tensor(op, "head_bias", in.head_bias, features, "features", acc, rule);
+  }
   check_slots(op, in.slots, N, T, M, D, acc, features, "features", rule);
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"segment_video", &in.segment_video},
                                 {"segment_start", &in.segment_start}}) {
@@ -111,11 +135,12 @@ ArisLossesForwardSetup aris_losses_forward_setup(c10::DeviceType device, const A
     check_tensor(op, name, *t, features, "features", acc, rule);
   }
   const auto opts = features.options().dtype(acc);
-  return {{op, N, D, T, M, in.slots.unit_embeddings.size(0)},
+  return {{op, N, D, T, M, in.slots.unit_embeddings.size(0), C, head},
           at::empty({2}, opts),
           at::empty({M, D}, opts),
           at::empty({3, M}, opts),
-          at::empty({2}, opts)};
+          at::empty({2}, opts),
+          head ? at::empty({M, C}, opts) : at::empty({0}, opts)};
 }
 
 ArisLossesBackwardSetup aris_losses_backward_setup(c10::DeviceType device, const at::Tensor& grad_terms,
@@ -146,9 +171,25 @@ ArisLossesBackwardSetup aris_losses_backward_setup(c10::DeviceType device, const
     check_shape(op, x.name, x.t, x.shape, x.layout);
     check_tensor(op, x.name, x.t, f, "segment_features", acc, rule);
   }
-  return {{op, N, D, T, M, slots.unit_embeddings.size(0)},
-          at::empty({N, D, T}, f.options().dtype(features_dtype)),
-          at::empty({1}, f.options())};
+  const bool head = saved.head_weight.defined();
+  int64_t C = D;
+  if (head) {
+    TORCH_CHECK(saved.head_weight.dim() == 2 && saved.head_weight.size(0) == D && saved.head_weight.size(1) >= 1, op,
+                ": argument 'head_weight': expected shape (D, C) = (", std::to_string(D),
+                ", C) with C >= 1, got ", shape_str(saved.head_weight.sizes()));
+    C = saved.head_weight.size(1);
+    check_tensor(op, "head_weight", saved.head_weight, f, "segment_features", acc, rule);
+    check_shape(op, "segment_means", saved.segment_means, {M, C}, "(M, C)");
+    check_tensor(op, "segment_means", saved.segment_means, f, "segment_features", acc, rule);
+  } else {
+    check_shape(op, "segment_means", saved.segment_means, {0}, "(0,) (no feature head)");
+  }
+  const auto opts = f.options();
+  return {{op, N, D, T, M, slots.unit_embeddings.size(0), C, head},
+          at::empty({N, C, T}, opts.dtype(features_dtype)),
+          at::empty({1}, opts),
+          head ? at::empty({D, C}, opts) : at::empty({0}, opts),
+          head ? at::empty({D}, opts) : at::empty({0}, opts)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,22 +257,35 @@ void forward_cpu_impl(const ArisLossesInputs& in, ArisLossesForwardSetup& out) {
   using acc_t = at::opmath_type<scalar_t>;
   const ArisLossesSizes& s = out.s;
   const CpuSlots<acc_t> c(s, in.slots);
-  const int64_t M = s.M, D = s.D, T = s.T;
+  const int64_t M = s.M, D = s.D, T = s.T, C = s.C;
   const scalar_t* features = in.features.data_ptr<scalar_t>();
   const int64_t *video = in.segment_video.data_ptr<int64_t>(), *start = in.segment_start.data_ptr<int64_t>();
   acc_t* f = out.segment_features.data_ptr<acc_t>();
+  // the segment means of the (N, C, T) features: f itself, or the head's input m
+  acc_t* means = s.head ? out.segment_means.data_ptr<acc_t>() : f;
   at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const al::Range r = al::slot_range(start[i], c.count[i], T);
-      const scalar_t* rows = features + al::clamp_index(video[i], s.N) * D * T;
-      for (int64_t d = 0; d < D; ++d) {
+      const scalar_t* rows = features + al::clamp_index(video[i], s.N) * C * T;
+      for (int64_t k = 0; k < C; ++k) {
         acc_t sum = acc_t(0);
         if (c.valid[i])
-          for (int64_t t = r.lo; t < r.hi; ++t) sum += static_cast<acc_t>(rows[d * T + t]);
-        f[i * D + d] = c.valid[i] ? sum / c.count[i] : acc_t(0);
+          for (int64_t t = r.lo; t < r.hi; ++t) sum += static_cast<acc_t>(rows[k * T + t]);
+        means[i * C + k] = c.valid[i] ? sum / c.count[i] : acc_t(0);
       }
     }
   });
+  if (s.head) {  // f_i = W m_i + b (valid slots), k in order
+    const acc_t *w = in.head_weight.data_ptr<acc_t>(), *b = in.head_bias.data_ptr<acc_t>();
+    at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+          acc_t sum = b[d];
+          for (int64_t k = 0; k < C; ++k) sum = al::mul_add(w[d * C + k], means[i * C + k], sum);
+          f[i * D + d] = c.valid[i] ? sum : acc_t(0);
+        }
+    });
+  }
   const Pairs<acc_t> p = pairs_of(c, f);
   acc_t dmax = acc_t(-1);
   for (const acc_t d : p.dist) dmax = al::nan_max(dmax, d);
@@ -288,7 +342,7 @@ void backward_cpu_impl(const at::Tensor& grad_terms, const ArisLossesSlots& slot
   using acc_t = at::opmath_type<scalar_t>;
   const ArisLossesSizes& s = out.s;
   const CpuSlots<acc_t> c(s, slots);
-  const int64_t M = s.M, D = s.D, T = s.T;
+  const int64_t M = s.M, D = s.D, T = s.T, C = s.C;
   const acc_t* f = saved.segment_features.data_ptr<acc_t>();
   const acc_t *lse = saved.row_lse.data_ptr<acc_t>(), *md = saved.max_distance.data_ptr<acc_t>();
   const acc_t* gt = grad_terms.data_ptr<acc_t>();
@@ -324,7 +378,7 @@ void backward_cpu_impl(const at::Tensor& grad_terms, const ArisLossesSlots& slot
   for (int64_t i = 0; i < M; ++i) grad_scale += row_sums[2 * i], sum_h_d += row_sums[2 * i + 1];
   out.grad_logit_scale.data_ptr<acc_t>()[0] = grad_scale;
   const al::DistanceGrad<acc_t> dg = al::distance_grad(md[0], md[1], sum_h_d);
-  // grad f_i / count_i (0 for padding)
+  // grad f_i (γ_i; each frame's share: / count_i without the head), 0 for padding
   std::vector<acc_t> slot_grad(M * D, acc_t(0));
   at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> g(D), rel(D);
@@ -346,18 +400,48 @@ void backward_cpu_impl(const at::Tensor& grad_terms, const ArisLossesSlots& slot
         g[d] *= c.scale;
         fhat_dot_g += al::unit_of(fi[d], norm) * g[d];
       }
+      const acc_t share = s.head ? acc_t(1) : c.count[i];
       for (int64_t d = 0; d < D; ++d)
         slot_grad[i * D + d] =
-            (al::through_normalize(g[d], al::unit_of(fi[d], norm), fhat_dot_g, norm) + rel[d]) / c.count[i];
+            (al::through_normalize(g[d], al::unit_of(fi[d], norm), fhat_dot_g, norm) + rel[d]) / share;
     }
   });
+  // what each frame of a slot gets: grad f_i / count_i, or with the head Wᵀ γ_i / count_i
+  std::vector<acc_t> head_rows;
+  const acc_t* frame_rows = slot_grad.data();
+  if (s.head) {
+    const acc_t *w = saved.head_weight.data_ptr<acc_t>(), *m = saved.segment_means.data_ptr<acc_t>();
+    acc_t *gw = out.grad_head_weight.data_ptr<acc_t>(), *gb = out.grad_head_bias.data_ptr<acc_t>();
+    at::parallel_for(0, D, 1, [&](int64_t begin, int64_t end) {  // grad W, grad b: slots in order
+      for (int64_t d = begin; d < end; ++d) {
+        acc_t bias = acc_t(0);
+        for (int64_t k = 0; k < C; ++k) gw[d * C + k] = acc_t(0);
+        for (int64_t i = 0; i < M; ++i) {
+          const acc_t g = slot_grad[i * D + d];
+          bias += g;
+          for (int64_t k = 0; k < C; ++k) gw[d * C + k] = al::mul_add(g, m[i * C + k], gw[d * C + k]);
+        }
+        gb[d] = bias;
+      }
+    });
+    head_rows.assign(M * C, acc_t(0));
+    at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        for (int64_t k = 0; k < C; ++k) {
+          acc_t sum = acc_t(0);
+          for (int64_t d = 0; d < D; ++d) sum = al::mul_add(w[d * C + k], slot_grad[i * D + d], sum);
+          head_rows[i * C + k] = sum / c.count[i];
+        }
+    });
+    frame_rows = head_rows.data();
+  }
   scalar_t* gf = out.grad_features.data_ptr<scalar_t>();
-  at::parallel_for(0, s.N * D, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / D, d = row % D;
+      const int64_t n = row / C, k = row % C;
       for (int64_t t = 0; t < T; ++t) {
         const int64_t i = c.frame_segment[n * T + t];
-        gf[row * T + t] = static_cast<scalar_t>(i >= 0 && i < M ? slot_grad[i * D + d] : acc_t(0));
+        gf[row * T + t] = static_cast<scalar_t>(i >= 0 && i < M ? frame_rows[i * C + k] : acc_t(0));
       }
     }
   });
@@ -365,39 +449,42 @@ void backward_cpu_impl(const at::Tensor& grad_terms, const ArisLossesSlots& slot
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> aris_losses_forward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> aris_losses_forward_cpu(
     const at::Tensor& features, const at::Tensor& frame_segment, const at::Tensor& segment_video,
     const at::Tensor& segment_start, const at::Tensor& segment_count, const at::Tensor& segment_valid,
     const at::Tensor& segment_label, const at::Tensor& unit_embeddings, const at::Tensor& logit_scale,
     const at::Tensor& absolute_weight, const at::Tensor& absolute_log_weight, const at::Tensor& relative_weight,
-    const at::Tensor& relative_log_weight) {
+    const at::Tensor& relative_log_weight, const std::optional<at::Tensor>& head_weight,
+    const std::optional<at::Tensor>& head_bias) {
   const ArisLossesInputs in{features,
                             {frame_segment, segment_count, segment_valid, segment_label, unit_embeddings, logit_scale,
                              absolute_weight, relative_weight},
                             segment_video,
                             segment_start,
                             absolute_log_weight,
-                            relative_log_weight};
+                            relative_log_weight,
+                            defined_or_empty(head_weight),
+                            defined_or_empty(head_bias)};
   ArisLossesForwardSetup f = aris_losses_forward_setup(c10::DeviceType::CPU, in);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "aris_losses_forward_cpu",
                                   [&] { forward_cpu_impl<scalar_t>(in, f); });
-  return {f.terms, f.segment_features, f.row_lse, f.max_distance};
+  return {f.terms, f.segment_features, f.row_lse, f.max_distance, f.segment_means};
 }
 
-std::tuple<at::Tensor, at::Tensor> aris_losses_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> aris_losses_backward_cpu(
     const at::Tensor& grad_terms, const at::Tensor& frame_segment, const at::Tensor& segment_count,
     const at::Tensor& segment_valid, const at::Tensor& segment_label, const at::Tensor& unit_embeddings,
     const at::Tensor& logit_scale, const at::Tensor& absolute_weight, const at::Tensor& relative_weight,
     const at::Tensor& segment_features, const at::Tensor& row_lse, const at::Tensor& max_distance,
-    at::ScalarType features_dtype) {
+    const std::optional<at::Tensor>& head_weight, const at::Tensor& segment_means, at::ScalarType features_dtype) {
   const ArisLossesSlots slots{frame_segment, segment_count, segment_valid,   segment_label,
                               unit_embeddings, logit_scale, absolute_weight, relative_weight};
-  const ArisLossesSaved saved{segment_features, row_lse, max_distance};
+  const ArisLossesSaved saved{segment_features, row_lse, max_distance, defined_or_empty(head_weight), segment_means};
   ArisLossesBackwardSetup b =
       aris_losses_backward_setup(c10::DeviceType::CPU, grad_terms, slots, saved, features_dtype);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features_dtype, "aris_losses_backward_cpu",
                                   [&] { backward_cpu_impl<scalar_t>(grad_terms, slots, saved, b); });
-  return {b.grad_features, b.grad_logit_scale};
+  return {b.grad_features, b.grad_logit_scale, b.grad_head_weight, b.grad_head_bias};
 }
 
 }  // namespace trgnet
@@ -406,14 +493,16 @@ TORCH_LIBRARY_FRAGMENT(trgnet, m) {
   m.def(
       "aris_losses(Tensor features, Tensor frame_segment, Tensor segment_video, Tensor segment_start,"
       " Tensor segment_count, Tensor segment_valid, Tensor segment_label, Tensor unit_embeddings, Tensor logit_scale,"
-      " Tensor absolute_weight, Tensor absolute_log_weight, Tensor relative_weight, Tensor relative_log_weight)"
-      " -> (Tensor terms, Tensor segment_features, Tensor row_lse, Tensor max_distance)",
+      " Tensor absolute_weight, Tensor absolute_log_weight, Tensor relative_weight, Tensor relative_log_weight,"
+      " Tensor? head_weight, Tensor? head_bias)"
+      " -> (Tensor terms, Tensor segment_features, Tensor row_lse, Tensor max_distance, Tensor segment_means)",
       {at::Tag::pt2_compliant_tag});
   m.def(
       "aris_losses_backward(Tensor grad_terms, Tensor frame_segment, Tensor segment_count, Tensor segment_valid,"
       " Tensor segment_label, Tensor unit_embeddings, Tensor logit_scale, Tensor absolute_weight,"
-      " Tensor relative_weight, Tensor segment_features, Tensor row_lse, Tensor max_distance,"
-      " ScalarType features_dtype) -> (Tensor grad_features, Tensor grad_logit_scale)",
+      " Tensor relative_weight, Tensor segment_features, Tensor row_lse, Tensor max_distance, Tensor? head_weight,"
+      " Tensor segment_means, ScalarType features_dtype)"
+      " -> (Tensor grad_features, Tensor grad_logit_scale, Tensor grad_head_weight, Tensor grad_head_bias)",
       {at::Tag::pt2_compliant_tag});
 }
 

@@ -1,14 +1,18 @@
 // CUDA kernels of the fused ARIS terms and the launchers of kernels/aris_losses.h for the four feature dtypes
 // (passes and grids at the top of aris_losses.h, shared math in aris_losses.cuh). No torch headers.
 //
-// The two passes over (N, D, T) are the memory-bound part: the segment means read each slot's frames once (a row of
-// D at a time, 32 consecutive frames per load instruction of a lane group), and grad_features is written once,
+// The two passes over (N, C, T) are the memory-bound part: the segment means read each slot's frames once (a row of
+// C at a time, 32 consecutive frames per load instruction of a lane group), and grad_features is written once,
 // every element, one thread per frame with consecutive threads on consecutive frames, gathering its slot's row of
-// grad f / count. The M x M parts are small: tiles of pairs for the sums over D, a block per row for the row
-// reductions. Every reduction is a fixed-order tree in shared memory (block_reduce) and every cross-block sum goes
-// through per-block partials summed in block order: no atomics, the same bits on every run. d_ij comes from
-// al_pairs_kernel alone, in both directions, so that the backward finds the forward's ties of dmax by equality.
+// grad f / count (with the feature head Wᵀ γ / count). The M x M parts are small: tiles of pairs for the sums over
+// D, a block per row for the row reductions; so are the head's (M, C) x (C, D) products, which never touch the
+// (N, C, T) features: a thread per output entry, its sum in index order. Every reduction is a fixed-order tree in
+// shared memory (block_reduce) and every cross-block sum goes through per-block partials summed in block order: no
+// atomics, the same bits on every run. d_ij comes from al_pairs_kernel alone, in both directions, so that the
+// backward finds the forward's ties of dmax by equality.
 #include "aris_losses.h"
+
+#include <initializer_list>
 
 #include "cuda_common.cuh"
 
@@ -59,29 +63,30 @@ __device__ __forceinline__ Acc valid_rows(const bool* __restrict__ valid, int64_
 
 // ---- forward ---------------------------------------------------------------------------------------------------
 
-// f_i[d] for the kMeanRows rows d of block (i, group): lane group g sums rows d0 + g kRowsPerGroup + k (k <
-// kRowsPerGroup) over the slot's frames, lane l taking frames lo + l, lo + l + kLanes, ...; the lanes' partials are
-// added in lane order. Padding slots: 0.
+// The slots' means of the (N, C, T) features -> means (M, C) (segment_features without the head, segment_means
+// with it), entries (i, d) for the kMeanRows rows d of block (i, group): lane group g sums rows d0 + g kRowsPerGroup
+// + k (k < kRowsPerGroup) over the slot's frames, lane l taking frames lo + l, lo + l + kLanes, ...; the lanes'
+// partials are added in lane order. Padding slots: 0.
 template <typename In, typename Acc>
-__global__ void __launch_bounds__(kThreads) al_segment_mean_kernel(ForwardArgs<In, Acc> a) {
+__global__ void __launch_bounds__(kThreads) al_segment_mean_kernel(ForwardArgs<In, Acc> a, Acc* __restrict__ means) {
   const Slots<Acc>& s = a.s;
-  const int64_t groups = mean_groups(s.D), i = blockIdx.x / groups, d0 = (blockIdx.x % groups) * kMeanRows;
+  const int64_t groups = mean_groups(s.C), i = blockIdx.x / groups, d0 = (blockIdx.x % groups) * kMeanRows;
   const int group = static_cast<int>(threadIdx.x) / kLanes, lane = static_cast<int>(threadIdx.x) % kLanes;
-  Acc* out = a.segment_features + i * s.D;
+  Acc* out = means + i * s.C;
   if (!s.segment_valid[i]) {  // the same for the whole block: no barrier is skipped by part of it
-    if (threadIdx.x < kMeanRows && d0 + threadIdx.x < s.D) out[d0 + threadIdx.x] = Acc(0);
+    if (threadIdx.x < kMeanRows && d0 + threadIdx.x < s.C) out[d0 + threadIdx.x] = Acc(0);
     return;
   }
   const Acc count = s.segment_count[i];
   const Range r = slot_range(a.segment_start[i], count, s.T);
-  const In* rows = a.features + (clamp_index(a.segment_video[i], s.N) * s.D + d0) * s.T;
+  const In* rows = a.features + (clamp_index(a.segment_video[i], s.N) * s.C + d0) * s.T;
   const int first = group * kRowsPerGroup;
   Acc acc[kRowsPerGroup];
   bool inside[kRowsPerGroup];
 #pragma unroll
   for (int k = 0; k < kRowsPerGroup; ++k) {
     acc[k] = Acc(0);
-    inside[k] = d0 + first + k < s.D;
+    inside[k] = d0 + first + k < s.C;
   }
   for (int64_t t = r.lo + lane; t < r.hi; t += kLanes) {
 #pragma unroll
@@ -92,11 +97,31 @@ __global__ void __launch_bounds__(kThreads) al_segment_mean_kernel(ForwardArgs<I
 #pragma unroll
   for (int k = 0; k < kRowsPerGroup; ++k) partial[(first + k) * kLanes + lane] = acc[k];
   __syncthreads();
-  if (threadIdx.x < kMeanRows && d0 + threadIdx.x < s.D) {
+  if (threadIdx.x < kMeanRows && d0 + threadIdx.x < s.C) {
     Acc sum = Acc(0);
     for (int l = 0; l < kLanes; ++l) sum += partial[threadIdx.x * kLanes + l];
     out[d0 + threadIdx.x] = sum / count;
   }
+}
+
+// The feature head, one thread per entry (i, d) of f (M, D): f_i[d] = b[d] + Σ_k W[d, k] m_i[k], k in order (the
+// CPU kernel's order); 0 for padding slots.
+template <typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    al_head_kernel(const Acc* __restrict__ means, const Acc* __restrict__ weight, const Acc* __restrict__ bias,
+                   const bool* __restrict__ valid, int64_t D, int64_t C, Acc* __restrict__ f) {
+  const int64_t groups = thread_groups(D), i = blockIdx.x / groups;
+  const int64_t d = (blockIdx.x % groups) * kThreads + threadIdx.x;
+  if (d >= D) return;
+  if (!valid[i]) {
+    f[i * D + d] = Acc(0);
+    return;
+  }
+  const Acc* w = weight + d * C;
+  const Acc* m = means + i * C;
+  Acc sum = bias[d];
+  for (int64_t k = 0; k < C; ++k) sum = mul_add(w[k], m[k], sum);
+  f[i * D + d] = sum;
 }
 
 // One kPairTile x kPairTile tile of pairs (i, j), a thread per pair: PairSums over D (rows of f for i and j and of
@@ -309,12 +334,13 @@ template <typename Acc>
 struct SlotGradInputs {
   const Acc *f, *max_distance, *norm, *dist, *grad_l, *grad_p, *partials;
   int64_t blocks;  // of al_pair_grad_kernel
+  bool per_frame;  // divide by count_i: each frame's share (without the head; with it the head's kernels divide)
 };
 
 // One block per slot i, a thread per element d of D (kThreads at a time): g_i = s Σ_j G_ij ê_j (kept in slot_grad
-// until f̂_i·g_i is reduced), then grad f_i = through_normalize(g_i) + Σ_j coef_ij (f_i − f_j), / count_i ->
-// slot_grad row i (0 for padding). The j of each sum are staged kThreads at a time (their coefficient and row).
-// Block 0 also sums the pair blocks' Σ G cos -> grad_logit_scale.
+// until f̂_i·g_i is reduced), then grad f_i = through_normalize(g_i) + Σ_j coef_ij (f_i − f_j), / count_i when
+// per_frame -> slot_grad row i (0 for padding). The j of each sum are staged kThreads at a time (their coefficient
+// and row). Block 0 also sums the pair blocks' Σ G cos -> grad_logit_scale.
 template <typename Acc>
 __global__ void __launch_bounds__(kThreads, 1)
     al_slot_grad_kernel(Slots<Acc> s, SlotGradInputs<Acc> in, Acc* __restrict__ slot_grad,
@@ -361,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   block_reduce<1>(scratch, fhat_dot_g, Sum());
-  const Acc count = s.segment_count[i];
+  const Acc share = in.per_frame ? s.segment_count[i] : Acc(1);
   for (int64_t d0 = 0; d0 < D; d0 += kThreads) {
     const int64_t d = d0 + tid;
     Acc rel = Acc(0);
@@ -379,34 +405,82 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       __syncthreads();
     }
-    if (d < D) out[d] = (through_normalize(out[d], unit_of(fi[d], norm), fhat_dot_g[0], norm) + rel) / count;
+    if (d < D) out[d] = (through_normalize(out[d], unit_of(fi[d], norm), fhat_dot_g[0], norm) + rel) / share;
   }
 }
 
-// One thread per frame t of row n, kGradRows rows of D per block: grad_features[n, d, t] = slot_grad[i, d] for
-// i = frame_segment[n, t] in [0, M), else 0. Every element is written once.
+// The head's parameter gradients from γ = slot_grad (M, D) and the means (M, C), one thread per entry: entries
+// e < D C of grad W (e = d C + k): Σ_i γ_i[d] m_i[k]; the D entries after them of grad b: Σ_i γ_i[d]; the slots in
+// order (padding slots' γ is 0).
+template <typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    al_head_params_grad_kernel(const Acc* __restrict__ slot_grad, const Acc* __restrict__ means, int64_t M,
+                               int64_t D, int64_t C, Acc* __restrict__ grad_weight, Acc* __restrict__ grad_bias) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (e < D * C) {
+    const int64_t d = e / C, k = e % C;
+    Acc sum = Acc(0);
+    for (int64_t i = 0; i < M; ++i) sum = mul_add(slot_grad[i * D + d], means[i * C + k], sum);
+    grad_weight[e] = sum;
+  } else if (e < D * C + D) {
+    const int64_t d = e - D * C;
+    Acc sum = Acc(0);
+    for (int64_t i = 0; i < M; ++i) sum += slot_grad[i * D + d];
+    grad_bias[d] = sum;
+  }
+}
+
+// What each frame of slot i gets with the head, one thread per entry (i, k) of head_rows (M, C):
+// Σ_d W[d, k] γ_i[d] (d in order) / count_i.
+template <typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    al_head_input_grad_kernel(const Acc* __restrict__ slot_grad, const Acc* __restrict__ weight,
+                              const Acc* __restrict__ count, int64_t D, int64_t C, Acc* __restrict__ head_rows) {
+  const int64_t groups = thread_groups(C), i = blockIdx.x / groups;
+  const int64_t k = (blockIdx.x % groups) * kThreads + threadIdx.x;
+  if (k >= C) return;
+  const Acc* g = slot_grad + i * D;
+  Acc sum = Acc(0);
+  for (int64_t d = 0; d < D; ++d) sum = mul_add(weight[d * C + k], g[d], sum);
+  head_rows[i * C + k] = sum / count[i];
+}
+
+// One thread per frame t of row n, kGradRows rows of C per block: grad_features[n, k, t] = rows[i, k] for
+// i = frame_segment[n, t] in [0, M), else 0 (rows (M, C): slot_grad without the head, head_rows with it). Every
+// element is written once.
 template <typename In, typename Acc>
 __global__ void __launch_bounds__(kThreads)
-    al_frame_grad_kernel(const int64_t* __restrict__ frame_segment, const Acc* __restrict__ slot_grad, int64_t N,
-                         int64_t D, int64_t T, int64_t M, In* __restrict__ grad_features) {
-  const int64_t groups = grad_groups(D), tiles = frame_tiles(T);
-  const int64_t d0 = (blockIdx.x % groups) * kGradRows, rest = blockIdx.x / groups;
+    al_frame_grad_kernel(const int64_t* __restrict__ frame_segment, const Acc* __restrict__ rows, int64_t N,
+                         int64_t C, int64_t T, int64_t M, In* __restrict__ grad_features) {
+  const int64_t groups = grad_groups(C), tiles = frame_tiles(T);
+  const int64_t k0 = (blockIdx.x % groups) * kGradRows, rest = blockIdx.x / groups;
   const int64_t n = rest / tiles, t = (rest % tiles) * kFrameTile + threadIdx.x;
   if (t >= T) return;
   const int64_t i = frame_segment[n * T + t];
-  const Acc* src = i >= 0 && i < M ? slot_grad + i * D : nullptr;
-  const int64_t d1 = D - d0 < kGradRows ? D : d0 + kGradRows;
-  In* out = grad_features + (n * D + d0) * T + t;
-  for (int64_t d = d0; d < d1; ++d, out += T) *out = Store<In>::from(src != nullptr ? src[d] : Acc(0));
+  const Acc* src = i >= 0 && i < M ? rows + i * C : nullptr;
+  const int64_t k1 = C - k0 < kGradRows ? C : k0 + kGradRows;
+  In* out = grad_features + (n * C + k0) * T + t;
+  for (int64_t k = k0; k < k1; ++k, out += T) *out = Store<In>::from(src != nullptr ? src[k] : Acc(0));
 }
 
 // ---- launch code -------------------------------------------------------------------------------------------------
 
+// The sizes and the slot pointers; `head`: whether the head's pointers are given (C = D without it).
 template <typename Acc>
-bool valid_slots(const Slots<Acc>& s) {
-  if (s.N < 1 || s.D < 1 || s.T < 1 || s.M < 1 || s.K < 1) return false;
+bool valid_slots(const Slots<Acc>& s, bool head) {
+  if (s.N < 1 || s.D < 1 || s.T < 1 || s.M < 1 || s.K < 1 || s.C < 1 || (!head && s.C != s.D)) return false;
   return s.segment_count && s.segment_valid && s.segment_label && s.unit_embeddings && s.logit_scale &&
          s.absolute_weight && s.relative_weight;
+}
+
+// Whether a set of the head's pointers is all given (true) or all null (false); `mixed` when neither.
+struct HeadPointers {
+  bool head, mixed;
+};
+inline HeadPointers head_pointers(std::initializer_list<const void*> pointers) {
+  int given = 0;
+  for (const void* p : pointers) given += p != nullptr ? 1 : 0;
+  return {given > 0, given > 0 && given < static_cast<int>(pointers.size())};
 }
 
 // Shared memory of the kernels (bytes).
@@ -428,16 +502,25 @@ cudaError_t launch_pairs(const Slots<Acc>& s, const Acc* f, const Layout& l, Acc
 template <typename In, typename Acc>
 cudaError_t forward_impl(const ForwardArgs<In, Acc>& a, cudaStream_t stream) {
   const Slots<Acc>& s = a.s;
-  if (!valid_slots(s) || !a.features || !a.segment_video || !a.segment_start || !a.absolute_log_weight ||
-      !a.relative_log_weight || !a.terms || !a.segment_features || !a.row_lse || !a.max_distance || !a.workspace)
+  const HeadPointers hp = head_pointers({a.head_weight, a.head_bias, a.segment_means});
+  if (hp.mixed || !valid_slots(s, hp.head) || !a.features || !a.segment_video || !a.segment_start ||
+      !a.absolute_log_weight || !a.relative_log_weight || !a.terms || !a.segment_features || !a.row_lse ||
+      !a.max_distance || !a.workspace)
     return cudaErrorInvalidValue;
-  const int64_t mean_blocks = s.M * mean_groups(s.D), tiles = pair_tiles(s.M) * pair_tiles(s.M);
-  if (!grid_fits(mean_blocks) || !grid_fits(tiles) || !grid_fits(s.M)) return cudaErrorInvalidValue;
-  const Layout l = layout(s.M, s.D, false);
+  const int64_t mean_blocks = s.M * mean_groups(s.C), head_blocks = s.M * thread_groups(s.D);
+  const int64_t tiles = pair_tiles(s.M) * pair_tiles(s.M);
+  if (!grid_fits(mean_blocks) || (hp.head && !grid_fits(head_blocks)) || !grid_fits(tiles) || !grid_fits(s.M))
+    return cudaErrorInvalidValue;
+  const Layout l = layout(s.M, s.D, 0, false);
   Acc* ws = a.workspace;
   al_segment_mean_kernel<In, Acc><<<static_cast<unsigned>(mean_blocks), kThreads, kMeanRows * kLanes * sizeof(Acc),
-                                    stream>>>(a);
+                                    stream>>>(a, hp.head ? a.segment_means : a.segment_features);
   TRGNET_RETURN_IF_LAUNCH_FAILED();
+  if (hp.head) {
+    al_head_kernel<Acc><<<static_cast<unsigned>(head_blocks), kThreads, 0, stream>>>(
+        a.segment_means, a.head_weight, a.head_bias, s.segment_valid, s.D, s.C, a.segment_features);
+    TRGNET_RETURN_IF_LAUNCH_FAILED();
+  }
   TRGNET_RETURN_IF_ERROR(
       launch_pairs(s, static_cast<const Acc*>(a.segment_features), l, ws, ws + l.tile_stats, stream));
   al_stats_kernel<Acc><<<1, kThreads, kThreads * (sizeof(Acc) + sizeof(int64_t)), stream>>>(
@@ -455,14 +538,17 @@ cudaError_t forward_impl(const ForwardArgs<In, Acc>& a, cudaStream_t stream) {
 template <typename In, typename Acc>
 cudaError_t backward_impl(const BackwardArgs<In, Acc>& a, cudaStream_t stream) {
   const Slots<Acc>& s = a.s;
-  if (!valid_slots(s) || !a.frame_segment || !a.grad_terms || !a.segment_features || !a.row_lse ||
-      !a.max_distance || !a.grad_features || !a.grad_logit_scale || !a.workspace)
+  const HeadPointers hp = head_pointers({a.head_weight, a.segment_means, a.grad_head_weight, a.grad_head_bias});
+  if (hp.mixed || !valid_slots(s, hp.head) || !a.frame_segment || !a.grad_terms || !a.segment_features ||
+      !a.row_lse || !a.max_distance || !a.grad_features || !a.grad_logit_scale || !a.workspace)
     return cudaErrorInvalidValue;
   const int64_t tiles = pair_tiles(s.M) * pair_tiles(s.M), pair_blocks = pair_grad_blocks(s.M);
-  const int64_t frame_blocks = s.N * frame_tiles(s.T) * grad_groups(s.D);
-  if (!grid_fits(tiles) || !grid_fits(s.M) || !grid_fits(pair_blocks) || !grid_fits(frame_blocks))
+  const int64_t frame_blocks = s.N * frame_tiles(s.T) * grad_groups(s.C);
+  const int64_t param_blocks = thread_groups(s.D * s.C + s.D), input_blocks = s.M * thread_groups(s.C);
+  if (!grid_fits(tiles) || !grid_fits(s.M) || !grid_fits(pair_blocks) || !grid_fits(frame_blocks) ||
+      (hp.head && (!grid_fits(param_blocks) || !grid_fits(input_blocks))))
     return cudaErrorInvalidValue;
-  const Layout l = layout(s.M, s.D, true);
+  const Layout l = layout(s.M, s.D, hp.head ? s.C : 0, true);
   Acc* ws = a.workspace;
   TRGNET_RETURN_IF_ERROR(launch_pairs(s, a.segment_features, l, ws, static_cast<Acc*>(nullptr), stream));
   al_weight_sums_kernel<Acc><<<static_cast<unsigned>(s.M), kThreads, kThreads * (2 * sizeof(Acc) + sizeof(int64_t)),
@@ -474,12 +560,20 @@ cudaError_t backward_impl(const BackwardArgs<In, Acc>& a, cudaStream_t stream) {
       s, pg, ws + l.grad_l, ws + l.grad_p, ws + l.grad_partials);
   TRGNET_RETURN_IF_LAUNCH_FAILED();
   const SlotGradInputs<Acc> sg{a.segment_features, a.max_distance, ws + l.norm, ws + l.dist, ws + l.grad_l,
-                               ws + l.grad_p, ws + l.grad_partials, pair_blocks};
+                               ws + l.grad_p, ws + l.grad_partials, pair_blocks, !hp.head};
   al_slot_grad_kernel<Acc><<<static_cast<unsigned>(s.M), kThreads, kThreads * (3 * sizeof(Acc) + sizeof(int64_t)),
                              stream>>>(s, sg, ws + l.slot_grad, a.grad_logit_scale);
   TRGNET_RETURN_IF_LAUNCH_FAILED();
+  if (hp.head) {  // slot_grad holds γ: the head's gradients, then the frames' rows Wᵀ γ_i / count_i
+    al_head_params_grad_kernel<Acc><<<static_cast<unsigned>(param_blocks), kThreads, 0, stream>>>(
+        ws + l.slot_grad, a.segment_means, s.M, s.D, s.C, a.grad_head_weight, a.grad_head_bias);
+    TRGNET_RETURN_IF_LAUNCH_FAILED();
+    al_head_input_grad_kernel<Acc><<<static_cast<unsigned>(input_blocks), kThreads, 0, stream>>>(
+        ws + l.slot_grad, a.head_weight, s.segment_count, s.D, s.C, ws + l.head_rows);
+    TRGNET_RETURN_IF_LAUNCH_FAILED();
+  }
   al_frame_grad_kernel<In, Acc><<<static_cast<unsigned>(frame_blocks), kThreads, 0, stream>>>(
-      a.frame_segment, ws + l.slot_grad, s.N, s.D, s.T, s.M, a.grad_features);
+      a.frame_segment, ws + (hp.head ? l.head_rows : l.slot_grad), s.N, s.C, s.T, s.M, a.grad_features);
   TRGNET_RETURN_IF_LAUNCH_FAILED();
   return cudaSuccess;
 }

@@ -31,6 +31,7 @@ from trgnet_fast.data import saep, segment_capacity
 from trgnet_fast.data.seeded_batches import batch_seed
 from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import default_config
+from trgnet_fast.model.text_heads import TextFeatures
 from trgnet_fast.training.config import load_config
 from trgnet_fast.training.cuda_graphs import GraphedSteps
 from trgnet_fast.training.text import PUBLISHED_TEXT_DIM
@@ -233,13 +234,17 @@ def measure_step(parts: TrainerStep) -> StepMeasurement:
 
 # ------------------------------------------------------------------------------------ saved bytes at full size
 def real_leaves_like(outputs, seed: int):
-    """Random leaf tensors (requires_grad) shaped like the model's train-mode outputs; logit_scale kept."""
+    """Random leaf tensors (requires_grad) shaped like the model's train-mode outputs (a deferred text head's input,
+    weight and bias each); logit_scale kept."""
     gen = torch.Generator().manual_seed(seed + 2)
     logits, bounds, feats, logit_scale = outputs
 
     def leaf(t):
         return torch.randn(tuple(t.shape), dtype=t.dtype, generator=gen).requires_grad_()
-    return ([leaf(z) for z in logits], [leaf(b) for b in bounds], [leaf(e) for e in feats],
+
+    def text_leaf(e):
+        return TextFeatures(*(leaf(t) for t in e)) if isinstance(e, TextFeatures) else leaf(e)
+    return ([leaf(z) for z in logits], [leaf(b) for b in bounds], [text_leaf(e) for e in feats],
             nn.Parameter(torch.zeros(tuple(logit_scale.shape))))
 
 
@@ -254,7 +259,8 @@ def model_saved_bytes_fake(parts: TrainerStep) -> tuple[dict[str, int], tuple]:
     try:
         with fake_mode, recorder.hooks():  # fake tensors have no values to check
             outputs = model(fake_mode.from_tensor(batch["x"]), fake_mode.from_tensor(batch["mask"]),
-                            fake_mode.from_tensor(parts.trainer.joint_graph), check_values=False)
+                            fake_mode.from_tensor(parts.trainer.joint_graph), check_values=False,
+                            defer_text_heads=True)  # as the trainer's step
     finally:
         tracker.remove()
     gc.collect()

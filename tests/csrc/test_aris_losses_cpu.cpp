@@ -7,13 +7,16 @@
 // random direction. Inputs as the loss builds them: the label runs of every row as slots, padding slots after them,
 // frame_segment naming each run's frames ("no slot" as M, -1 or M + 3), an all-ignored row, the KL targets
 // row-softmaxed over the valid columns; cases with exact ties of the maximum distance, a zero-feature slot, dmax = 0,
-// M = 1, K = 1, D = 1, T = 1. float32 and bfloat16 features against float64 on the same values; determinism across
-// thread counts; the argument checks. Fresh random inputs each run (the seed is printed). Returns nonzero on failure.
+// M = 1, K = 1, D = 1, T = 1. The feature head (features x (N, C, T) with a (D, C) head) against the head applied to
+// every frame, then the formulas. float32 and bfloat16 features against float64 on the same values; determinism
+// across thread counts (with and without the head); the argument checks. Fresh random inputs each run (the seed is printed). Returns nonzero on failure.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <optional>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -299,15 +302,25 @@ std::vector<at::Tensor> inputs(const Problem& p, at::ScalarType dtype) {
           to_tensor(p.lwr, {M, M}, acc)};
 }
 
-using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-Forward forward(const std::vector<at::Tensor>& x) {
+// The op without (head = {}) or with the feature head {weight (D, C), bias (D)}.
+struct Head {
+  at::Tensor weight, bias;
+};
+using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+Forward forward(const std::vector<at::Tensor>& x, const Head& head = {}) {
+  auto optional = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
   return trgnet::aris_losses_forward_cpu(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10], x[11],
-                                         x[12]);
+                                         x[12], optional(head.weight), optional(head.bias));
 }
-std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& gt, const std::vector<at::Tensor>& x,
-                                            const Forward& saved) {
-  return trgnet::aris_losses_backward_cpu(gt, x[1], x[4], x[5], x[6], x[7], x[8], x[9], x[11], std::get<1>(saved),
-                                          std::get<2>(saved), std::get<3>(saved), x[0].scalar_type());
+// grad_features, grad_logit_scale, grad_head_weight, grad_head_bias
+using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+Backward backward(const at::Tensor& gt, const std::vector<at::Tensor>& x, const Forward& saved, const Head& head = {},
+                  at::ScalarType features_dtype = at::ScalarType::Undefined) {
+  const auto weight = head.weight.defined() ? std::optional<at::Tensor>(head.weight) : std::nullopt;
+  return trgnet::aris_losses_backward_cpu(
+      gt, x[1], x[4], x[5], x[6], x[7], x[8], x[9], x[11], std::get<1>(saved), std::get<2>(saved),
+      std::get<3>(saved), weight, std::get<4>(saved),
+      features_dtype == at::ScalarType::Undefined ? x[0].scalar_type() : features_dtype);
 }
 
 std::string title(const Problem& p) {
@@ -325,17 +338,17 @@ void test_problem(const Problem& p, std::mt19937_64& rng) {
   const Eval ref = evaluate(p, gt);
   const auto x = inputs(p, at::kDouble);
   const Forward out = forward(x);
-  const auto& [terms, f, row_lse, md] = out;
+  const auto& [terms, f, row_lse, md, means] = out;
   const double e_terms = rel_err(to_vector(terms), ref.terms), e_f = rel_err(to_vector(f), ref.f);
   const double e_lse = rel_err(to_vector(row_lse), ref.row_lse), e_md = rel_err(to_vector(md), ref.max_distance);
   expect(e_terms <= 1e-12 && e_f <= 1e-12 && e_lse <= 1e-12 && e_md <= 1e-12 &&
-             to_vector(md)[1] == ref.max_distance[1],
+             to_vector(md)[1] == ref.max_distance[1] && means.numel() == 0,
          name + ": forward vs the formulas: terms " + fmt(e_terms) + " segment_features " + fmt(e_f) + " row_lse " +
              fmt(e_lse) + " max_distance " + fmt(e_md) + " (c = " + fmt(ref.max_distance[1]) + ")");
-  const auto [ge, gs] = backward(to_tensor(gt, {2}, at::kDouble), x, out);
+  const auto [ge, gs, gw, gb] = backward(to_tensor(gt, {2}, at::kDouble), x, out);
   const double e_ge = rel_err(to_vector(ge), ref.grad_e, ref.floor_e);
   const double e_gs = rel_err(to_vector(gs), ref.grad_scale, ref.floor_s);
-  expect(e_ge <= 1e-10 && e_gs <= 1e-10,
+  expect(e_ge <= 1e-10 && e_gs <= 1e-10 && gw.numel() == 0 && gb.numel() == 0,
          name + ": backward vs the formulas: grad_features " + fmt(e_ge) + " grad_logit_scale " + fmt(e_gs));
   if (p.differentiable) {  // directional derivative vs (fourth-order) central differences of L = gt . terms
     std::vector<double> de, ds;
@@ -361,8 +374,8 @@ void test_problem(const Problem& p, std::mt19937_64& rng) {
     pr.e = to_vector(xf[0]);
     const auto x64 = inputs(pr, at::kDouble);
     const Forward o64 = forward(x64), of = forward(xf);
-    const auto [ge64, gs64] = backward(to_tensor(gt, {2}, at::kDouble), x64, o64);
-    const auto [gef, gsf] = backward(to_tensor(gt, {2}, at::kFloat), xf, of);
+    const auto [ge64, gs64, gw64, gb64] = backward(to_tensor(gt, {2}, at::kDouble), x64, o64);
+    const auto [gef, gsf, gwf, gbf] = backward(to_tensor(gt, {2}, at::kFloat), xf, of);
     const double e1 = rel_err(to_vector(std::get<0>(of)), to_vector(std::get<0>(o64)));
     const double e2 = rel_err(to_vector(gef), to_vector(ge64), ref.floor_e);
     const double e3 = rel_err(to_vector(gsf), to_vector(gs64), ref.floor_s);
@@ -373,24 +386,36 @@ void test_problem(const Problem& p, std::mt19937_64& rng) {
   }
 }
 
-void test_deterministic(std::mt19937_64& rng) {
+void test_deterministic(std::mt19937_64& rng, bool with_head) {
   const Problem p = make_problem(rng, 4, 33, 200, 6, 4, 12, true, true);
   const auto x = inputs(p, at::kFloat);
+  Head head;
+  if (with_head) {  // a (40, 33) head
+    NormalFill fill{rng};
+    std::vector<double> w, b;
+    fill(w, 40 * p.D);
+    fill(b, 40);
+    head = {to_tensor(w, {40, p.D}, at::kFloat), to_tensor(b, {40}, at::kFloat)};
+  }
+  auto xs = x;
+  if (with_head) xs[7] = at::randn({p.K, 40}, at::kFloat);  // unit_embeddings of D = 40
   const int threads = at::get_num_threads();
   std::vector<std::vector<double>> runs;
   for (int nt : {1, 2, 3}) {
     at::set_num_threads(nt);
-    const Forward out = forward(x);
-    const auto [ge, gs] = backward(at::tensor({0.7f, -1.2f}), x, out);
+    const Forward out = forward(xs, head);
+    const auto [ge, gs, gw, gb] = backward(at::tensor({0.7f, -1.2f}), xs, out, head);
     std::vector<double> all;
-    for (const at::Tensor& t : {std::get<0>(out), std::get<1>(out), std::get<2>(out), std::get<3>(out), ge, gs}) {
+    for (const at::Tensor& t :
+         {std::get<0>(out), std::get<1>(out), std::get<2>(out), std::get<3>(out), std::get<4>(out), ge, gs, gw, gb}) {
       const auto v = to_vector(t);
       all.insert(all.end(), v.begin(), v.end());
     }
     runs.push_back(all);
   }
   at::set_num_threads(threads);
-  expect(runs[0] == runs[1] && runs[0] == runs[2], "bitwise-equal results with 1, 2 and 3 threads");
+  expect(runs[0] == runs[1] && runs[0] == runs[2], std::string("bitwise-equal results with 1, 2 and 3 threads") +
+                                                      (with_head ? " (feature head)" : ""));
 }
 
 void test_argument_checks(std::mt19937_64& rng) {
@@ -418,25 +443,94 @@ void test_argument_checks(std::mt19937_64& rng) {
   const Forward out = forward(x);
   throws_naming([&] { backward(at::ones({2}, at::kFloat), x, out); }, "'grad_terms'", "float32 grad_terms refused");
   throws_naming([&] { backward(at::ones({3}, at::kDouble), x, out); }, "'grad_terms'", "grad_terms (3,) refused");
+  auto with_saved = [&](int i, const at::Tensor& t) {
+    Forward saved = out;
+    if (i == 2) std::get<2>(saved) = t;
+    if (i == 4) std::get<4>(saved) = t;
+    return saved;
+  };
+  throws_naming([&] { backward(at::ones({2}, at::kDouble), x, with_saved(2, std::get<2>(out).narrow(0, 0, 2))); },
+                "'row_lse'", "row_lse (2, M) refused");
+  throws_naming([&] { backward(at::ones({2}, at::kDouble), x, out, {}, at::kFloat); }, "'segment_features'",
+                "float64 saved outputs with features_dtype float32 refused");
+  throws_naming([&] { backward(at::ones({2}, at::kDouble), x, out, {}, at::kInt); }, "'features_dtype'",
+                "features_dtype int32 refused");
+  // the feature head: both or neither, its shapes, and its saved means
+  const int64_t C = 3;
+  const Head head{at::randn({p.D, C}, at::kDouble), at::randn({p.D}, at::kDouble)};
+  auto headed = with(0, at::randn({p.N, C, p.T}, at::kDouble));
+  throws_naming([&] { forward(headed, {head.weight, at::Tensor()}); }, "'head_weight', 'head_bias'",
+                "a head weight without its bias refused");
+  throws_naming([&] { forward(headed, {head.weight.narrow(1, 0, 2).contiguous(), head.bias}); }, "'head_weight'",
+                "a head weight of another C refused");
+  throws_naming([&] { forward(headed, {head.weight, head.bias.narrow(0, 0, 1).contiguous()}); }, "'head_bias'",
+                "a head bias of another D refused");
+  throws_naming([&] { forward(headed, {head.weight.to(at::kFloat), head.bias}); }, "'head_weight'",
+                "a float32 head weight with float64 features refused");
+  const Forward headed_out = forward(headed, head);
+  throws_naming([&] { backward(at::ones({2}, at::kDouble), headed, headed_out); }, "'segment_means'",
+                "saved means of a head without the head refused");
   throws_naming(
       [&] {
-        trgnet::aris_losses_backward_cpu(at::ones({2}, at::kDouble), x[1], x[4], x[5], x[6], x[7], x[8], x[9], x[11],
-                                         std::get<1>(out), std::get<2>(out).narrow(0, 0, 2).contiguous(),
-                                         std::get<3>(out), at::kDouble);
+        backward(at::ones({2}, at::kDouble), headed, with_saved(4, std::get<4>(headed_out).narrow(1, 0, 2)), head);
       },
-      "'row_lse'", "row_lse (2, M) refused");
-  throws_naming(
-      [&] {
-        trgnet::aris_losses_backward_cpu(at::ones({2}, at::kDouble), x[1], x[4], x[5], x[6], x[7], x[8], x[9], x[11],
-                                         std::get<1>(out), std::get<2>(out), std::get<3>(out), at::kFloat);
-      },
-      "'segment_features'", "float64 saved outputs with features_dtype float32 refused");
-  throws_naming(
-      [&] {
-        trgnet::aris_losses_backward_cpu(at::ones({2}, at::kDouble), x[1], x[4], x[5], x[6], x[7], x[8], x[9], x[11],
-                                         std::get<1>(out), std::get<2>(out), std::get<3>(out), at::kInt);
-      },
-      "'features_dtype'", "features_dtype int32 refused");
+      "'segment_means'", "saved means of another C refused");
+}
+
+// The feature head against the published order: e0 = W x + b on every frame, then the formulas on e0 (evaluate);
+// the op, given x and the head, must give the same terms and segment features, the means of x, and the gradients of
+// x (Wᵀ grad e0 per frame), W (Σ over frames of grad e0 xᵀ) and b (Σ over frames of grad e0), float64.
+void test_head(std::mt19937_64& rng, int64_t N, int64_t C, int64_t D, int64_t T, int64_t K) {
+  NormalFill fill{rng};
+  Problem px = make_problem(rng, N, C, T, K, 2, 6, false, false);  // x: the head's input, C channels
+  std::vector<double> w, b;
+  fill(w, D * C);
+  fill(b, D);
+  for (double& v : w) v /= std::sqrt(static_cast<double>(C));
+  Problem pe = make_problem(rng, N, D, T, K, 0, 1, false, false);  // for its D-wide embeddings only
+  Problem p = px;  // x's slots and targets, e0 = W x + b as the features
+  p.D = D;
+  p.U = pe.U;
+  p.e.assign(N * D * T, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t t = 0; t < T; ++t) {
+        double v = b[d];
+        for (int64_t k = 0; k < C; ++k) v += w[d * C + k] * px.e[(n * C + k) * T + t];
+        p.e[(n * D + d) * T + t] = v;
+      }
+  std::vector<double> gt;
+  fill(gt, 2);
+  const Eval ref = evaluate(p, gt), means = evaluate(px);
+  std::vector<double> grad_x(N * C * T, 0), grad_w(D * C, 0), grad_b(D, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < D; ++d) {
+        const double g = ref.grad_e[(n * D + d) * T + t];
+        grad_b[d] += g;
+        for (int64_t k = 0; k < C; ++k) {
+          grad_x[(n * C + k) * T + t] += w[d * C + k] * g;
+          grad_w[d * C + k] += g * px.e[(n * C + k) * T + t];
+        }
+      }
+  auto x = inputs(p, at::kDouble);
+  x[0] = to_tensor(px.e, {N, C, T}, at::kDouble);
+  const Head head{to_tensor(w, {D, C}, at::kDouble), to_tensor(b, {D}, at::kDouble)};
+  const Forward out = forward(x, head);
+  const auto [ge, gs, gw, gb] = backward(to_tensor(gt, {2}, at::kDouble), x, out, head);
+  const double e_terms = rel_err(to_vector(std::get<0>(out)), ref.terms);
+  const double e_f = rel_err(to_vector(std::get<1>(out)), ref.f);
+  const double e_m = rel_err(to_vector(std::get<4>(out)), means.f);
+  const double e_gx = rel_err(to_vector(ge), grad_x, ref.floor_e);
+  const double e_gs = rel_err(to_vector(gs), ref.grad_scale, ref.floor_s);
+  const double e_gw = rel_err(to_vector(gw), grad_w, ref.floor_e);
+  const double e_gb = rel_err(to_vector(gb), grad_b, ref.floor_e);
+  expect(e_terms <= 1e-12 && e_f <= 1e-12 && e_m <= 1e-12 && e_gx <= 1e-10 && e_gs <= 1e-10 && e_gw <= 1e-10 &&
+             e_gb <= 1e-10,
+         "feature head (D, C) = (" + std::to_string(D) + ", " + std::to_string(C) + ") on x " + title(px) +
+             " vs the head on every frame: terms " + fmt(e_terms) + " segment_features " + fmt(e_f) +
+             " segment_means " + fmt(e_m) + " grad_features " + fmt(e_gx) + " grad_logit_scale " + fmt(e_gs) +
+             " grad_head_weight " + fmt(e_gw) + " grad_head_bias " + fmt(e_gb));
 }
 
 }  // namespace
@@ -465,7 +559,11 @@ int main() {
       p = make_problem(rng, s.N, s.D, s.T, s.K, s.extra, s.max_run, s.ties, s.zero);
     test_problem(p, rng);
   }
-  test_deterministic(rng);
+  for (const auto& [N, C, D, T, K] : {std::array<int64_t, 5>{3, 5, 9, 40, 4}, {2, 1, 1, 12, 2},
+                                      {3, 11, 4, 30, 3}, {4, 64, 33, 60, 6}})
+    test_head(rng, N, C, D, T, K);
+  test_deterministic(rng, false);
+  test_deterministic(rng, true);
   test_argument_checks(rng);
   return report();
 }

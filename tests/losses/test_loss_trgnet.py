@@ -8,6 +8,7 @@ from trgnet_fast.data import label_runs, segment_capacity
 from trgnet_fast.data.labels import IGNORE_INDEX as IGN
 from trgnet_fast.host_sync import HostSyncError, NoHostSync
 from trgnet_fast.losses import TRGNetLoss
+from trgnet_fast.model.text_heads import TextFeatures
 
 from backend_marks import needs
 
@@ -303,6 +304,32 @@ def test_real_model_outputs(ref, gen, one_thread):
     assert model.logit_scale.grad is not None and model.conv_feature.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("backend", LOSS_BACKENDS)
+def test_deferred_text_head_equals_the_applied_head(ref, gen, backend):
+    """e0 as ``TextFeatures`` (the head's (N, C, T) input, weight and bias; the fused backends form only its segment
+    means, the torch backend applies the head) against e0 = the head applied to every frame: every term within 1e-12
+    and the gradients of the head's input, weight, bias and logit_scale within 1e-12, float64, both quirk modes'
+    default (published)."""
+    outputs, x, labels, boundary, mask = _batch(ref, gen, 4, 30, mid_ignore=True)
+    logits, bounds, _, scale = outputs
+    n, c, t = 4, 5, 30
+    hidden = torch.randn(n, c, t, generator=gen, dtype=torch.float64).requires_grad_(True)
+    head = torch.nn.Conv1d(c, D, 1).double()
+    deferred = TextFeatures.of(head, hidden)
+    emb, tag = _tables(gen)
+    loss = TRGNetLoss(emb, tag, 12.5, backend=backend).double()
+    bound = segment_capacity(labels)
+    got = loss((logits, bounds, [deferred, deferred], scale), x, labels, boundary, mask, max_segments=bound)
+    want = loss((logits, bounds, [head(hidden)], scale), x, labels, boundary, mask, max_segments=bound)
+    leaves = (hidden, head.weight, head.bias, scale)
+    for name in ("aris_abs", "aris_rel", "total"):
+        assert abs(float(got[name] - want[name])) <= 1e-12 * abs(float(want[name])), name
+        grads = [torch.autograd.grad(value[name], leaves, retain_graph=True, allow_unused=True,
+                                     materialize_grads=True) for value in (got, want)]
+        for g, w in zip(*grads):
+            assert float((g - w).norm()) <= 1e-12 * float(w.norm()) + 1e-15, name
+
+
 def test_bad_shapes_raise_value_error_naming_argument(ref, gen):
     outputs, x, labels, boundary, mask = _batch(ref, gen, 2, 12, dtype=torch.float32, grad=False)
     emb, tag = _tables(gen, torch.float32)
@@ -318,6 +345,10 @@ def test_bad_shapes_raise_value_error_naming_argument(ref, gen):
         ("logits", dict(outputs=([logits[0][:, :-1]], bounds, feats, scale))),
         ("boundaries", dict(outputs=(logits, [bounds[0][:, :, :-1]], feats, scale))),
         ("features", dict(outputs=(logits, bounds, [feats[0][:, :-1]], scale))),
+        ("hidden", dict(outputs=(logits, bounds, [TextFeatures(feats[0][:, :3, :-1], torch.ones(D, 3),
+                                                              torch.ones(D))], scale))),
+        (re.escape("weight (features): expected shape (D, C) = (16, 3)"),
+         dict(outputs=(logits, bounds, [TextFeatures(feats[0][:, :3], torch.ones(D, 4), torch.ones(D))], scale))),
         ("logit_scale", dict(outputs=(logits, bounds, feats, torch.ones(2)))),
         ("outputs", dict(outputs=(logits, bounds))),
     ]

@@ -12,6 +12,7 @@ from trgnet_fast.host_sync import NoHostSync
 from trgnet_fast.model import attention as attention_module
 from trgnet_fast.model import default_config
 from trgnet_fast.model.attention import AttModule, LinearAttention
+from trgnet_fast.model.text_heads import TextFeatures
 from trgnet_fast.ops.linear_attention.reference import linear_attention_reference
 
 MAIN_DATASETS = ["PKU-subject", "LARA", "MCFS-130", "TCG-15"]
@@ -39,6 +40,27 @@ def test_output_structure(dataset, make_model, make_inputs):
         final_logits, final_boundary = model.eval()(x, mask, joint_graph)
     assert tuple(final_logits.shape) == (2, k, 20) and tuple(final_boundary.shape) == (2, 1, 20)
     assert torch.isfinite(final_logits).all() and torch.isfinite(final_boundary).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "cuda"])
+def test_deferred_text_heads_are_the_heads_and_their_inputs(backend, make_model, make_inputs):
+    """``defer_text_heads``: every text-space feature comes as ``TextFeatures`` whose head is the model's own
+    (conv_feature, conv_asb_feature: their parameters, as views) and whose materialisation equals the applied head,
+    bit for bit, with the same dropout draws (same seed); the other outputs are unchanged."""
+    model = make_model("PKU-subject", text_dim=32, backend=backend).train()
+    x, mask, joint_graph = make_inputs("PKU-subject", lengths=(20, 16))
+    torch.manual_seed(7)
+    applied = model(x, mask, joint_graph)
+    torch.manual_seed(7)
+    deferred = model(x, mask, joint_graph, defer_text_heads=True)
+    for got, want in zip(deferred[0] + deferred[1], applied[0] + applied[1]):
+        assert torch.equal(got, want)
+    heads = [model.conv_feature, *model.conv_asb_feature]
+    assert len(deferred[2]) == len(heads)
+    for features, head, want in zip(deferred[2], heads, applied[2]):
+        assert isinstance(features, TextFeatures)
+        assert features.weight._base is head.weight and features.bias is head.bias
+        assert torch.equal(features.materialize(), want)
 
 
 def test_parameter_counts_match_spec(make_model):

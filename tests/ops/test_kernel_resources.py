@@ -25,8 +25,9 @@ REPORT_SCRIPT = REPO / "benchmarks" / "kernel_report.py"
 CUBIN_MODULE = REPO / "benchmarks" / "bench" / "cubin.py"
 
 # the kernels each benchmark variant's forward + backward launches, in launch order (the op registry's
-# ``triton_kernels``; the LA state reduction runs once per direction)
-EXPECTED_KERNELS = {variant: list(spec.triton_kernels) for variant, (spec, _) in BENCH_VARIANTS.items()}
+# ``triton_kernels``, or the variant's own; the LA state reduction runs once per direction)
+EXPECTED_KERNELS = {name: list(variant.triton_kernels or spec.triton_kernels)
+                    for name, (spec, variant) in BENCH_VARIANTS.items()}
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 # float64 is a parity dtype (no speed target): it must compile, spilling is allowed (the fp64 LA frame-axis
 # products are explicit sums, see trgnet_fast/ops/linear_attention/triton_kernels.py)

@@ -64,11 +64,11 @@ def test_unknown_backend_is_rejected(spec):
 @SPECS
 def test_triton_module_registers_the_ops(spec):
     """Importing ``OpSpec.triton_module`` registers ``trgnet_triton::<op>`` and ``..._backward``; it defines the
-    kernels ``OpSpec.triton_kernels`` names."""
+    kernels ``OpSpec.triton_kernels`` and its benchmark variants' ``triton_kernels`` name."""
     module = importlib.import_module(spec.triton_module)
     for name in (spec.name, f"{spec.name}_backward"):
         assert hasattr(triton_ops(), name), name
-    for kernel in spec.triton_kernels:
+    for kernel in {*spec.triton_kernels, *(k for v in spec.bench for k in v.triton_kernels or ())}:
         assert hasattr(module, kernel), kernel
 
 

@@ -13,6 +13,7 @@ from trgnet_fast.losses.segments import segment_means
 from trgnet_fast.losses.targets import LossTargetBuilder, LossTargets
 from trgnet_fast.losses.terms import (aris_absolute, aris_relative, boundary_bce, cross_entropy, frame_log_probs,
                                       gs_tmse, gs_tmse_weights)
+from trgnet_fast.model.text_heads import TextFeatures
 from trgnet_fast.ops.aris_losses import aris_losses
 from trgnet_fast.ops.aris_losses.autograd import OP_NAME as ARIS_LOSSES_OP
 from trgnet_fast.ops.frame_losses import frame_losses
@@ -149,9 +150,19 @@ class TRGNetLoss(nn.Module):
                 raise ValueError(f"outputs[1][{i}] (boundaries): expected shape {(n, 1, t)}, "
                                  f"got {tuple(b.shape)}")
         d = self.action_embeddings.shape[1]
-        e0 = _check_tensor("outputs[2][0] (features)", feats[0], 3)
-        if tuple(e0.shape) != (n, d, t):
-            raise ValueError(f"outputs[2][0] (features): expected shape {(n, d, t)}, got {tuple(e0.shape)}")
+        if isinstance(feats[0], TextFeatures):  # the head's input and the head: e0 = weight · hidden + bias
+            hidden = _check_tensor("outputs[2][0].hidden (features)", feats[0].hidden, 3)
+            weight = _check_tensor("outputs[2][0].weight (features)", feats[0].weight, 2)
+            if hidden.shape[0] != n or hidden.shape[2] != t:
+                raise ValueError(f"outputs[2][0].hidden (features): expected shape (N={n}, C, T={t}), got "
+                                 f"{tuple(hidden.shape)}")
+            if tuple(weight.shape) != (d, hidden.shape[1]):
+                raise ValueError(f"outputs[2][0].weight (features): expected shape (D, C) = {(d, hidden.shape[1])}, "
+                                 f"got {tuple(weight.shape)}")
+        else:
+            e0 = _check_tensor("outputs[2][0] (features)", feats[0], 3)
+            if tuple(e0.shape) != (n, d, t):
+                raise ValueError(f"outputs[2][0] (features): expected shape {(n, d, t)}, got {tuple(e0.shape)}")
         _check_tensor("outputs[3] (logit_scale)", logit_scale)
         if logit_scale.numel() != 1:
             raise ValueError(f"outputs[3] (logit_scale): expected one element, got shape "
@@ -216,19 +227,23 @@ class TRGNetLoss(nn.Module):
 
     def _fused_aris_terms(self, e0, logit_scale, targets: LossTargets, backend: str):
         """Both ARIS terms as one fused op (``aris_losses``, docs/kernels.md#aris_losses) on ``backend``: the segment
-        means, the similarities and both KL divergences, from the target builder's slots and KL targets."""
+        means, the similarities and both KL divergences, from the target builder's slots and KL targets. e0: (N, D, T),
+        or ``TextFeatures`` (the op applies the head to the segment means of its input)."""
+        head = {}
+        if isinstance(e0, TextFeatures):
+            e0, head = e0.hidden, {"head_weight": e0.weight, "head_bias": e0.bias}
         unit = self._unit_embeddings(torch.float64 if e0.dtype == torch.float64 else torch.float32)
         segs, absolute, relative = targets.segments, targets.absolute, targets.relative
         terms = aris_losses(e0, segs.frame_segment, segs.video, segs.start, segs.count, segs.valid, segs.label, unit,
                             logit_scale, absolute.weight, absolute.log_weight, relative.weight, relative.log_weight,
-                            backend=backend)
+                            **head, backend=backend)
         return terms.unbind(0)
 
     def forward(self, outputs, x: torch.Tensor, labels: torch.Tensor, boundary: torch.Tensor,
                 mask: torch.Tensor, max_segments: int | None = None,
                 targets: LossTargets | None = None) -> dict[str, torch.Tensor]:
-        """outputs: the model's train-mode tuple ([logits (N,K,T)...], [b (N,1,T)...], [e (N,D,T)...],
-        logit_scale (1,)); x: (N, C, V, T) (augmented) model input, GS-TMSE's similarity source, or None when
+        """outputs: the model's train-mode tuple ([logits (N,K,T)...], [b (N,1,T)...], [e (N,D,T) or
+        ``TextFeatures`` (a head with its (N,C,T) input, docs/model.md#deferred-text-heads)...], logit_scale (1,)); x: (N, C, V, T) (augmented) model input, GS-TMSE's similarity source, or None when
         ``targets`` carry its pair weights (the training collate's do); labels: (N, T) long, 255 = ignore;
         boundary: (N, 1, T) 0/1 float; mask: (N, 1, T) bool or 0/1; max_segments: None, or a static bound
         on the ARIS segments (the collate's ``max_segments``, ``segment_capacity``): then nothing in the loss
@@ -269,7 +284,8 @@ class TRGNetLoss(nn.Module):
             terms += [(aris_abs, self.aris_abs_weight), (aris_rel, self.aris_rel_weight)]
         elif self.use_aris_abs or self.use_aris_rel:
             segs = targets.segments
-            f = segment_means(feats[0], segs)
+            e0 = feats[0].materialize() if isinstance(feats[0], TextFeatures) else feats[0]
+            f = segment_means(e0, segs)
             if self.use_aris_abs:
                 aris_abs = aris_absolute(f, segs.label, self._unit_embeddings(f.dtype), logit_scale, segs.valid,
                                          targets.absolute, embeddings_normalized=True)

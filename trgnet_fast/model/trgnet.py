@@ -14,6 +14,7 @@ from trgnet_fast.model.dropout_seeds import DropoutSeeds
 from trgnet_fast.model.masking import check_mask_mode, sequence_offsets
 from trgnet_fast.model.packing import PackedSequences
 from trgnet_fast.model.spatial import MultiScaleGraphConv
+from trgnet_fast.model.text_heads import TextFeatures
 from trgnet_fast.model.temporal import (DilatedResidualLayer, RefinementDecoder, SingleStageTCN,
                                         SpatialFeatureInjection, SpatioTemporalEncoder)
 from trgnet_fast.model.validation import validate_inputs, validate_packed
@@ -62,7 +63,8 @@ class TRGNet(nn.Module):
         mask: (N, 1, T) bool or 0/1; joint_graph: (V, V) floating TJG.
         Training mode returns ([logits_0, ..., logits_A], [b_0, ..., b_B], [e_0, ..., e_A], logit_scale)
         with logits (N, K, T), boundary logits b (N, 1, T), text-space features e (N, text_dim, T) and
-        logit_scale (1,), where A = n_stages_asb - 1 and B = n_stages_brb - 1.
+        logit_scale (1,), where A = n_stages_asb - 1 and B = n_stages_brb - 1 (with ``defer_text_heads`` each
+        e_s as ``TextFeatures``: its head and the head's (N, n_features, T) input).
         Eval mode returns (final logits (N, K, T), final boundary logits (N, 1, T)) and skips the
         text-space heads, which do not affect these outputs.
     """
@@ -136,20 +138,23 @@ class TRGNet(nn.Module):
                 module.dropout_masks = kind
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, joint_graph: torch.Tensor, check_values: bool = True,
-                packed: PackedSequences | None = None):
+                packed: PackedSequences | None = None, defer_text_heads: bool = False):
         """See the class docstring for shapes and return values. check_values: also check that x and
         joint_graph are finite and mask is 0/1, which reads the device (a host sync on a GPU); False checks
         shapes, dtypes and devices only, for inputs already checked (the trainer's batches: the readers refuse
         non-finite files). packed: None, or the sequences of a packed batch (x (1, C_in, V, T) with the S videos
         concatenated along T, mask (1, 1, T) all ones; mask-correct mode only; docs/model.md#packed-batches):
-        then every output is packed the same way (``trgnet_fast.model.packing.unpack`` gives the padded layout)."""
+        then every output is packed the same way (``trgnet_fast.model.packing.unpack`` gives the padded layout).
+        defer_text_heads: in training, return the text-space features as ``TextFeatures`` (each head with its
+        (N, C, T) input, not applied; docs/model.md#deferred-text-heads) instead of e (N, D, T): the trainer's
+        step, whose loss forms only e0's segment means."""
         self._dropout_seeds.start()
         try:
-            return self._forward(x, mask, joint_graph, check_values, packed)
+            return self._forward(x, mask, joint_graph, check_values, packed, defer_text_heads)
         finally:
             self._dropout_seeds.stop()
 
-    def _forward(self, x, mask, joint_graph, check_values, packed):
+    def _forward(self, x, mask, joint_graph, check_values, packed, defer_text_heads):
         correct = self.mask_mode == "correct"
         validate_inputs(x, mask, joint_graph, self.in_channel, self.num_joints, self.logit_scale.device,
                         self.logit_scale.dtype, check_values, right_padded=correct)
@@ -181,15 +186,18 @@ class TRGNet(nn.Module):
                 boundary = stage(torch.sigmoid(boundary), mask, cu)
             return logits, boundary
 
+        def text_features(head: nn.Conv1d, hidden: torch.Tensor):
+            return TextFeatures.of(head, hidden) if defer_text_heads else head(hidden)
+
         all_logits, all_boundaries = [logits], [boundary]
-        all_features = [self.conv_feature(feature)]
+        all_features = [text_features(self.conv_feature, feature)]
         # Published quirk: in training each decoder stage after the first attends to the previous
         # stage's hidden state instead of the encoder feature (in eval all stages use the encoder feature).
         values = feature
         for stage, feature_head in zip(self.asb, self.conv_asb_feature):
             logits, values = stage(torch.softmax(logits, dim=1) * mask, values * mask, mask, cu)
             all_logits.append(logits)
-            all_features.append(feature_head(values))
+            all_features.append(text_features(feature_head, values))
         for stage in self.brb:
             boundary = stage(torch.sigmoid(boundary), mask, cu)
             all_boundaries.append(boundary)

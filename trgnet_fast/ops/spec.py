@@ -30,6 +30,8 @@ class BenchVariant:
     flops      size -> {"fwd": FLOP, "bwd": FLOP}, or None when unknown
     min_bytes  (size, itemsize) -> {"fwd": bytes, "bwd": bytes}: each input read once, each output written
                once (None: unknown)
+    triton_kernels  the Triton kernels this variant's forward + backward launch, in launch order, where they are
+               not the op's (``OpSpec.triton_kernels``; None: the op's)
     """
     name: str
     sizes: Callable[[int, int], dict]
@@ -37,6 +39,7 @@ class BenchVariant:
     min_bytes: Callable[[dict, int], dict] | None = None
     note: str = ""
     dtypes: tuple = field(default=BENCH_DTYPES)
+    triton_kernels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from trgnet_fast.losses import TRGNetLoss, boundary_pos_weight
 from trgnet_fast.model import TRGNet, default_config
 from trgnet_fast.model.config import ARCHITECTURE_DEFAULTS, default_sfi_layers
 from trgnet_fast.model.packing import PackedSequences, unpack
+from trgnet_fast.model.text_heads import map_features
 from trgnet_fast.training import checkpoint as ckpt
 from trgnet_fast.training.config import ConfigError, dump_yaml
 from trgnet_fast.training.cuda_graphs import GraphedSteps, check_graphable
@@ -99,8 +100,8 @@ def _loss_dtype(t: torch.Tensor) -> torch.Tensor:
 
 def _float_outputs(out):
     logits, bounds, feats, scale = out
-    return ([_loss_dtype(z) for z in logits], [_loss_dtype(b) for b in bounds], [_loss_dtype(e) for e in feats],
-            _loss_dtype(scale))
+    return ([_loss_dtype(z) for z in logits], [_loss_dtype(b) for b in bounds],
+            [map_features(e, _loss_dtype) for e in feats], _loss_dtype(scale))
 
 
 class TrainStep(nn.Module):
@@ -128,12 +129,14 @@ class TrainStep(nn.Module):
         with torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
             # shapes checked, values not: they would wait for the device, and the readers already refused
             # non-finite files; a non-finite loss is caught by Trainer.read_losses
-            out = self.model(x, mask, joint_graph, check_values=False, packed=packed)
+            # the text heads as the loss takes them: only e0's segment means are formed
+            # (docs/model.md#deferred-text-heads)
+            out = self.model(x, mask, joint_graph, check_values=False, packed=packed, defer_text_heads=True)
         out = _float_outputs(out)
         if packed is not None:  # the loss takes the padded layout; padded positions carry no weight in it
             logits, bounds, feats, scale = out
             out = ([unpack(z, packed) for z in logits], [unpack(b, packed) for b in bounds],
-                   [unpack(e, packed) for e in feats], scale)
+                   [map_features(e, lambda t: unpack(t, packed)) for e in feats], scale)
             # the padded x only as GS-TMSE's similarity source: not needed when the targets carry the pair weights
             needs_x = targets is None or targets.pair_weight is None
             x, mask = (unpack(x, packed) if needs_x else None), loss_mask

@@ -2,7 +2,8 @@
 (``trgnet_fast/losses/terms.py``: aris_absolute and aris_relative on segment_means, themselves tested against loop
 transcriptions of the published code in tests/losses) on the target builder's segments and KL targets; the op spec's
 own construction of the slots and targets agrees with the builder's; the KL targets' bias and row count are the rule
-the op derives from segment_valid. float64, fresh random inputs."""
+the op derives from segment_valid; with the feature head, the terms of the published order (every frame projected by
+the head, then averaged). float64, fresh random inputs."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,7 @@ from trgnet_fast.losses.segments import extract_segments, segment_means
 from trgnet_fast.losses.targets import LossTargetBuilder
 from trgnet_fast.losses.terms import aris_absolute, aris_relative
 from trgnet_fast.ops.aris_losses.reference import aris_losses_reference, dropped_bias
-from trgnet_fast.ops.aris_losses.spec import IGNORED, _labels, kl_target, size, slots
+from trgnet_fast.ops.aris_losses.spec import IGNORED, _labels, kl_target, make_inputs, size, slots
 
 
 def _batch(generator, n=4, k=5, t=37):
@@ -93,3 +94,24 @@ def test_slots_and_targets_of_the_spec_and_of_the_builder_agree():
         assert rel_err(ours[0], theirs.weight) <= 1e-15 and rel_err(ours[1], theirs.log_weight) <= 1e-15
         assert torch.equal(theirs.bias, dropped_bias(valid, torch.float64))
         assert theirs.rows == max(int(valid.sum()), 1)
+
+
+@pytest.mark.parametrize("channels", [1, 6, 40])
+def test_feature_head_equals_averaging_the_projected_frames(channels):
+    """The reference with the feature head (each segment's mean of x projected: W m_i + b) against the reference
+    without it on e0 = conv1d(x, W, b) over every frame (the model's conv_feature, then the segment means, as
+    published): the same terms and gradients of x, W, b and logit_scale (the mean is linear)."""
+    gen = torch.Generator().manual_seed(torch.seed())
+    inputs = make_inputs(size(4, 9, 37, 5, head=channels), torch.float64, "cpu", gen)
+    names = ("features", "head_weight", "head_bias", "logit_scale")
+    leaves = [inputs[n].clone().requires_grad_(True) for n in names]
+    x, weight, bias, scale = leaves
+    headed = aris_losses_reference(**inputs | dict(zip(names, leaves)))
+    plain = {k: v for k, v in inputs.items() if k not in ("head_weight", "head_bias")}
+    projected = aris_losses_reference(**plain | {"features": F.conv1d(x, weight[..., None], bias),
+                                                 "logit_scale": scale})
+    assert rel_err(headed, projected) <= 1e-13
+    cotangent = torch.randn(2, generator=gen, dtype=torch.float64)
+    for name, g, expected in zip(names, torch.autograd.grad(headed, leaves, cotangent),
+                                 torch.autograd.grad(projected, leaves, cotangent)):
+        assert rel_err(g, expected) <= 1e-12, name

@@ -10,6 +10,7 @@ import torch
 
 from aris_losses_cases import case_inputs, fused, size
 from op_checks import BACKEND_DEVICE, api_backends
+from validation_cases import assert_public_function_names_the_argument
 from trgnet_fast.ops.aris_losses import OP_NAME, TENSOR_NAMES
 from trgnet_fast.ops.aris_losses.validation import (BACKWARD_INPUT_NAMES, validate_backward_inputs,
                                                     validate_inputs)
@@ -17,6 +18,7 @@ from trgnet_fast.ops.registry import OPS
 
 SPEC = OPS[OP_NAME]
 SIZE = size(2, 3, 9, 4, run=3, spare=2)  # N = 2, D = 3, T = 9; M depends on the drawn runs
+HEAD_SIZE = size(2, 3, 9, 4, run=3, spare=2, head=5)  # and a (D, C) = (3, 5) feature head on (2, 5, 9) features
 
 
 def _bad(name, make):
@@ -61,12 +63,28 @@ BAD = [  # (argument named in the message, change of the inputs -> (inputs, expe
 ]
 
 
+HEAD_BAD = [  # as BAD, on inputs with the feature head
+    _bad("head_weight, head_bias", lambda x: ({**x, "head_bias": None},
+                                              "expected both tensors (the feature head) or both None, got Tensor, "
+                                              "None")),
+    _bad("head_weight", lambda x: ({**x, "head_weight": x["head_weight"][:, :4]},
+                                   "expected shape (D, C) = (D, 5) with D >= 1 (C: features' channels), got (3, 4)")),
+    _bad("head_weight", lambda x: ({**x, "head_weight": x["head_weight"].long()},
+                                   "expected a floating dtype, got torch.int64")),
+    _bad("head_bias", lambda x: ({**x, "head_bias": x["head_bias"][:2]}, "expected shape (D,) = (3,), got (2,)")),
+    _bad("unit_embeddings", lambda x: ({**x, "unit_embeddings": torch.zeros(4, 5)},
+                                       "expected shape (K, D) = (K, 3) with K >= 1, got (4, 5)")),
+    _bad("features", lambda x: ({**x, "features": x["features"][0]},
+                                "expected a 3-D tensor (N, C, T), got shape (5, 9)")),
+]
+
+
 @pytest.mark.parametrize("backend", api_backends(SPEC))
-@pytest.mark.parametrize("name, change", BAD)
-def test_public_function_names_the_argument(backend, name, change):
-    inputs, expected = change(case_inputs(SIZE, device=BACKEND_DEVICE.get(backend, "cpu")))
-    with pytest.raises(ValueError, match=re.escape(f"{OP_NAME}: {name}: {expected}")):
-        fused(backend)(**inputs)
+@pytest.mark.parametrize("size, name, change", [pytest.param(SIZE, *case.values, id=case.id) for case in BAD]
+                         + [pytest.param(HEAD_SIZE, *case.values, id=f"head-{case.id}") for case in HEAD_BAD])
+def test_public_function_names_the_argument(backend, size, name, change):
+    inputs, expected = change(case_inputs(size, device=BACKEND_DEVICE.get(backend, "cpu")))
+    assert_public_function_names_the_argument(fused(backend), OP_NAME, name, inputs, expected)
 
 
 @pytest.mark.parametrize("backend", api_backends(SPEC))
@@ -87,7 +105,7 @@ def test_state_inputs_are_converted_to_the_compute_dtype(backend):
 
 def test_raw_ops_take_the_state_in_the_compute_dtype():
     inputs = case_inputs(SIZE, dtype=torch.float32)
-    tensors = [inputs[n] for n in TENSOR_NAMES]
+    tensors = [inputs[n] for n in TENSOR_NAMES] + [None, None]  # no feature head
     tensors[4] = tensors[4].double()  # segment_count
     with pytest.raises(ValueError, match=re.escape("op: segment_count: expected dtype torch.float32 (the compute "
                                                    "dtype of torch.float32 features), got torch.float64")):
@@ -101,28 +119,40 @@ def test_raw_ops_take_the_state_in_the_compute_dtype():
 
 def test_backward_checks_its_arguments():
     """The raw backward ops' arguments: grad_terms (2,), the saved segment_features (M, D), row_lse (3, M) and
-    max_distance (2,) in the compute dtype of features_dtype, and features_dtype itself."""
+    max_distance (2,) in the compute dtype of features_dtype, and features_dtype itself; with the feature head its
+    (D, C) weight and the saved (M, C) segment_means, without it an empty segment_means."""
     inputs = case_inputs(SIZE)
     tensors = [inputs[n] for n in BACKWARD_INPUT_NAMES]
-    m, d = inputs["segment_count"].shape[0], inputs["features"].shape[1]
+    m, d, c = inputs["segment_count"].shape[0], inputs["features"].shape[1], 5
     f, row_lse, max_distance = (torch.zeros(shape, dtype=torch.float64) for shape in ((m, d), (3, m), (2,)))
+    no_means, means, weight = torch.zeros(0), torch.zeros(m, c, dtype=torch.float64), torch.zeros(d, c).double()
     grad_terms = torch.ones(2, dtype=torch.float64)
-    validate_backward_inputs("op", grad_terms, tensors, f, row_lse, max_distance, torch.float64)
+    validate_backward_inputs("op", grad_terms, tensors, f, row_lse, max_distance, None, no_means, torch.float64)
+    validate_backward_inputs("op", grad_terms, tensors, f, row_lse, max_distance, weight, means, torch.float64)
     for args, expected in (
-            ((grad_terms[:1], tensors, f, row_lse, max_distance, torch.float64),
+            ((grad_terms[:1], tensors, f, row_lse, max_distance, None, no_means, torch.float64),
              "op: grad_terms: expected shape (2,) = (2,), got (1,)"),
-            ((grad_terms.float(), tensors, f, row_lse, max_distance, torch.float64),
+            ((grad_terms.float(), tensors, f, row_lse, max_distance, None, no_means, torch.float64),
              "op: grad_terms: expected dtype torch.float64"),
-            ((grad_terms, tensors, f, row_lse[:2], max_distance, torch.float64),
+            ((grad_terms, tensors, f, row_lse[:2], max_distance, None, no_means, torch.float64),
              f"op: row_lse: expected shape (3, M) = (3, {m}), got (2, {m})"),
-            ((grad_terms, tensors, f.float(), row_lse, max_distance, torch.float64),
+            ((grad_terms, tensors, f.float(), row_lse, max_distance, None, no_means, torch.float64),
              "op: segment_features: expected dtype torch.float64 (the compute dtype of torch.float64 features), got "
              "torch.float32"),
-            ((grad_terms, tensors, f, row_lse, max_distance, torch.float32),
+            ((grad_terms, tensors, f, row_lse, max_distance, None, no_means, torch.float32),
              "op: segment_features: expected dtype torch.float32"),
-            ((grad_terms, tensors, f, row_lse, max_distance, torch.int64),
+            ((grad_terms, tensors, f, row_lse, max_distance, None, no_means, torch.int64),
              "op: features_dtype: expected float32, float64, float16 or bfloat16, got torch.int64"),
-            ((grad_terms, tensors, f[:, :2], row_lse, max_distance, torch.float64),
-             "op: unit_embeddings: expected shape (K, D) = (K, 2)")):
+            ((grad_terms, tensors, f[:, :2], row_lse, max_distance, None, no_means, torch.float64),
+             "op: unit_embeddings: expected shape (K, D) = (K, 2)"),
+            ((grad_terms, tensors, f, row_lse, max_distance, None, means, torch.float64),
+             f"op: segment_means: expected shape (0,) (no feature head) = (0,), got ({m}, {c})"),
+            ((grad_terms, tensors, f, row_lse, max_distance, weight[:2], means, torch.float64),
+             f"op: head_weight: expected shape (D, C) = ({d}, C) with C >= 1 (D: segment_features' columns), got "
+             f"(2, {c})"),
+            ((grad_terms, tensors, f, row_lse, max_distance, weight, means[:, :2], torch.float64),
+             f"op: segment_means: expected shape (M, C) = ({m}, {c}), got ({m}, 2)"),
+            ((grad_terms, tensors, f, row_lse, max_distance, weight.float(), means, torch.float64),
+             "op: head_weight: expected dtype torch.float64")):
         with pytest.raises(ValueError, match=re.escape(expected)):
             validate_backward_inputs("op", *args)

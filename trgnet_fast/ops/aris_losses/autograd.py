@@ -21,37 +21,47 @@ SAVED_INPUTS = tuple(TENSOR_NAMES.index(name) for name in (
 
 def fake_forward(*tensors):
     validate_inputs(f"trgnet::{OP_NAME}", tensors)  # dtypes, shapes: the C++ checks never run here
-    features, count = tensors[0], tensors[4]
-    m, d = count.shape[0], features.shape[1]
+    features, count, head_weight = tensors[0], tensors[4], tensors[len(TENSOR_NAMES)]
+    m, d = count.shape[0], features.shape[1] if head_weight is None else head_weight.shape[0]
     acc = compute_dtype(features.dtype)
+    means = (0,) if head_weight is None else (m, features.shape[1])
     return (features.new_empty((2,), dtype=acc), features.new_empty((m, d), dtype=acc),
-            features.new_empty((3, m), dtype=acc), features.new_empty((2,), dtype=acc))
+            features.new_empty((3, m), dtype=acc), features.new_empty((2,), dtype=acc),
+            features.new_empty(means, dtype=acc))
 
 
 def fake_backward(grad_terms, frame_segment, *rest):
-    segment_features, features_dtype = rest[-4], rest[-1]
+    segment_features, head_weight, segment_means, features_dtype = rest[-6], rest[-3], rest[-2], rest[-1]
     n, t = frame_segment.shape
-    return (segment_features.new_empty((n, segment_features.shape[1], t), dtype=features_dtype),
-            segment_features.new_empty((1,)))
+    c = segment_features.shape[1] if head_weight is None else head_weight.shape[1]
+    return (segment_features.new_empty((n, c, t), dtype=features_dtype), segment_features.new_empty((1,)),
+            segment_features.new_empty((0,) if head_weight is None else tuple(head_weight.shape)),
+            segment_features.new_empty((0,) if head_weight is None else (head_weight.shape[0],)))
 
 
 def setup_context(ctx, inputs, output):
-    """Saves the backward's inputs and the forward's three saved outputs; the features' dtype on the context."""
+    """Saves the backward's inputs (the head's weight among them, when given) and the forward's four saved outputs;
+    the features' dtype on the context."""
     ctx.mark_non_differentiable(*output[1:])
     ctx.set_materialize_grads(False)  # no zero-filled gradients of the saved outputs (the backward ignores them)
-    ctx.save_for_backward(*(inputs[i] for i in SAVED_INPUTS), *output[1:])
+    segment_features, row_lse, max_distance, segment_means = output[1:]
+    ctx.save_for_backward(*(inputs[i] for i in SAVED_INPUTS), segment_features, row_lse, max_distance,
+                          inputs[len(TENSOR_NAMES)], segment_means)
     ctx.features_dtype = inputs[0].dtype
 
 
 def make_backward(backward_op):
     """The ``register_autograd`` backward that runs ``backward_op`` (native or Triton) on the saved tensors. Returns
     one gradient per forward input: features, None for the slot inputs and embeddings, logit_scale, None for the
-    targets."""
+    targets, then the head's weight and bias (None without the head)."""
     def backward(ctx, grad_terms, *_grad_saved):
         if grad_terms is None:  # gradients are not materialised: the terms' gradient is undefined (gradcheck asks)
-            return (None,) * len(TENSOR_NAMES)
-        grad_features, grad_scale = backward_op(grad_terms.contiguous(), *ctx.saved_tensors, ctx.features_dtype)
-        return (grad_features, None, None, None, None, None, None, None, grad_scale, None, None, None, None)
+            return (None,) * (len(TENSOR_NAMES) + 2)
+        grad_features, grad_scale, grad_weight, grad_bias = backward_op(grad_terms.contiguous(), *ctx.saved_tensors,
+                                                                        ctx.features_dtype)
+        head = ctx.saved_tensors[-2] is not None
+        return (grad_features, None, None, None, None, None, None, None, grad_scale, None, None, None, None,
+                grad_weight if head else None, grad_bias if head else None)
     return backward
 
 

@@ -40,15 +40,26 @@ def segment_features(features, frame_segment, segment_count, segment_valid) -> t
     return torch.where(segment_valid[:, None], sums / segment_count[:, None], 0.0)
 
 
+def headed_segment_features(features, frame_segment, segment_count, segment_valid, head_weight=None,
+                            head_bias=None) -> torch.Tensor:
+    """(M, D) f: the segment means of the features (N, D, T), or with the head (head_weight (D, C), head_bias (D,))
+    the head applied to the segment means of the features (N, C, T); 0 for padding slots."""
+    f = segment_features(features, frame_segment, segment_count, segment_valid)
+    if head_weight is None:
+        return f
+    return torch.where(segment_valid[:, None], torch.addmm(head_bias, f, head_weight.T), 0.0)
+
+
 def aris_losses_reference(features, frame_segment, segment_video, segment_start, segment_count, segment_valid,
                           segment_label, unit_embeddings, logit_scale, absolute_weight, absolute_log_weight,
-                          relative_weight, relative_log_weight) -> torch.Tensor:
-    """(2,) [absolute, relative] by the package docstring's formulas. Shapes: features (N, D, T); frame_segment
-    (N, T); segment_video, segment_start, segment_count, segment_valid, segment_label (M,); unit_embeddings (K, D);
-    logit_scale (1,); the four weights (M, M). segment_video and segment_start are where the kernels read a slot's
-    frames; the reference finds them through frame_segment (the contract: both name the same frames)."""
+                          relative_weight, relative_log_weight, head_weight=None, head_bias=None) -> torch.Tensor:
+    """(2,) [absolute, relative] by the package docstring's formulas. Shapes: features (N, D, T) (with the head
+    (N, C, T)); frame_segment (N, T); segment_video, segment_start, segment_count, segment_valid, segment_label (M,);
+    unit_embeddings (K, D); logit_scale (1,); the four weights (M, M); head_weight (D, C) and head_bias (D,), or
+    None. segment_video and segment_start are where the kernels read a slot's frames; the reference finds them
+    through frame_segment (the contract: both name the same frames)."""
     dtype = compute_dtype(features.dtype)
-    f = segment_features(features, frame_segment, segment_count, segment_valid)
+    f = headed_segment_features(features, frame_segment, segment_count, segment_valid, head_weight, head_bias)
     valid = segment_valid
     rows = valid.sum().clamp(min=1).to(dtype)
     bias = dropped_bias(valid, dtype)
@@ -76,18 +87,23 @@ def aris_losses_reference(features, frame_segment, segment_video, segment_start,
 
 
 def gradient_error_floors(inputs: dict, grad_out: torch.Tensor) -> dict[str, float]:
-    """Denominator floors of the relative errors of the features' and logit_scale's gradients: a quarter of the
-    root-sum-square of the elementary products each one sums (the rule of the other ops' floors,
-    docs/architecture.md#parity). A KL gradient W_i·p_ij − w_ij cancels (to exactly 0 with one segment: p = w), and
-    so does the normalisation's f̂-projection: rounding scales with the parts, not with their difference. Parts per
-    pair: (ga/(2·rows))·(Wa_i p^L_ij + wa_ij + Wa_j p^Lᵀ_ji + wa_ji) for L_ij (times |f̂_i·ê_j| for logit_scale, |s|/‖f_i‖
-    for f_i), (gr/rows)·(Wr_i p^P_ij + wr_ij)/(dmax + tiny) for d_ij and d_ji (unit direction vectors); a frame's
-    share is 1/count of its segment's. ``inputs``: the keyword inputs of ``aris_losses_reference``; grad_out (2,)."""
+    """Denominator floors of the relative errors of the gradients (features, logit_scale and, with the head,
+    head_weight and head_bias): a quarter of the root-sum-square of the elementary products each one sums (the rule
+    of the other ops' floors, docs/architecture.md#parity). A KL gradient W_i·p_ij − w_ij cancels (to exactly 0 with
+    one segment: p = w), and so does the normalisation's f̂-projection: rounding scales with the parts, not with
+    their difference. Parts per pair: (ga/(2·rows))·(Wa_i p^L_ij + wa_ij + Wa_j p^Lᵀ_ji + wa_ji) for L_ij (times
+    |f̂_i·ê_j| for logit_scale, |s|/‖f_i‖ for f_i), (gr/rows)·(Wr_i p^P_ij + wr_ij)/(dmax + tiny) for d_ij and d_ji
+    (unit direction vectors); a frame's share is 1/count of its segment's. With the head, f_i's parts reach a frame
+    through Wᵀ (at most its spectral norm), head_weight through m_iᵀ and head_bias as they are. ``inputs``: the
+    keyword inputs of ``aris_losses_reference``; grad_out (2,)."""
     x = {k: v.detach().double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
          for k, v in inputs.items()}
     ga, gr = grad_out.detach().double().abs().tolist()
     valid = x["segment_valid"]
-    f = segment_features(x["features"], x["frame_segment"], x["segment_count"], valid)
+    head_weight = x.get("head_weight")
+    means = segment_features(x["features"], x["frame_segment"], x["segment_count"], valid)
+    f = headed_segment_features(x["features"], x["frame_segment"], x["segment_count"], valid, head_weight,
+                                x.get("head_bias"))
     rows = valid.sum().clamp(min=1).double()
     bias = dropped_bias(valid, torch.float64)
     k = x["unit_embeddings"].shape[0]
@@ -109,5 +125,12 @@ def gradient_error_floors(inputs: dict, grad_out: torch.Tensor) -> dict[str, flo
     norms = torch.linalg.vector_norm(f, dim=1).clamp(min=NORM_EPS)
     absolute = abs(scale) * g_parts.square().sum(1).sqrt() / norms
     relative = (d_parts + d_parts.T).square().sum(1).sqrt()
-    features = ((absolute.square() + relative.square()) / x["segment_count"]).sum()
-    return {"features": 0.25 * float(features.sqrt()), "logit_scale": 0.25 * float((g_parts * cos).norm())}
+    parts = absolute.square() + relative.square()  # (M,): the squared size of f_i's gradient parts
+    features = (parts / x["segment_count"]).sum().sqrt()
+    floors = {"logit_scale": 0.25 * float((g_parts * cos).norm())}
+    if head_weight is None:
+        return floors | {"features": 0.25 * float(features)}
+    spectral = float(torch.linalg.matrix_norm(head_weight, 2))
+    return floors | {"features": 0.25 * spectral * float(features),
+                     "head_weight": 0.25 * float((parts * means.square().sum(1)).sum().sqrt()),
+                     "head_bias": 0.25 * float(parts.sum().sqrt())}

@@ -17,7 +17,9 @@ f_i − f_j is that of f_j − f_i).
 Forward (5 launches):
 
 * ``_al_means_kernel`` (grid M x D blocks): f, the mean of each valid slot's frames, read as BD x BT tiles of the
-  slot's contiguous frame range (the only pass over the (N, D, T) features); padding slots 0.
+  slot's contiguous frame range (the only pass over the (N, D, T) features); padding slots 0. With the feature head
+  it averages the (N, C, T) input into m (M, C), and ``_al_head_kernel`` (grid M x D blocks) gives f = W m + b for
+  the valid slots (6 launches).
 * ``_al_projections_kernel`` (grid M): ‖f_i‖ and proj[i, k] = f_i·e_k.
 * ``_al_rows_kernel`` (grid M): row i of L + bias and Lᵀ + bias -> their logsumexps (online) and the row's share of
   the absolute term; row i of d -> the distance workspace, its maximum and how many of its M entries equal it.
@@ -35,9 +37,12 @@ Backward (5 launches), recomputing L, d and P from the saved f, row_lse and max_
   grad_logit_scale); row i of G and of c_ij = (δ_ij + δ_ji) / d_ij -> the coefficient workspace, with the row's
   f̂_i·g_i / s = Σ_j G_ij f̂_i·ê_j and Σ_j c_ij.
 * ``_al_bwd_segment_grad_kernel`` (grid M x D blocks): g_i = s Σ_j G_ij ê_j and Σ_j c_ij f_j -> grad f_i (the
-  normalisation's backward and the distances' gradient) / count_i, 0 for padding slots.
+  normalisation's backward and the distances' gradient) / count_i, 0 for padding slots. With the feature head
+  grad f_i = γ_i itself, then ``_al_bwd_head_params_kernel`` (grid D blocks x C blocks: Σ_i γ_i m_iᵀ and Σ_i γ_i,
+  slots in order) and ``_al_bwd_head_input_kernel`` (grid M x C blocks: Wᵀ γ_i / count_i) (7 launches).
 * ``_al_bwd_frames_kernel`` (grid N x T blocks x D blocks): every element of grad_features written once: the row
-  of grad f / count of the frame's slot, or 0 (the only pass over the (N, D, T) gradient; no memset).
+  of grad f / count (with the head: Wᵀ γ / count, C wide) of the frame's slot, or 0 (the only pass over the
+  gradient; no memset).
 
 Memory: the forward returns f (M, D), row_lse (3, M) and max_distance (2,) for the backward (the autograd glue
 saves them with the inputs other than the features); its workspace is the projections (M, K) and norms (M,), the
@@ -62,6 +67,7 @@ from trgnet_fast.ops.aris_losses.validation import validate_backward_inputs, val
 
 FRAME_TILE = (16, 128)  # (BD, BT) of the mean and frame-gradient tiles: T is the contiguous axis
 PAIR_TILE = (32, 64)  # (BJ, BD) of every M x M pass; fixed, with LAUNCH: d is the same bits in every kernel
+HEAD_TILE = (32, 64)  # (BC, BD) of the feature head's small (M, C) x (C, D) products
 SUM_BLOCK = 256  # rows per step of the fixed-order sums
 LAUNCH = {"num_warps": 4, "num_stages": 1}  # the same in every kernel: the layout fixes the order of d's sum
 
@@ -431,7 +437,8 @@ def _al_bwd_coefficients_kernel(g_ptr, f_ptr, proj_ptr, norm_ptr, label_ptr, val
 
 @triton.jit
 def _al_bwd_segment_grad_kernel(f_ptr, e_ptr, norm_ptr, label_ptr, valid_ptr, count_ptr, scale_ptr, coef_ptr,
-                                rsum_ptr, gf_ptr, M, K, D, BJ: tl.constexpr, BD: tl.constexpr, ACC: tl.constexpr):
+                                rsum_ptr, gf_ptr, M, K, D, PER_FRAME: tl.constexpr, BJ: tl.constexpr,
+                                BD: tl.constexpr, ACC: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1) * BD + tl.arange(0, BD)
     dm = d < D
@@ -455,8 +462,63 @@ def _al_bwd_segment_grad_kernel(f_ptr, e_ptr, norm_ptr, label_ptr, valid_ptr, co
     absolute = tl.where(norm > _const(_FLOOR, ACC), g - f_i / norm_i * dot, g) / norm_i
     relative = f_i * tl.load(rsum_ptr + i * 2 + 1) - tl.sum(acc_c, axis=0)
     valid = tl.load(valid_ptr + i) != 0
-    grad = tl.where(valid, (absolute + relative) / tl.load(count_ptr + i), 0.0)
-    tl.store(gf_ptr + i * D + d, grad, mask=dm)
+    grad = absolute + relative
+    if PER_FRAME:  # each of the slot's frames gets grad f_i / count_i
+        grad = grad / tl.load(count_ptr + i)
+    tl.store(gf_ptr + i * D + d, tl.where(valid, grad, 0.0), mask=dm)
+
+
+@triton.jit
+def _al_head_kernel(m_ptr, w_ptr, b_ptr, valid_ptr, f_ptr, C, D, BC: tl.constexpr, BD: tl.constexpr,
+                    ACC: tl.constexpr):
+    """f_i = W m_i + b for a valid slot, 0 for padding (a BD block of f_i per program)."""
+    i = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    dm = d < D
+    acc = tl.zeros([BD, BC], ACC)
+    for c0 in range(0, C, BC):
+        c = c0 + tl.arange(0, BC)
+        cm = c < C
+        w = tl.load(w_ptr + d[:, None].to(tl.int64) * C + c[None, :], mask=dm[:, None] & cm[None, :], other=0.0)
+        acc += w * tl.load(m_ptr + i * C + c, mask=cm, other=0.0)[None, :]
+    f = tl.sum(acc, axis=1) + tl.load(b_ptr + d, mask=dm, other=0.0)
+    tl.store(f_ptr + i * D + d, tl.where(tl.load(valid_ptr + i) != 0, f, 0.0), mask=dm)
+
+
+@triton.jit
+def _al_bwd_head_input_kernel(gf_ptr, w_ptr, count_ptr, gm_ptr, C, D, BC: tl.constexpr, BD: tl.constexpr,
+                              ACC: tl.constexpr):
+    """grad m_i / count_i = Wᵀ γ_i / count_i (a BC block per program; γ_i is 0 for padding slots)."""
+    i = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    cm = c < C
+    acc = tl.zeros([BD, BC], ACC)
+    for d0 in range(0, D, BD):
+        d = d0 + tl.arange(0, BD)
+        dm = d < D
+        w = tl.load(w_ptr + d[:, None].to(tl.int64) * C + c[None, :], mask=dm[:, None] & cm[None, :], other=0.0)
+        acc += w * tl.load(gf_ptr + i * D + d, mask=dm, other=0.0)[:, None]
+    tl.store(gm_ptr + i * C + c, tl.sum(acc, axis=0) / tl.load(count_ptr + i), mask=cm)
+
+
+@triton.jit
+def _al_bwd_head_params_kernel(gf_ptr, m_ptr, gw_ptr, gb_ptr, M, C, D, BC: tl.constexpr, BD: tl.constexpr,
+                               ACC: tl.constexpr):
+    """grad W = Σ_i γ_i m_iᵀ and grad b = Σ_i γ_i over the slots in order (a BD x BC block of grad W per program;
+    the programs of the first C block also write grad b)."""
+    d = tl.program_id(0) * BD + tl.arange(0, BD)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    dm = d < D
+    cm = c < C
+    acc_w = tl.zeros([BD, BC], ACC)
+    acc_b = tl.zeros([BD], ACC)
+    for i in range(0, M):
+        g = tl.load(gf_ptr + i * D + d, mask=dm, other=0.0)
+        acc_w += g[:, None] * tl.load(m_ptr + i * C + c, mask=cm, other=0.0)[None, :]
+        acc_b += g
+    tl.store(gw_ptr + d[:, None].to(tl.int64) * C + c[None, :], acc_w, mask=dm[:, None] & cm[None, :])
+    if tl.program_id(1) == 0:
+        tl.store(gb_ptr + d, acc_b, mask=dm)
 
 
 @triton.jit
@@ -498,27 +560,37 @@ def aris_losses_triton(features: torch.Tensor, frame_segment: torch.Tensor, segm
                        segment_start: torch.Tensor, segment_count: torch.Tensor, segment_valid: torch.Tensor,
                        segment_label: torch.Tensor, unit_embeddings: torch.Tensor, logit_scale: torch.Tensor,
                        absolute_weight: torch.Tensor, absolute_log_weight: torch.Tensor,
-                       relative_weight: torch.Tensor, relative_log_weight: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """terms (2,), segment_features (M, D), row_lse (3, M), max_distance (2,) (package docstring). 5 launches.
-    Raises ``ValueError`` as ``validation.validate_inputs(kernel=True)``."""
+                       relative_weight: torch.Tensor, relative_log_weight: torch.Tensor,
+                       head_weight: torch.Tensor | None, head_bias: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """terms (2,), segment_features (M, D), row_lse (3, M), max_distance (2,), segment_means (M, C) or (0,)
+    (package docstring). 5 launches, 6 with the head. Raises ``ValueError`` as
+    ``validation.validate_inputs(kernel=True)``."""
     op = "trgnet_triton::aris_losses"
     tensors = (features, frame_segment, segment_video, segment_start, segment_count, segment_valid, segment_label,
                unit_embeddings, logit_scale, absolute_weight, absolute_log_weight, relative_weight,
-               relative_log_weight)
+               relative_log_weight, head_weight, head_bias)
     validate_inputs(op, tensors, kernel=True)
     check_triton_tensor(op, "features", features)
-    n, d, t = features.shape
+    n, c, t = features.shape
     m, k = segment_count.shape[0], unit_embeddings.shape[0]
+    d = c if head_weight is None else head_weight.shape[0]
     acc, ACC = compute_dtype(features.dtype), _acc_dtype(features.dtype)
     tiny = torch.finfo(acc).tiny
     empty = dict(dtype=acc, device=features.device)
     bd, bt = FRAME_TILE
     bj, bp = PAIR_TILE
-    f = torch.empty((m, d), **empty)
-    wrap_triton(_al_means_kernel)[(m, triton.cdiv(d, bd))](
-        features, segment_video, segment_start, segment_count, segment_valid, f, n, d, t, BD=bd, BT=bt, ACC=ACC,
+    means = torch.empty((m, c), **empty)
+    wrap_triton(_al_means_kernel)[(m, triton.cdiv(c, bd))](
+        features, segment_video, segment_start, segment_count, segment_valid, means, n, c, t, BD=bd, BT=bt, ACC=ACC,
         **LAUNCH)
+    if head_weight is None:
+        f, means = means, torch.empty((0,), **empty)
+    else:
+        f = torch.empty((m, d), **empty)
+        hc, hd = HEAD_TILE
+        wrap_triton(_al_head_kernel)[(m, triton.cdiv(d, hd))](
+            means, head_weight, head_bias, segment_valid, f, c, d, BC=hc, BD=hd, ACC=ACC, **LAUNCH)
     proj, norms = _projections(f, unit_embeddings, ACC)
     dist = torch.empty((m, m), **empty)
     row_lse = torch.empty((3, m), **empty)
@@ -533,7 +605,7 @@ def aris_losses_triton(features: torch.Tensor, frame_segment: torch.Tensor, segm
         TINY=tiny, BJ=bj, BLOCK=SUM_BLOCK, ACC=ACC, **LAUNCH)
     terms = torch.empty((2,), **empty)
     wrap_triton(_al_sum_kernel)[(1,)](stats, terms, m, BLOCK=SUM_BLOCK, ACC=ACC, **LAUNCH)
-    return terms, f, row_lse, max_distance
+    return terms, f, row_lse, max_distance, means
 
 
 @triton_op("trgnet_triton::aris_losses_backward", mutates_args=())
@@ -542,13 +614,17 @@ def aris_losses_backward_triton(grad_terms: torch.Tensor, frame_segment: torch.T
                                 unit_embeddings: torch.Tensor, logit_scale: torch.Tensor,
                                 absolute_weight: torch.Tensor, relative_weight: torch.Tensor,
                                 segment_features: torch.Tensor, row_lse: torch.Tensor, max_distance: torch.Tensor,
-                                features_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """grad_features (N, D, T) in ``features_dtype`` and grad_logit_scale (1,) given grad_terms (2,). 5 launches.
-    Raises ``ValueError`` as ``validation.validate_backward_inputs``."""
+                                head_weight: torch.Tensor | None, segment_means: torch.Tensor,
+                                features_dtype: torch.dtype
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grad_features (N, D, T) (with the head (N, C, T)) in ``features_dtype``, grad_logit_scale (1,),
+    grad_head_weight (D, C) and grad_head_bias (D,) (without the head: (0,) each) given grad_terms (2,). 5 launches,
+    7 with the head. Raises ``ValueError`` as ``validation.validate_backward_inputs``."""
     op = "trgnet_triton::aris_losses_backward"
     tensors = (frame_segment, segment_count, segment_valid, segment_label, unit_embeddings, logit_scale,
                absolute_weight, relative_weight)
-    validate_backward_inputs(op, grad_terms, tensors, segment_features, row_lse, max_distance, features_dtype)
+    validate_backward_inputs(op, grad_terms, tensors, segment_features, row_lse, max_distance, head_weight,
+                             segment_means, features_dtype)
     check_triton_tensor(op, "grad_terms", grad_terms)
     check_backend_dtype("triton", grad_terms.device, features_dtype, f"{op}: features_dtype: ")
     n, t = frame_segment.shape
@@ -572,15 +648,28 @@ def aris_losses_backward_triton(grad_terms: torch.Tensor, frame_segment: torch.T
     wrap_triton(_al_bwd_coefficients_kernel)[(m,)](
         grad_terms, *pair_args, weight_sums, shares, coef, row_sums, grad_scale, m, k, d, TINY=tiny, BJ=bj, BD=bp,
         BLOCK=SUM_BLOCK, ACC=ACC, **LAUNCH)
+    head = head_weight is not None
     grad_f = torch.empty((m, d), **empty)
     wrap_triton(_al_bwd_segment_grad_kernel)[(m, triton.cdiv(d, bp))](
         segment_features, unit_embeddings, norms, segment_label, segment_valid, segment_count, logit_scale, coef,
-        row_sums, grad_f, m, k, d, BJ=bj, BD=bp, ACC=ACC, **LAUNCH)
+        row_sums, grad_f, m, k, d, PER_FRAME=not head, BJ=bj, BD=bp, ACC=ACC, **LAUNCH)
+    if head:  # grad_f holds γ: the head's gradients, and the frames' rows Wᵀ γ_i / count_i
+        c = head_weight.shape[1]
+        hc, hd = HEAD_TILE
+        grad_weight, grad_bias = torch.empty((d, c), **empty), torch.empty((d,), **empty)
+        wrap_triton(_al_bwd_head_params_kernel)[(triton.cdiv(d, hd), triton.cdiv(c, hc))](
+            grad_f, segment_means, grad_weight, grad_bias, m, c, d, BC=hc, BD=hd, ACC=ACC, **LAUNCH)
+        grad_rows = torch.empty((m, c), **empty)
+        wrap_triton(_al_bwd_head_input_kernel)[(m, triton.cdiv(c, hc))](
+            grad_f, head_weight, segment_count, grad_rows, c, d, BC=hc, BD=hd, ACC=ACC, **LAUNCH)
+    else:
+        c, grad_rows = d, grad_f
+        grad_weight, grad_bias = torch.empty((0,), **empty), torch.empty((0,), **empty)
     bd, bt = FRAME_TILE
-    grad_features = torch.empty((n, d, t), dtype=features_dtype, device=grad_terms.device)
-    wrap_triton(_al_bwd_frames_kernel)[(n, triton.cdiv(t, bt), triton.cdiv(d, bd))](
-        grad_f, frame_segment, grad_features, m, d, t, BD=bd, BT=bt, **LAUNCH)
-    return grad_features, grad_scale
+    grad_features = torch.empty((n, c, t), dtype=features_dtype, device=grad_terms.device)
+    wrap_triton(_al_bwd_frames_kernel)[(n, triton.cdiv(t, bt), triton.cdiv(c, bd))](
+        grad_rows, frame_segment, grad_features, m, c, t, BD=bd, BT=bt, **LAUNCH)
+    return grad_features, grad_scale, grad_weight, grad_bias
 
 
 aris_losses_triton.register_autograd(make_backward(aris_losses_backward_triton), setup_context=setup_context)
