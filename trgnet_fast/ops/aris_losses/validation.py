@@ -79,24 +79,24 @@ def validate_inputs(op: str, tensors, kernel: bool = False) -> None:
     m = count.shape[0]
     _check_slots(op, named, n, t, m, acc, "features", features)
     if head:
-        d = _check_head(op, named["head_weight"], named["head_bias"], d, acc, "features", features)
+        d = _check_head(op, named["head_weight"], named["head_bias"], d, acc, features)
     _check_state(op, named, d, m, acc, "features", features)
     if kernel:
         for name, tensor in named.items():
             check_contiguous(op, name, tensor)
 
 
-def _check_head(op: str, weight, bias, c: int, acc: torch.dtype, ref_name: str, ref) -> int:
-    """head_weight (D, C) and head_bias (D,) (bias None: not checked) in ``acc``, on ``ref``'s device; returns D."""
-    rule = f"the compute dtype of {ref.dtype} {ref_name}" if ref_name == "features" else f"same as {ref_name}"
+def _check_head(op: str, weight, bias, c: int, acc: torch.dtype, features) -> int:
+    """head_weight (D, C) and head_bias (D,) in ``acc`` (the compute dtype of ``features``, whose C they take), on
+    the features' device; returns D."""
+    rule = f"the compute dtype of {features.dtype} features"
     if weight.dim() != 2 or weight.shape[1] != c or weight.shape[0] < 1:
-        raise ValueError(f"{op}: head_weight: expected shape (D, C) = (D, {c}) with D >= 1 (C: {ref_name}' "
+        raise ValueError(f"{op}: head_weight: expected shape (D, C) = (D, {c}) with D >= 1 (C: features' "
                          f"channels), got {tuple(weight.shape)}")
-    check_dtype_device(op, "head_weight", weight, acc, ref_name, ref, rule)
+    check_dtype_device(op, "head_weight", weight, acc, "features", features, rule)
     d = weight.shape[0]
-    if bias is not None:
-        check_shape(op, "head_bias", bias, (d,), "(D,)")
-        check_dtype_device(op, "head_bias", bias, acc, ref_name, ref, rule)
+    check_shape(op, "head_bias", bias, (d,), "(D,)")
+    check_dtype_device(op, "head_bias", bias, acc, "features", features, rule)
     return d
 
 
