@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <string>
@@ -26,9 +27,10 @@ inline void expect(bool ok, const std::string& what) {
   if (!ok) ++failures;
 }
 
-// A generator with a fresh seed, printed so that a failing run can be repeated.
+// A generator with a fresh seed, printed so that a failing run can be repeated: TRGNET_TEST_SEED=<seed> reruns it.
 inline std::mt19937_64 seeded_rng() {
-  const uint64_t seed = std::random_device{}();
+  const char* given = std::getenv("TRGNET_TEST_SEED");
+  const uint64_t seed = given ? std::strtoull(given, nullptr, 10) : std::random_device{}();
   std::printf("seed %llu\n", (unsigned long long)seed);
   return std::mt19937_64(seed);
 }
@@ -135,6 +137,34 @@ inline double dropout_factor(int64_t seed, int stream, int64_t i, double p) {
 
 // An op's differentiable inputs as flat float64 values, in schema order.
 using Inputs = std::vector<std::vector<double>>;
+
+// draw() again, up to 20 times, while near_a_kink(problem): a point where the function is not differentiable
+// (a ReLU's or a clamp's switch) within reach of the central differences' steps would spoil them.
+template <class Draw, class Near>
+auto drawn_off_kinks(Draw draw, Near near_a_kink) {
+  auto problem = draw();
+  for (int i = 0; i < 20 && near_a_kink(problem); ++i) problem = draw();
+  return problem;
+}
+
+// A directional derivative sum_k g_k d_k over one or more inputs (gradient g, direction d), and the size of its
+// contributions sum_k |g_k d_k|.
+struct Directional {
+  double value = 0, size = 0;
+  Directional& add(const std::vector<double>& g, const std::vector<double>& d) {
+    for (size_t k = 0; k < g.size(); ++k) value += g[k] * d[k], size += std::abs(g[k] * d[k]);
+    return *this;
+  }
+};
+
+// The error of `analytic` against the fourth-order central difference of loss_at(s) = L(inputs + s d) with step h,
+// relative to the larger of the difference and the contributions' size (they can cancel to a derivative near 0,
+// where the difference is the loss's rounding noise), at least 1e-8.
+template <class Loss>
+double central_difference_error(const Directional& analytic, Loss loss_at, double h) {
+  const double fd = (8 * (loss_at(h) - loss_at(-h)) - (loss_at(2 * h) - loss_at(-2 * h))) / (12 * h);
+  return std::abs(fd - analytic.value) / std::max({std::abs(fd), analytic.size, 1e-8});
+}
 
 // Settings of expect_gradients_match_central_differences.
 struct CentralDifferences {
