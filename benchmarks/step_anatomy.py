@@ -1,4 +1,5 @@
-"""Step anatomy: what one TRGNet training step dispatches, where it syncs the host, and what autograd saves.
+"""Step anatomy: what one TRGNet training step dispatches, where it syncs the host, and what autograd saves; what
+the N=1 inference dispatches.
 
     python benchmarks/step_anatomy.py                # backends usable here, N=2 T=300, saved at N=8 T=6000
     python benchmarks/step_anatomy.py --backends torch,cuda --out results/anatomy
@@ -10,8 +11,10 @@ SAEP → TrainStep (model + TRGNetLoss) → backward → Adam; see bench/anatomy
 a dispatch mode (bench/anatomy.py): non-view ops per phase and block (a proxy for GPU kernel launches; custom ops
 ``trgnet::*`` / ``trgnet_triton::*`` on lines of their own), the host-syncing ops with the trgnet_fast line that
 issued them, and the bytes autograd holds when backward starts (real tensors at the count size; at --saved-n /
---saved-t the model runs on fake tensors and the loss for real). Markdown to stdout, ``--out DIR`` also writes
-step_anatomy.md and step_anatomy.json. Progress on stderr.
+--saved-t the model runs on fake tensors and the loss for real). Then one eval forward of one unpadded video of
+--infer-t frames, as the evaluation runs it (bench/anatomy_blocks.py:measure_inference; the goal's N=1 inference):
+its ops per block and its host syncs. Markdown to stdout, ``--out DIR`` also writes step_anatomy.md and
+step_anatomy.json. Progress on stderr.
 
 The triton backend runs in Triton's CPU interpreter here (TRITON_INTERPRET=1, set below when there is no GPU):
 its counts take tens of minutes, so it is off by default on CPU (--backends torch,cuda,triton turns it on); its
@@ -34,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from trgnet_fast.backend import backend_status  # noqa: E402
 from trgnet_fast.model.masking import MASK_MODES  # noqa: E402
 
-from bench.anatomy_blocks import (PHASES, STEP_PHASES, block_order, build_trainer_step, measure_step,  # noqa: E402
-                                  saved_bytes_full_size, saved_total)
+from bench.anatomy_blocks import (PHASES, STEP_PHASES, block_order, build_trainer_step,  # noqa: E402
+                                  measure_inference, measure_step, saved_bytes_full_size, saved_total)
 from bench.environment import describe  # noqa: E402
 
 GIB, MIB = 2 ** 30, 2 ** 20
@@ -63,9 +66,16 @@ def saved_skip_reason(backend: str, args) -> str | None:
     return None
 
 
+def op_rows(counts) -> list[dict]:
+    """OpCounts' ops as JSON rows {phase, block, op, count}."""
+    return [{"phase": phase, "block": block, "op": op, "count": n}
+            for (phase, block), ops in sorted(counts.ops.items()) for op, n in sorted(ops.items())]
+
+
 def measure_backend(backend: str, args, **model_options) -> dict:
-    """Counts, syncs and saved bytes of one backend, as a JSON-ready dict. model_options: ``build_trainer_step``'s
-    ``model_overrides`` / ``text_dim`` (the published model without them)."""
+    """Counts, syncs and saved bytes of one backend's step, and the counts and syncs of its N=1 inference
+    (``inference``), as a JSON-ready dict. model_options: ``build_trainer_step``'s ``model_overrides`` /
+    ``text_dim`` (the published model without them)."""
     progress(f"{backend}: counting one step at N={args.n}, T={args.t}")
     parts = build_trainer_step(args.n, args.t, backend, args.seed, **model_options)
     blocks = block_order(parts.model)
@@ -73,8 +83,7 @@ def measure_backend(backend: str, args, **model_options) -> dict:
     counts = measured.counts
     result = {
         "backend": backend, "blocks": blocks, "step_seconds": round(measured.seconds, 2),
-        "ops": [{"phase": phase, "block": block, "op": op, "count": n}
-                for (phase, block), ops in sorted(counts.ops.items()) for op, n in sorted(ops.items())],
+        "ops": op_rows(counts),
         "excluded": {kind: dict(ops) for kind, ops in counts.excluded.items()},
         "syncs": [vars(s) for s in counts.syncs],
         "saved_bytes_count_size": measured.saved_bytes,
@@ -84,6 +93,9 @@ def measure_backend(backend: str, args, **model_options) -> dict:
         progress(f"{backend}: saved bytes at N={args.saved_n}, T={args.saved_t} (model on fake tensors)")
         full = build_trainer_step(args.saved_n, args.saved_t, backend, args.seed, **model_options)
         result["saved_bytes"] = saved_bytes_full_size(full, args.seed)
+    progress(f"{backend}: counting one N=1 inference at T={args.infer_t}")
+    inference = measure_inference(1, args.infer_t, backend, args.seed, **model_options)
+    result["inference"] = {"ops": op_rows(inference), "syncs": [vars(s) for s in inference.syncs]}
     return result
 
 
@@ -106,7 +118,8 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 def summary_table(results: list[dict], args) -> list[str]:
     header = ["backend", "forward", "loss", "backward", "optimizer", "step ops", "of which custom",
               "fwd+loss+bwd", "host syncs (step / bookkeeping)", f"saved GiB (N={args.saved_n}, T={args.saved_t})",
-              f"saved MiB (N={args.n}, T={args.t})", "counted step s"]
+              f"saved MiB (N={args.n}, T={args.t})", "counted step s",
+              f"inference ops (N=1, T={args.infer_t})", "inference host syncs"]
     rows = []
     for r in results:
         syncs_step = sum(1 for s in r["syncs"] if s["phase"] != "bookkeeping")
@@ -114,7 +127,8 @@ def summary_table(results: list[dict], args) -> list[str]:
         rows.append([r["backend"], *(op_total(r, [p]) for p in STEP_PHASES), op_total(r, STEP_PHASES),
                      sum(op_total(r, STEP_PHASES, namespace=ns) for ns in custom_namespaces(r)),
                      op_total(r, ("forward", "loss", "backward")), f"{syncs_step} / {len(r['syncs']) - syncs_step}",
-                     saved, f"{saved_total(r['saved_bytes_count_size']) / MIB:.1f}", r["step_seconds"]])
+                     saved, f"{saved_total(r['saved_bytes_count_size']) / MIB:.1f}", r["step_seconds"],
+                     op_total(r["inference"]), len(r["inference"]["syncs"])])
     return table(header, rows)
 
 
@@ -130,10 +144,23 @@ def block_table(result: dict) -> list[str]:
     return table(["block", *PHASES, "total"], rows) + ["", f"Not counted: {excluded}."]
 
 
+def inference_table(results: list[dict]) -> list[str]:
+    """The N=1 inference's ops per block (rows) and backend (columns), a total row and one row per custom-op
+    namespace."""
+    inference = [r["inference"] for r in results]
+    used = {row["block"] for i in inference for row in i["ops"]}
+    blocks = [b for b in dict.fromkeys(b for r in results for b in r["blocks"]) if b in used]
+    rows = [[block, *(op_total(i, blocks=[block]) or "" for i in inference)] for block in blocks]
+    rows.append(["**total**", *(op_total(i) for i in inference)])
+    rows += [[f"custom `{ns}::*`", *(op_total(i, namespace=ns) or "" for i in inference)]
+             for ns in sorted({ns for i in inference for ns in custom_namespaces(i)})]
+    return table(["block", *(r["backend"] for r in results)], rows)
+
+
 def sync_table(results: list[dict]) -> list[str]:
     rows = {}
     for r in results:
-        for s in r["syncs"]:
+        for s in r["syncs"] + r["inference"]["syncs"]:
             key = (r["backend"], s["phase"], s["block"], s["op"], s["reason"], f"`{s['where']}`")
             rows[key] = rows.get(key, 0) + 1
     return table(["backend", "phase", "block", "op", "why", "issued at", "calls"],
@@ -167,7 +194,10 @@ def markdown(results: list[dict], env: dict, args, seconds: float) -> str:
              "## Summary", "", *summary_table(results, args), ""]
     for r in results:
         lines += [f"## Ops per block: {r['backend']}", "", *block_table(r), ""]
-    lines += ["## Host syncs", "", *sync_table(results), "",
+    lines += [f"## N=1 inference ops per block (T={args.infer_t})", "",
+              "One eval forward (`model.eval()`, no grad, `check_values=False`, as the evaluation runs it) of one "
+              "unpadded video, counted as the step is.", "", *inference_table(results), "",
+              "## Host syncs", "", *sync_table(results), "",
               f"## Saved for backward when backward starts, N={args.saved_n}, T={args.saved_t}", "",
               "Model blocks on fake tensors, loss for real on CPU; each storage once, full size, first saver.", "",
               *saved_table(results)]
@@ -193,13 +223,16 @@ def parse_args(argv=None):
     p.add_argument("--saved-n", type=int, default=8, help="batch size of the saved-bytes measurement")
     p.add_argument("--saved-t", type=int, default=6000, help="frames of the saved-bytes measurement")
     p.add_argument("--no-saved", action="store_true", help="skip the full-size saved-bytes measurement")
+    p.add_argument("--infer-t", type=int, default=None, help="frames of the counted N=1 inference (default: --t)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mask-mode", choices=MASK_MODES, default="published",
                    help="model.mask_mode (correct: what train.cuda_graphs needs, docs/training.md#cuda-graphs)")
     p.add_argument("--out", default=None, help="directory for step_anatomy.md and step_anatomy.json")
     p.add_argument("--check-no-sync", action="store_true",
-                   help="exit 1 (listing them) if the step issues any host-syncing op")
-    return p.parse_args(argv)
+                   help="exit 1 (listing them) if the step or the inference issues any host-syncing op")
+    args = p.parse_args(argv)
+    args.infer_t = args.infer_t or args.t
+    return args
 
 
 def main(argv=None) -> int:
@@ -214,7 +247,7 @@ def main(argv=None) -> int:
     if args.out:
         write_outputs(args.out, text, results, env, args, seconds)
         progress(f"wrote {args.out}/step_anatomy.md and .json")
-    syncs = [(r["backend"], s) for r in results for s in r["syncs"]]
+    syncs = [(r["backend"], s) for r in results for s in r["syncs"] + r["inference"]["syncs"]]
     if args.check_no_sync and syncs:
         for backend, s in syncs:
             print(f"sync: {backend} {s['phase']} {s['block']} {s['op']} at {s['where']}", file=sys.stderr)

@@ -5,12 +5,13 @@ The step is the trainer's own: the published config (``load_config("PKU-subject"
 ``Trainer.train_step`` itself run on them (``TrainStep`` (model + loss) → ``losses["total"].backward()`` →
 ``Adam.step`` → the loss floats and accuracy counts it returns). The batch is ``benchmarks/workload.py``'s padded
 random batch, augmented (SAEP) and given its loss targets on the CPU as the training collate does; the text inputs
-(action embeddings (K, 768), TAG (K, K)) are random tensors of the published shapes, so no text encoder is needed. Adam runs with ``foreach=True``: what the
-trainer's default Adam picks on CUDA tensors (on CPU tensors it would loop over the parameters one by one).
+(action embeddings (K, 768), TAG (K, K)) are random tensors of the published shapes, so no text encoder is needed.
+Adam runs with ``foreach=True``: what the trainer's default Adam picks on CUDA tensors (on CPU tensors it would loop
+over the parameters one by one). :func:`measure_inference` counts the evaluation's forward the same way.
 
 Phases: batch (what ``train_step`` does before ``TrainStep``: on a GPU the batch's copies; nothing on the CPU), forward
 (inside the model), loss (the rest of ``TrainStep``), backward, optimizer, bookkeeping (``train_step``'s loss floats and
-accuracy). Blocks: :func:`model_blocks`.
+accuracy); inference (the eval forward of :func:`measure_inference`). Blocks: :func:`model_blocks`.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from bench.anatomy import (AUTOGRAD_ENGINE, PARAMETER_GRADS, AutogradNodeBlocks,
 DATASET = "PKU-subject"
 PHASES = ("batch", "forward", "loss", "backward", "optimizer", "bookkeeping")
 STEP_PHASES = ("forward", "loss", "backward", "optimizer")  # the training step proper
+INFERENCE = "inference"
 MODEL_TOP_LEVEL = "model top level"
 LOSS = "loss"
 # the model's top-level children → the block they belong to (a child not listed is a block of its own name)
@@ -230,6 +232,34 @@ def measure_step(parts: TrainerStep) -> StepMeasurement:
         tracker.remove()
         node_blocks.disarm()
     return StepMeasurement(counter.counts, saved, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------- one counted inference
+def measure_inference(n: int, t: int, backend: str, seed: int = 0, model_overrides: dict | None = None,
+                      text_dim: int = PUBLISHED_TEXT_DIM) -> OpCounts:
+    """One eval forward of N unpadded videos of T frames as the evaluation runs it (trgnet_fast/training/evaluate.py,
+    benchmarks/train_step.py's infer: ``model.eval()``, no grad, ``check_values=False``; the final logits and
+    boundary logits) on the model :func:`build_trainer_step` builds: once uncounted, then under :class:`OpCounter`,
+    its ops per model block in the phase :data:`INFERENCE`."""
+    parts = build_trainer_step(n, t, backend, seed, model_overrides=model_overrides, text_dim=text_dim)
+    model, joint_graph = parts.model.eval(), parts.trainer.joint_graph
+    inputs = workload.make_model_inputs(n, t, "cpu", seed, DATASET, padded=False)
+    tracker = BlockTracker(outside=MODEL_TOP_LEVEL)
+    for label, module in model_blocks(model):
+        tracker.add(label, module)
+
+    def forward():
+        with torch.no_grad():
+            model(inputs["x"], inputs["mask"], joint_graph, check_values=False)
+
+    forward()
+    counter = OpCounter(lambda: (INFERENCE, tracker.current_block()), PACKAGE_DIRS)
+    try:
+        with counter:
+            forward()
+    finally:
+        tracker.remove()
+    return counter.counts
 
 
 # ------------------------------------------------------------------------------------ saved bytes at full size

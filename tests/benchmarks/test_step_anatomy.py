@@ -154,7 +154,7 @@ def test_backward_ops_go_to_the_block_that_created_the_nodes():
 # ------------------------------------------------------------------------------------------------- whole step
 def tiny_args(**overrides):
     """The CLI's arguments for one step of the tiny model at N=1, T=64, saved bytes at the same size."""
-    base = dict(n=1, t=64, saved_n=1, saved_t=64, seed=0, no_saved=False, mask_mode="published")
+    base = dict(n=1, t=64, saved_n=1, saved_t=64, infer_t=40, seed=0, no_saved=False, mask_mode="published")
     return argparse.Namespace(**{**base, **overrides})
 
 
@@ -193,6 +193,7 @@ def test_report_has_every_phase_and_block(tiny_result):
            "git_commit": "c"}
     text = step_anatomy.markdown([tiny_result], env, tiny_args(), 1.0)
     assert f"## Ops per block: {tiny_result['backend']}" in text and "| **total** |" in text
+    assert "## N=1 inference ops per block (T=40)" in text
 
 
 def test_the_whole_step_issues_no_host_sync(tiny_result):
@@ -200,6 +201,21 @@ def test_the_whole_step_issues_no_host_sync(tiny_result):
     dispatch mode: not one op that waits for the device."""
     assert tiny_result["syncs"] == []
     assert {r["phase"] for r in tiny_result["ops"]} >= set(STEP_PHASES)  # every phase ran under the counter
+
+
+def test_the_inference_is_the_eval_forward_of_every_block_without_a_host_sync(tiny_result):
+    """The N=1 inference, counted: every model block dispatches, all in the inference phase, none of it waits for
+    the device; the fused backend's AttModules are its custom ops; the training-only work (dropout, the feature
+    heads) is absent, so it dispatches fewer ops than the step's forward."""
+    inference = tiny_result["inference"]
+    assert inference["syncs"] == []
+    assert {r["phase"] for r in inference["ops"]} == {"inference"}
+    assert set(MODEL_BLOCKS) <= {r["block"] for r in inference["ops"]}
+    assert not any(r["op"] in ("aten::bernoulli_", "aten::native_dropout") for r in inference["ops"])
+    assert step_anatomy.op_total(inference) < step_anatomy.op_total(tiny_result, ["forward"])
+    if tiny_result["backend"] == "cuda":
+        assert step_anatomy.op_total(inference, blocks=["STI: AttModule"], namespace="trgnet") == \
+            step_anatomy.op_total(inference, blocks=["STI: AttModule"])
 
 
 @needs("cuda")

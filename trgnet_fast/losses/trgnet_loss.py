@@ -243,7 +243,8 @@ class TRGNetLoss(nn.Module):
                 mask: torch.Tensor, max_segments: int | None = None,
                 targets: LossTargets | None = None) -> dict[str, torch.Tensor]:
         """outputs: the model's train-mode tuple ([logits (N,K,T)...], [b (N,1,T)...], [e (N,D,T) or
-        ``TextFeatures`` (a head with its (N,C,T) input, docs/model.md#deferred-text-heads)...], logit_scale (1,)); x: (N, C, V, T) (augmented) model input, GS-TMSE's similarity source, or None when
+        ``TextFeatures`` (a head with its (N,C,T) input, docs/model.md#deferred-text-heads)...], logit_scale (1,));
+        x: (N, C, V, T) (augmented) model input, GS-TMSE's similarity source, or None when
         ``targets`` carry its pair weights (the training collate's do); labels: (N, T) long, 255 = ignore;
         boundary: (N, 1, T) 0/1 float; mask: (N, 1, T) bool or 0/1; max_segments: None, or a static bound
         on the ARIS segments (the collate's ``max_segments``, ``segment_capacity``): then nothing in the loss
