@@ -161,9 +161,9 @@ std::string describe(const Problem& p) {
          std::to_string(plan.pieces) + " pieces)";
 }
 
-// A central difference of step h along normal directions (test_problem) moves the pre-activation at position i of
-// channel c by at most about 5 h (3 + invstd |w_c| + |xhat_i|); one within 20 times that of 0 (a ReLU kink) could be
-// crossed and would spoil the difference: a few positions in the larger problems. Each such position's residual
+// The central differences of steps h and 2h along normal directions (test_problem) move the pre-activation at
+// position i of channel c by at most about 10 h (3 + invstd |w_c| + |xhat_i|); one within 10 times that of 0 (a ReLU
+// kink) could be crossed and would spoil them: a few positions in the larger problems. Each such position's residual
 // (which leaves the statistics alone), else its x, moves so that the pre-activation sits twice that gap from 0 on its
 // side; a move of x shifts the statistics a little, so this repeats until no position is that close. The inputs stay
 // the random draw everywhere else.

@@ -168,7 +168,7 @@ double central_difference_error(const Directional& analytic, Loss loss_at, doubl
 
 // Settings of expect_gradients_match_central_differences.
 struct CentralDifferences {
-  double step;       // h of (L(in + h dir) - L(in - h dir)) / 2h
+  double step;       // h of the fourth-order central difference (L(in ± h dir), L(in ± 2h dir))
   double floor;      // the smallest denominator of an error (where the derivative vanishes, fd is rounding noise)
   double tolerance;  // of the worst input's error
   std::function<bool(size_t)> skip = nullptr;  // inputs without a gradient to check
@@ -197,7 +197,8 @@ void expect_gradients_match_central_differences(const std::string& name, std::mt
       for (size_t k = 0; k < out.size(); ++k) L += g[k] * out[k];
       return L;
     };
-    const double fd = (loss(cd.step) - loss(-cd.step)) / (2 * cd.step);
+    const double h = cd.step;  // fourth order: the truncation error far below the rounding error
+    const double fd = (8 * (loss(h) - loss(-h)) - (loss(2 * h) - loss(-2 * h))) / (12 * h);
     const std::vector<double> gv = to_vector(grads[i]);
     double an = 0, scale = 0;
     for (size_t k = 0; k < dir.size(); ++k) {
@@ -231,12 +232,16 @@ inline double worst_rel_err(const std::vector<at::Tensor>& a, const std::vector<
 }
 
 // The worst relative error of gradients against reference gradients, each with the floor 1e-3 sqrt(numel) (entries
-// that are rounding noise around 0 must not dominate); gradients without elements have no error.
-inline double worst_gradient_error(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& ref) {
+// that are rounding noise around 0 must not dominate), or floors[i] where that is larger; gradients without elements
+// have no error.
+inline double worst_gradient_error(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& ref,
+                                   const std::vector<double>& floors = {}) {
   double worst = 0;
   for (size_t i = 0; i < ref.size(); ++i)
-    if (ref[i].numel())
-      worst = worse(worst, rel_err(to_vector(grads[i]), to_vector(ref[i]), 1e-3 * std::sqrt(ref[i].numel())));
+    if (ref[i].numel()) {
+      const double floor = std::max(1e-3 * std::sqrt(ref[i].numel()), i < floors.size() ? floors[i] : 0.0);
+      worst = worse(worst, rel_err(to_vector(grads[i]), to_vector(ref[i]), floor));
+    }
   return worst;
 }
 
@@ -250,17 +255,23 @@ struct Kernels {
 };
 
 // The bound of the backward's worst error for a dtype, given the rounded inputs, the gradient of the outputs in
-// that dtype and the float64 reference gradients; printed with the error.
-using BackwardBound =
-    std::function<double(at::ScalarType, const Inputs&, const at::Tensor&, const std::vector<at::Tensor>&)>;
+// that dtype, the float64 reference gradients and the gradients' floors (GradientFloors); printed with the error.
+using BackwardBound = std::function<double(at::ScalarType, const Inputs&, const at::Tensor&,
+                                           const std::vector<at::Tensor>&, const std::vector<double>&)>;
+
+// Floors of the gradients' relative errors (worst_gradient_error), by input, given the inputs and the gradient of
+// the outputs (float64): for a gradient that sums terms which can cancel, a floor on the scale of those terms.
+using GradientFloors = std::function<std::vector<double>(const Inputs&, const at::Tensor&)>;
 
 // float32 and bfloat16 against the float64 kernels on the same inputs rounded to their dtype (those in `kept` left in
 // float64), so that what remains is the dtype's arithmetic: the forward's outputs (worst error, floor 1e-6) and every
-// gradient (worst_gradient_error), one check each, within 1e-5 (float32) / 2e-2 (bfloat16) or the bound
-// backward_bound gives. Both backwards run on the forward outputs of the dtype under test.
+// gradient (worst_gradient_error, with gradient_floors' floors where given), one check each, within 1e-5 (float32) /
+// 2e-2 (bfloat16) or the bound backward_bound gives. Both backwards run on the forward outputs of the dtype under
+// test.
 inline void expect_dtypes_match_f64(const std::string& name, const Kernels& kernels, const Inputs& in,
                                     const at::Tensor& g, const std::vector<size_t>& kept = {},
-                                    const BackwardBound& backward_bound = nullptr) {
+                                    const BackwardBound& backward_bound = nullptr,
+                                    const GradientFloors& gradient_floors = nullptr) {
   for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
     const Inputs rounded = rounded_to(in, dt, kept);
     const std::string label = std::string(dt == at::kFloat ? "f32" : "bf16") + " vs f64 on the same inputs: ";
@@ -270,12 +281,14 @@ inline void expect_dtypes_match_f64(const std::string& name, const Kernels& kern
     expect(e < tol, "forward " + label + name + " err " + fmt(e));
     const at::Tensor g_dt = g.to(dt);
     const std::vector<at::Tensor> ref_grads = kernels.backward(rounded, at::kDouble, g_dt.to(at::kDouble), outs);
-    const double ge = worst_gradient_error(kernels.backward(rounded, dt, g_dt, outs), ref_grads);
+    const std::vector<double> floors =
+        gradient_floors ? gradient_floors(rounded, g_dt.to(at::kDouble)) : std::vector<double>{};
+    const double ge = worst_gradient_error(kernels.backward(rounded, dt, g_dt, outs), ref_grads, floors);
     if (!backward_bound) {
       expect(ge < tol, "backward " + label + name + " worst " + fmt(ge));
       continue;
     }
-    const double bound = backward_bound(dt, rounded, g_dt, ref_grads);
+    const double bound = backward_bound(dt, rounded, g_dt, ref_grads, floors);
     expect(ge < bound, "backward " + label + name + " worst " + fmt(ge) + " (bound " + fmt(bound) + ")");
   }
 }
@@ -286,6 +299,7 @@ struct FusedOpSettings {
   std::string outputs;              // the outputs compared, for the messages ("" for the op's one output)
   std::vector<size_t> kept_in_f64;  // inputs the kernels take in the state dtype whatever the dtype
   BackwardBound backward_bound;     // of the float32 / bfloat16 backward's error (nullptr: the fixed tolerance)
+  GradientFloors gradient_floors;   // of its relative errors (nullptr: the default floor)
 };
 
 // The checks of a fused op's kernels on one problem, one expect each, in this order: the float64 forward's outputs
@@ -306,7 +320,8 @@ std::vector<at::Tensor> check_fused_op(const std::string& name, std::mt19937_64&
   expect_gradients_match_central_differences(name, rng, in, to_vector(g), grads, input_names,
                                              [&](const Inputs& moved) { return direct(moved)[0]; },
                                              settings.central_differences);
-  expect_dtypes_match_f64(name, kernels, in, g, settings.kept_in_f64, settings.backward_bound);
+  expect_dtypes_match_f64(name, kernels, in, g, settings.kept_in_f64, settings.backward_bound,
+                          settings.gradient_floors);
   return grads;
 }
 
