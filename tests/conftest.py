@@ -1,7 +1,6 @@
-"""Test-wide setup: Triton's CPU interpreter when there is no GPU, the `gpu` marker (those tests in one xdist group),
-and the fused backends a run requires (``$TRGNET_REQUIRE_BACKENDS``, see tests/README.md): a test that needs an
-unusable backend skips with the reason, or fails with it when the run requires that backend (CI must not pass on a
-broken native build)."""
+"""Test-wide setup: Triton's CPU interpreter when there is no GPU, the `gpu` marker, and the fused backends a run
+requires (``$TRGNET_REQUIRE_BACKENDS``, see tests/README.md): a test that needs an unusable backend skips with
+the reason, or fails with it when the run requires that backend (CI must not pass on a broken native build)."""
 import os
 
 import pytest
@@ -46,12 +45,8 @@ def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; none is present on this machine")
     required = read_required_backends()
     for item in items:
-        if "gpu" in item.keywords:
-            # under pytest-xdist's --dist loadgroup (the README's test command) the GPU tests share one worker:
-            # paper-size cases side by side could exhaust one GPU's memory
-            item.add_marker(pytest.mark.xdist_group("gpu"))
-            if not HAS_CUDA:
-                item.add_marker(skip_gpu)
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)
         for backend, why in _unusable_backends(item):
             if backend not in required:  # the required ones fail in pytest_runtest_setup
                 item.add_marker(pytest.mark.skip(reason=why))
