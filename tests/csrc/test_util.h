@@ -157,12 +157,19 @@ struct Directional {
   }
 };
 
+// The fourth-order central difference of loss(s) at 0 with step h (its truncation error far below the rounding
+// error): the derivative along the direction loss moves the inputs.
+template <class Loss>
+double fourth_order_difference(Loss loss, double h) {
+  return (8 * (loss(h) - loss(-h)) - (loss(2 * h) - loss(-2 * h))) / (12 * h);
+}
+
 // The error of `analytic` against the fourth-order central difference of loss_at(s) = L(inputs + s d) with step h,
 // relative to the larger of the difference and the contributions' size (they can cancel to a derivative near 0,
 // where the difference is the loss's rounding noise), at least 1e-8.
 template <class Loss>
 double central_difference_error(const Directional& analytic, Loss loss_at, double h) {
-  const double fd = (8 * (loss_at(h) - loss_at(-h)) - (loss_at(2 * h) - loss_at(-2 * h))) / (12 * h);
+  const double fd = fourth_order_difference(loss_at, h);
   return std::abs(fd - analytic.value) / std::max({std::abs(fd), analytic.size, 1e-8});
 }
 
@@ -197,8 +204,7 @@ void expect_gradients_match_central_differences(const std::string& name, std::mt
       for (size_t k = 0; k < out.size(); ++k) L += g[k] * out[k];
       return L;
     };
-    const double h = cd.step;  // fourth order: the truncation error far below the rounding error
-    const double fd = (8 * (loss(h) - loss(-h)) - (loss(2 * h) - loss(-2 * h))) / (12 * h);
+    const double fd = fourth_order_difference(loss, cd.step);
     const std::vector<double> gv = to_vector(grads[i]);
     double an = 0, scale = 0;
     for (size_t k = 0; k < dir.size(); ++k) {
